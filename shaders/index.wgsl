@@ -1,0 +1,99 @@
+// Indexing family: gather (index_select is a gather whose index view is
+// broadcast across the other axes), scatter_add and one_hot.
+//
+// Index tensors are i32 or u32; both are read as u32, so a negative i32 is
+// out of range. An out-of-range index reads as 0 rather than touching memory
+// outside the tensor.
+
+struct Index {
+    numel: u32,
+    rank: u32,
+    axis: u32,
+    n_axis: u32,
+    off_x: u32,
+    off_idx: u32,
+    n_loop: u32,
+    _pad: u32,
+    shape: array<vec4<u32>, 2>,
+    str_x: array<vec4<u32>, 2>,
+    str_idx: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Index;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read> idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+struct Coords {
+    // offsets in x and idx of output element i, without the axis term of x
+    x: u32,
+    idx: u32,
+    // coordinate of i along the axis
+    along: u32,
+}
+
+fn coords(i: u32) -> Coords {
+    var rem = i;
+    var c = Coords(p.off_x, p.off_idx, 0u);
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let n = p.shape[q][r];
+        let k = rem % n;
+        rem = rem / n;
+        c.idx += k * p.str_idx[q][r];
+        if u32(d) == p.axis {
+            c.along = k;
+        } else {
+            c.x += k * p.str_x[q][r];
+        }
+    }
+    return c;
+}
+
+// out[c] = x[c with c[axis] replaced by idx[c]]
+@compute @workgroup_size(256)
+fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let c = coords(i);
+    let j = idx[c.idx];
+    var v = 0u;
+    if j < p.n_axis {
+        v = x[c.x + j * p.str_x[p.axis / 4u][p.axis % 4u]];
+    }
+    out[i] = v;
+}
+
+// out[c] = Σ_j src[c with c[axis] = j] over the j whose idx equals c[axis].
+// Each output element owns its sum, so no atomics are needed and the order
+// of additions is fixed (deterministic). x is the f32 source.
+@compute @workgroup_size(256)
+fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let c = coords(i);
+    let sx = p.str_x[p.axis / 4u][p.axis % 4u];
+    let si = p.str_idx[p.axis / 4u][p.axis % 4u];
+    // coords() added the output's axis coordinate to c.idx; remove it.
+    let idx0 = c.idx - c.along * si;
+    var acc = 0.0;
+    for (var j = 0u; j < p.n_loop; j++) {
+        if idx[idx0 + j * si] == c.along {
+            acc += bitcast<f32>(x[c.x + j * sx]);
+        }
+    }
+    out[i] = bitcast<u32>(acc);
+}
+
+// out[..., k] = 1.0 if idx[...] == k else 0.0; the class axis is the last.
+@compute @workgroup_size(256)
+fn one_hot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let c = coords(i);
+    out[i] = bitcast<u32>(select(0.0, 1.0, idx[c.idx] == c.along));
+}

@@ -1,0 +1,137 @@
+// Reductions over any set of axes: sum, max, min, argmax, argmin.
+//
+// The host splits the input view into "kept" dimensions (one per output
+// element) and "reduced" dimensions, each with its own shape and strides, so
+// any axis set and any strided view is read in place. One workgroup produces
+// one output, or one chunk of it: a reduction too long for one workgroup is
+// split into n_chunks partial results, reduced again by a second dispatch of
+// the same kernel. Each invocation folds a strided slice of the reduced
+// elements, then the workgroup combines the 64 partials as a tree; the order
+// is fixed, so results are deterministic run to run.
+
+struct Reduce {
+    n_out: u32,
+    n_red: u32,
+    rank_out: u32,
+    rank_red: u32,
+    offset: u32,
+    chunk: u32,
+    n_chunks: u32,
+    scale: f32,
+    shape_out: array<vec4<u32>, 2>,
+    str_out: array<vec4<u32>, 2>,
+    shape_red: array<vec4<u32>, 2>,
+    str_red: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Reduce;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+override OP: u32 = 0u;
+const SUM: u32 = 0u;
+const MAX: u32 = 1u;
+const MIN: u32 = 2u;
+const ARGMAX: u32 = 3u;
+const ARGMIN: u32 = 4u;
+
+const RWG: u32 = 64u;
+var<workgroup> vals: array<f32, 64>;
+var<workgroup> idxs: array<u32, 64>;
+
+fn identity() -> f32 {
+    switch OP {
+        case MAX, ARGMAX: { return bitcast<f32>(0xff800000u); }
+        case MIN, ARGMIN: { return bitcast<f32>(0x7f800000u); }
+        default: { return 0.0; }
+    }
+}
+
+// Does candidate (vb, ib) beat (va, ia) for arg-reductions? NaN wins (as in
+// numpy), ties go to the lower index.
+fn better(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
+    if vb != vb { return va == va || ib < ia; }
+    if va != va { return false; }
+    var strictly: bool;
+    if OP == ARGMAX { strictly = vb > va; } else { strictly = vb < va; }
+    return strictly || (vb == va && ib < ia);
+}
+
+fn combine(acc: f32, v: f32) -> f32 {
+    switch OP {
+        case MAX: { return fmax(acc, v); }
+        case MIN: { return fmin(acc, v); }
+        default: { return acc + v; }
+    }
+}
+
+fn kept_offset(o: u32) -> u32 {
+    var rem = o;
+    var off = p.offset;
+    for (var d = i32(p.rank_out) - 1; d >= 0; d--) {
+        let n = p.shape_out[u32(d) / 4u][u32(d) % 4u];
+        off += (rem % n) * p.str_out[u32(d) / 4u][u32(d) % 4u];
+        rem = rem / n;
+    }
+    return off;
+}
+
+fn reduced_offset(r: u32) -> u32 {
+    var rem = r;
+    var off = 0u;
+    for (var d = i32(p.rank_red) - 1; d >= 0; d--) {
+        let n = p.shape_red[u32(d) / 4u][u32(d) % 4u];
+        off += (rem % n) * p.str_red[u32(d) / 4u][u32(d) % 4u];
+        rem = rem / n;
+    }
+    return off;
+}
+
+@compute @workgroup_size(64)
+fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let task = linear_group(wg, nwg);
+    // Uniform per workgroup, so the barriers below stay in uniform control flow.
+    let live = task < p.n_out * p.n_chunks;
+    let o = task / p.n_chunks;
+    let base = kept_offset(o);
+    let r0 = (task % p.n_chunks) * p.chunk;
+    let r1 = min(r0 + p.chunk, p.n_red);
+    var acc = identity();
+    var arg = 0xffffffffu;
+    if live {
+        for (var r = r0 + lid; r < r1; r += RWG) {
+            let v = x[base + reduced_offset(r)];
+            if OP == ARGMAX || OP == ARGMIN {
+                if better(acc, arg, v, r) { acc = v; arg = r; }
+            } else {
+                acc = combine(acc, v);
+            }
+        }
+    }
+    vals[lid] = acc;
+    idxs[lid] = arg;
+    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if lid < s {
+            let vb = vals[lid + s];
+            if OP == ARGMAX || OP == ARGMIN {
+                if better(vals[lid], idxs[lid], vb, idxs[lid + s]) {
+                    vals[lid] = vb;
+                    idxs[lid] = idxs[lid + s];
+                }
+            } else {
+                vals[lid] = combine(vals[lid], vb);
+            }
+        }
+    }
+    if lid == 0u && live {
+        if OP == ARGMAX || OP == ARGMIN {
+            out[task] = idxs[0];
+        } else if OP == SUM {
+            out[task] = bitcast<u32>(vals[0] * p.scale);
+        } else {
+            out[task] = bitcast<u32>(vals[0]);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+// Row kernels: softmax, log_softmax and logsumexp along one axis.
+//
+// A "row" is the run of elements along the axis (stride `stride`); the
+// remaining dimensions (shape_outer/str_outer) enumerate rows. One workgroup
+// handles one row in three passes: max, sum of exp(x - max), then the output.
+// Subtracting the max keeps exp from overflowing; the tree sums are in a
+// fixed order, so results are deterministic. Outputs are written row-major in
+// (outer..., axis) order; the host returns a view with the input's axis order.
+
+struct Rows {
+    n_rows: u32,
+    n: u32,
+    stride: u32,
+    rank_outer: u32,
+    offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    shape_outer: array<vec4<u32>, 2>,
+    str_outer: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Rows;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+const RWG: u32 = 64u;
+var<workgroup> scratch: array<f32, 64>;
+
+fn row_base(row: u32) -> u32 {
+    var rem = row;
+    var off = p.offset;
+    for (var d = i32(p.rank_outer) - 1; d >= 0; d--) {
+        let n = p.shape_outer[u32(d) / 4u][u32(d) % 4u];
+        off += (rem % n) * p.str_outer[u32(d) / 4u][u32(d) % 4u];
+        rem = rem / n;
+    }
+    return off;
+}
+
+// Returns (max, sum of exp(x - max)) of the row, identical in every invocation.
+fn row_stats(base: u32, lid: u32, live: bool) -> vec2<f32> {
+    var m = bitcast<f32>(0xff800000u);
+    if live {
+        for (var j = lid; j < p.n; j += RWG) { m = fmax(m, x[base + j * p.stride]); }
+    }
+    scratch[lid] = m;
+    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if lid < s { scratch[lid] = fmax(scratch[lid], scratch[lid + s]); }
+    }
+    workgroupBarrier();
+    m = scratch[0];
+    // A row of -inf has no finite max; shifting by 0 gives exp(-inf) = 0 sums.
+    let shift = select(m, 0.0, m == bitcast<f32>(0xff800000u));
+    workgroupBarrier();
+    var acc = 0.0;
+    if live {
+        for (var j = lid; j < p.n; j += RWG) { acc += exp(x[base + j * p.stride] - shift); }
+    }
+    scratch[lid] = acc;
+    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+        workgroupBarrier();
+        if lid < s { scratch[lid] = scratch[lid] + scratch[lid + s]; }
+    }
+    workgroupBarrier();
+    return vec2<f32>(shift, scratch[0]);
+}
+
+@compute @workgroup_size(64)
+fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wg, nwg);
+    let live = row < p.n_rows;
+    let base = row_base(row);
+    let st = row_stats(base, lid, live);
+    if !live { return; }
+    let inv = 1.0 / st.y;
+    for (var j = lid; j < p.n; j += RWG) {
+        out[row * p.n + j] = exp(x[base + j * p.stride] - st.x) * inv;
+    }
+}
+
+@compute @workgroup_size(64)
+fn log_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wg, nwg);
+    let live = row < p.n_rows;
+    let base = row_base(row);
+    let st = row_stats(base, lid, live);
+    if !live { return; }
+    let lse = st.x + log(st.y);
+    for (var j = lid; j < p.n; j += RWG) {
+        out[row * p.n + j] = x[base + j * p.stride] - lse;
+    }
+}
+
+@compute @workgroup_size(64)
+fn logsumexp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wg, nwg);
+    let live = row < p.n_rows;
+    let base = row_base(row);
+    let st = row_stats(base, lid, live);
+    if live && lid == 0u {
+        out[row] = st.x + log(st.y);
+    }
+}

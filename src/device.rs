@@ -1,0 +1,339 @@
+//! The device: adapter choice, the wgpu device and queue, and everything a
+//! device owns (pipeline cache, buffer pool, pending graph, counters).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::graph::PendingGraph;
+use crate::pool::BufferPool;
+use crate::shaders::{Kernel, Shader};
+
+/// A GPU device: where tensors live and kernels run. Cheap to clone; clones
+/// share the device, its buffer pool and its pending graph.
+///
+/// ```no_run
+/// let dev = wgrad::Device::new()?;
+/// println!("{} ({:?})", dev.adapter_info().name, dev.adapter_info().backend);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+pub(crate) struct DeviceInner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
+    pub(crate) graph: Mutex<PendingGraph>,
+    pool: Mutex<BufferPool>,
+    pub(crate) stats: Stats,
+    rng: Mutex<(u64, u64)>,
+    /// First error reported by wgpu outside any error scope.
+    pub(crate) gpu_error: Arc<Mutex<Option<Error>>>,
+    pub(crate) timeout: Mutex<Option<Duration>>,
+}
+
+/// A compute pipeline and the layout of its bind group 0.
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub submits: AtomicU64,
+    pub dispatches: AtomicU64,
+    pub readbacks: AtomicU64,
+    pub uploads: AtomicU64,
+    pub pipelines: AtomicU64,
+    pub bind_groups: AtomicU64,
+}
+
+/// A snapshot of a device's counters, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Queue submissions.
+    pub submits: u64,
+    /// Compute dispatches encoded.
+    pub dispatches: u64,
+    /// Read-backs (`to_vec`, `item`).
+    pub readbacks: u64,
+    /// Host-to-GPU writes (tensor creation from host data).
+    pub uploads: u64,
+    /// Compute pipelines built (each is cached afterwards).
+    pub pipelines: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
+    /// GPU buffers created by the pool.
+    pub buffers_created: u64,
+    /// Bytes of GPU buffers the pool holds, in use or free.
+    pub bytes_held: u64,
+    /// Bytes of free buffers waiting in the pool for reuse.
+    pub bytes_free: u64,
+}
+
+impl Counters {
+    /// Bytes held by live tensors and pending work.
+    pub fn bytes_in_use(&self) -> u64 {
+        self.bytes_held - self.bytes_free
+    }
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    /// Activity between two snapshots (byte figures are taken from `self`).
+    fn sub(self, before: Counters) -> Counters {
+        Counters {
+            submits: self.submits - before.submits,
+            dispatches: self.dispatches - before.dispatches,
+            readbacks: self.readbacks - before.readbacks,
+            uploads: self.uploads - before.uploads,
+            pipelines: self.pipelines - before.pipelines,
+            bind_groups: self.bind_groups - before.bind_groups,
+            buffers_created: self.buffers_created - before.buffers_created,
+            bytes_held: self.bytes_held,
+            bytes_free: self.bytes_free,
+        }
+    }
+}
+
+impl Device {
+    /// Opens the best available GPU. Honours wgpu's environment variables:
+    /// `WGPU_BACKEND` (e.g. `vulkan`, `metal`, `dx12`, `gl`),
+    /// `WGPU_ADAPTER_NAME` (a substring of the adapter's name) and
+    /// `WGPU_POWER_PREF` (`low`, `high`).
+    pub async fn new_async() -> Result<Device> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = choose_adapter(&instance).await?;
+        Self::from_adapter(adapter).await
+    }
+
+    /// Blocking form of [`Device::new_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Device> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// Opens a device on a given adapter, with all of its limits and the
+    /// optional features wgrad can use.
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Device> {
+        let info = adapter.get_info();
+        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgrad"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+        let gpu_error: Arc<Mutex<Option<Error>>> = Arc::default();
+        let slot = gpu_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let err = match e {
+                wgpu::Error::OutOfMemory { source } => Error::OutOfMemory(source.to_string()),
+                wgpu::Error::Validation { description, .. } => Error::Gpu(description),
+                wgpu::Error::Internal { description, .. } => Error::Gpu(description),
+            };
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(err);
+        }));
+        let slot = gpu_error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            *slot = Some(Error::DeviceLost(format!("{reason:?}: {message}")));
+        });
+        Ok(Device {
+            inner: Arc::new(DeviceInner {
+                device,
+                queue,
+                info,
+                limits,
+                features,
+                modules: Mutex::default(),
+                pipelines: Mutex::default(),
+                graph: Mutex::default(),
+                pool: Mutex::default(),
+                stats: Stats::default(),
+                rng: Mutex::new((0, 0)),
+                gpu_error,
+                timeout: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Name, backend, device type and driver of the adapter.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The adapter's limits (the device is created with all of them).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// Optional features in use (subgroups, timestamp queries).
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+
+    /// The underlying wgpu device and queue, for interoperation.
+    pub fn wgpu(&self) -> (&wgpu::Device, &wgpu::Queue) {
+        (&self.inner.device, &self.inner.queue)
+    }
+
+    /// A snapshot of the counters (submits, dispatches, bytes held, ...).
+    pub fn counters(&self) -> Counters {
+        let s = &self.inner.stats;
+        let pool = self.inner.pool();
+        Counters {
+            submits: s.submits.load(Ordering::Relaxed),
+            dispatches: s.dispatches.load(Ordering::Relaxed),
+            readbacks: s.readbacks.load(Ordering::Relaxed),
+            uploads: s.uploads.load(Ordering::Relaxed),
+            pipelines: s.pipelines.load(Ordering::Relaxed),
+            bind_groups: s.bind_groups.load(Ordering::Relaxed),
+            buffers_created: pool.created,
+            bytes_held: pool.bytes_held,
+            bytes_free: pool.bytes_free,
+        }
+    }
+
+    /// Seeds the device's random generator: the `rand`/`randn` calls that
+    /// follow produce the same values on every run and every adapter.
+    pub fn manual_seed(&self, seed: u64) {
+        *self.inner.rng.lock().unwrap_or_else(|p| p.into_inner()) = (seed, 0);
+    }
+
+    /// Releases the pool's free buffers back to the driver.
+    pub fn trim_pool(&self) {
+        self.inner.pool().trim();
+    }
+
+    /// Sets how long a read-back or sync may wait for the GPU before it
+    /// returns [`Error::Timeout`] (native only; default: no limit).
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        *self.inner.timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
+    }
+
+    /// Submits all pending work and waits for the GPU to finish it.
+    pub async fn sync_async(&self) -> Result<()> {
+        self.inner.submit_and_wait().await
+    }
+
+    /// Blocking form of [`Device::sync_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sync(&self) -> Result<()> {
+        pollster::block_on(self.sync_async())
+    }
+
+    pub(crate) fn same(&self, other: &Device) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({} on {:?})", self.inner.info.name, self.inner.info.backend)
+    }
+}
+
+impl DeviceInner {
+    pub(crate) fn pool(&self) -> MutexGuard<'_, BufferPool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The (seed, position) for the next random tensor; advances the position.
+    pub(crate) fn next_rng(&self) -> (u64, u64) {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let state = *rng;
+        rng.1 += 1;
+        state
+    }
+
+    /// The cached pipeline for `kernel`, built on first use.
+    pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(kernel) {
+            return p.clone();
+        }
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let module = modules.entry(kernel.shader).or_insert_with(|| {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.shader.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
+            })
+        });
+        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.entry),
+            layout: None,
+            module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                ..Default::default()
+            },
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
+        let p = Arc::new(Pipeline { pipeline, layout });
+        cache.insert(kernel.clone(), p.clone());
+        p
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    let seen = || {
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?})", i.name, i.backend)
+            })
+            .collect();
+        if names.is_empty() { " (none visible)".to_string() } else { format!("; adapters seen: {}", names.join(", ")) }
+    };
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let lower = wanted.to_lowercase();
+        return adapters
+            .iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&lower))
+            .cloned()
+            .ok_or_else(|| Error::NoAdapter { details: format!(" matching WGPU_ADAPTER_NAME={wanted:?}{}", seen()) });
+    }
+    let preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+    match instance
+        .request_adapter(&wgpu::RequestAdapterOptions { power_preference: preference, ..Default::default() })
+        .await
+    {
+        Ok(a) => Ok(a),
+        Err(_) => Err(Error::NoAdapter { details: seen() }),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoAdapter {
+            details: format!(" ({e}); this browser may not support WebGPU or may have it disabled"),
+        })
+}

@@ -1,0 +1,52 @@
+//! Errors from the environment and from data: everything a correct program
+//! can still meet at run time. Programming mistakes (mismatched shapes, a bad
+//! axis, a wrong dtype) panic when the op is recorded instead, naming the op,
+//! the shapes and the caller's line.
+
+use std::panic::Location;
+
+/// The error type of every fallible wgrad call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No GPU adapter could be found.
+    #[error(
+        "wgrad: no GPU adapter found{details}.\n\
+         Install a GPU driver with Vulkan, Metal or DX12 support, or the software \
+         Vulkan driver lavapipe (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`). \
+         WGPU_BACKEND (vulkan, metal, dx12, gl) and WGPU_ADAPTER_NAME choose among adapters."
+    )]
+    NoAdapter {
+        /// What was searched for and what was seen.
+        details: String,
+    },
+    /// The adapter refused to create a device.
+    #[error("wgrad: could not create a device on adapter {adapter}: {reason}")]
+    RequestDevice { adapter: String, reason: String },
+    /// The device was lost (driver reset, removal, or `Device::destroy`).
+    #[error("wgrad: the GPU device was lost: {0}")]
+    DeviceLost(String),
+    /// A buffer larger than the adapter allows was requested.
+    #[error(
+        "wgrad: {op} at {location}: a tensor of shape {shape:?} needs {bytes} bytes, \
+         more than this adapter's limit of {limit} bytes per storage binding"
+    )]
+    TooLarge {
+        op: &'static str,
+        shape: Vec<usize>,
+        bytes: u64,
+        limit: u64,
+        location: &'static Location<'static>,
+    },
+    /// The GPU ran out of memory.
+    #[error("wgrad: out of GPU memory: {0}")]
+    OutOfMemory(String),
+    /// A read-back or sync did not complete in time.
+    #[error("wgrad: the GPU did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+    /// An error reported by the WebGPU implementation (a bug in wgrad if it happens).
+    #[error("wgrad: GPU error: {0}")]
+    Gpu(String),
+}
+
+/// `Result` with wgrad's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,223 @@
+//! The pending graph: ops append dispatch nodes; a read-back or sync encodes
+//! every pending node into one command encoder and submits it once.
+
+use std::num::NonZeroU64;
+use std::panic::Location;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::device::{DeviceInner, Pipeline};
+use crate::error::{Error, Result};
+use crate::pool::{BufferClass, Storage};
+use crate::shaders::Kernel;
+
+/// Pending nodes beyond this are submitted without waiting, so a long loop
+/// that never reads back does not hold every intermediate buffer.
+const MAX_PENDING: usize = 4096;
+
+/// One recorded dispatch.
+pub(crate) struct Node {
+    pub pipeline: Arc<Pipeline>,
+    /// Storage buffers by binding number (binding 0 is the uniform).
+    pub bindings: Vec<(u32, Arc<Storage>)>,
+    pub uniform: Vec<u8>,
+    pub groups: [u32; 3],
+}
+
+#[derive(Default)]
+pub(crate) struct PendingGraph {
+    pub nodes: Vec<Node>,
+    /// An error met while recording (a tensor beyond the adapter's limits),
+    /// reported by the next flush.
+    pub error: Option<Error>,
+}
+
+/// A buffer-to-buffer copy encoded after the dispatches of a flush.
+pub(crate) struct CopyOp {
+    pub src: Arc<Storage>,
+    pub src_offset: u64,
+    pub dst: Arc<Storage>,
+    pub size: u64,
+}
+
+/// Workgroup counts for `n` groups: a 2-D grid when `n` exceeds the 65535
+/// per-dimension limit (kernels linearise the id with `linear_id`).
+pub(crate) fn grid(n: u32) -> [u32; 3] {
+    if n <= 65535 { [n, 1, 1] } else { [65535, n.div_ceil(65535), 1] }
+}
+
+impl DeviceInner {
+    /// Appends one dispatch to the pending graph.
+    pub(crate) fn record(
+        self: &Arc<Self>,
+        kernel: &Kernel,
+        bindings: Vec<(u32, Arc<Storage>)>,
+        uniform: &[u8],
+        groups: [u32; 3],
+    ) {
+        if groups.contains(&0) {
+            return;
+        }
+        let pipeline = self.pipeline(kernel);
+        let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
+        g.nodes.push(Node { pipeline, bindings, uniform: uniform.to_vec(), groups });
+        let full = g.nodes.len() >= MAX_PENDING;
+        drop(g);
+        if full {
+            if let Err(e) = self.flush(&[]) {
+                self.poison(e);
+            }
+        }
+    }
+
+    /// Records an error to be returned by the next flush.
+    pub(crate) fn poison(&self, err: Error) {
+        let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
+        g.error.get_or_insert(err);
+    }
+
+    /// A storage buffer for `shape`, or — when it exceeds the adapter's
+    /// limits — a placeholder, with the error kept for the next flush.
+    #[track_caller]
+    pub(crate) fn alloc_tensor(self: &Arc<Self>, op: &'static str, shape: &[usize]) -> Arc<Storage> {
+        let bytes = (crate::shape::numel(shape) * 4) as u64;
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if bytes > limit {
+            self.poison(Error::TooLarge { op, shape: shape.to_vec(), bytes, limit, location: Location::caller() });
+            return self.alloc(BufferClass::Storage, 4);
+        }
+        self.alloc(BufferClass::Storage, bytes)
+    }
+
+    /// Errors reported by wgpu since the last check. A lost device stays lost.
+    pub(crate) fn check_error(&self) -> Result<()> {
+        let mut slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            None => Ok(()),
+            Some(Error::DeviceLost(m)) => Err(Error::DeviceLost(m.clone())),
+            Some(_) => Err(slot.take().expect("checked")),
+        }
+    }
+
+    /// Encodes every pending node, then `copies`, into one command buffer and
+    /// submits it. Returns `None` when there was nothing to submit.
+    pub(crate) fn flush(self: &Arc<Self>, copies: &[CopyOp]) -> Result<Option<wgpu::SubmissionIndex>> {
+        // The graph lock is held until the submit so that flushes from
+        // different threads reach the queue in recording order.
+        let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
+        let nodes = std::mem::take(&mut g.nodes);
+        if let Some(e) = g.error.take() {
+            return Err(e);
+        }
+        self.check_error()?;
+        if nodes.is_empty() && copies.is_empty() {
+            return Ok(None);
+        }
+        let align = self.limits.min_uniform_buffer_offset_alignment as usize;
+        let mut uniforms: Vec<u8> = Vec::new();
+        let mut offsets = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            uniforms.resize(uniforms.len().next_multiple_of(align), 0);
+            offsets.push(uniforms.len() as u64);
+            uniforms.extend_from_slice(&n.uniform);
+        }
+        let ubuf = (!uniforms.is_empty()).then(|| {
+            let u = self.alloc(BufferClass::Uniform, uniforms.len() as u64);
+            self.queue.write_buffer(u.buffer(), 0, &uniforms);
+            u
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad") });
+        if !nodes.is_empty() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            for (n, &offset) in nodes.iter().zip(&offsets) {
+                let mut entries = Vec::with_capacity(n.bindings.len() + 1);
+                if let (Some(u), Some(size)) = (&ubuf, NonZeroU64::new(n.uniform.len() as u64)) {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: u.buffer(),
+                            offset,
+                            size: Some(size),
+                        }),
+                    });
+                }
+                for (binding, s) in &n.bindings {
+                    entries.push(wgpu::BindGroupEntry { binding: *binding, resource: s.buffer().as_entire_binding() });
+                }
+                let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &n.pipeline.layout,
+                    entries: &entries,
+                });
+                pass.set_pipeline(&n.pipeline.pipeline);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.dispatch_workgroups(n.groups[0], n.groups[1], n.groups[2]);
+            }
+        }
+        for c in copies {
+            encoder.copy_buffer_to_buffer(c.src.buffer(), c.src_offset, c.dst.buffer(), 0, c.size);
+        }
+        let index = self.queue.submit([encoder.finish()]);
+        let s = &self.stats;
+        s.submits.fetch_add(1, Ordering::Relaxed);
+        s.dispatches.fetch_add(nodes.len() as u64, Ordering::Relaxed);
+        s.bind_groups.fetch_add(nodes.len() as u64, Ordering::Relaxed);
+        drop(g);
+        drop(nodes);
+        self.check_error()?;
+        Ok(Some(index))
+    }
+
+    /// Waits until submission `index` (or all work) has finished.
+    #[cfg(not(target_arch = "wasm32"))]
+    async fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let timeout = *self.timeout.lock().unwrap_or_else(|p| p.into_inner());
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: index, timeout })
+            .map_err(|e| match e {
+                wgpu::PollError::Timeout => Error::Timeout(timeout.unwrap_or_default()),
+                other => Error::Gpu(other.to_string()),
+            })?;
+        self.check_error()
+    }
+
+    /// In the browser the event loop runs callbacks; await the queue.
+    #[cfg(target_arch = "wasm32")]
+    async fn wait(&self, _index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        rx.await.map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
+        self.check_error()
+    }
+
+    pub(crate) async fn submit_and_wait(self: &Arc<Self>) -> Result<()> {
+        let index = self.flush(&[])?;
+        self.wait(index).await
+    }
+
+    /// Flushes pending work, then copies `size` bytes of `src` from `offset`
+    /// to the host: one submit in all.
+    pub(crate) async fn read(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.alloc(BufferClass::Staging, size);
+        let index = self.flush(&[CopyOp { src: src.clone(), src_offset: offset, dst: staging.clone(), size }])?;
+        self.stats.readbacks.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        staging.buffer().slice(..size).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait(index).await?;
+        rx.await
+            .map_err(|_| Error::DeviceLost("the read-back was cancelled".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a read-back buffer failed: {e}")))?;
+        let data = staging
+            .buffer()
+            .slice(..size)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e}")))?
+            .to_vec();
+        staging.buffer().unmap();
+        Ok(data)
+    }
+}

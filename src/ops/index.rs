@@ -1,0 +1,168 @@
+//! Indexing: gather, index_select, scatter_add, one_hot.
+//! Kernels: `shaders/index.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::dtype::DType;
+use crate::ops::{apply, need_f32, need_indices, same_device, Prim};
+use crate::shaders::{Kernel, Shader};
+use crate::shape::{self, pack, MAX_RANK};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct IndexParams {
+    numel: u32,
+    rank: u32,
+    axis: u32,
+    n_axis: u32,
+    off_x: u32,
+    off_idx: u32,
+    n_loop: u32,
+    _pad: u32,
+    shape: [u32; MAX_RANK],
+    str_x: [u32; MAX_RANK],
+    str_idx: [u32; MAX_RANK],
+}
+
+/// Records `entry` over `out` (contiguous). `x` may be absent (one_hot).
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    entry: &'static str,
+    out: &Tensor,
+    x: Option<&Tensor>,
+    idx: &Tensor,
+    idx_strides: &[usize],
+    axis: usize,
+    n_axis: usize,
+    n_loop: usize,
+) {
+    let n = out.numel();
+    if n == 0 {
+        return;
+    }
+    if out.rank() > MAX_RANK {
+        panic!("wgrad: {entry}: tensors of rank > {MAX_RANK} are not supported");
+    }
+    let params = IndexParams {
+        numel: n as u32,
+        rank: out.rank() as u32,
+        axis: axis as u32,
+        n_axis: n_axis as u32,
+        off_x: x.map_or(0, |x| x.layout().offset as u32),
+        off_idx: idx.layout().offset as u32,
+        n_loop: n_loop as u32,
+        _pad: 0,
+        shape: pack(out.shape()),
+        str_x: pack(x.map_or(&[][..], |x| x.strides())),
+        str_idx: pack(idx_strides),
+    };
+    let mut bindings = Vec::with_capacity(3);
+    if let Some(x) = x {
+        bindings.push((1, x.storage().clone()));
+    }
+    bindings.push((2, idx.storage().clone()));
+    bindings.push((3, out.storage().clone()));
+    let kernel = Kernel::new(Shader::Index, entry);
+    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(n.div_ceil(256) as u32));
+}
+
+pub(crate) fn gather_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+    let out = Tensor::empty(x.device(), "gather", idx.shape(), x.dtype());
+    launch("gather", &out, Some(x), idx, idx.strides(), axis, x.shape()[axis], 0);
+    out
+}
+
+pub(crate) fn index_select_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+    let mut shape = x.shape().to_vec();
+    shape[axis] = idx.shape()[0];
+    let out = Tensor::empty(x.device(), "index_select", &shape, x.dtype());
+    // The index vector, broadcast across every other axis.
+    let mut strides = vec![0; shape.len()];
+    strides[axis] = idx.strides()[0];
+    launch("gather", &out, Some(x), idx, &strides, axis, x.shape()[axis], 0);
+    out
+}
+
+pub(crate) fn scatter_add_forward(idx: &Tensor, src: &Tensor, axis: usize, size: usize) -> Tensor {
+    let mut shape = src.shape().to_vec();
+    shape[axis] = size;
+    let out = Tensor::empty(src.device(), "scatter_add", &shape, DType::F32);
+    launch("scatter_add", &out, Some(src), idx, idx.strides(), axis, size, src.shape()[axis]);
+    out
+}
+
+pub(crate) fn one_hot_forward(idx: &Tensor, n: usize) -> Tensor {
+    let mut shape = idx.shape().to_vec();
+    shape.push(n);
+    let out = Tensor::empty(idx.device(), "one_hot", &shape, DType::F32);
+    let mut strides = idx.strides().to_vec();
+    strides.push(0);
+    launch("one_hot", &out, None, idx, &strides, idx.rank(), n, 0);
+    out
+}
+
+impl Tensor {
+    /// Selects entries along `axis` by a 1-d index tensor (u32/i32):
+    /// `out[.., j, ..] = self[.., idx[j], ..]`.
+    #[track_caller]
+    pub fn index_select(&self, axis: isize, idx: &Tensor) -> Tensor {
+        need_indices("index_select", idx);
+        same_device("index_select", &[self, idx]);
+        let a = shape::axis("index_select", self.shape(), axis);
+        if idx.rank() != 1 {
+            panic!("wgrad: index_select: indices must be 1-d, got shape {:?}", idx.shape());
+        }
+        apply(Prim::IndexSelect { axis: a }, &[self, idx])
+    }
+
+    /// Gathers along `axis`: `out[i][j] = self[i][idx[i][j]]` (for axis 1),
+    /// as `torch.gather`. `idx` has the rank of `self` and no larger size on
+    /// the other axes; the result has the shape of `idx`.
+    #[track_caller]
+    pub fn gather(&self, axis: isize, idx: &Tensor) -> Tensor {
+        need_indices("gather", idx);
+        same_device("gather", &[self, idx]);
+        let a = shape::axis("gather", self.shape(), axis);
+        let fits = idx.rank() == self.rank() && (0..self.rank()).all(|d| d == a || idx.shape()[d] <= self.shape()[d]);
+        if !fits {
+            panic!(
+                "wgrad: gather: indices of shape {:?} do not fit shape {:?} along axis {axis}",
+                idx.shape(),
+                self.shape()
+            );
+        }
+        apply(Prim::Gather { axis: a }, &[self, idx])
+    }
+
+    /// `self` plus `src` summed into the positions `idx` names along `axis`:
+    /// `out[.., idx[.., j, ..], ..] += src[.., j, ..]` (as `torch.scatter_add`).
+    /// `idx` and `src` share a shape that matches `self` except along `axis`.
+    #[track_caller]
+    pub fn scatter_add(&self, axis: isize, idx: &Tensor, src: &Tensor) -> Tensor {
+        need_f32("scatter_add", self);
+        need_f32("scatter_add", src);
+        need_indices("scatter_add", idx);
+        same_device("scatter_add", &[self, idx, src]);
+        let a = shape::axis("scatter_add", self.shape(), axis);
+        let fits = idx.shape() == src.shape()
+            && src.rank() == self.rank()
+            && (0..self.rank()).all(|d| d == a || src.shape()[d] == self.shape()[d]);
+        if !fits {
+            panic!(
+                "wgrad: scatter_add: indices {:?} and source {:?} must share a shape matching {:?} off axis {axis}",
+                idx.shape(),
+                src.shape(),
+                self.shape()
+            );
+        }
+        self + apply(Prim::ScatterAdd { axis: a, size: self.shape()[a] }, &[idx, src])
+    }
+
+    /// One-hot encoding of class indices: a new last axis of `n` classes, f32.
+    #[track_caller]
+    pub fn one_hot(&self, n: usize) -> Tensor {
+        need_indices("one_hot", self);
+        apply(Prim::OneHot(n), &[self])
+    }
+}

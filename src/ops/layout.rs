@@ -1,0 +1,239 @@
+//! Layout ops. Views (reshape of viewable data, permute, transpose, expand,
+//! narrow, squeeze, unsqueeze) change metadata only; contiguous, cat, stack
+//! and pad copy with the strided `copy` kernel of `shaders/elementwise.wgsl`.
+
+use crate::ops::elementwise::{copy_into, fill};
+use crate::ops::{apply, same_device, Prim};
+use crate::shape::{self, numel, Layout};
+use crate::tensor::Tensor;
+
+pub(crate) fn contiguous_forward(x: &Tensor) -> Tensor {
+    let out = Tensor::empty(x.device(), "contiguous", x.shape(), x.dtype());
+    copy_into(&out, x);
+    out
+}
+
+pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
+    match x.layout().reshape(shape) {
+        Some(l) => x.with_layout(l),
+        None => {
+            let c = contiguous_forward(x);
+            c.with_layout(Layout::contiguous(shape))
+        }
+    }
+}
+
+pub(crate) fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f64) -> Tensor {
+    let shape: Vec<usize> = x.shape().iter().zip(pads).map(|(&n, &(lo, hi))| n + lo + hi).collect();
+    let out = Tensor::empty(x.device(), "pad", &shape, x.dtype());
+    fill(&out, x.dtype().bits_of(value));
+    let mut inner = out.layout().clone();
+    for (d, &(lo, _)) in pads.iter().enumerate() {
+        inner = inner.narrow(d, lo, x.shape()[d]);
+    }
+    copy_into(&out.with_layout(inner), x);
+    out
+}
+
+pub(crate) fn cat_forward(xs: &[&Tensor], axis: usize) -> Tensor {
+    let mut shape = xs[0].shape().to_vec();
+    shape[axis] = xs.iter().map(|t| t.shape()[axis]).sum();
+    let out = Tensor::empty(xs[0].device(), "cat", &shape, xs[0].dtype());
+    let mut start = 0;
+    for x in xs {
+        let len = x.shape()[axis];
+        copy_into(&out.with_layout(out.layout().narrow(axis, start, len)), x);
+        start += len;
+    }
+    out
+}
+
+impl Tensor {
+    /// The same elements with a new shape (a view when the strides allow,
+    /// otherwise a copy). One dimension may be `usize::MAX`, inferred from
+    /// the others.
+    #[track_caller]
+    pub fn reshape(&self, shape: &[usize]) -> Tensor {
+        let mut shape = shape.to_vec();
+        let known: usize = shape.iter().filter(|&&n| n != usize::MAX).product();
+        let inferred = shape.iter().filter(|&&n| n == usize::MAX).count();
+        if inferred > 1 || (inferred == 1 && (known == 0 || self.numel() % known != 0)) {
+            panic!("wgrad: reshape: cannot infer a dimension of {shape:?} from shape {:?}", self.shape());
+        }
+        if let Some(d) = shape.iter_mut().find(|n| **n == usize::MAX) {
+            *d = self.numel() / known;
+        }
+        if numel(&shape) != self.numel() {
+            panic!(
+                "wgrad: reshape: shape {:?} ({} elements) cannot become {shape:?} ({} elements)",
+                self.shape(),
+                self.numel(),
+                numel(&shape)
+            );
+        }
+        if shape == self.shape() {
+            return self.clone();
+        }
+        apply(Prim::Reshape(shape), &[self])
+    }
+
+    /// Flattens dimensions `start..=end` into one.
+    #[track_caller]
+    pub fn flatten(&self, start: isize, end: isize) -> Tensor {
+        if self.rank() == 0 {
+            return self.reshape(&[1]);
+        }
+        let s = shape::axis("flatten", self.shape(), start);
+        let e = shape::axis("flatten", self.shape(), end);
+        if s > e {
+            panic!("wgrad: flatten: start axis {start} comes after end axis {end} (shape {:?})", self.shape());
+        }
+        let mut shape = self.shape()[..s].to_vec();
+        shape.push(self.shape()[s..=e].iter().product());
+        shape.extend_from_slice(&self.shape()[e + 1..]);
+        self.reshape(&shape)
+    }
+
+    /// Reorders the dimensions: result dimension i is `self`'s `perm[i]`.
+    #[track_caller]
+    pub fn permute(&self, perm: &[isize]) -> Tensor {
+        let p: Vec<usize> = perm.iter().map(|&a| shape::axis("permute", self.shape(), a)).collect();
+        let mut seen = p.clone();
+        seen.sort_unstable();
+        if seen != (0..self.rank()).collect::<Vec<_>>() {
+            panic!("wgrad: permute: {perm:?} is not a permutation of the axes of shape {:?}", self.shape());
+        }
+        if p.iter().enumerate().all(|(i, &a)| i == a) {
+            return self.clone();
+        }
+        apply(Prim::Permute(p), &[self])
+    }
+
+    /// Swaps two dimensions.
+    #[track_caller]
+    pub fn transpose(&self, a: isize, b: isize) -> Tensor {
+        let a = shape::axis("transpose", self.shape(), a);
+        let b = shape::axis("transpose", self.shape(), b);
+        let mut perm: Vec<isize> = (0..self.rank() as isize).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Transpose of the last two dimensions (a view).
+    #[track_caller]
+    pub fn t(&self) -> Tensor {
+        if self.rank() < 2 {
+            panic!("wgrad: t: needs rank ≥ 2, got shape {:?}", self.shape());
+        }
+        self.transpose(-2, -1)
+    }
+
+    /// Broadcasts to `shape` (numpy rules) without copying: stride 0 on new
+    /// and size-1 dimensions.
+    #[track_caller]
+    pub fn expand(&self, shape: &[usize]) -> Tensor {
+        if self.layout().broadcast_to(shape).is_none() {
+            panic!("wgrad: expand: shape {:?} cannot broadcast to {shape:?}", self.shape());
+        }
+        if shape == self.shape() {
+            return self.clone();
+        }
+        apply(Prim::Expand(shape.to_vec()), &[self])
+    }
+
+    /// `len` elements of `axis` from `start` (a view).
+    #[track_caller]
+    pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Tensor {
+        let a = shape::axis("narrow", self.shape(), axis);
+        if start + len > self.shape()[a] {
+            panic!(
+                "wgrad: narrow: range {start}..{} is out of bounds for axis {axis} of shape {:?}",
+                start + len,
+                self.shape()
+            );
+        }
+        if start == 0 && len == self.shape()[a] {
+            return self.clone();
+        }
+        apply(Prim::Narrow { axis: a, start, len }, &[self])
+    }
+
+    /// Removes a size-1 dimension.
+    #[track_caller]
+    pub fn squeeze(&self, axis: isize) -> Tensor {
+        let a = shape::axis("squeeze", self.shape(), axis);
+        if self.shape()[a] != 1 {
+            panic!("wgrad: squeeze: axis {axis} of shape {:?} has size {}, not 1", self.shape(), self.shape()[a]);
+        }
+        let mut s = self.shape().to_vec();
+        s.remove(a);
+        self.reshape(&s)
+    }
+
+    /// Inserts a size-1 dimension at `axis` (0..=rank; negative counts from the end).
+    #[track_caller]
+    pub fn unsqueeze(&self, axis: isize) -> Tensor {
+        let rank = self.rank() as isize + 1;
+        let a = if axis < 0 { axis + rank } else { axis };
+        if a < 0 || a >= rank {
+            panic!("wgrad: unsqueeze: axis {axis} is out of range for shape {:?}", self.shape());
+        }
+        let mut s = self.shape().to_vec();
+        s.insert(a as usize, 1);
+        self.reshape(&s)
+    }
+
+    /// A dense row-major copy, or `self` if it already is one.
+    #[track_caller]
+    pub fn contiguous(&self) -> Tensor {
+        if self.is_contiguous() {
+            return self.clone();
+        }
+        apply(Prim::Contiguous, &[self])
+    }
+
+    /// Concatenates along `axis`; all other dimensions must match.
+    #[track_caller]
+    pub fn cat(tensors: &[&Tensor], axis: isize) -> Tensor {
+        let Some(first) = tensors.first() else {
+            panic!("wgrad: cat: needs at least one tensor");
+        };
+        same_device("cat", tensors);
+        let a = shape::axis("cat", first.shape(), axis);
+        for t in tensors {
+            let mut ok = t.rank() == first.rank() && t.dtype() == first.dtype();
+            ok &= (0..first.rank()).all(|d| d == a || t.shape()[d] == first.shape()[d]);
+            if !ok {
+                let shapes: Vec<_> = tensors.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect();
+                panic!("wgrad: cat: along axis {axis}, shapes and dtypes {shapes:?} do not agree");
+            }
+        }
+        if tensors.len() == 1 {
+            return first.contiguous();
+        }
+        apply(Prim::Cat { axis: a }, tensors)
+    }
+
+    /// Stacks equally shaped tensors along a new axis.
+    #[track_caller]
+    pub fn stack(tensors: &[&Tensor], axis: isize) -> Tensor {
+        let Some(first) = tensors.first() else {
+            panic!("wgrad: stack: needs at least one tensor");
+        };
+        if let Some(t) = tensors.iter().find(|t| t.shape() != first.shape()) {
+            panic!("wgrad: stack: shapes {:?} and {:?} differ", first.shape(), t.shape());
+        }
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(axis)).collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Tensor::cat(&refs, axis)
+    }
+
+    /// Pads each dimension with (before, after) elements of `value`.
+    #[track_caller]
+    pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Tensor {
+        if pads.len() != self.rank() {
+            panic!("wgrad: pad: {} (before, after) pairs for shape {:?} of rank {}", pads.len(), self.shape(), self.rank());
+        }
+        apply(Prim::Pad { pads: pads.to_vec(), value }, &[self])
+    }
+}

@@ -1,0 +1,128 @@
+//! Matrix multiplication: 2-d, batched, with broadcasting of batch
+//! dimensions and 1-d operands as in numpy. Kernel: `shaders/matmul.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::ops::{apply, need_f32, same_device, Prim};
+use crate::shaders::{Kernel, Shader};
+use crate::shape::{broadcast_shapes, coalesce, pack, MAX_RANK};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_rank: u32,
+    a_off: u32,
+    b_off: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    _pad: [u32; 2],
+    batch_shape: [u32; MAX_RANK],
+    a_bstr: [u32; MAX_RANK],
+    b_bstr: [u32; MAX_RANK],
+}
+
+/// Output tile edge of one workgroup.
+const BLOCK: usize = 64;
+
+/// Both operands have rank ≥ 2 here.
+pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
+    let mut out_shape = batch.clone();
+    out_shape.extend([m, n]);
+    let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
+    let nb: usize = batch.iter().product();
+    if out.numel() == 0 {
+        return out;
+    }
+    if k == 0 {
+        crate::ops::elementwise::fill(&out, 0);
+        return out;
+    }
+    let bview = |t: &Tensor| {
+        let r = t.rank();
+        let l = crate::shape::Layout {
+            shape: t.shape()[..r - 2].to_vec(),
+            strides: t.strides()[..r - 2].to_vec(),
+            offset: 0,
+        };
+        l.broadcast_to(&batch).expect("checked").strides
+    };
+    let mut strides = vec![bview(a), bview(b)];
+    let bshape = coalesce(&batch, &mut strides);
+    if bshape.len() > MAX_RANK {
+        panic!("wgrad: matmul: more than {MAX_RANK} batch dimensions after merging");
+    }
+    let (sa, sb) = (a.strides(), b.strides());
+    let params = MmParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch_rank: bshape.len() as u32,
+        a_off: a.layout().offset as u32,
+        b_off: b.layout().offset as u32,
+        a_rs: sa[ra - 2] as u32,
+        a_cs: sa[ra - 1] as u32,
+        b_rs: sb[rb - 2] as u32,
+        b_cs: sb[rb - 1] as u32,
+        _pad: [0; 2],
+        batch_shape: pack(&bshape),
+        a_bstr: pack(&strides[0]),
+        b_bstr: pack(&strides[1]),
+    };
+    let kernel = Kernel::new(Shader::Matmul, "matmul");
+    let bindings = vec![(1, a.storage().clone()), (2, b.storage().clone()), (3, out.storage().clone())];
+    let groups = [n.div_ceil(BLOCK) as u32, m.div_ceil(BLOCK) as u32, nb as u32];
+    a.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    out
+}
+
+impl Tensor {
+    /// Matrix product with numpy semantics: `[..., m, k] · [..., k, n]` with
+    /// broadcasting batch dimensions; a 1-d left operand is a row vector and
+    /// a 1-d right operand a column vector (their axis is dropped from the
+    /// result). Transposed views are read in place.
+    #[track_caller]
+    pub fn matmul(&self, rhs: &Tensor) -> Tensor {
+        need_f32("matmul", self);
+        need_f32("matmul", rhs);
+        same_device("matmul", &[self, rhs]);
+        if self.rank() == 0 || rhs.rank() == 0 {
+            panic!("wgrad: matmul: operands must have rank ≥ 1, got {:?} and {:?}", self.shape(), rhs.shape());
+        }
+        let a = if self.rank() == 1 { self.unsqueeze(0) } else { self.clone() };
+        let b = if rhs.rank() == 1 { rhs.unsqueeze(1) } else { rhs.clone() };
+        let (ra, rb) = (a.rank(), b.rank());
+        if a.shape()[ra - 1] != b.shape()[rb - 2] {
+            panic!(
+                "wgrad: matmul: shapes {:?} and {:?} do not match: inner dimensions {} and {} differ",
+                self.shape(),
+                rhs.shape(),
+                a.shape()[ra - 1],
+                b.shape()[rb - 2]
+            );
+        }
+        let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
+        let Some(batch) = batch else {
+            panic!("wgrad: matmul: batch dimensions of {:?} and {:?} do not broadcast", self.shape(), rhs.shape());
+        };
+        if batch.iter().product::<usize>() > 65535 {
+            panic!("wgrad: matmul: {} batches exceed the 65535 a dispatch can hold", batch.iter().product::<usize>());
+        }
+        let mut out = apply(Prim::Matmul, &[&a, &b]);
+        if self.rank() == 1 {
+            out = out.squeeze(-2);
+        }
+        if rhs.rank() == 1 {
+            out = out.squeeze(-1);
+        }
+        out
+    }
+}

@@ -1,0 +1,143 @@
+//! GPU buffers and the size-bucketed pool that owns them.
+//!
+//! Every tensor's data lives in a [`Storage`]; when its last handle drops
+//! (tensors, views and pending graph nodes all hold one) the buffer goes back
+//! to the pool of its device, to be reused by the next allocation of the same
+//! bucket. Reuse is safe without fences: the queue executes submissions in
+//! order, so work recorded later always runs after the work that last used
+//! the buffer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use crate::device::DeviceInner;
+
+/// What a buffer is for; each class is pooled separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum BufferClass {
+    /// Tensor data: storage, copy source and destination.
+    Storage,
+    /// Uniform parameters of one flush.
+    Uniform,
+    /// Read-back staging (MAP_READ).
+    Staging,
+}
+
+impl BufferClass {
+    fn usage(self) -> wgpu::BufferUsages {
+        use wgpu::BufferUsages as U;
+        match self {
+            BufferClass::Storage => U::STORAGE | U::COPY_SRC | U::COPY_DST,
+            BufferClass::Uniform => U::UNIFORM | U::COPY_DST,
+            BufferClass::Staging => U::MAP_READ | U::COPY_DST,
+        }
+    }
+}
+
+/// A pooled GPU buffer. Returns itself to its device's pool on drop.
+pub(crate) struct Storage {
+    buffer: Option<wgpu::Buffer>,
+    pub size: u64,
+    class: BufferClass,
+    home: Weak<DeviceInner>,
+}
+
+impl Storage {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let (Some(buffer), Some(dev)) = (self.buffer.take(), self.home.upgrade()) {
+            dev.pool().put(self.class, self.size, buffer);
+        }
+    }
+}
+
+/// Free buffers by (class, bucket size), with byte counts for the counters.
+#[derive(Default)]
+pub(crate) struct BufferPool {
+    free: HashMap<(BufferClass, u64), Vec<wgpu::Buffer>>,
+    /// Bytes of all live buffers, in use or free.
+    pub bytes_held: u64,
+    /// Bytes of buffers waiting in the pool.
+    pub bytes_free: u64,
+    /// Buffers created since the device was made.
+    pub created: u64,
+}
+
+/// Rounds a request up to its bucket: four buckets per power of two (at most
+/// 25 % slack), 256 bytes at least, so a loop of same-shaped steps reuses
+/// the same buffers.
+pub(crate) fn bucket(bytes: u64) -> u64 {
+    let bytes = bytes.max(256);
+    let pow = 63 - (bytes - 1).leading_zeros() as u64; // 2^pow < bytes <= 2^(pow+1)
+    let quarter = (1u64 << pow) / 4;
+    bytes.div_ceil(quarter) * quarter
+}
+
+impl BufferPool {
+    pub fn take(&mut self, class: BufferClass, size: u64) -> Option<wgpu::Buffer> {
+        let b = self.free.get_mut(&(class, size))?.pop()?;
+        self.bytes_free -= size;
+        Some(b)
+    }
+
+    pub fn put(&mut self, class: BufferClass, size: u64, buffer: wgpu::Buffer) {
+        self.bytes_free += size;
+        self.free.entry((class, size)).or_default().push(buffer);
+    }
+
+    /// Destroys every free buffer.
+    pub fn trim(&mut self) {
+        for (_, buffers) in self.free.drain() {
+            for b in buffers {
+                self.bytes_held -= b.size();
+                b.destroy();
+            }
+        }
+        self.bytes_free = 0;
+    }
+}
+
+impl DeviceInner {
+    /// A buffer of at least `bytes` from the pool, or a new one. The caller
+    /// has checked `bytes` against the adapter's limits.
+    pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
+        let limit = self.limits.max_buffer_size;
+        let size = if class == BufferClass::Uniform { bytes.next_multiple_of(256) } else { bucket(bytes).min(limit) };
+        let reused = self.pool().take(class, size);
+        let buffer = reused.unwrap_or_else(|| {
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: class.usage(),
+                mapped_at_creation: false,
+            });
+            let mut pool = self.pool();
+            pool.bytes_held += size;
+            pool.created += 1;
+            b
+        });
+        Arc::new(Storage { buffer: Some(buffer), size, class, home: Arc::downgrade(self) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn buckets_bound_slack() {
+        assert_eq!(bucket(1), 256);
+        assert_eq!(bucket(256), 256);
+        assert_eq!(bucket(257), 320);
+        assert_eq!(bucket(1000), 1024);
+        for b in [300u64, 5000, 123_457, 10_000_000] {
+            let s = bucket(b);
+            assert!(s >= b && s * 4 <= b * 5 + 4 * 256, "{b} -> {s}");
+        }
+    }
+}
