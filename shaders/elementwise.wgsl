@@ -88,7 +88,7 @@ const ERF: u32 = 15u;
 
 fn op_neg(x: f32) -> f32 { return -x; }
 fn op_abs(x: f32) -> f32 { return abs(x); }
-fn op_sign(x: f32) -> f32 { return select(sign(x), x, x != x); }
+fn op_sign(x: f32) -> f32 { return select(sign(x), x, is_nan(x)); }
 fn op_exp(x: f32) -> f32 { return exp(x); }
 fn op_log(x: f32) -> f32 { return log(x); }
 fn op_sqrt(x: f32) -> f32 { return sqrt(x); }
@@ -113,13 +113,14 @@ fn op_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + op_erf(x * 0.707106781186547
 fn log1p_small(e: f32) -> f32 { return select(log(1.0 + e), e * (1.0 - 0.5 * e), e < 1e-4); }
 // softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), which never overflows.
 fn op_softplus(x: f32) -> f32 { return max(x, 0.0) + log1p_small(exp(-abs(x))); }
-// erf: Maclaurin series near 0 (relative error < 1e-7 for |x| < 0.5), else
+// erf: Maclaurin series near 0 (truncation < 1e-9 for |x| < 0.5), else
 // 1 - erfc with the Chebyshev fit of Numerical Recipes §6.2 (|error| < 1.2e-7).
 fn op_erf(x: f32) -> f32 {
     let z = abs(x);
     if z < 0.5 {
         let x2 = x * x;
-        return 1.1283791670955126 * x * (1.0 + x2 * (-0.33333333333 + x2 * (0.1 + x2 * (-0.0238095238 + x2 * 0.0046296296))));
+        return 1.1283791670955126 * x * (1.0 + x2 * (-0.33333333333 + x2 * (0.1 + x2 * (-0.0238095238
+            + x2 * (0.0046296296 + x2 * (-7.5757576e-4 + x2 * 1.0683761e-4))))));
     }
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
@@ -205,7 +206,7 @@ fn op_pow(x: f32, y: f32) -> f32 {
     let ax = abs(x);
     if ax == 0.0 { return select(0.0, inf(), y < 0.0); }
     let r = exp2(y * log2(ax));
-    if x > 0.0 || x != x { return r; }
+    if x > 0.0 || is_nan(x) { return r; }
     if fract(y) != 0.0 { return nan(); }
     return select(r, -r, abs(y) % 2.0 == 1.0);
 }

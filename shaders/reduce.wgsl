@@ -50,8 +50,8 @@ fn identity() -> f32 {
 // Does candidate (vb, ib) beat (va, ia) for arg-reductions? NaN wins (as in
 // numpy), ties go to the lower index.
 fn better(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
-    if vb != vb { return va == va || ib < ia; }
-    if va != va { return false; }
+    if is_nan(vb) { return !is_nan(va) || ib < ia; }
+    if is_nan(va) { return false; }
     var strictly: bool;
     if OP == ARGMAX { strictly = vb > va; } else { strictly = vb < va; }
     return strictly || (vb == va && ib < ia);

@@ -14,7 +14,7 @@ use crate::shaders::{Kernel, Shader};
 /// A GPU device: where tensors live and kernels run. Cheap to clone; clones
 /// share the device, its buffer pool and its pending graph.
 ///
-/// ```no_run
+/// ```
 /// let dev = wgrad::Device::new()?;
 /// println!("{} ({:?})", dev.adapter_info().name, dev.adapter_info().backend);
 /// # Ok::<(), wgrad::Error>(())
@@ -111,7 +111,8 @@ impl Device {
     /// `WGPU_ADAPTER_NAME` (a substring of the adapter's name) and
     /// `WGPU_POWER_PREF` (`low`, `high`).
     pub async fn new_async() -> Result<Device> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = choose_adapter(&instance).await?;
         Self::from_adapter(adapter).await
     }
@@ -126,7 +127,8 @@ impl Device {
     /// optional features wgrad can use.
     pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Device> {
         let info = adapter.get_info();
-        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+        let features =
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -136,7 +138,10 @@ impl Device {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                reason: e.to_string(),
+            })?;
         let gpu_error: Arc<Mutex<Option<Error>>> = Arc::default();
         let slot = gpu_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -244,7 +249,11 @@ impl Device {
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Device({} on {:?})", self.inner.info.name, self.inner.info.backend)
+        write!(
+            f,
+            "Device({} on {:?})",
+            self.inner.info.name, self.inner.info.backend
+        )
     }
 }
 
@@ -269,23 +278,30 @@ impl DeviceInner {
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(kernel.shader).or_insert_with(|| {
-            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.shader.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
-            })
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.shader.name()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
+                })
         });
-        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry),
-            layout: None,
-            module,
-            entry_point: Some(kernel.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                ..Default::default()
-            },
-            cache: None,
-        });
+        let constants: Vec<(&str, f64)> = kernel
+            .constants
+            .iter()
+            .map(|&(k, v)| (k, v as f64))
+            .collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: None,
+                module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
+                cache: None,
+            });
         let layout = pipeline.get_bind_group_layout(0);
         self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(Pipeline { pipeline, layout });
@@ -305,7 +321,11 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
                 format!("{} ({:?})", i.name, i.backend)
             })
             .collect();
-        if names.is_empty() { " (none visible)".to_string() } else { format!("; adapters seen: {}", names.join(", ")) }
+        if names.is_empty() {
+            " (none visible)".to_string()
+        } else {
+            format!("; adapters seen: {}", names.join(", "))
+        }
     };
     if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
         let lower = wanted.to_lowercase();
@@ -313,11 +333,17 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
             .iter()
             .find(|a| a.get_info().name.to_lowercase().contains(&lower))
             .cloned()
-            .ok_or_else(|| Error::NoAdapter { details: format!(" matching WGPU_ADAPTER_NAME={wanted:?}{}", seen()) });
+            .ok_or_else(|| Error::NoAdapter {
+                details: format!(" matching WGPU_ADAPTER_NAME={wanted:?}{}", seen()),
+            });
     }
-    let preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+    let preference =
+        wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
     match instance
-        .request_adapter(&wgpu::RequestAdapterOptions { power_preference: preference, ..Default::default() })
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: preference,
+            ..Default::default()
+        })
         .await
     {
         Ok(a) => Ok(a),

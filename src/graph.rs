@@ -3,8 +3,8 @@
 
 use std::num::NonZeroU64;
 use std::panic::Location;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::device::{DeviceInner, Pipeline};
 use crate::error::{Error, Result};
@@ -15,13 +15,23 @@ use crate::shaders::Kernel;
 /// that never reads back does not hold every intermediate buffer.
 const MAX_PENDING: usize = 4096;
 
-/// One recorded dispatch.
-pub(crate) struct Node {
-    pub pipeline: Arc<Pipeline>,
-    /// Storage buffers by binding number (binding 0 is the uniform).
-    pub bindings: Vec<(u32, Arc<Storage>)>,
-    pub uniform: Vec<u8>,
-    pub groups: [u32; 3],
+/// One recorded command. Nodes hold wgpu buffer handles, not [`Storage`]s,
+/// so a tensor dropped while its readers are pending returns to the pool at
+/// once (see `pool.rs` for why that is safe).
+pub(crate) enum Node {
+    Dispatch {
+        pipeline: Arc<Pipeline>,
+        /// Storage buffers by binding number (binding 0 is the uniform).
+        bindings: Vec<(u32, wgpu::Buffer)>,
+        uniform: Vec<u8>,
+        groups: [u32; 3],
+    },
+    /// Host data staged in `staging`, copied to `dst` in recording order.
+    Upload {
+        staging: Arc<Storage>,
+        dst: wgpu::Buffer,
+        size: u64,
+    },
 }
 
 #[derive(Default)]
@@ -43,7 +53,11 @@ pub(crate) struct CopyOp {
 /// Workgroup counts for `n` groups: a 2-D grid when `n` exceeds the 65535
 /// per-dimension limit (kernels linearise the id with `linear_id`).
 pub(crate) fn grid(n: u32) -> [u32; 3] {
-    if n <= 65535 { [n, 1, 1] } else { [65535, n.div_ceil(65535), 1] }
+    if n <= 65535 {
+        [n, 1, 1]
+    } else {
+        [65535, n.div_ceil(65535), 1]
+    }
 }
 
 impl DeviceInner {
@@ -59,8 +73,33 @@ impl DeviceInner {
             return;
         }
         let pipeline = self.pipeline(kernel);
+        let bindings = bindings
+            .into_iter()
+            .map(|(b, s)| (b, s.buffer().clone()))
+            .collect();
+        self.push(Node::Dispatch {
+            pipeline,
+            bindings,
+            uniform: uniform.to_vec(),
+            groups,
+        });
+    }
+
+    /// Records a copy of host data into `dst` (from its start).
+    pub(crate) fn upload(self: &Arc<Self>, dst: &Storage, data: &[u8]) {
+        let staging = self.alloc(BufferClass::Upload, data.len() as u64);
+        self.queue.write_buffer(staging.buffer(), 0, data);
+        self.stats.uploads.fetch_add(1, Ordering::Relaxed);
+        self.push(Node::Upload {
+            staging,
+            dst: dst.buffer().clone(),
+            size: data.len() as u64,
+        });
+    }
+
+    fn push(self: &Arc<Self>, node: Node) {
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
-        g.nodes.push(Node { pipeline, bindings, uniform: uniform.to_vec(), groups });
+        g.nodes.push(node);
         let full = g.nodes.len() >= MAX_PENDING;
         drop(g);
         if full {
@@ -79,11 +118,24 @@ impl DeviceInner {
     /// A storage buffer for `shape`, or — when it exceeds the adapter's
     /// limits — a placeholder, with the error kept for the next flush.
     #[track_caller]
-    pub(crate) fn alloc_tensor(self: &Arc<Self>, op: &'static str, shape: &[usize]) -> Arc<Storage> {
+    pub(crate) fn alloc_tensor(
+        self: &Arc<Self>,
+        op: &'static str,
+        shape: &[usize],
+    ) -> Arc<Storage> {
         let bytes = (crate::shape::numel(shape) * 4) as u64;
-        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         if bytes > limit {
-            self.poison(Error::TooLarge { op, shape: shape.to_vec(), bytes, limit, location: Location::caller() });
+            self.poison(Error::TooLarge {
+                op,
+                shape: shape.to_vec(),
+                bytes,
+                limit,
+                location: Location::caller(),
+            });
             return self.alloc(BufferClass::Storage, 4);
         }
         self.alloc(BufferClass::Storage, bytes)
@@ -101,7 +153,10 @@ impl DeviceInner {
 
     /// Encodes every pending node, then `copies`, into one command buffer and
     /// submits it. Returns `None` when there was nothing to submit.
-    pub(crate) fn flush(self: &Arc<Self>, copies: &[CopyOp]) -> Result<Option<wgpu::SubmissionIndex>> {
+    pub(crate) fn flush(
+        self: &Arc<Self>,
+        copies: &[CopyOp],
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
         // The graph lock is held until the submit so that flushes from
         // different threads reach the queue in recording order.
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,41 +172,68 @@ impl DeviceInner {
         let mut uniforms: Vec<u8> = Vec::new();
         let mut offsets = Vec::with_capacity(nodes.len());
         for n in &nodes {
-            uniforms.resize(uniforms.len().next_multiple_of(align), 0);
-            offsets.push(uniforms.len() as u64);
-            uniforms.extend_from_slice(&n.uniform);
+            if let Node::Dispatch { uniform, .. } = n {
+                uniforms.resize(uniforms.len().next_multiple_of(align), 0);
+                offsets.push(uniforms.len() as u64);
+                uniforms.extend_from_slice(uniform);
+            } else {
+                offsets.push(0);
+            }
         }
         let ubuf = (!uniforms.is_empty()).then(|| {
             let u = self.alloc(BufferClass::Uniform, uniforms.len() as u64);
             self.queue.write_buffer(u.buffer(), 0, &uniforms);
             u
         });
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad") });
-        if !nodes.is_empty() {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgrad"),
+            });
+        let mut dispatches = 0;
+        let mut i = 0;
+        while i < nodes.len() {
+            if let Node::Upload { staging, dst, size } = &nodes[i] {
+                encoder.copy_buffer_to_buffer(staging.buffer(), 0, dst, 0, *size);
+                i += 1;
+                continue;
+            }
+            // a run of dispatches shares one compute pass
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            for (n, &offset) in nodes.iter().zip(&offsets) {
-                let mut entries = Vec::with_capacity(n.bindings.len() + 1);
-                if let (Some(u), Some(size)) = (&ubuf, NonZeroU64::new(n.uniform.len() as u64)) {
+            while let Some(Node::Dispatch {
+                pipeline,
+                bindings,
+                uniform,
+                groups,
+            }) = nodes.get(i)
+            {
+                let mut entries = Vec::with_capacity(bindings.len() + 1);
+                if let (Some(u), Some(size)) = (&ubuf, NonZeroU64::new(uniform.len() as u64)) {
                     entries.push(wgpu::BindGroupEntry {
                         binding: 0,
                         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: u.buffer(),
-                            offset,
+                            offset: offsets[i],
                             size: Some(size),
                         }),
                     });
                 }
-                for (binding, s) in &n.bindings {
-                    entries.push(wgpu::BindGroupEntry { binding: *binding, resource: s.buffer().as_entire_binding() });
+                for (binding, buffer) in bindings {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: *binding,
+                        resource: buffer.as_entire_binding(),
+                    });
                 }
                 let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
-                    layout: &n.pipeline.layout,
+                    layout: &pipeline.layout,
                     entries: &entries,
                 });
-                pass.set_pipeline(&n.pipeline.pipeline);
+                pass.set_pipeline(&pipeline.pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(n.groups[0], n.groups[1], n.groups[2]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                dispatches += 1;
+                i += 1;
             }
         }
         for c in copies {
@@ -160,8 +242,8 @@ impl DeviceInner {
         let index = self.queue.submit([encoder.finish()]);
         let s = &self.stats;
         s.submits.fetch_add(1, Ordering::Relaxed);
-        s.dispatches.fetch_add(nodes.len() as u64, Ordering::Relaxed);
-        s.bind_groups.fetch_add(nodes.len() as u64, Ordering::Relaxed);
+        s.dispatches.fetch_add(dispatches, Ordering::Relaxed);
+        s.bind_groups.fetch_add(dispatches, Ordering::Relaxed);
         drop(g);
         drop(nodes);
         self.check_error()?;
@@ -173,7 +255,10 @@ impl DeviceInner {
     async fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = *self.timeout.lock().unwrap_or_else(|p| p.into_inner());
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: index, timeout })
+            .poll(wgpu::PollType::Wait {
+                submission_index: index,
+                timeout,
+            })
             .map_err(|e| match e {
                 wgpu::PollError::Timeout => Error::Timeout(timeout.unwrap_or_default()),
                 other => Error::Gpu(other.to_string()),
@@ -188,7 +273,8 @@ impl DeviceInner {
         self.queue.on_submitted_work_done(move || {
             let _ = tx.send(());
         });
-        rx.await.map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
+        rx.await
+            .map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
         self.check_error()
     }
 
@@ -199,14 +285,27 @@ impl DeviceInner {
 
     /// Flushes pending work, then copies `size` bytes of `src` from `offset`
     /// to the host: one submit in all.
-    pub(crate) async fn read(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        src: &Arc<Storage>,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let staging = self.alloc(BufferClass::Staging, size);
-        let index = self.flush(&[CopyOp { src: src.clone(), src_offset: offset, dst: staging.clone(), size }])?;
+        let index = self.flush(&[CopyOp {
+            src: src.clone(),
+            src_offset: offset,
+            dst: staging.clone(),
+            size,
+        }])?;
         self.stats.readbacks.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = futures::channel::oneshot::channel();
-        staging.buffer().slice(..size).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        staging
+            .buffer()
+            .slice(..size)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
         self.wait(index).await?;
         rx.await
             .map_err(|_| Error::DeviceLost("the read-back was cancelled".into()))?

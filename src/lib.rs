@@ -4,7 +4,7 @@
 //! shader; ops are recorded lazily into a graph that is submitted once per
 //! read-back. The same code runs on Vulkan, Metal, DX12 and WebGPU.
 //!
-//! ```no_run
+//! ```
 //! use wgrad::{Device, Tensor};
 //! let dev = Device::new()?;
 //! let x = Tensor::randn(&dev, &[128, 784]);
@@ -31,4 +31,3 @@ pub use error::{Error, Result};
 pub use ops::elementwise::{IntoOperand, Operand};
 pub use tensor::Tensor;
 pub use wgpu;
-

@@ -1,11 +1,13 @@
 //! GPU buffers and the size-bucketed pool that owns them.
 //!
 //! Every tensor's data lives in a [`Storage`]; when its last handle drops
-//! (tensors, views and pending graph nodes all hold one) the buffer goes back
-//! to the pool of its device, to be reused by the next allocation of the same
-//! bucket. Reuse is safe without fences: the queue executes submissions in
-//! order, so work recorded later always runs after the work that last used
-//! the buffer.
+//! (tensors and their views hold one) the buffer goes back to the pool of its
+//! device at once, even if pending nodes still read it, to be reused by the
+//! next allocation of the same bucket. Reuse needs no fences: all GPU work
+//! runs in recording order (dispatches within a submission, submissions on
+//! the queue), so the node that next writes the buffer runs after every node
+//! recorded before it. Host uploads are recorded as copy nodes for the same
+//! reason.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -21,6 +23,8 @@ pub(crate) enum BufferClass {
     Uniform,
     /// Read-back staging (MAP_READ).
     Staging,
+    /// Host data on its way to a storage buffer.
+    Upload,
 }
 
 impl BufferClass {
@@ -30,6 +34,7 @@ impl BufferClass {
             BufferClass::Storage => U::STORAGE | U::COPY_SRC | U::COPY_DST,
             BufferClass::Uniform => U::UNIFORM | U::COPY_DST,
             BufferClass::Staging => U::MAP_READ | U::COPY_DST,
+            BufferClass::Upload => U::COPY_SRC | U::COPY_DST,
         }
     }
 }
@@ -90,12 +95,12 @@ impl BufferPool {
         self.free.entry((class, size)).or_default().push(buffer);
     }
 
-    /// Destroys every free buffer.
+    /// Releases every free buffer (pending nodes that still read one keep
+    /// it alive until they have run).
     pub fn trim(&mut self) {
         for (_, buffers) in self.free.drain() {
             for b in buffers {
                 self.bytes_held -= b.size();
-                b.destroy();
             }
         }
         self.bytes_free = 0;
@@ -107,7 +112,11 @@ impl DeviceInner {
     /// has checked `bytes` against the adapter's limits.
     pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
         let limit = self.limits.max_buffer_size;
-        let size = if class == BufferClass::Uniform { bytes.next_multiple_of(256) } else { bucket(bytes).min(limit) };
+        let size = if class == BufferClass::Uniform {
+            bytes.next_multiple_of(256)
+        } else {
+            bucket(bytes).min(limit)
+        };
         let reused = self.pool().take(class, size);
         let buffer = reused.unwrap_or_else(|| {
             let b = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -121,7 +130,12 @@ impl DeviceInner {
             pool.created += 1;
             b
         });
-        Arc::new(Storage { buffer: Some(buffer), size, class, home: Arc::downgrade(self) })
+        Arc::new(Storage {
+            buffer: Some(buffer),
+            size,
+            class,
+            home: Arc::downgrade(self),
+        })
     }
 }
 

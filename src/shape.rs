@@ -27,7 +27,11 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Layout {
-        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -61,7 +65,11 @@ impl Layout {
                 return None;
             }
         }
-        Some(Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        Some(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 
     pub fn permute(&self, perm: &[usize]) -> Layout {
@@ -88,7 +96,11 @@ impl Layout {
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         debug_assert_eq!(numel(shape), self.numel());
         if self.is_contiguous() || self.numel() == 0 {
-            return Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset });
+            return Some(Layout {
+                shape: shape.to_vec(),
+                strides: contiguous_strides(shape),
+                offset: self.offset,
+            });
         }
         let mut strides = vec![0; shape.len()];
         let mut view_d = shape.len() as isize - 1;
@@ -114,7 +126,11 @@ impl Layout {
                 }
             }
         }
-        (view_d == -1).then(|| Layout { shape: shape.to_vec(), strides, offset: self.offset })
+        (view_d == -1).then(|| Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
     }
 }
 
@@ -123,8 +139,16 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -147,7 +171,10 @@ pub(crate) fn coalesce(shape: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize
             continue;
         }
         let mergeable = !out_shape.is_empty()
-            && strides.iter().zip(&out_strides).all(|(s, o)| *o.last().unwrap() == s[d] * n);
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| *o.last().unwrap() == s[d] * n);
         if mergeable {
             *out_shape.last_mut().unwrap() *= n;
             for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
@@ -182,7 +209,9 @@ pub(crate) fn axis(op: &str, shape: &[usize], axis: isize) -> usize {
     let rank = shape.len() as isize;
     let a = if axis < 0 { axis + rank } else { axis };
     if a < 0 || a >= rank {
-        panic!("wgrad: {op}: axis {axis} is out of range for a tensor of shape {shape:?} (rank {rank})");
+        panic!(
+            "wgrad: {op}: axis {axis} is out of range for a tensor of shape {shape:?} (rank {rank})"
+        );
     }
     a as usize
 }
@@ -190,7 +219,10 @@ pub(crate) fn axis(op: &str, shape: &[usize], axis: isize) -> usize {
 /// Resolves an axis set: sorted, deduplicated, in range.
 #[track_caller]
 pub(crate) fn axes(op: &str, shape: &[usize], axes: &[isize]) -> Vec<usize> {
-    let mut out: Vec<usize> = axes.iter().map(|&a| axis(op, shape, a)).collect();
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        out.push(axis(op, shape, a)); // a loop, not a closure: keeps the caller's location
+    }
     out.sort_unstable();
     let n = out.len();
     out.dedup();

@@ -4,9 +4,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
-use crate::ops::{apply, need_f32, need_indices, same_device, Prim};
+use crate::ops::{Prim, apply, need_f32, need_indices, same_device};
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{self, pack, MAX_RANK};
+use crate::shape::{self, MAX_RANK, pack};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -64,12 +64,26 @@ fn launch(
     bindings.push((2, idx.storage().clone()));
     bindings.push((3, out.storage().clone()));
     let kernel = Kernel::new(Shader::Index, entry);
-    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(n.div_ceil(256) as u32));
+    out.device().inner.record(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        crate::graph::grid(n.div_ceil(256) as u32),
+    );
 }
 
 pub(crate) fn gather_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
     let out = Tensor::empty(x.device(), "gather", idx.shape(), x.dtype());
-    launch("gather", &out, Some(x), idx, idx.strides(), axis, x.shape()[axis], 0);
+    launch(
+        "gather",
+        &out,
+        Some(x),
+        idx,
+        idx.strides(),
+        axis,
+        x.shape()[axis],
+        0,
+    );
     out
 }
 
@@ -80,7 +94,16 @@ pub(crate) fn index_select_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Ten
     // The index vector, broadcast across every other axis.
     let mut strides = vec![0; shape.len()];
     strides[axis] = idx.strides()[0];
-    launch("gather", &out, Some(x), idx, &strides, axis, x.shape()[axis], 0);
+    launch(
+        "gather",
+        &out,
+        Some(x),
+        idx,
+        &strides,
+        axis,
+        x.shape()[axis],
+        0,
+    );
     out
 }
 
@@ -88,7 +111,16 @@ pub(crate) fn scatter_add_forward(idx: &Tensor, src: &Tensor, axis: usize, size:
     let mut shape = src.shape().to_vec();
     shape[axis] = size;
     let out = Tensor::empty(src.device(), "scatter_add", &shape, DType::F32);
-    launch("scatter_add", &out, Some(src), idx, idx.strides(), axis, size, src.shape()[axis]);
+    launch(
+        "scatter_add",
+        &out,
+        Some(src),
+        idx,
+        idx.strides(),
+        axis,
+        size,
+        src.shape()[axis],
+    );
     out
 }
 
@@ -111,7 +143,10 @@ impl Tensor {
         same_device("index_select", &[self, idx]);
         let a = shape::axis("index_select", self.shape(), axis);
         if idx.rank() != 1 {
-            panic!("wgrad: index_select: indices must be 1-d, got shape {:?}", idx.shape());
+            panic!(
+                "wgrad: index_select: indices must be 1-d, got shape {:?}",
+                idx.shape()
+            );
         }
         apply(Prim::IndexSelect { axis: a }, &[self, idx])
     }
@@ -124,7 +159,8 @@ impl Tensor {
         need_indices("gather", idx);
         same_device("gather", &[self, idx]);
         let a = shape::axis("gather", self.shape(), axis);
-        let fits = idx.rank() == self.rank() && (0..self.rank()).all(|d| d == a || idx.shape()[d] <= self.shape()[d]);
+        let fits = idx.rank() == self.rank()
+            && (0..self.rank()).all(|d| d == a || idx.shape()[d] <= self.shape()[d]);
         if !fits {
             panic!(
                 "wgrad: gather: indices of shape {:?} do not fit shape {:?} along axis {axis}",
@@ -156,7 +192,13 @@ impl Tensor {
                 self.shape()
             );
         }
-        self + apply(Prim::ScatterAdd { axis: a, size: self.shape()[a] }, &[idx, src])
+        self + apply(
+            Prim::ScatterAdd {
+                axis: a,
+                size: self.shape()[a],
+            },
+            &[idx, src],
+        )
     }
 
     /// One-hot encoding of class indices: a new last axis of `n` classes, f32.

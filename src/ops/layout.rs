@@ -3,8 +3,8 @@
 //! and pad copy with the strided `copy` kernel of `shaders/elementwise.wgsl`.
 
 use crate::ops::elementwise::{copy_into, fill};
-use crate::ops::{apply, same_device, Prim};
-use crate::shape::{self, numel, Layout};
+use crate::ops::{Prim, apply, same_device};
+use crate::shape::{self, Layout, numel};
 use crate::tensor::Tensor;
 
 pub(crate) fn contiguous_forward(x: &Tensor) -> Tensor {
@@ -24,7 +24,12 @@ pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
 }
 
 pub(crate) fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f64) -> Tensor {
-    let shape: Vec<usize> = x.shape().iter().zip(pads).map(|(&n, &(lo, hi))| n + lo + hi).collect();
+    let shape: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(pads)
+        .map(|(&n, &(lo, hi))| n + lo + hi)
+        .collect();
     let out = Tensor::empty(x.device(), "pad", &shape, x.dtype());
     fill(&out, x.dtype().bits_of(value));
     let mut inner = out.layout().clone();
@@ -58,7 +63,10 @@ impl Tensor {
         let known: usize = shape.iter().filter(|&&n| n != usize::MAX).product();
         let inferred = shape.iter().filter(|&&n| n == usize::MAX).count();
         if inferred > 1 || (inferred == 1 && (known == 0 || self.numel() % known != 0)) {
-            panic!("wgrad: reshape: cannot infer a dimension of {shape:?} from shape {:?}", self.shape());
+            panic!(
+                "wgrad: reshape: cannot infer a dimension of {shape:?} from shape {:?}",
+                self.shape()
+            );
         }
         if let Some(d) = shape.iter_mut().find(|n| **n == usize::MAX) {
             *d = self.numel() / known;
@@ -86,7 +94,10 @@ impl Tensor {
         let s = shape::axis("flatten", self.shape(), start);
         let e = shape::axis("flatten", self.shape(), end);
         if s > e {
-            panic!("wgrad: flatten: start axis {start} comes after end axis {end} (shape {:?})", self.shape());
+            panic!(
+                "wgrad: flatten: start axis {start} comes after end axis {end} (shape {:?})",
+                self.shape()
+            );
         }
         let mut shape = self.shape()[..s].to_vec();
         shape.push(self.shape()[s..=e].iter().product());
@@ -97,11 +108,17 @@ impl Tensor {
     /// Reorders the dimensions: result dimension i is `self`'s `perm[i]`.
     #[track_caller]
     pub fn permute(&self, perm: &[isize]) -> Tensor {
-        let p: Vec<usize> = perm.iter().map(|&a| shape::axis("permute", self.shape(), a)).collect();
+        let p: Vec<usize> = perm
+            .iter()
+            .map(|&a| shape::axis("permute", self.shape(), a))
+            .collect();
         let mut seen = p.clone();
         seen.sort_unstable();
         if seen != (0..self.rank()).collect::<Vec<_>>() {
-            panic!("wgrad: permute: {perm:?} is not a permutation of the axes of shape {:?}", self.shape());
+            panic!(
+                "wgrad: permute: {perm:?} is not a permutation of the axes of shape {:?}",
+                self.shape()
+            );
         }
         if p.iter().enumerate().all(|(i, &a)| i == a) {
             return self.clone();
@@ -133,7 +150,10 @@ impl Tensor {
     #[track_caller]
     pub fn expand(&self, shape: &[usize]) -> Tensor {
         if self.layout().broadcast_to(shape).is_none() {
-            panic!("wgrad: expand: shape {:?} cannot broadcast to {shape:?}", self.shape());
+            panic!(
+                "wgrad: expand: shape {:?} cannot broadcast to {shape:?}",
+                self.shape()
+            );
         }
         if shape == self.shape() {
             return self.clone();
@@ -155,7 +175,14 @@ impl Tensor {
         if start == 0 && len == self.shape()[a] {
             return self.clone();
         }
-        apply(Prim::Narrow { axis: a, start, len }, &[self])
+        apply(
+            Prim::Narrow {
+                axis: a,
+                start,
+                len,
+            },
+            &[self],
+        )
     }
 
     /// Removes a size-1 dimension.
@@ -163,7 +190,11 @@ impl Tensor {
     pub fn squeeze(&self, axis: isize) -> Tensor {
         let a = shape::axis("squeeze", self.shape(), axis);
         if self.shape()[a] != 1 {
-            panic!("wgrad: squeeze: axis {axis} of shape {:?} has size {}, not 1", self.shape(), self.shape()[a]);
+            panic!(
+                "wgrad: squeeze: axis {axis} of shape {:?} has size {}, not 1",
+                self.shape(),
+                self.shape()[a]
+            );
         }
         let mut s = self.shape().to_vec();
         s.remove(a);
@@ -176,7 +207,10 @@ impl Tensor {
         let rank = self.rank() as isize + 1;
         let a = if axis < 0 { axis + rank } else { axis };
         if a < 0 || a >= rank {
-            panic!("wgrad: unsqueeze: axis {axis} is out of range for shape {:?}", self.shape());
+            panic!(
+                "wgrad: unsqueeze: axis {axis} is out of range for shape {:?}",
+                self.shape()
+            );
         }
         let mut s = self.shape().to_vec();
         s.insert(a as usize, 1);
@@ -204,7 +238,10 @@ impl Tensor {
             let mut ok = t.rank() == first.rank() && t.dtype() == first.dtype();
             ok &= (0..first.rank()).all(|d| d == a || t.shape()[d] == first.shape()[d]);
             if !ok {
-                let shapes: Vec<_> = tensors.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect();
+                let shapes: Vec<_> = tensors
+                    .iter()
+                    .map(|t| (t.shape().to_vec(), t.dtype()))
+                    .collect();
                 panic!("wgrad: cat: along axis {axis}, shapes and dtypes {shapes:?} do not agree");
             }
         }
@@ -221,7 +258,11 @@ impl Tensor {
             panic!("wgrad: stack: needs at least one tensor");
         };
         if let Some(t) = tensors.iter().find(|t| t.shape() != first.shape()) {
-            panic!("wgrad: stack: shapes {:?} and {:?} differ", first.shape(), t.shape());
+            panic!(
+                "wgrad: stack: shapes {:?} and {:?} differ",
+                first.shape(),
+                t.shape()
+            );
         }
         let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(axis)).collect();
         let refs: Vec<&Tensor> = parts.iter().collect();
@@ -232,8 +273,19 @@ impl Tensor {
     #[track_caller]
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Tensor {
         if pads.len() != self.rank() {
-            panic!("wgrad: pad: {} (before, after) pairs for shape {:?} of rank {}", pads.len(), self.shape(), self.rank());
+            panic!(
+                "wgrad: pad: {} (before, after) pairs for shape {:?} of rank {}",
+                pads.len(),
+                self.shape(),
+                self.rank()
+            );
         }
-        apply(Prim::Pad { pads: pads.to_vec(), value }, &[self])
+        apply(
+            Prim::Pad {
+                pads: pads.to_vec(),
+                value,
+            },
+            &[self],
+        )
     }
 }

@@ -3,9 +3,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::ops::{apply, need_f32, same_device, Prim};
+use crate::ops::{Prim, apply, need_f32, same_device};
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{broadcast_shapes, coalesce, pack, MAX_RANK};
+use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -34,7 +34,8 @@ const BLOCK: usize = 64;
 pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
+    let batch =
+        broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
     let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
@@ -78,9 +79,19 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         b_bstr: pack(&strides[1]),
     };
     let kernel = Kernel::new(Shader::Matmul, "matmul");
-    let bindings = vec![(1, a.storage().clone()), (2, b.storage().clone()), (3, out.storage().clone())];
-    let groups = [n.div_ceil(BLOCK) as u32, m.div_ceil(BLOCK) as u32, nb as u32];
-    a.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    let bindings = vec![
+        (1, a.storage().clone()),
+        (2, b.storage().clone()),
+        (3, out.storage().clone()),
+    ];
+    let groups = [
+        n.div_ceil(BLOCK) as u32,
+        m.div_ceil(BLOCK) as u32,
+        nb as u32,
+    ];
+    a.device()
+        .inner
+        .record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
     out
 }
 
@@ -95,10 +106,22 @@ impl Tensor {
         need_f32("matmul", rhs);
         same_device("matmul", &[self, rhs]);
         if self.rank() == 0 || rhs.rank() == 0 {
-            panic!("wgrad: matmul: operands must have rank ≥ 1, got {:?} and {:?}", self.shape(), rhs.shape());
+            panic!(
+                "wgrad: matmul: operands must have rank ≥ 1, got {:?} and {:?}",
+                self.shape(),
+                rhs.shape()
+            );
         }
-        let a = if self.rank() == 1 { self.unsqueeze(0) } else { self.clone() };
-        let b = if rhs.rank() == 1 { rhs.unsqueeze(1) } else { rhs.clone() };
+        let a = if self.rank() == 1 {
+            self.unsqueeze(0)
+        } else {
+            self.clone()
+        };
+        let b = if rhs.rank() == 1 {
+            rhs.unsqueeze(1)
+        } else {
+            rhs.clone()
+        };
         let (ra, rb) = (a.rank(), b.rank());
         if a.shape()[ra - 1] != b.shape()[rb - 2] {
             panic!(
@@ -111,10 +134,17 @@ impl Tensor {
         }
         let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
         let Some(batch) = batch else {
-            panic!("wgrad: matmul: batch dimensions of {:?} and {:?} do not broadcast", self.shape(), rhs.shape());
+            panic!(
+                "wgrad: matmul: batch dimensions of {:?} and {:?} do not broadcast",
+                self.shape(),
+                rhs.shape()
+            );
         };
         if batch.iter().product::<usize>() > 65535 {
-            panic!("wgrad: matmul: {} batches exceed the 65535 a dispatch can hold", batch.iter().product::<usize>());
+            panic!(
+                "wgrad: matmul: {} batches exceed the 65535 a dispatch can hold",
+                batch.iter().product::<usize>()
+            );
         }
         let mut out = apply(Prim::Matmul, &[&a, &b]);
         if self.rank() == 1 {

@@ -5,9 +5,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
-use crate::ops::{apply, need_f32, Prim};
+use crate::ops::{Prim, apply, need_f32};
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{self, coalesce, contiguous_strides, pack, Layout, MAX_RANK};
+use crate::shape::{self, Layout, MAX_RANK, coalesce, contiguous_strides, pack};
 use crate::tensor::Tensor;
 
 /// Reduction kinds; discriminants are the shader's op codes.
@@ -62,9 +62,11 @@ pub(crate) fn reduced_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> V
     out
 }
 
-/// Splits a view into (shape, strides) of kept and of reduced dimensions,
-/// each coalesced.
-fn split(l: &Layout, axes: &[usize]) -> ((Vec<usize>, Vec<usize>), (Vec<usize>, Vec<usize>)) {
+/// (shape, strides) of a set of dimensions.
+type Dims = (Vec<usize>, Vec<usize>);
+
+/// Splits a view into the kept and the reduced dimensions, each coalesced.
+fn split(l: &Layout, axes: &[usize]) -> (Dims, Dims) {
     let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
     for d in 0..l.shape.len() {
         if axes.contains(&d) {
@@ -96,7 +98,10 @@ fn dispatch(
     let n_out = shape::numel(kept.0);
     let n_red = shape::numel(red.0);
     if kept.0.len() > MAX_RANK || red.0.len() > MAX_RANK {
-        panic!("wgrad: {}: views of rank > {MAX_RANK} after merging dimensions are not supported", op.name());
+        panic!(
+            "wgrad: {}: views of rank > {MAX_RANK} after merging dimensions are not supported",
+            op.name()
+        );
     }
     let params = ReduceParams {
         n_out: n_out as u32,
@@ -115,15 +120,27 @@ fn dispatch(
     let kernel = Kernel::new(Shader::Reduce, "reduce").with("OP", op as u32);
     let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
     let groups = crate::graph::grid((n_out * n_chunks) as u32);
-    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    x.device()
+        .inner
+        .record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
 }
 
 /// Elements one workgroup folds before a reduction is split in two passes.
 const CHUNK: usize = 4096;
 
-pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool, scale: f32) -> Tensor {
+pub(crate) fn reduce_forward(
+    op: ReduceOp,
+    x: &Tensor,
+    axes: &[usize],
+    keepdim: bool,
+    scale: f32,
+) -> Tensor {
     let out_shape = reduced_shape(x.shape(), axes, keepdim);
-    let dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) { DType::U32 } else { DType::F32 };
+    let dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
+        DType::U32
+    } else {
+        DType::F32
+    };
     let out = Tensor::empty(x.device(), op.name(), &out_shape, dtype);
     let ((ks, kst), (rs, rst)) = split(x.layout(), axes);
     let n_out = shape::numel(&ks);
@@ -148,8 +165,26 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
         dispatch(op, x, off, (&ks, &kst), (&rs, &rst), 1, scale, &out);
     } else {
         let partial = Tensor::empty(x.device(), op.name(), &[n_out, n_chunks], DType::F32);
-        dispatch(op, x, off, (&ks, &kst), (&rs, &rst), n_chunks, 1.0, &partial);
-        dispatch(op, &partial, 0, (&[n_out], &[n_chunks]), (&[n_chunks], &[1]), 1, scale, &out);
+        dispatch(
+            op,
+            x,
+            off,
+            (&ks, &kst),
+            (&rs, &rst),
+            n_chunks,
+            1.0,
+            &partial,
+        );
+        dispatch(
+            op,
+            &partial,
+            0,
+            (&[n_out], &[n_chunks]),
+            (&[n_chunks], &[1]),
+            1,
+            scale,
+            &out,
+        );
     }
     out
 }
@@ -196,7 +231,9 @@ fn rows(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
         return out;
     }
     if os.len() > MAX_RANK {
-        panic!("wgrad: {entry}: views of rank > {MAX_RANK} after merging dimensions are not supported");
+        panic!(
+            "wgrad: {entry}: views of rank > {MAX_RANK} after merging dimensions are not supported"
+        );
     }
     let params = RowParams {
         n_rows: n_rows as u32,
@@ -210,7 +247,12 @@ fn rows(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
     };
     let kernel = Kernel::new(Shader::Softmax, entry);
     let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
-    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(n_rows as u32));
+    x.device().inner.record(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        crate::graph::grid(n_rows as u32),
+    );
     out
 }
 
@@ -235,7 +277,11 @@ pub(crate) fn logsumexp_forward(x: &Tensor, axes: &[usize], keepdim: bool) -> Te
         let moved = super::layout::contiguous_forward(&x.with_layout(x.layout().permute(&perm)));
         let mut merged: Vec<usize> = kept.iter().map(|&d| x.shape()[d]).collect();
         merged.push(axes.iter().map(|&d| x.shape()[d]).product());
-        let l = Layout { shape: merged.clone(), strides: contiguous_strides(&merged), offset: 0 };
+        let l = Layout {
+            shape: merged.clone(),
+            strides: contiguous_strides(&merged),
+            offset: 0,
+        };
         rows("logsumexp", &moved.with_layout(l), kept.len())
     };
     lse.with_layout(Layout::contiguous(&out_shape))
@@ -250,11 +296,22 @@ impl Tensor {
         need_f32(name, self);
         let axes = shape::axes(name, self.shape(), axes);
         if op != ReduceOp::Sum && axes.iter().any(|&d| self.shape()[d] == 0) {
-            panic!("wgrad: {name}: cannot reduce an empty axis of shape {:?}", self.shape());
+            panic!(
+                "wgrad: {name}: cannot reduce an empty axis of shape {:?}",
+                self.shape()
+            );
         }
         let n: usize = axes.iter().map(|&d| self.shape()[d]).product();
         let scale = if mean { 1.0 / n as f32 } else { 1.0 };
-        apply(Prim::Reduce { op, axes, keepdim, scale }, &[self])
+        apply(
+            Prim::Reduce {
+                op,
+                axes,
+                keepdim,
+                scale,
+            },
+            &[self],
+        )
     }
 
     /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
@@ -312,7 +369,11 @@ impl Tensor {
         need_f32(op.name(), self);
         let axis = shape::axis(op.name(), self.shape(), axis);
         if self.shape()[axis] == 0 {
-            panic!("wgrad: {}: cannot reduce an empty axis of shape {:?}", op.name(), self.shape());
+            panic!(
+                "wgrad: {}: cannot reduce an empty axis of shape {:?}",
+                op.name(),
+                self.shape()
+            );
         }
         apply(Prim::ArgReduce { op, axis, keepdim }, &[self])
     }

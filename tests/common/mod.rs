@@ -1,0 +1,135 @@
+//! Shared test support: one device per test binary, an f64 reference
+//! implementation of n-d arrays (numpy semantics), seeded random data, and
+//! tolerance checks whose bounds come from the arithmetic of each op.
+#![allow(dead_code)]
+
+pub mod reference;
+
+use std::sync::OnceLock;
+
+pub use reference::Array;
+use wgrad::{Device, Tensor};
+
+/// The device shared by a test binary. A missing adapter fails the tests.
+pub fn dev() -> &'static Device {
+    static DEV: OnceLock<Device> = OnceLock::new();
+    DEV.get_or_init(|| {
+        Device::new().expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)")
+    })
+}
+
+/// A fresh device, for tests that read its counters.
+pub fn own_device() -> Device {
+    Device::new().expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+/// Small deterministic generator (SplitMix64) for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi), rounded to f32 so GPU and reference see the same input.
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (lo + (hi - lo) * u) as f32 as f64
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn array(&mut self, shape: &[usize], lo: f64, hi: f64) -> Array {
+        let n = shape.iter().product();
+        Array::new(shape, (0..n).map(|_| self.uniform(lo, hi)).collect())
+    }
+}
+
+/// Uploads an f64 reference array as an f32 tensor.
+pub fn upload(a: &Array) -> Tensor {
+    let data: Vec<f32> = a.data.iter().map(|&x| x as f32).collect();
+    Tensor::from_slice(dev(), &data, &a.shape)
+}
+
+/// Reads an f32 tensor back as a reference array.
+pub fn download(t: &Tensor) -> Array {
+    let v: Vec<f32> = t.to_vec().expect("read-back");
+    Array::new(t.shape(), v.into_iter().map(f64::from).collect())
+}
+
+/// f32 machine epsilon (unit roundoff is half of it).
+pub const EPS: f64 = f32::EPSILON as f64;
+
+/// Asserts |got − want| ≤ bound[i] elementwise (NaN must match NaN), with
+/// equal shapes.
+#[track_caller]
+pub fn assert_within(what: &str, got: &Array, want: &Array, bound: &Array) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    for i in 0..want.data.len() {
+        let (g, w, b) = (got.data[i], want.data[i], bound.data[i]);
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= b
+        };
+        assert!(
+            ok,
+            "{what}: element {i} of shape {:?}: got {g}, want {w} (bound {b:e})",
+            want.shape
+        );
+    }
+}
+
+/// Asserts |got − want| ≤ atol + rtol·|want| elementwise.
+#[track_caller]
+pub fn assert_close(what: &str, got: &Array, want: &Array, rtol: f64, atol: f64) {
+    let bound = want.map(|w| atol + rtol * w.abs());
+    assert_within(what, got, want, &bound);
+}
+
+/// Runs `f`, which must panic; returns the panic message and the file:line
+/// the panic was attributed to (the caller's line, through `#[track_caller]`).
+pub fn panic_of(f: std::panic::AssertUnwindSafe<impl FnOnce()>) -> (String, String) {
+    use std::cell::{Cell, RefCell};
+    thread_local! {
+        static CAPTURING: Cell<bool> = const { Cell::new(false) };
+        static LOCATION: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    static HOOK: OnceLock<()> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CAPTURING.with(Cell::get) {
+                let loc = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LOCATION.with(|c| *c.borrow_mut() = loc);
+            } else {
+                default(info);
+            }
+        }));
+    });
+    CAPTURING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(f);
+    CAPTURING.with(|c| c.set(false));
+    let err = result.expect_err("expected a panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    (msg, LOCATION.with(|c| c.borrow().clone()))
+}

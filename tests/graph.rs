@@ -1,0 +1,229 @@
+//! The recorded graph: one submit per read-back, no growth of GPU memory in
+//! a loop, counters, clear errors for bad input and for oversize tensors.
+
+mod common;
+
+use common::*;
+use wgrad::{DType, Error, Tensor};
+
+#[test]
+fn one_submit_per_read_back() {
+    let d = own_device();
+    let mut x = Tensor::ones(&d, &[1000]);
+    d.sync().unwrap();
+    let before = d.counters();
+    for i in 0..100 {
+        x = if i % 2 == 0 { &x * 1.01 } else { &x + 0.5 };
+    }
+    let v: Vec<f32> = x.to_vec().unwrap();
+    let c = d.counters() - before;
+    assert_eq!((c.submits, c.dispatches, c.readbacks), (1, 100, 1));
+    let mut want = 1.0f32;
+    for i in 0..100 {
+        want = if i % 2 == 0 { want * 1.01 } else { want + 0.5 };
+    }
+    assert!((v[999] - want).abs() <= 1e-5 * want, "{} vs {want}", v[999]);
+    // a read-back with nothing pending is still one submit (the copy)
+    let before = d.counters();
+    let _ = x.to_vec::<f32>().unwrap();
+    assert_eq!((d.counters() - before).submits, 1);
+}
+
+#[test]
+fn pool_memory_is_flat_over_ten_thousand_steps() {
+    let d = own_device();
+    d.manual_seed(0);
+    let w = Tensor::randn(&d, &[64, 32]) * 0.1;
+    let b = Tensor::zeros(&d, &[32]);
+    let step = |i: usize| {
+        let x = Tensor::full(&d, &[16, 64], (i % 7) as f32 * 0.1);
+        let h = (x.matmul(&w) + &b).tanh();
+        h.softmax(-1).sum_all()
+    };
+    let mut held_after_warmup = 0;
+    let mut last = 0.0;
+    for i in 0..10_000 {
+        let s = step(i);
+        if i % 50 == 49 {
+            last = s.item::<f32>().unwrap();
+        }
+        if i == 199 {
+            held_after_warmup = d.counters().bytes_held;
+        }
+    }
+    d.sync().unwrap();
+    let c = d.counters();
+    assert!(
+        (last - 16.0).abs() < 1e-3,
+        "each softmax row sums to 1: {last}"
+    );
+    assert_eq!(
+        c.bytes_held, held_after_warmup,
+        "the pool grew after warm-up: {c:?}"
+    );
+    assert!(c.buffers_created < 64, "buffers are reused: {c:?}");
+    assert_eq!(
+        c.bytes_in_use(),
+        d.counters().bytes_held - d.counters().bytes_free
+    );
+}
+
+#[test]
+fn counters_track_pipelines_and_uploads() {
+    let d = own_device();
+    let a = Tensor::from_slice(&d, &[1.0f32, 2.0], &[2]);
+    let _ = (&a + &a).to_vec::<f32>().unwrap();
+    let before = d.counters();
+    let _ = (&a + &a).exp().to_vec::<f32>().unwrap();
+    let c = d.counters() - before;
+    assert_eq!(c.pipelines, 1, "add is cached, exp is new");
+    assert_eq!(c.uploads, 0);
+}
+
+#[test]
+fn oversize_tensor_is_an_error_at_the_next_read_back() {
+    let d = own_device();
+    let limit = d
+        .limits()
+        .max_storage_buffer_binding_size
+        .min(d.limits().max_buffer_size);
+    let n = (limit / 4 + 1) as usize;
+    let line = line!() + 1;
+    let big = Tensor::zeros(&d, &[n]);
+    let y = (&big + 1.0).sum_all();
+    let err = y.item::<f32>().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::TooLarge { .. }), "{msg}");
+    assert!(
+        msg.contains(&format!("[{n}]")) && msg.contains(&limit.to_string()),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("tests/graph.rs:{line}")),
+        "names the caller's line: {msg}"
+    );
+    // the device keeps working afterwards
+    let ok = Tensor::from_slice(&d, &[2.0f32], &[1]).square();
+    assert_eq!(ok.to_vec::<f32>().unwrap(), vec![4.0]);
+}
+
+/// Bad input panics when the op is recorded, naming the op, the shapes and
+/// the caller's line.
+#[test]
+fn bad_input_messages() {
+    let d = dev();
+    let a = Tensor::zeros(d, &[2, 3]);
+    let b = Tensor::zeros(d, &[4, 5]);
+    type Case<'a> = (Box<dyn Fn() + 'a>, u32, &'static [&'static str]);
+    let cases: Vec<Case> = vec![
+        (
+            Box::new(|| drop(a.matmul(&b))),
+            line!(),
+            &["matmul", "[2, 3]", "[4, 5]", "inner dimensions 3 and 4"],
+        ),
+        (
+            Box::new(|| drop(&a + &b)),
+            line!(),
+            &["add", "[2, 3]", "[4, 5]", "broadcast"],
+        ),
+        (
+            Box::new(|| drop(a.sum(&[2], false))),
+            line!(),
+            &["sum", "axis 2", "[2, 3]"],
+        ),
+        (
+            Box::new(|| drop(a.softmax(-3))),
+            line!(),
+            &["softmax", "axis -3", "[2, 3]"],
+        ),
+        (
+            Box::new(|| drop(a.reshape(&[4, 2]))),
+            line!(),
+            &["reshape", "[2, 3]", "[4, 2]"],
+        ),
+        (
+            Box::new(|| drop(a.item::<f32>())),
+            line!(),
+            &["item", "[2, 3]"],
+        ),
+        (
+            Box::new(|| drop(a.to_vec::<u32>())),
+            line!(),
+            &["to_vec", "f32", "u32"],
+        ),
+        (
+            Box::new(|| drop(&a + &a.cast(DType::U32))),
+            line!(),
+            &["add", "dtypes", "u32"],
+        ),
+        (
+            Box::new(|| drop(a.index_select(0, &a))),
+            line!(),
+            &["index_select", "u32 or i32"],
+        ),
+        (
+            Box::new(|| drop(a.narrow(1, 2, 2))),
+            line!(),
+            &["narrow", "2..4", "[2, 3]"],
+        ),
+        (
+            Box::new(|| drop(a.cast(DType::U32).exp())),
+            line!(),
+            &["exp", "u32"],
+        ),
+        (
+            Box::new(|| drop(Tensor::cat(&[&a, &b], 0))),
+            line!(),
+            &["cat", "[2, 3]", "[4, 5]"],
+        ),
+        (
+            Box::new(|| drop(a.permute(&[0, 0]))),
+            line!(),
+            &["permute", "[0, 0]"],
+        ),
+        (
+            Box::new(|| drop(a.expand(&[3, 3]))),
+            line!(),
+            &["expand", "[2, 3]", "[3, 3]"],
+        ),
+        (
+            Box::new(|| drop(Tensor::from_slice(d, &[1.0f32; 5], &[2, 3]))),
+            line!(),
+            &["from_slice", "5 values", "[2, 3]"],
+        ),
+        (
+            Box::new(|| drop(a.gt(0.0).cast(DType::F32).where_(&a, &a))),
+            line!(),
+            &["where_", "mask"],
+        ),
+    ];
+    for (f, line, needles) in cases {
+        let (msg, location) = panic_of(std::panic::AssertUnwindSafe(f));
+        for n in needles {
+            assert!(msg.contains(n), "message {msg:?} lacks {n:?}");
+        }
+        assert!(msg.starts_with("wgrad: "), "{msg}");
+        assert_eq!(location, format!("tests/graph.rs:{line}"), "for {msg}");
+    }
+}
+
+#[test]
+fn two_threads_share_a_device() {
+    let d = own_device();
+    let handles: Vec<_> = (0..2)
+        .map(|k| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let v = (k * 1000 + i) as f32;
+                    let x = Tensor::full(&d, &[300], v);
+                    let s: f32 = (&x * 2.0).sum_all().item().unwrap();
+                    assert_eq!(s, 600.0 * v);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

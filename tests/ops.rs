@@ -1,0 +1,735 @@
+//! Every primitive's forward against the f64 reference, table-driven: one row
+//! per op. Inputs sweep scalars, empty tensors, size-1 axes, sizes that are
+//! not multiples of the workgroup size, non-contiguous views and a tensor of
+//! over a million elements. Each tolerance is the op's error bound in f32
+//! (WGSL's accuracy rules for the builtins it uses, plus rounding).
+
+mod common;
+
+use common::*;
+use std::f64::consts::PI;
+
+use wgrad::{DType, Tensor};
+
+const SHAPES: &[&[usize]] = &[
+    &[],
+    &[0],
+    &[1],
+    &[7],
+    &[257],
+    &[3, 1, 5],
+    &[2, 3, 4],
+    &[1 << 20],
+];
+
+/// Views of `a` as the GPU sees them: the plain upload, a transposed view and
+/// a narrowed view with an offset (the latter two are not contiguous).
+fn views(a: &Array) -> Vec<(String, Tensor, Array)> {
+    let mut out = vec![("contiguous".to_string(), upload(a), a.clone())];
+    if a.shape.len() >= 2 {
+        let r = a.shape.len();
+        // Upload the transpose, then view it transposed back: same values, strided.
+        let t = upload(&a.t()).t();
+        out.push(("transposed".into(), t, a.clone()));
+        let mut wide = a.shape.clone();
+        wide[r - 1] += 3;
+        let big = Array::new(
+            &wide,
+            (0..wide.iter().product())
+                .map(|i| (i % 17) as f64 - 8.0)
+                .collect(),
+        );
+        let mut big = big;
+        // write a into big[..., 1..1+n]
+        let n = a.shape[r - 1];
+        for i in 0..a.numel() {
+            let (row, col) = (i / n, i % n);
+            big.data[row * wide[r - 1] + 1 + col] = a.data[i];
+        }
+        out.push(("narrowed".into(), upload(&big).narrow(-1, 1, n), a.clone()));
+    }
+    out
+}
+
+struct Unary {
+    name: &'static str,
+    gpu: fn(&Tensor) -> Tensor,
+    cpu: fn(f64) -> f64,
+    /// input domain
+    lo: f64,
+    hi: f64,
+    /// error bound: atol + rtol·|want| + ulps_per_x·EPS·|x|·|want|
+    atol: f64,
+    rtol: f64,
+}
+
+const U: f64 = f32::EPSILON as f64;
+
+#[rustfmt::skip]
+const UNARY: &[Unary] = &[
+    Unary { name: "neg",      gpu: |x| -x,            cpu: |x| -x,                    lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "abs",      gpu: |x| x.abs(),       cpu: f64::abs,                  lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "sign",     gpu: |x| x.sign(),      cpu: |x| if x == 0.0 { 0.0 } else { x.signum() }, lo: -2.0, hi: 2.0, atol: 0.0, rtol: 0.0 },
+    // WGSL exp: 3 + 2|x| ULP
+    Unary { name: "exp",      gpu: |x| x.exp(),       cpu: f64::exp,                  lo: -5.0, hi: 5.0, atol: 0.0, rtol: 13.0 * U },
+    // WGSL log: absolute 2^-21 on [0.5, 2], else 3 ULP
+    Unary { name: "log",      gpu: |x| x.log(),       cpu: f64::ln,                   lo: 0.01, hi: 50.0, atol: 4.8e-7, rtol: 3.0 * U },
+    // WGSL sqrt and 1/x: 2.5 ULP each
+    Unary { name: "sqrt",     gpu: |x| x.sqrt(),      cpu: f64::sqrt,                 lo: 0.0, hi: 50.0, atol: 0.0, rtol: 2.5 * U },
+    Unary { name: "rsqrt",    gpu: |x| x.rsqrt(),     cpu: |x| 1.0 / x.sqrt(),        lo: 0.01, hi: 50.0, atol: 0.0, rtol: 5.0 * U },
+    Unary { name: "recip",    gpu: |x| x.recip(),     cpu: |x| 1.0 / x,               lo: 0.1, hi: 50.0, atol: 0.0, rtol: 2.5 * U },
+    // WGSL sin/cos: absolute 2^-11 on [-π, π]
+    Unary { name: "sin",      gpu: |x| x.sin(),       cpu: f64::sin,                  lo: -PI, hi: PI, atol: 4.9e-4, rtol: 0.0 },
+    Unary { name: "cos",      gpu: |x| x.cos(),       cpu: f64::cos,                  lo: -PI, hi: PI, atol: 4.9e-4, rtol: 0.0 },
+    // tanh via exp: a few ULP of exp(2x) on |x| ≤ 4, cancellation near 0 is absolute
+    Unary { name: "tanh",     gpu: |x| x.tanh(),      cpu: f64::tanh,                 lo: -4.0, hi: 4.0, atol: 4.0 * U, rtol: 16.0 * U },
+    // exp (3 + 2|x| ULP) then one division
+    Unary { name: "sigmoid",  gpu: |x| x.sigmoid(),   cpu: |x| 1.0 / (1.0 + (-x).exp()), lo: -8.0, hi: 8.0, atol: 0.0, rtol: 22.0 * U },
+    Unary { name: "relu",     gpu: |x| x.relu(),      cpu: |x| x.max(0.0),            lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    // erf approximation |err| < 1.2e-7, scaled by x/2, plus rounding
+    Unary { name: "gelu",     gpu: |x| x.gelu(),      cpu: |x| 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())), lo: -5.0, hi: 5.0, atol: 4.0e-7, rtol: 4.0 * U },
+    // log1p: absolute 2^-21 from log, max(x, 0) exact
+    Unary { name: "softplus", gpu: |x| x.softplus(),  cpu: |x| x.max(0.0) + (-x.abs()).exp().ln_1p(), lo: -20.0, hi: 20.0, atol: 4.8e-7, rtol: 2.0 * U },
+    // series near 0 (relative 1e-7), Chebyshev fit elsewhere (absolute 1.2e-7)
+    Unary { name: "erf",      gpu: |x| x.erf(),       cpu: libm::erf,                 lo: -4.0, hi: 4.0, atol: 1.5e-7, rtol: 4.0 * U },
+    Unary { name: "square",   gpu: |x| x.square(),    cpu: |x| x * x,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
+    Unary { name: "pow 2",    gpu: |x| x.pow(2.0),    cpu: |x| x * x,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
+    // exp2(y log2 x): (3 + 2|y log2 x|) ULP plus |y|·2^-21 from log2
+    Unary { name: "pow 1.5",  gpu: |x| x.pow(1.5),    cpu: |x| x.powf(1.5),           lo: 0.0, hi: 9.0, atol: 0.0, rtol: 13.0 * U + 1.5 * 4.8e-7 },
+    Unary { name: "pow -3",   gpu: |x| x.pow(-3.0),   cpu: |x| x.powi(-3),            lo: -3.0, hi: -0.5, atol: 0.0, rtol: 14.0 * U + 3.0 * 4.8e-7 },
+    Unary { name: "x * 2.5",  gpu: |x| x * 2.5,       cpu: |x| x * 2.5,               lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
+    Unary { name: "x + 2.5",  gpu: |x| x + 2.5,       cpu: |x| x + 2.5,               lo: -5.0, hi: 5.0, atol: 0.5 * U * 2.5, rtol: 0.5 * U },
+    Unary { name: "1 - x",    gpu: |x| 1.0 - x,       cpu: |x| 1.0 - x,               lo: -5.0, hi: 5.0, atol: 0.5 * U, rtol: 0.5 * U },
+    Unary { name: "2 / x",    gpu: |x| 2.0 / x,       cpu: |x| 2.0 / x,               lo: 0.5, hi: 5.0, atol: 0.0, rtol: 2.5 * U },
+    Unary { name: "max 0.3",  gpu: |x| x.maximum(0.3), cpu: |x| x.max(0.3f32 as f64), lo: -1.0, hi: 1.0, atol: 0.0, rtol: 0.0 },
+];
+
+#[test]
+fn unary_ops() {
+    let mut rng = Rng::new(1);
+    for op in UNARY {
+        for shape in SHAPES {
+            let a = rng.array(shape, op.lo, op.hi);
+            for (view, t, a) in views(&a) {
+                let got = download(&(op.gpu)(&t));
+                let want = a.map(op.cpu);
+                let what = format!("{} on {view} {shape:?}", op.name);
+                assert_close(&what, &got, &want, op.rtol, op.atol);
+            }
+        }
+    }
+}
+
+struct Binary {
+    name: &'static str,
+    gpu: fn(&Tensor, &Tensor) -> Tensor,
+    cpu: fn(f64, f64) -> f64,
+    lo: f64,
+    hi: f64,
+    rtol: f64,
+}
+
+fn mask(x: bool) -> f64 {
+    x as u8 as f64
+}
+
+#[rustfmt::skip]
+const BINARY: &[Binary] = &[
+    Binary { name: "add",     gpu: |a, b| a + b,                          cpu: |a, b| a + b,        lo: -5.0, hi: 5.0, rtol: 0.5 * U },
+    Binary { name: "sub",     gpu: |a, b| a - b,                          cpu: |a, b| a - b,        lo: -5.0, hi: 5.0, rtol: 0.5 * U },
+    Binary { name: "mul",     gpu: |a, b| a * b,                          cpu: |a, b| a * b,        lo: -5.0, hi: 5.0, rtol: 0.5 * U },
+    // WGSL x / y: 2.5 ULP
+    Binary { name: "div",     gpu: |a, b| a / b,                          cpu: |a, b| a / b,        lo: 0.5, hi: 5.0, rtol: 2.5 * U },
+    // exp2(y log2 x), |y log2 x| ≤ 4.7: (3 + 2·4.7) ULP + |y|·2^-21
+    Binary { name: "pow",     gpu: |a, b| a.pow(b),                       cpu: f64::powf,           lo: 0.5, hi: 5.0, rtol: 13.0 * U + 5.0 * 4.8e-7 },
+    Binary { name: "maximum", gpu: |a, b| a.maximum(b),                   cpu: f64::max,            lo: -5.0, hi: 5.0, rtol: 0.0 },
+    Binary { name: "minimum", gpu: |a, b| a.minimum(b),                   cpu: f64::min,            lo: -5.0, hi: 5.0, rtol: 0.0 },
+    Binary { name: "eq",      gpu: |a, b| a.eq(b).cast(DType::F32),       cpu: |a, b| mask(a == b),    lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "ne",      gpu: |a, b| a.ne(b).cast(DType::F32),       cpu: |a, b| mask(a != b),    lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "lt",      gpu: |a, b| a.lt(b).cast(DType::F32),       cpu: |a, b| mask(a < b),     lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "le",      gpu: |a, b| a.le(b).cast(DType::F32),       cpu: |a, b| mask(a <= b),    lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "gt",      gpu: |a, b| a.gt(b).cast(DType::F32),       cpu: |a, b| mask(a > b),     lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "ge",      gpu: |a, b| a.ge(b).cast(DType::F32),       cpu: |a, b| mask(a >= b),    lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "where",   gpu: |a, b| a.gt(b).where_(a, b),           cpu: |a, b| if a > b { a } else { b }, lo: -2.0, hi: 2.0, rtol: 0.0 },
+];
+
+/// Shape pairs exercising numpy broadcasting.
+const PAIRS: &[(&[usize], &[usize])] = &[
+    (&[], &[]),
+    (&[257], &[257]),
+    (&[3, 4], &[4]),
+    (&[3, 1], &[1, 4]),
+    (&[2, 3, 4], &[3, 1]),
+    (&[], &[5]),
+    (&[5, 1, 3], &[1, 7, 1]),
+    (&[0, 3], &[3]),
+    (&[1 << 20], &[1]),
+];
+
+#[test]
+fn binary_ops() {
+    let mut rng = Rng::new(2);
+    for op in BINARY {
+        for (sa, sb) in PAIRS {
+            let (a, b) = (rng.array(sa, op.lo, op.hi), rng.array(sb, op.lo, op.hi));
+            // integer-valued copies make the comparisons see ties
+            let (a, b) = if op.rtol == 0.0 {
+                (a.map(f64::round), b.map(f64::round))
+            } else {
+                (a, b)
+            };
+            let want = a.zip(&b, op.cpu);
+            for (va, ta, _) in views(&a) {
+                let got = download(&(op.gpu)(&ta, &upload(&b)));
+                let what = format!("{} of {va} {sa:?} and {sb:?}", op.name);
+                assert_close(&what, &got, &want, op.rtol, 0.0);
+            }
+            let got = download(&(op.gpu)(&upload(&b), &upload(&a)));
+            assert_close(
+                &format!("{} of {sb:?} and {sa:?}", op.name),
+                &got,
+                &b.zip(&a, op.cpu),
+                op.rtol,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn pow_negative_bases_and_special_values() {
+    let x = Tensor::from_slice(
+        dev(),
+        &[-2.0f32, -2.0, -2.0, 0.0, 0.0, 0.0, 3.0, f32::NAN, -8.0],
+        &[9],
+    );
+    let y = Tensor::from_slice(
+        dev(),
+        &[2.0f32, 3.0, 0.5, 0.0, 2.5, -1.0, 0.0, 0.0, -1.0],
+        &[9],
+    );
+    let got: Vec<f32> = x.pow(&y).to_vec().unwrap();
+    let want = [
+        4.0,
+        -8.0,
+        f32::NAN,
+        1.0,
+        0.0,
+        f32::INFINITY,
+        1.0,
+        1.0,
+        -0.125,
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!(g == &w || (g.is_nan() && w.is_nan()), "{got:?} vs {want:?}");
+    }
+    // NaN propagates through maximum/minimum and relu, as in PyTorch
+    let n = Tensor::from_slice(dev(), &[f32::NAN, 1.0], &[2]);
+    let v: Vec<f32> = n.maximum(0.0).to_vec().unwrap();
+    assert!(v[0].is_nan() && v[1] == 1.0);
+    let v: Vec<f32> = n.relu().to_vec().unwrap();
+    assert!(v[0].is_nan());
+    // stable formulations do not overflow
+    let big = Tensor::from_slice(dev(), &[-100.0f32, 100.0], &[2]);
+    assert_eq!(big.sigmoid().to_vec::<f32>().unwrap(), vec![0.0, 1.0]);
+    assert_eq!(big.softplus().to_vec::<f32>().unwrap(), vec![0.0, 100.0]);
+    assert_eq!(big.tanh().to_vec::<f32>().unwrap(), vec![-1.0, 1.0]);
+}
+
+#[test]
+fn integer_ops() {
+    let d = dev();
+    let a = Tensor::from_slice(d, &[-7i32, -1, 0, 5, 9], &[5]);
+    let b = Tensor::from_slice(d, &[2i32, 3, 4, -2, 9], &[5]);
+    assert_eq!((&a + &b).to_vec::<i32>().unwrap(), vec![-5, 2, 4, 3, 18]);
+    assert_eq!((&a - &b).to_vec::<i32>().unwrap(), vec![-9, -4, -4, 7, 0]);
+    assert_eq!(
+        (&a * &b).to_vec::<i32>().unwrap(),
+        vec![-14, -3, 0, -10, 81]
+    );
+    assert_eq!((&a / &b).to_vec::<i32>().unwrap(), vec![-3, 0, 0, -2, 1]);
+    assert_eq!(a.maximum(&b).to_vec::<i32>().unwrap(), vec![2, 3, 4, 5, 9]);
+    assert_eq!(a.abs().to_vec::<i32>().unwrap(), vec![7, 1, 0, 5, 9]);
+    assert_eq!((-&a).to_vec::<i32>().unwrap(), vec![7, 1, 0, -5, -9]);
+    assert_eq!(a.lt(&b).to_vec::<u32>().unwrap(), vec![1, 1, 1, 0, 0]);
+    assert_eq!(a.add(3).to_vec::<i32>().unwrap(), vec![-4, 2, 3, 8, 12]);
+    let u = Tensor::from_slice(d, &[3u32, 0, 7], &[3]);
+    assert_eq!(u.eq(7u32).to_vec::<u32>().unwrap(), vec![0, 0, 1]);
+    assert_eq!(u.mul(2u32).to_vec::<u32>().unwrap(), vec![6, 0, 14]);
+    // casts: f32 → int truncates towards zero and saturates at the largest
+    // value f32 represents exactly (WGSL's rule): 2^31 - 128 for i32
+    let f = Tensor::from_slice(d, &[-2.7f32, -0.5, 0.5, 2.7, 3e9, -3e9], &[6]);
+    assert_eq!(
+        f.cast(DType::I32).to_vec::<i32>().unwrap(),
+        vec![-2, 0, 0, 2, 2_147_483_520, i32::MIN]
+    );
+    assert_eq!(
+        f.narrow(0, 2, 3).cast(DType::U32).to_vec::<u32>().unwrap(),
+        vec![0, 2, 3_000_000_000]
+    );
+    assert_eq!(
+        a.cast(DType::F32).to_vec::<f32>().unwrap(),
+        vec![-7.0, -1.0, 0.0, 5.0, 9.0]
+    );
+    assert_eq!(
+        u.cast(DType::F32).to_vec::<f32>().unwrap(),
+        vec![3.0, 0.0, 7.0]
+    );
+    // where on integer branches with scalar fallbacks
+    let m = Tensor::from_slice(d, &[1u32, 0, 1], &[3]);
+    assert_eq!(m.where_(&u, 5u32).to_vec::<u32>().unwrap(), vec![3, 5, 7]);
+}
+
+/// Sum error bound: each output is a fixed tree of partial sums, at most
+/// n/64 sequential additions per invocation plus 6 tree levels per pass (two
+/// passes for long reductions); each addition adds ≤ u·|partial| ≤ u·Σ|x|.
+fn sum_bound(n: usize, abs_sum: &Array) -> Array {
+    abs_sum.map(|s| (n as f64 / 64.0 + 16.0) * (U / 2.0) * s + 1e-30)
+}
+
+const REDUCE_CASES: &[(&[usize], &[usize])] = &[
+    (&[], &[]),
+    (&[7], &[0]),
+    (&[3, 5], &[1]),
+    (&[3, 5], &[0]),
+    (&[3, 5], &[0, 1]),
+    (&[2, 3, 4], &[0, 2]),
+    (&[2, 1, 4], &[1]),
+    (&[4, 300], &[1]),
+    (&[1 << 20], &[0]),
+    (&[3, 1 << 18], &[1]),
+    (&[1000, 17], &[0]),
+    (&[0, 4], &[0]),
+];
+
+#[test]
+fn reductions() {
+    let mut rng = Rng::new(3);
+    for &(shape, axes) in REDUCE_CASES {
+        let a = rng.array(shape, -3.0, 3.0);
+        let iaxes: Vec<isize> = axes.iter().map(|&x| x as isize).collect();
+        let n: usize = axes.iter().map(|&d| shape[d]).product();
+        for (view, t, a) in views(&a) {
+            for keepdim in [false, true] {
+                let what =
+                    |op: &str| format!("{op} over {axes:?} of {view} {shape:?} keepdim={keepdim}");
+                let abs = a.abs().sum(axes, keepdim);
+                assert_within(
+                    &what("sum"),
+                    &download(&t.sum(&iaxes, keepdim)),
+                    &a.sum(axes, keepdim),
+                    &sum_bound(n, &abs),
+                );
+                let mean_bound = sum_bound(n, &abs).map(|b| b / n.max(1) as f64 + 1e-30);
+                let want = a.mean(axes, keepdim);
+                if n > 0 {
+                    let bound = mean_bound.zip(&want, |b, w| b + U * w.abs());
+                    assert_within(
+                        &what("mean"),
+                        &download(&t.mean(&iaxes, keepdim)),
+                        &want,
+                        &bound,
+                    );
+                }
+                if n > 0
+                    || a.numel() == 0
+                        && shape
+                            .iter()
+                            .enumerate()
+                            .all(|(d, &s)| s > 0 || !axes.contains(&d))
+                {
+                    assert_close(
+                        &what("max"),
+                        &download(&t.max(&iaxes, keepdim)),
+                        &a.max(axes, keepdim),
+                        0.0,
+                        0.0,
+                    );
+                    assert_close(
+                        &what("min"),
+                        &download(&t.min(&iaxes, keepdim)),
+                        &a.min(axes, keepdim),
+                        0.0,
+                        0.0,
+                    );
+                }
+                if axes.len() == 1 && n > 0 {
+                    let ax = axes[0];
+                    let am = t.argmax(ax as isize, keepdim).cast(DType::F32);
+                    assert_close(
+                        &what("argmax"),
+                        &download(&am),
+                        &a.arg(ax, keepdim, true),
+                        0.0,
+                        0.0,
+                    );
+                    let am = t.argmin(ax as isize, keepdim).cast(DType::F32);
+                    assert_close(
+                        &what("argmin"),
+                        &download(&am),
+                        &a.arg(ax, keepdim, false),
+                        0.0,
+                        0.0,
+                    );
+                }
+                if n > 0 {
+                    // log: 2^-21 absolute; the sum of exp contributes its relative error
+                    let atol = 4.8e-7 + (n as f64 / 64.0 + 16.0) * U + 8.0 * U;
+                    let got = download(&t.logsumexp(&iaxes, keepdim));
+                    let want = a.logsumexp(axes, keepdim);
+                    assert_close(&what("logsumexp"), &got, &want, U, atol);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn argmax_ties_and_nan() {
+    let t = Tensor::from_slice(
+        dev(),
+        &[1.0f32, 3.0, 3.0, 0.0, f32::NAN, 2.0, f32::NAN, 5.0],
+        &[2, 4],
+    );
+    assert_eq!(t.argmax(1, false).to_vec::<u32>().unwrap(), vec![1, 0]);
+    assert_eq!(t.argmin(1, false).to_vec::<u32>().unwrap(), vec![3, 0]);
+    let m: Vec<f32> = t.max(&[1], false).to_vec().unwrap();
+    assert!(m[0] == 3.0 && m[1].is_nan());
+}
+
+#[test]
+fn softmax_rows() {
+    let mut rng = Rng::new(4);
+    for &(shape, axis) in &[
+        (&[5][..], 0usize),
+        (&[3, 10], 1),
+        (&[3, 10], 0),
+        (&[2, 3, 257], 2),
+        (&[4, 1000, 3], 1),
+        (&[1, 1], 1),
+    ] {
+        let a = rng.array(shape, -3.0, 3.0);
+        let n = shape[axis] as f64;
+        for (view, t, a) in views(&a) {
+            // exp: (3 + 2·6) ULP; sum: (n/64 + 16)·u; one division: 2.5 ULP
+            let rtol = (15.0 + n / 64.0 + 16.0 + 3.0) * U;
+            let what = format!("softmax along {axis} of {view} {shape:?}");
+            assert_close(
+                &what,
+                &download(&t.softmax(axis as isize)),
+                &a.softmax(axis),
+                rtol,
+                1e-12,
+            );
+            let atol = 4.8e-7 + (n / 64.0 + 16.0) * U + 12.0 * U;
+            let what = format!("log_softmax along {axis} of {view} {shape:?}");
+            assert_close(
+                &what,
+                &download(&t.log_softmax(axis as isize)),
+                &a.log_softmax(axis),
+                U,
+                atol,
+            );
+        }
+    }
+    // huge logits do not overflow
+    let t = Tensor::from_slice(dev(), &[1000.0f32, 0.0, -1000.0], &[3]);
+    assert_eq!(t.softmax(0).to_vec::<f32>().unwrap(), vec![1.0, 0.0, 0.0]);
+    assert_eq!(t.logsumexp(&[0], false).item::<f32>().unwrap(), 1000.0);
+}
+
+#[test]
+fn matmul_shapes() {
+    let mut rng = Rng::new(5);
+    #[rustfmt::skip]
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[1, 1], &[1, 1]), (&[3, 5], &[5, 7]), (&[65, 33], &[33, 70]), (&[128, 784], &[784, 10]),
+        (&[2, 3, 4], &[4, 5]), (&[4, 5], &[2, 5, 3]), (&[2, 1, 3, 4], &[5, 4, 2]), (&[0, 3], &[3, 2]),
+        (&[3, 0], &[0, 2]), (&[300, 200], &[200, 130]),
+    ];
+    for (sa, sb) in cases {
+        let (a, b) = (rng.array(sa, -1.0, 1.0), rng.array(sb, -1.0, 1.0));
+        let (want, scale) = a.matmul_with_scale(&b);
+        let k = sa[sa.len() - 1] as f64;
+        // k sequential FMAs: |error| ≤ k·u·Σ|a||b|
+        let bound = scale.map(|s| (k + 1.0) * (U / 2.0) * s);
+        for (va, ta, _) in views(&a) {
+            for (vb, tb, _) in views(&b) {
+                let got = download(&ta.matmul(&tb));
+                assert_within(
+                    &format!("matmul {va} {sa:?} · {vb} {sb:?}"),
+                    &got,
+                    &want,
+                    &bound,
+                );
+            }
+        }
+    }
+    // 1-d operands: vector·matrix, matrix·vector, dot
+    let (m, v) = (rng.array(&[3, 4], -1.0, 1.0), rng.array(&[4], -1.0, 1.0));
+    let got = download(&upload(&m).matmul(&upload(&v)));
+    let want = m.matmul_with_scale(&v.reshape(&[4, 1])).0.reshape(&[3]);
+    assert_close("matrix · vector", &got, &want, 1e-6, 1e-6);
+    let got = download(&upload(&v).matmul(&upload(&m.t())));
+    assert_close("vector · matrix", &got, &want, 1e-6, 1e-6);
+    let got = download(&upload(&v).matmul(&upload(&v)));
+    assert_eq!(got.shape, Vec::<usize>::new());
+}
+
+#[test]
+fn layout_ops() {
+    let mut rng = Rng::new(6);
+    let a = rng.array(&[2, 3, 4], -5.0, 5.0);
+    let t = upload(&a);
+    let exact =
+        |what: &str, got: &Tensor, want: &Array| assert_close(what, &download(got), want, 0.0, 0.0);
+    exact("reshape", &t.reshape(&[6, 4]), &a.reshape(&[6, 4]));
+    exact(
+        "reshape infer",
+        &t.reshape(&[4, usize::MAX]),
+        &a.reshape(&[4, 6]),
+    );
+    exact("permute", &t.permute(&[2, 0, 1]), &a.permute(&[2, 0, 1]));
+    exact("transpose", &t.transpose(0, 2), &a.permute(&[2, 1, 0]));
+    exact(
+        "reshape of permuted (copies)",
+        &t.permute(&[2, 0, 1]).reshape(&[24]),
+        &a.permute(&[2, 0, 1]).reshape(&[24]),
+    );
+    exact("flatten", &t.flatten(1, 2), &a.reshape(&[2, 12]));
+    exact(
+        "expand",
+        &upload(&a.narrow(1, 0, 1)).expand(&[2, 3, 4]),
+        &a.narrow(1, 0, 1).expand(&[2, 3, 4]),
+    );
+    exact(
+        "expand new dims",
+        &t.expand(&[5, 2, 3, 4]),
+        &a.expand(&[5, 2, 3, 4]),
+    );
+    exact("narrow", &t.narrow(2, 1, 2), &a.narrow(2, 1, 2));
+    exact(
+        "narrow of permuted",
+        &t.permute(&[2, 0, 1]).narrow(0, 1, 3),
+        &a.permute(&[2, 0, 1]).narrow(0, 1, 3),
+    );
+    exact("squeeze/unsqueeze", &t.unsqueeze(1).squeeze(1), &a);
+    exact("unsqueeze -1", &t.unsqueeze(-1), &a.reshape(&[2, 3, 4, 1]));
+    exact(
+        "contiguous",
+        &t.transpose(0, 1).contiguous(),
+        &a.permute(&[1, 0, 2]),
+    );
+    let b = rng.array(&[2, 5, 4], -5.0, 5.0);
+    exact(
+        "cat",
+        &Tensor::cat(&[&t, &upload(&b)], 1),
+        &Array::cat(&[&a, &b], 1),
+    );
+    exact(
+        "cat of views",
+        &Tensor::cat(&[&t.t(), &t.t()], 0),
+        &Array::cat(&[&a.t(), &a.t()], 0),
+    );
+    let s = Tensor::stack(&[&t, &t], 1);
+    exact(
+        "stack",
+        &s,
+        &Array::cat(&[&a.reshape(&[2, 1, 3, 4]), &a.reshape(&[2, 1, 3, 4])], 1),
+    );
+    exact(
+        "pad",
+        &t.pad(&[(1, 0), (0, 2), (3, 1)], -1.5),
+        &a.pad(&[(1, 0), (0, 2), (3, 1)], -1.5),
+    );
+    exact(
+        "pad of view",
+        &t.t().pad(&[(0, 0), (1, 1), (0, 1)], 0.0),
+        &a.t().pad(&[(0, 0), (1, 1), (0, 1)], 0.0),
+    );
+    assert!(t.t().reshape(&[2, 2, 2, 3]).numel() == 24);
+    // views share data: no dispatch until something is computed
+    let d = own_device();
+    let x = Tensor::zeros(&d, &[4, 6]);
+    d.sync().unwrap();
+    let before = d.counters();
+    let _v = x
+        .t()
+        .narrow(0, 1, 3)
+        .unsqueeze(0)
+        .expand(&[2, 3, 4])
+        .reshape(&[2, 3, 2, 2]);
+    d.sync().unwrap();
+    assert_eq!((d.counters() - before).dispatches, 0, "views must not copy");
+}
+
+#[test]
+fn index_ops() {
+    let mut rng = Rng::new(7);
+    let a = rng.array(&[5, 4, 3], -5.0, 5.0);
+    let t = upload(&a);
+    let idx = [4usize, 0, 0, 2, 4, 1];
+    for axis in 0..3 {
+        let idx: Vec<usize> = idx.iter().map(|&i| i % a.shape[axis]).collect();
+        let it = Tensor::from_slice(
+            dev(),
+            &idx.iter().map(|&i| i as i32).collect::<Vec<_>>(),
+            &[6],
+        );
+        let got = download(&t.index_select(axis as isize, &it));
+        assert_close(
+            &format!("index_select axis {axis}"),
+            &got,
+            &a.index_select(axis, &idx),
+            0.0,
+            0.0,
+        );
+        let got = download(&t.t().index_select(axis as isize, &it));
+        assert_close(
+            &format!("index_select of view axis {axis}"),
+            &got,
+            &a.t().index_select(axis, &idx),
+            0.0,
+            0.0,
+        );
+    }
+    // gather along each axis with an index tensor smaller than the source
+    for axis in 0..3 {
+        let mut ishape = vec![3, 2, 2];
+        ishape[axis] = 4;
+        let n: usize = ishape.iter().product();
+        let iv: Vec<f64> = (0..n).map(|_| rng.below(a.shape[axis]) as f64).collect();
+        let ia = Array::new(&ishape, iv.clone());
+        let it = Tensor::from_slice(
+            dev(),
+            &iv.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            &ishape,
+        );
+        let got = download(&t.gather(axis as isize, &it));
+        assert_close(
+            &format!("gather axis {axis}"),
+            &got,
+            &a.gather(axis, &ia),
+            0.0,
+            0.0,
+        );
+    }
+    // scatter_add with repeated indices (sums in a fixed order: exact here
+    // because the values are small integers)
+    let base = rng.array(&[4, 3], -3.0, 3.0).map(f64::round);
+    let src = rng.array(&[6, 3], -3.0, 3.0).map(f64::round);
+    let iv: Vec<f64> = (0..18).map(|_| rng.below(4) as f64).collect();
+    let ia = Array::new(&[6, 3], iv.clone());
+    let it = Tensor::from_slice(
+        dev(),
+        &iv.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+        &[6, 3],
+    );
+    let got = download(&upload(&base).scatter_add(0, &it, &upload(&src)));
+    assert_close(
+        "scatter_add",
+        &got,
+        &base.scatter_add(0, &ia, &src),
+        0.0,
+        0.0,
+    );
+    // one_hot
+    let got = download(&it.one_hot(4));
+    assert_close("one_hot", &got, &ia.one_hot(4), 0.0, 0.0);
+}
+
+#[test]
+fn creation() {
+    let d = dev();
+    assert_eq!(
+        Tensor::zeros(d, &[3]).to_vec::<f32>().unwrap(),
+        vec![0.0; 3]
+    );
+    assert_eq!(
+        Tensor::ones(d, &[2, 2]).to_vec::<f32>().unwrap(),
+        vec![1.0; 4]
+    );
+    assert_eq!(
+        Tensor::full(d, &[2], 7u32).to_vec::<u32>().unwrap(),
+        vec![7, 7]
+    );
+    assert_eq!(
+        Tensor::full(d, &[2], -3i32).to_vec::<i32>().unwrap(),
+        vec![-3, -3]
+    );
+    assert_eq!(
+        Tensor::arange(d, 0.0, 5.0, 2.0).to_vec::<f32>().unwrap(),
+        vec![0.0, 2.0, 4.0]
+    );
+    assert_eq!(
+        Tensor::arange(d, 3.0, 0.0, -1.0).to_vec::<f32>().unwrap(),
+        vec![3.0, 2.0, 1.0]
+    );
+    assert_eq!(Tensor::scalar(d, 2.5f32).item::<f32>().unwrap(), 2.5);
+    let e = Tensor::zeros(d, &[0, 3]);
+    assert_eq!(e.to_vec::<f32>().unwrap(), Vec::<f32>::new());
+    assert_eq!(
+        (&e + 1.0).sum(&[0], false).to_vec::<f32>().unwrap(),
+        vec![0.0; 3]
+    );
+    let like = Tensor::from_slice(d, &[1i32, 2], &[2]).full_like(9.0);
+    assert_eq!(
+        (like.dtype(), like.to_vec::<i32>().unwrap()),
+        (DType::I32, vec![9, 9])
+    );
+}
+
+/// Philox4x32-10 on the CPU, the reference for the GPU generator.
+fn philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let (mut c, mut k) = (counter, key);
+    for _ in 0..10 {
+        let p0 = 0xD251_1F53u64 * c[0] as u64;
+        let p1 = 0xCD9E_8D57u64 * c[2] as u64;
+        c = [
+            (p1 >> 32) as u32 ^ c[1] ^ k[0],
+            p1 as u32,
+            (p0 >> 32) as u32 ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
+        k = [
+            k[0].wrapping_add(0x9E37_79B9),
+            k[1].wrapping_add(0xBB67_AE85),
+        ];
+    }
+    c
+}
+
+#[test]
+fn random_matches_philox_and_is_reproducible() {
+    let d = own_device();
+    let seed = 0x1234_5678_9abc_def0u64;
+    d.manual_seed(seed);
+    let u: Vec<f32> = Tensor::rand(&d, &[1001]).to_vec().unwrap();
+    let key = [seed as u32, (seed >> 32) as u32];
+    for (i, &x) in u.iter().enumerate() {
+        let w = philox([(i / 4) as u32, 0, 0, 0], key)[i % 4];
+        assert_eq!(x, (w >> 8) as f32 / (1u32 << 24) as f32, "element {i}");
+    }
+    // the next call continues the stream; reseeding replays it
+    let second: Vec<f32> = Tensor::rand(&d, &[8]).to_vec().unwrap();
+    assert_ne!(&second[..], &u[..8]);
+    d.manual_seed(seed);
+    assert_eq!(Tensor::rand(&d, &[1001]).to_vec::<f32>().unwrap(), u);
+    // normal samples: moments of a million draws within 5 standard errors
+    let n = 1 << 20;
+    let z = Tensor::normal(&d, &[n], 2.0, 3.0);
+    let mean: f32 = z.mean_all().item().unwrap();
+    let var: f32 = (&z - 2.0).square().mean_all().item().unwrap();
+    let se = 3.0 / (n as f32).sqrt();
+    assert!((mean - 2.0).abs() < 5.0 * se, "mean {mean}");
+    assert!(
+        (var - 9.0).abs() < 5.0 * 9.0 * (2.0 / n as f32).sqrt(),
+        "var {var}"
+    );
+    let u = Tensor::uniform(&d, &[n], -1.0, 3.0);
+    let (lo, hi): (f32, f32) = (
+        u.min(&[0], false).item().unwrap(),
+        u.max(&[0], false).item().unwrap(),
+    );
+    assert!(lo >= -1.0 && hi < 3.0 && lo < -0.99 && hi > 2.99);
+}
