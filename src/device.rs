@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::graph::PendingGraph;
 use crate::pool::BufferPool;
-use crate::shaders::{Kernel, Shader};
+use crate::shaders::{Kernel, Source};
 
 /// A GPU device: where tensors live and kernels run. Cheap to clone; clones
 /// share the device, its buffer pool and its pending graph.
@@ -30,7 +30,7 @@ pub(crate) struct DeviceInner {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<Source, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
     pub(crate) graph: Mutex<PendingGraph>,
     pool: Mutex<BufferPool>,
@@ -277,11 +277,11 @@ impl DeviceInner {
             return p.clone();
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        let module = modules.entry(kernel.shader).or_insert_with(|| {
+        let module = modules.entry(kernel.source.clone()).or_insert_with(|| {
             self.device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.shader.name()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.shader.source().into()),
+                    label: Some(kernel.source.label()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source.wgsl().into()),
                 })
         });
         let constants: Vec<(&str, f64)> = kernel
@@ -292,10 +292,10 @@ impl DeviceInner {
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.entry),
+                label: Some(&kernel.entry),
                 layout: None,
                 module,
-                entry_point: Some(kernel.entry),
+                entry_point: Some(&kernel.entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants: &constants,
                     ..Default::default()

@@ -40,6 +40,9 @@ pub enum Error {
     /// The GPU ran out of memory.
     #[error("wgrad: out of GPU memory: {0}")]
     OutOfMemory(String),
+    /// A custom kernel's WGSL did not parse or validate.
+    #[error("wgrad: shader {name} is invalid:\n{message}")]
+    Shader { name: String, message: String },
     /// A read-back or sync did not complete in time.
     #[error("wgrad: the GPU did not finish within {0:?}")]
     Timeout(std::time::Duration),

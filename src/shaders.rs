@@ -1,6 +1,9 @@
 //! The WGSL sources, embedded into one table. Each family file in `shaders/`
 //! is compiled together with `common.wgsl` (shared indexing helpers).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 /// A shader family: one WGSL module with one or more entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Shader {
@@ -56,20 +59,101 @@ impl Shader {
     }
 }
 
-/// A pipeline to build: an entry point of a family, specialised by
+/// WGSL made at run time (users' custom kernels), validated by naga when made.
+#[derive(Debug)]
+pub(crate) struct DynamicShader {
+    pub id: u64,
+    pub label: String,
+    pub wgsl: String,
+}
+
+/// Where a module's WGSL comes from; compared by identity.
+#[derive(Clone, Debug)]
+pub(crate) enum Source {
+    Builtin(Shader),
+    Dynamic(Arc<DynamicShader>),
+}
+
+impl Source {
+    pub fn label(&self) -> &str {
+        match self {
+            Source::Builtin(s) => s.name(),
+            Source::Dynamic(d) => &d.label,
+        }
+    }
+
+    pub fn wgsl(&self) -> &str {
+        match self {
+            Source::Builtin(s) => s.source(),
+            Source::Dynamic(d) => &d.wgsl,
+        }
+    }
+
+    fn key(&self) -> (usize, u64) {
+        match self {
+            Source::Builtin(s) => (0, *s as u64),
+            Source::Dynamic(d) => (1, d.id),
+        }
+    }
+}
+
+impl PartialEq for Source {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Source {}
+
+impl std::hash::Hash for Source {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl DynamicShader {
+    /// Parses and validates `wgsl` with naga, so a mistake is reported with
+    /// its line instead of surfacing later as a GPU error.
+    pub fn new(label: &str, wgsl: &str) -> Result<Arc<DynamicShader>, String> {
+        let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string(wgsl))?;
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(wgsl))?;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Arc::new(DynamicShader {
+            id,
+            label: label.to_string(),
+            wgsl: wgsl.to_string(),
+        }))
+    }
+}
+
+/// A pipeline to build: an entry point of a module, specialised by
 /// pipeline-overridable constants. Pipelines are cached by this key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Kernel {
-    pub shader: Shader,
-    pub entry: &'static str,
+    pub source: Source,
+    pub entry: Cow<'static, str>,
     pub constants: Vec<(&'static str, u32)>,
 }
 
 impl Kernel {
     pub fn new(shader: Shader, entry: &'static str) -> Kernel {
         Kernel {
-            shader,
-            entry,
+            source: Source::Builtin(shader),
+            entry: Cow::Borrowed(entry),
+            constants: Vec::new(),
+        }
+    }
+
+    pub fn dynamic(shader: Arc<DynamicShader>, entry: &str) -> Kernel {
+        Kernel {
+            source: Source::Dynamic(shader),
+            entry: Cow::Owned(entry.to_string()),
             constants: Vec::new(),
         }
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::autograd::Traced;
 use crate::device::Device;
 use crate::dtype::{DType, Element};
 use crate::error::Result;
@@ -32,6 +33,8 @@ pub(crate) struct TensorInner {
     pub storage: Arc<Storage>,
     pub layout: Layout,
     pub dtype: DType,
+    /// Set while the tensor is being traced by `grad` (see `autograd`).
+    pub trace: Option<Traced>,
 }
 
 impl Tensor {
@@ -47,6 +50,7 @@ impl Tensor {
                 storage,
                 layout,
                 dtype,
+                trace: None,
             }),
         }
     }

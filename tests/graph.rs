@@ -115,87 +115,24 @@ fn bad_input_messages() {
     let a = Tensor::zeros(d, &[2, 3]);
     let b = Tensor::zeros(d, &[4, 5]);
     type Case<'a> = (Box<dyn Fn() + 'a>, u32, &'static [&'static str]);
+    #[rustfmt::skip]
     let cases: Vec<Case> = vec![
-        (
-            Box::new(|| drop(a.matmul(&b))),
-            line!(),
-            &["matmul", "[2, 3]", "[4, 5]", "inner dimensions 3 and 4"],
-        ),
-        (
-            Box::new(|| drop(&a + &b)),
-            line!(),
-            &["add", "[2, 3]", "[4, 5]", "broadcast"],
-        ),
-        (
-            Box::new(|| drop(a.sum(&[2], false))),
-            line!(),
-            &["sum", "axis 2", "[2, 3]"],
-        ),
-        (
-            Box::new(|| drop(a.softmax(-3))),
-            line!(),
-            &["softmax", "axis -3", "[2, 3]"],
-        ),
-        (
-            Box::new(|| drop(a.reshape(&[4, 2]))),
-            line!(),
-            &["reshape", "[2, 3]", "[4, 2]"],
-        ),
-        (
-            Box::new(|| drop(a.item::<f32>())),
-            line!(),
-            &["item", "[2, 3]"],
-        ),
-        (
-            Box::new(|| drop(a.to_vec::<u32>())),
-            line!(),
-            &["to_vec", "f32", "u32"],
-        ),
-        (
-            Box::new(|| drop(&a + &a.cast(DType::U32))),
-            line!(),
-            &["add", "dtypes", "u32"],
-        ),
-        (
-            Box::new(|| drop(a.index_select(0, &a))),
-            line!(),
-            &["index_select", "u32 or i32"],
-        ),
-        (
-            Box::new(|| drop(a.narrow(1, 2, 2))),
-            line!(),
-            &["narrow", "2..4", "[2, 3]"],
-        ),
-        (
-            Box::new(|| drop(a.cast(DType::U32).exp())),
-            line!(),
-            &["exp", "u32"],
-        ),
-        (
-            Box::new(|| drop(Tensor::cat(&[&a, &b], 0))),
-            line!(),
-            &["cat", "[2, 3]", "[4, 5]"],
-        ),
-        (
-            Box::new(|| drop(a.permute(&[0, 0]))),
-            line!(),
-            &["permute", "[0, 0]"],
-        ),
-        (
-            Box::new(|| drop(a.expand(&[3, 3]))),
-            line!(),
-            &["expand", "[2, 3]", "[3, 3]"],
-        ),
-        (
-            Box::new(|| drop(Tensor::from_slice(d, &[1.0f32; 5], &[2, 3]))),
-            line!(),
-            &["from_slice", "5 values", "[2, 3]"],
-        ),
-        (
-            Box::new(|| drop(a.gt(0.0).cast(DType::F32).where_(&a, &a))),
-            line!(),
-            &["where_", "mask"],
-        ),
+        (Box::new(|| drop(a.matmul(&b))), line!(), &["matmul", "[2, 3]", "[4, 5]", "inner dimensions 3 and 4"]),
+        (Box::new(|| drop(&a + &b)), line!(), &["add", "[2, 3]", "[4, 5]", "broadcast"]),
+        (Box::new(|| drop(a.sum(&[2], false))), line!(), &["sum", "axis 2", "[2, 3]"]),
+        (Box::new(|| drop(a.softmax(-3))), line!(), &["softmax", "axis -3", "[2, 3]"]),
+        (Box::new(|| drop(a.reshape(&[4, 2]))), line!(), &["reshape", "[2, 3]", "[4, 2]"]),
+        (Box::new(|| drop(a.item::<f32>())), line!(), &["item", "[2, 3]"]),
+        (Box::new(|| drop(a.to_vec::<u32>())), line!(), &["to_vec", "f32", "u32"]),
+        (Box::new(|| drop(&a + &a.cast(DType::U32))), line!(), &["add", "dtypes", "u32"]),
+        (Box::new(|| drop(a.index_select(0, &a))), line!(), &["index_select", "u32 or i32"]),
+        (Box::new(|| drop(a.narrow(1, 2, 2))), line!(), &["narrow", "2..4", "[2, 3]"]),
+        (Box::new(|| drop(a.cast(DType::U32).exp())), line!(), &["exp", "u32"]),
+        (Box::new(|| drop(Tensor::cat(&[&a, &b], 0))), line!(), &["cat", "[2, 3]", "[4, 5]"]),
+        (Box::new(|| drop(a.permute(&[0, 0]))), line!(), &["permute", "[0, 0]"]),
+        (Box::new(|| drop(a.expand(&[3, 3]))), line!(), &["expand", "[2, 3]", "[3, 3]"]),
+        (Box::new(|| drop(Tensor::from_slice(d, &[1.0f32; 5], &[2, 3]))), line!(), &["from_slice", "5 values", "[2, 3]"]),
+        (Box::new(|| drop(a.gt(0.0).cast(DType::F32).where_(&a, &a))), line!(), &["where_", "mask"]),
     ];
     for (f, line, needles) in cases {
         let (msg, location) = panic_of(std::panic::AssertUnwindSafe(f));

@@ -257,7 +257,7 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
     // A binary op with a scalar operand still declares both input bindings
     // (the pipeline's layout comes from the shader before specialisation), so
     // the tensor operand fills the unused slot.
-    let used = match kernel.entry {
+    let used = match kernel.entry.as_ref() {
         "binary" => 2,
         "where_" => 3,
         "fill" => 0,
@@ -632,28 +632,33 @@ macro_rules! operator {
                 self.binary(BinaryOp::$op, Operand::Tensor(&rhs))
             }
         }
-        impl std::ops::$trait<f32> for &Tensor {
+        operator!(@scalar $trait, $method, $op, f32);
+        operator!(@scalar $trait, $method, $op, i32);
+        operator!(@scalar $trait, $method, $op, u32);
+    };
+    (@scalar $trait:ident, $method:ident, $op:ident, $t:ty) => {
+        impl std::ops::$trait<$t> for &Tensor {
             type Output = Tensor;
             #[track_caller]
-            fn $method(self, rhs: f32) -> Tensor {
+            fn $method(self, rhs: $t) -> Tensor {
                 self.binary_scalar(BinaryOp::$op, rhs as f64, false)
             }
         }
-        impl std::ops::$trait<f32> for Tensor {
+        impl std::ops::$trait<$t> for Tensor {
             type Output = Tensor;
             #[track_caller]
-            fn $method(self, rhs: f32) -> Tensor {
+            fn $method(self, rhs: $t) -> Tensor {
                 self.binary_scalar(BinaryOp::$op, rhs as f64, false)
             }
         }
-        impl std::ops::$trait<&Tensor> for f32 {
+        impl std::ops::$trait<&Tensor> for $t {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: &Tensor) -> Tensor {
                 rhs.binary_scalar(BinaryOp::$op, self as f64, true)
             }
         }
-        impl std::ops::$trait<Tensor> for f32 {
+        impl std::ops::$trait<Tensor> for $t {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: Tensor) -> Tensor {
@@ -682,4 +687,111 @@ impl std::ops::Neg for Tensor {
     fn neg(self) -> Tensor {
         self.unary(UnaryOp::Neg)
     }
+}
+
+// ---- VJP rules -----------------------------------------------------------------
+
+/// Gradient of a unary map: `g·f'(x)`, using the output `y` where that is cheaper.
+pub(crate) fn unary_vjp(op: UnaryOp, g: &Tensor, x: &Tensor, y: &Tensor) -> Option<Tensor> {
+    use std::f32::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI, PI};
+    Some(match op {
+        UnaryOp::Neg => -g,                                          // f' = −1
+        UnaryOp::Abs => g * &x.sign(),                               // f' = sign(x)
+        UnaryOp::Sign => return None,                                // piecewise constant
+        UnaryOp::Exp => g * y,                                       // f' = eˣ = y
+        UnaryOp::Log => g / x,                                       // f' = 1/x
+        UnaryOp::Sqrt => g / &(y * 2.0),                             // f' = 1/(2√x)
+        UnaryOp::Rsqrt => g * &(y / x) * -0.5,                       // f' = −½·x^(−3/2) = −½·y/x
+        UnaryOp::Recip => -(g * &y.square()),                        // f' = −1/x² = −y²
+        UnaryOp::Sin => g * &x.cos(),                                // f' = cos x
+        UnaryOp::Cos => -(g * &x.sin()),                             // f' = −sin x
+        UnaryOp::Tanh => g * &(1.0 - y.square()),                    // f' = 1 − tanh²
+        UnaryOp::Sigmoid => g * &(y * &(1.0 - y)),                   // f' = σ(1 − σ)
+        UnaryOp::Relu => x.gt(0.0).where_(g, 0.0),                   // f' = [x > 0]
+        UnaryOp::Softplus => g * &x.sigmoid(),                       // f' = σ(x)
+        UnaryOp::Erf => g * &((-x.square()).exp() * FRAC_2_SQRT_PI), // f' = 2/√π·e^(−x²)
+        UnaryOp::Gelu => {
+            // f = x·Φ(x): f' = Φ(x) + x·φ(x), φ(x) = e^(−x²/2)/√(2π)
+            let cdf = (x * FRAC_1_SQRT_2).erf() * 0.5 + 0.5;
+            let pdf = (x.square() * -0.5).exp() * (1.0 / (2.0 * PI).sqrt());
+            g * &(cdf + x * &pdf)
+        }
+    })
+}
+
+/// Weight of `a` in d max(a, b) (or min): 1 where it wins, ½ on ties, else 0.
+fn winner_weight(a_wins: Tensor, tie: Tensor) -> Tensor {
+    a_wins.cast(DType::F32) + tie.cast(DType::F32) * 0.5
+}
+
+/// Gradients of a binary map (before undoing broadcasting), for the
+/// operands `needs` selects.
+pub(crate) fn binary_vjp(
+    op: BinaryOp,
+    g: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    y: &Tensor,
+    needs: &[bool],
+) -> Vec<Option<Tensor>> {
+    let (na, nb) = (needs[0], needs[1]);
+    let (ga, gb) = match op {
+        BinaryOp::Add => (na.then(|| g.clone()), nb.then(|| g.clone())), // ∂a = 1, ∂b = 1
+        BinaryOp::Sub => (na.then(|| g.clone()), nb.then(|| -g)),        // ∂a = 1, ∂b = −1
+        BinaryOp::Mul => (na.then(|| g * b), nb.then(|| g * a)),         // ∂a = b, ∂b = a
+        BinaryOp::Div => (na.then(|| g / b), nb.then(|| -(g * &(y / b)))), // ∂a = 1/b, ∂b = −a/b² = −y/b
+        BinaryOp::Pow => (
+            // ∂a = b·a^(b−1) (0 where b = 0), ∂b = y·ln a (0 where a ≤ 0)
+            na.then(|| g * &b.eq(0.0).where_(0.0, &(b * &a.pow(&(b - 1.0))))),
+            nb.then(|| g * &a.gt(0.0).where_(&(y * &a.log()), 0.0)),
+        ),
+        BinaryOp::Maximum | BinaryOp::Minimum => {
+            let wins = if op == BinaryOp::Maximum {
+                a.gt(b)
+            } else {
+                a.lt(b)
+            };
+            let w = winner_weight(wins, a.eq(b));
+            (na.then(|| g * &w), nb.then(|| g * &(1.0 - w)))
+        }
+        _ => (None, None), // comparisons: masks carry no gradient
+    };
+    vec![ga, gb]
+}
+
+/// Gradient of a binary map with a scalar operand `s` (on the left if
+/// `left`), with respect to the tensor operand `x`.
+pub(crate) fn binary_scalar_vjp(
+    op: BinaryOp,
+    g: &Tensor,
+    x: &Tensor,
+    s: f64,
+    left: bool,
+    y: &Tensor,
+) -> Option<Tensor> {
+    let sf = s as f32;
+    Some(match (op, left) {
+        (BinaryOp::Add, _) => g.clone(),
+        (BinaryOp::Sub, false) => g.clone(),
+        (BinaryOp::Sub, true) => -g, // d(s − x) = −1
+        (BinaryOp::Mul, _) => g * sf,
+        (BinaryOp::Div, false) => g * (1.0 / sf),
+        (BinaryOp::Div, true) => -(g * &(y / x)), // d(s/x) = −s/x² = −y/x
+        (BinaryOp::Pow, false) if s == 0.0 => return None,
+        (BinaryOp::Pow, false) => g * &(x.pow(sf - 1.0) * sf), // d xˢ = s·x^(s−1)
+        (BinaryOp::Pow, true) => {
+            // d sˣ = sˣ·ln s; 0ˣ is flat for x > 0, negative bases have no real derivative
+            let ln = if s > 0.0 {
+                s.ln() as f32
+            } else if s == 0.0 {
+                0.0
+            } else {
+                f32::NAN
+            };
+            g * &(y * ln)
+        }
+        (BinaryOp::Maximum, _) => g * &winner_weight(x.gt(sf), x.eq(sf)),
+        (BinaryOp::Minimum, _) => g * &winner_weight(x.lt(sf), x.eq(sf)),
+        _ => return None,
+    })
 }

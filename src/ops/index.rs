@@ -208,3 +208,42 @@ impl Tensor {
         apply(Prim::OneHot(n), &[self])
     }
 }
+
+// ---- VJP rules -----------------------------------------------------------------
+
+/// out = gather(x, idx): ∂x = scatter_add of g at idx (zero elsewhere).
+pub(crate) fn gather_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+    let dx = apply(
+        Prim::ScatterAdd {
+            axis,
+            size: x.shape()[axis],
+        },
+        &[idx, g],
+    );
+    // idx may be smaller than x off the axis: the rest gets no gradient
+    let pads: Vec<(usize, usize)> = dx
+        .shape()
+        .iter()
+        .zip(x.shape())
+        .map(|(&d, &n)| (0, n - d))
+        .collect();
+    if pads.iter().any(|&(_, p)| p > 0) {
+        dx.pad(&pads, 0.0)
+    } else {
+        dx
+    }
+}
+
+/// out = index_select(x, idx): ∂x = g summed into the rows idx names.
+pub(crate) fn index_select_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+    let mut shape = vec![1; g.rank()];
+    shape[axis] = idx.numel();
+    let spread = idx.reshape(&shape).expand(g.shape());
+    apply(
+        Prim::ScatterAdd {
+            axis,
+            size: x.shape()[axis],
+        },
+        &[&spread, g],
+    )
+}

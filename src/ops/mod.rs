@@ -77,6 +77,7 @@ pub(crate) enum Prim {
         size: usize,
     },
     OneHot(usize),
+    Custom(crate::custom::CustomPrim),
 }
 
 impl Prim {
@@ -120,15 +121,115 @@ impl Prim {
             Prim::IndexSelect { axis } => index::index_select_forward(x[0], x[1], *axis),
             Prim::ScatterAdd { axis, size } => index::scatter_add_forward(x[0], x[1], *axis, *size),
             Prim::OneHot(n) => index::one_hot_forward(x[0], *n),
+            Prim::Custom(op) => op.0.forward(x),
+        }
+    }
+
+    /// Gradients of the inputs given the gradient `g` of the output (`None`:
+    /// no gradient, e.g. for indices), for the inputs where `needs` is set.
+    /// Written with ops, so the backward pass is recorded like the forward
+    /// and is itself differentiable.
+    pub(crate) fn vjp(
+        &self,
+        g: &Tensor,
+        x: &[&Tensor],
+        y: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Tensor>> {
+        match self {
+            Prim::Unary(op) => vec![elementwise::unary_vjp(*op, g, x[0], y)],
+            Prim::Binary(op) => elementwise::binary_vjp(*op, g, x[0], x[1], y, needs),
+            Prim::BinaryScalar {
+                op,
+                scalar,
+                scalar_left,
+            } => {
+                vec![elementwise::binary_scalar_vjp(
+                    *op,
+                    g,
+                    x[0],
+                    *scalar,
+                    *scalar_left,
+                    y,
+                )]
+            }
+            Prim::Where => vec![
+                None,
+                needs[1].then(|| x[0].where_(g, 0.0)),
+                needs[2].then(|| x[0].where_(0.0, g)),
+            ],
+            Prim::Cast(_) => vec![Some(g.clone())],
+            Prim::Reduce {
+                op,
+                axes,
+                keepdim,
+                scale,
+            } => vec![reduce::reduce_vjp(*op, g, x[0], y, axes, *keepdim, *scale)],
+            Prim::ArgReduce { .. } | Prim::OneHot(_) => vec![None; x.len()],
+            Prim::Softmax(axis) => {
+                // y = softmax(x): dx = y ⊙ (g − Σ g⊙y)
+                let a = *axis as isize;
+                vec![Some(y * &(g - &(g * y).sum(&[a], true)))]
+            }
+            Prim::LogSoftmax(axis) => {
+                // y = x − lse(x): dx = g − softmax(x) Σ g
+                let a = *axis as isize;
+                vec![Some(g - &(y.exp() * g.sum(&[a], true)))]
+            }
+            Prim::LogSumExp { axes, keepdim } => {
+                vec![Some(reduce::logsumexp_vjp(g, x[0], y, axes, *keepdim))]
+            }
+            Prim::Matmul => {
+                // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G (batch broadcasting is undone by the driver)
+                vec![
+                    needs[0].then(|| g.matmul(&x[1].t())),
+                    needs[1].then(|| x[0].t().matmul(g)),
+                ]
+            }
+            Prim::Reshape(_) | Prim::Contiguous => vec![Some(g.reshape(x[0].shape()))],
+            Prim::Permute(perm) => {
+                let mut inverse = vec![0isize; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inverse[p] = i as isize;
+                }
+                vec![Some(g.permute(&inverse))]
+            }
+            // the driver sums the broadcast dimensions away
+            Prim::Expand(_) => vec![Some(g.clone())],
+            Prim::Narrow { axis, start, len } => {
+                let mut pads = vec![(0, 0); x[0].rank()];
+                pads[*axis] = (*start, x[0].shape()[*axis] - start - len);
+                vec![Some(g.pad(&pads, 0.0))]
+            }
+            Prim::Pad { pads, .. } => {
+                let mut inner = g.clone();
+                for (d, &(lo, _)) in pads.iter().enumerate() {
+                    inner = inner.narrow(d as isize, lo, x[0].shape()[d]);
+                }
+                vec![Some(inner)]
+            }
+            Prim::Cat { axis } => {
+                let mut start = 0;
+                x.iter()
+                    .zip(needs)
+                    .map(|(t, &need)| {
+                        let len = t.shape()[*axis];
+                        start += len;
+                        need.then(|| g.narrow(*axis as isize, start - len, len))
+                    })
+                    .collect()
+            }
+            Prim::Gather { axis } => vec![Some(index::gather_vjp(g, x[0], x[1], *axis)), None],
+            Prim::IndexSelect { axis } => {
+                vec![Some(index::index_select_vjp(g, x[0], x[1], *axis)), None]
+            }
+            Prim::ScatterAdd { axis, .. } => vec![None, Some(g.gather(*axis as isize, x[0]))],
+            Prim::Custom(op) => op.0.vjp(g, x, y),
         }
     }
 }
 
-/// Runs a primitive on validated inputs.
-#[track_caller]
-pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
-    prim.forward(inputs)
-}
+pub(crate) use crate::autograd::apply;
 
 /// Panics unless all tensors live on the same device.
 #[track_caller]

@@ -402,3 +402,49 @@ impl Tensor {
         apply(Prim::LogSoftmax(axis), &[self])
     }
 }
+
+// ---- VJP rules -----------------------------------------------------------------
+
+/// `g` with the reduced axes restored as size 1 (so it broadcasts against x).
+fn keep(g: &Tensor, x: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
+    if keepdim {
+        g.clone()
+    } else {
+        g.reshape(&reduced_shape(x.shape(), axes, true))
+    }
+}
+
+pub(crate) fn reduce_vjp(
+    op: ReduceOp,
+    g: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+    axes: &[usize],
+    keepdim: bool,
+    scale: f32,
+) -> Option<Tensor> {
+    let gk = keep(g, x, axes, keepdim);
+    Some(match op {
+        // f = scale·Σx: ∂x = scale, broadcast back over the reduced axes
+        ReduceOp::Sum => if scale == 1.0 { gk } else { gk * scale }.expand(x.shape()),
+        // f = max x: the gradient goes to the maxima, shared equally on ties
+        ReduceOp::Max | ReduceOp::Min => {
+            let at = x.eq(&keep(y, x, axes, keepdim)).cast(DType::F32);
+            let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+            let count = at.sum(&iaxes, true);
+            at * &(gk / count)
+        }
+        ReduceOp::ArgMax | ReduceOp::ArgMin => return None,
+    })
+}
+
+/// f = log Σ eˣ: ∂x = e^(x − f) = softmax(x)
+pub(crate) fn logsumexp_vjp(
+    g: &Tensor,
+    x: &Tensor,
+    y: &Tensor,
+    axes: &[usize],
+    keepdim: bool,
+) -> Tensor {
+    keep(g, x, axes, keepdim) * (x - &keep(y, x, axes, keepdim)).exp()
+}

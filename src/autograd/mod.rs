@@ -1,0 +1,245 @@
+//! Reverse-mode differentiation on a tape, with nested traces (HIPS autograd's
+//! design). Recording knows no calculus: [`apply`] boxes the result of a
+//! primitive in a tape node; the calculus lives in `Prim::vjp`, next to each
+//! primitive's forward. The backward driver walks the tape, undoes
+//! broadcasting once, and accumulates gradients of values used many times.
+//!
+//! Nesting: every `grad` call opens a trace with a fresh id, larger than the
+//! ids of the traces around it. A traced tensor is a box (trace id, node,
+//! inner value) whose inner value may itself be traced by an outer trace.
+//! An op on boxes unboxes its arguments at the innermost trace, runs on the
+//! inner values (which may record the op in the outer traces too), and boxes
+//! the result. VJP rules run on inner values, so the backward pass of an
+//! inner trace is recorded by the outer traces: grad of grad works.
+
+mod api;
+mod gradcheck;
+mod params;
+
+pub use api::{Output, grad, hvp, value_and_grad, vjp};
+#[cfg(not(target_arch = "wasm32"))]
+pub use gradcheck::gradcheck;
+pub use gradcheck::{GradcheckOptions, GradcheckReport, gradcheck_async};
+pub use params::Params;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dtype::DType;
+use crate::ops::Prim;
+use crate::tensor::{Tensor, TensorInner};
+
+/// The trace a tensor belongs to, and its tape node there.
+#[derive(Clone)]
+pub(crate) struct Traced {
+    pub trace: u64,
+    pub node: Arc<Node>,
+    /// The same value as seen by the traces outside this one.
+    pub inner: Tensor,
+}
+
+pub(crate) enum NodeKind {
+    /// A tracked input of the traced function.
+    Leaf,
+    Op(Prim),
+}
+
+/// One step of the tape.
+pub(crate) struct Node {
+    /// Creation order: a node's parents always have smaller ids.
+    pub id: u64,
+    pub kind: NodeKind,
+    /// Inputs as seen outside this trace (what the VJP rule computes with).
+    pub inputs: Vec<Tensor>,
+    /// Tape nodes of the inputs in this trace (`None`: a constant here).
+    pub parents: Vec<Option<Arc<Node>>>,
+    /// The output as seen outside this trace.
+    pub output: Tensor,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+thread_local! {
+    static NO_GRAD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f` without recording anything for differentiation: its results are
+/// constants to every enclosing `grad`.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Exit;
+    impl Drop for Exit {
+        fn drop(&mut self) {
+            NO_GRAD.with(|n| n.set(n.get() - 1));
+        }
+    }
+    NO_GRAD.with(|n| n.set(n.get() + 1));
+    let _exit = Exit;
+    f()
+}
+
+impl Tensor {
+    pub(crate) fn traced(&self) -> Option<&Traced> {
+        self.inner.trace.as_ref()
+    }
+
+    /// The same data, cut off from every trace: a constant to `grad`.
+    pub fn detach(&self) -> Tensor {
+        if self.traced().is_none() {
+            return self.clone();
+        }
+        self.with_layout(self.layout().clone())
+    }
+
+    /// The value as seen outside trace `trace` (one box removed if it is ours).
+    pub(crate) fn unbox(&self, trace: u64) -> Tensor {
+        match self.traced() {
+            Some(t) if t.trace == trace => t.inner.clone(),
+            _ => self.clone(),
+        }
+    }
+
+    fn node_in(&self, trace: u64) -> Option<Arc<Node>> {
+        self.traced()
+            .filter(|t| t.trace == trace)
+            .map(|t| t.node.clone())
+    }
+
+    /// Boxes `self` (the inner value) in trace `trace` with `node`.
+    pub(crate) fn boxed(&self, trace: u64, node: Arc<Node>) -> Tensor {
+        let i = &self.inner;
+        Tensor {
+            inner: Arc::new(TensorInner {
+                device: i.device.clone(),
+                storage: i.storage.clone(),
+                layout: i.layout.clone(),
+                dtype: i.dtype,
+                trace: Some(Traced {
+                    trace,
+                    node,
+                    inner: self.clone(),
+                }),
+            }),
+        }
+    }
+
+    /// Marks `self` as an input tracked by trace `trace`.
+    pub(crate) fn track(&self, trace: u64) -> Tensor {
+        let node = Arc::new(Node {
+            id: next_id(),
+            kind: NodeKind::Leaf,
+            inputs: Vec::new(),
+            parents: Vec::new(),
+            output: self.clone(),
+        });
+        self.boxed(trace, node)
+    }
+}
+
+/// Runs a primitive, recording it in the innermost trace its inputs belong to.
+#[track_caller]
+pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
+    let trace = inputs
+        .iter()
+        .filter_map(|t| t.traced().map(|t| t.trace))
+        .max();
+    let Some(trace) = trace.filter(|_| NO_GRAD.with(Cell::get) == 0) else {
+        return prim.forward(inputs);
+    };
+    let unboxed: Vec<Tensor> = inputs.iter().map(|t| t.unbox(trace)).collect();
+    let refs: Vec<&Tensor> = unboxed.iter().collect();
+    let out = apply(prim.clone(), &refs);
+    // Only float results carry gradients (masks, indices and casts to
+    // integers are constants).
+    if out.dtype() != DType::F32 {
+        return out;
+    }
+    let parents: Vec<Option<Arc<Node>>> = inputs.iter().map(|t| t.node_in(trace)).collect();
+    let node = Arc::new(Node {
+        id: next_id(),
+        kind: NodeKind::Op(prim),
+        inputs: unboxed,
+        parents,
+        output: out.clone(),
+    });
+    out.boxed(trace, node)
+}
+
+/// Sums `g` down to `shape`, undoing numpy broadcasting.
+#[track_caller]
+pub(crate) fn unbroadcast(g: Tensor, shape: &[usize]) -> Tensor {
+    if g.shape() == shape {
+        return g;
+    }
+    let lead = g.rank() - shape.len();
+    let axes: Vec<isize> = (0..g.rank())
+        .filter(|&d| d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1))
+        .map(|d| d as isize)
+        .collect();
+    g.sum(&axes, true).reshape(shape)
+}
+
+/// Reverse pass of trace `trace`: seeds `outputs[i]` with cotangent
+/// `seeds[i]`, returns the gradients reaching `leaves` (`None`: unreached).
+pub(crate) fn backward(
+    trace: u64,
+    outputs: &[(&Tensor, Tensor)],
+    leaves: &[Arc<Node>],
+) -> Vec<Option<Tensor>> {
+    // Collect the nodes reachable from the outputs.
+    let mut nodes: BTreeMap<u64, Arc<Node>> = BTreeMap::new();
+    let mut stack: Vec<Arc<Node>> = outputs
+        .iter()
+        .filter_map(|(y, _)| y.node_in(trace))
+        .collect();
+    while let Some(n) = stack.pop() {
+        if nodes.insert(n.id, n.clone()).is_none() {
+            stack.extend(n.parents.iter().flatten().cloned());
+        }
+    }
+    let mut grads: HashMap<u64, Tensor> = HashMap::new();
+    fn accumulate(grads: &mut HashMap<u64, Tensor>, id: u64, g: Tensor) {
+        let g = match grads.remove(&id) {
+            Some(prev) => &prev + &g,
+            None => g,
+        };
+        grads.insert(id, g);
+    }
+    for (y, seed) in outputs {
+        if let Some(n) = y.node_in(trace) {
+            accumulate(&mut grads, n.id, seed.clone());
+        }
+    }
+    let leaf_ids: Vec<u64> = leaves.iter().map(|l| l.id).collect();
+    let mut found: HashMap<u64, Tensor> = HashMap::new();
+    // Parents have smaller ids than their children: descending ids are a
+    // reverse topological order.
+    for (&id, node) in nodes.iter().rev() {
+        let Some(g) = grads.remove(&id) else { continue };
+        let NodeKind::Op(prim) = &node.kind else {
+            if leaf_ids.contains(&id) {
+                found.insert(id, g);
+            }
+            continue;
+        };
+        let inputs: Vec<&Tensor> = node.inputs.iter().collect();
+        let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
+        let input_grads = prim.vjp(&g, &inputs, &node.output, &needs);
+        assert_eq!(
+            input_grads.len(),
+            inputs.len(),
+            "wgrad: the VJP rule of {prim:?} returned a wrong number of gradients"
+        );
+        for ((parent, ig), x) in node.parents.iter().zip(input_grads).zip(&node.inputs) {
+            if let (Some(p), Some(ig)) = (parent, ig) {
+                accumulate(&mut grads, p.id, unbroadcast(ig, x.shape()));
+            }
+        }
+    }
+    leaf_ids.iter().map(|id| found.remove(id)).collect()
+}

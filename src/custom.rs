@@ -1,0 +1,143 @@
+//! Users' own primitives: WGSL kernels of their own, and ops whose forward
+//! and backward they define (with their kernels or with wgrad's ops).
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::{Prim, apply, same_device};
+use crate::shaders::{DynamicShader, Kernel};
+use crate::tensor::Tensor;
+
+/// A compute kernel written in WGSL by the user, validated by naga when made.
+///
+/// Binding convention, all in `@group(0)`: `@binding(0)` a uniform with the
+/// `params` bytes (omit it when there are none), `@binding(1)` … `@binding(n)`
+/// the inputs as read-only storage arrays (contiguous, 32-bit elements), and
+/// `@binding(n + 1)` the output as a read-write storage array.
+///
+/// ```
+/// use wgrad::{CustomKernel, DType, Device, Tensor};
+/// # let dev = Device::new()?;
+/// let cube = CustomKernel::new(&dev, "cube", "
+///     @group(0) @binding(1) var<storage, read> x: array<f32>;
+///     @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+///     @compute @workgroup_size(64)
+///     fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+///         if id.x < arrayLength(&y) { y[id.x] = x[id.x] * x[id.x] * x[id.x]; }
+///     }", "main")?;
+/// let x = Tensor::from_slice(&dev, &[1.0f32, 2.0, 3.0], &[3]);
+/// let y = cube.launch(&[&x], &[3], DType::F32, &[], [1, 1, 1]);
+/// assert_eq!(y.to_vec::<f32>()?, vec![1.0, 8.0, 27.0]);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct CustomKernel {
+    device: Device,
+    kernel: Kernel,
+    name: String,
+}
+
+impl CustomKernel {
+    /// Compiles `wgsl` (entry point `entry`) for `device`; invalid WGSL is
+    /// an [`Error::Shader`] naming the line.
+    pub fn new(device: &Device, name: &str, wgsl: &str, entry: &str) -> Result<CustomKernel> {
+        let shader = DynamicShader::new(name, wgsl).map_err(|message| Error::Shader {
+            name: name.to_string(),
+            message,
+        })?;
+        Ok(CustomKernel {
+            device: device.clone(),
+            kernel: Kernel::dynamic(shader, entry),
+            name: name.to_string(),
+        })
+    }
+
+    /// Records one dispatch of `workgroups` over `inputs`, returning a new
+    /// contiguous output of `shape` and `dtype`.
+    ///
+    /// The kernel itself has no gradient: call it from the forward or the
+    /// backward of a [`CustomOp`], which differentiation treats as a primitive.
+    #[track_caller]
+    pub fn launch(
+        &self,
+        inputs: &[&Tensor],
+        shape: &[usize],
+        dtype: DType,
+        params: &[u8],
+        workgroups: [u32; 3],
+    ) -> Tensor {
+        same_device(&self.name, inputs);
+        if inputs.iter().any(|t| !t.device().same(&self.device)) {
+            panic!(
+                "wgrad: {}: inputs live on another device than the kernel",
+                self.name
+            );
+        }
+        if inputs.iter().any(|t| t.traced().is_some()) {
+            panic!(
+                "wgrad: {}: a custom kernel has no gradient of its own; launch it inside a CustomOp \
+                 (if this is the backward kernel of a CustomOp, that op is not twice differentiable: \
+                 write its backward with wgrad ops instead)",
+                self.name
+            );
+        }
+        // kernels index their bindings from element 0 with no strides
+        let dense: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| {
+                if t.is_contiguous() && t.layout().offset == 0 {
+                    (*t).clone()
+                } else {
+                    crate::ops::layout::contiguous_forward(t)
+                }
+            })
+            .collect();
+        let out = Tensor::empty(&self.device, "custom kernel", shape, dtype);
+        let mut bindings: Vec<_> = dense
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as u32 + 1, t.storage().clone()))
+            .collect();
+        bindings.push((dense.len() as u32 + 1, out.storage().clone()));
+        self.device
+            .inner
+            .record(&self.kernel, bindings, params, workgroups);
+        out
+    }
+}
+
+/// A primitive defined by the user: a forward (typically one
+/// [`CustomKernel`] launch) and its VJP. Run it with [`Tensor::custom`];
+/// check it with [`gradcheck`](crate::gradcheck).
+pub trait CustomOp: Send + Sync + 'static {
+    /// Name for messages.
+    fn name(&self) -> &str;
+    /// The output, from inputs that are not being traced.
+    fn forward(&self, inputs: &[&Tensor]) -> Tensor;
+    /// Gradients of the inputs from the output's gradient `g`, one entry per
+    /// input (`None`: no gradient). Written with wgrad ops it is itself
+    /// differentiable; with a custom kernel it is not (grad of grad panics).
+    fn vjp(&self, g: &Tensor, inputs: &[&Tensor], output: &Tensor) -> Vec<Option<Tensor>>;
+}
+
+/// A user primitive inside [`Prim`].
+#[derive(Clone)]
+pub(crate) struct CustomPrim(pub Arc<dyn CustomOp>);
+
+impl std::fmt::Debug for CustomPrim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Custom({})", self.0.name())
+    }
+}
+
+impl Tensor {
+    /// Applies a user-defined primitive to `inputs`: differentiation calls
+    /// its `vjp` instead of looking inside its forward.
+    #[track_caller]
+    pub fn custom(op: Arc<dyn CustomOp>, inputs: &[&Tensor]) -> Tensor {
+        same_device(op.name(), inputs);
+        apply(Prim::Custom(CustomPrim(op)), inputs)
+    }
+}

@@ -1,0 +1,297 @@
+//! Gradients of every primitive: the GPU's VJP against central differences
+//! of the f64 reference (one row per op), and against f32 finite differences
+//! on the GPU (`gradcheck`); second derivatives through grad of grad.
+
+mod common;
+
+use common::*;
+use wgrad::{DType, GradcheckOptions, Tensor, grad, gradcheck, hvp};
+
+type GpuFn = fn(&[Tensor]) -> Tensor;
+type RefFn = fn(&[Array]) -> Array;
+
+struct Case {
+    name: &'static str,
+    shapes: &'static [&'static [usize]],
+    gpu: GpuFn,
+    cpu: RefFn,
+    /// input domain; `away` keeps |x| ≥ 0.1 (kinks of abs, relu, ...)
+    lo: f64,
+    hi: f64,
+    away: bool,
+}
+
+fn idx_u32(v: &[u32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(dev(), v, shape)
+}
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // unary maps
+    Case { name: "neg",      shapes: &[&[3, 4]], gpu: |x| -&x[0],          cpu: |x| x[0].map(|v| -v),        lo: -2.0, hi: 2.0, away: false },
+    Case { name: "abs",      shapes: &[&[3, 4]], gpu: |x| x[0].abs(),      cpu: |x| x[0].map(f64::abs),      lo: -2.0, hi: 2.0, away: true },
+    Case { name: "sign",     shapes: &[&[5]],    gpu: |x| x[0].sign(),     cpu: |x| x[0].map(f64::signum),   lo: -2.0, hi: 2.0, away: true },
+    Case { name: "exp",      shapes: &[&[3, 4]], gpu: |x| x[0].exp(),      cpu: |x| x[0].map(f64::exp),      lo: -2.0, hi: 2.0, away: false },
+    Case { name: "log",      shapes: &[&[3, 4]], gpu: |x| x[0].log(),      cpu: |x| x[0].map(f64::ln),       lo: 0.2, hi: 3.0, away: false },
+    Case { name: "sqrt",     shapes: &[&[3, 4]], gpu: |x| x[0].sqrt(),     cpu: |x| x[0].map(f64::sqrt),     lo: 0.2, hi: 3.0, away: false },
+    Case { name: "rsqrt",    shapes: &[&[3, 4]], gpu: |x| x[0].rsqrt(),    cpu: |x| x[0].map(|v| 1.0 / v.sqrt()), lo: 0.2, hi: 3.0, away: false },
+    Case { name: "recip",    shapes: &[&[3, 4]], gpu: |x| x[0].recip(),    cpu: |x| x[0].map(|v| 1.0 / v),   lo: 0.2, hi: 3.0, away: false },
+    Case { name: "sin",      shapes: &[&[3, 4]], gpu: |x| x[0].sin(),      cpu: |x| x[0].map(f64::sin),      lo: -3.0, hi: 3.0, away: false },
+    Case { name: "cos",      shapes: &[&[3, 4]], gpu: |x| x[0].cos(),      cpu: |x| x[0].map(f64::cos),      lo: -3.0, hi: 3.0, away: false },
+    Case { name: "tanh",     shapes: &[&[3, 4]], gpu: |x| x[0].tanh(),     cpu: |x| x[0].map(f64::tanh),     lo: -2.0, hi: 2.0, away: false },
+    Case { name: "sigmoid",  shapes: &[&[3, 4]], gpu: |x| x[0].sigmoid(),  cpu: |x| x[0].map(|v| 1.0 / (1.0 + (-v).exp())), lo: -3.0, hi: 3.0, away: false },
+    Case { name: "relu",     shapes: &[&[3, 4]], gpu: |x| x[0].relu(),     cpu: |x| x[0].map(|v| v.max(0.0)), lo: -2.0, hi: 2.0, away: true },
+    Case { name: "gelu",     shapes: &[&[3, 4]], gpu: |x| x[0].gelu(),     cpu: |x| x[0].map(|v| 0.5 * v * (1.0 + libm::erf(v / 2f64.sqrt()))), lo: -3.0, hi: 3.0, away: false },
+    Case { name: "softplus", shapes: &[&[3, 4]], gpu: |x| x[0].softplus(), cpu: |x| x[0].map(|v| v.exp().ln_1p()), lo: -3.0, hi: 3.0, away: false },
+    Case { name: "erf",      shapes: &[&[3, 4]], gpu: |x| x[0].erf(),      cpu: |x| x[0].map(libm::erf),     lo: -2.0, hi: 2.0, away: false },
+    // binary maps, broadcasting both ways
+    Case { name: "add",      shapes: &[&[3, 4], &[4]], gpu: |x| &x[0] + &x[1], cpu: |x| x[0].zip(&x[1], |a, b| a + b), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "sub",      shapes: &[&[3, 1], &[4]], gpu: |x| &x[0] - &x[1], cpu: |x| x[0].zip(&x[1], |a, b| a - b), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "mul",      shapes: &[&[2, 3, 4], &[3, 1]], gpu: |x| &x[0] * &x[1], cpu: |x| x[0].zip(&x[1], |a, b| a * b), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "div",      shapes: &[&[3, 4], &[3, 4]], gpu: |x| &x[0] / &x[1], cpu: |x| x[0].zip(&x[1], |a, b| a / b), lo: 0.5, hi: 2.0, away: false },
+    Case { name: "pow",      shapes: &[&[3, 4], &[4]], gpu: |x| x[0].pow(&x[1]), cpu: |x| x[0].zip(&x[1], f64::powf), lo: 0.5, hi: 2.0, away: false },
+    Case { name: "maximum",  shapes: &[&[3, 4], &[3, 4]], gpu: |x| x[0].maximum(&x[1]), cpu: |x| x[0].zip(&x[1], f64::max), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "minimum",  shapes: &[&[3, 4], &[4]], gpu: |x| x[0].minimum(&x[1]), cpu: |x| x[0].zip(&x[1], f64::min), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "x*s",      shapes: &[&[3, 4]], gpu: |x| &x[0] * 2.5,      cpu: |x| x[0].map(|v| v * 2.5),      lo: -2.0, hi: 2.0, away: false },
+    Case { name: "s-x",      shapes: &[&[3, 4]], gpu: |x| 2.5 - &x[0],      cpu: |x| x[0].map(|v| 2.5 - v),      lo: -2.0, hi: 2.0, away: false },
+    Case { name: "s/x",      shapes: &[&[3, 4]], gpu: |x| 2.0 / &x[0],      cpu: |x| x[0].map(|v| 2.0 / v),      lo: 0.5, hi: 2.0, away: false },
+    Case { name: "x/s",      shapes: &[&[3, 4]], gpu: |x| &x[0] / 4.0,      cpu: |x| x[0].map(|v| v / 4.0),      lo: -2.0, hi: 2.0, away: false },
+    Case { name: "x^3",      shapes: &[&[3, 4]], gpu: |x| x[0].pow(3.0),    cpu: |x| x[0].map(|v| v.powi(3)),    lo: -2.0, hi: 2.0, away: false },
+    Case { name: "2^x",      shapes: &[&[3, 4]], gpu: |x| x[0].exp() * 0.0 + &Tensor::full(dev(), &[], 2.0f32).pow(&x[0]), cpu: |x| x[0].map(|v| 2f64.powf(v)), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "max(x,s)", shapes: &[&[3, 4]], gpu: |x| x[0].maximum(0.3), cpu: |x| x[0].map(|v| v.max(0.3f32 as f64)), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "where",    shapes: &[&[3, 4], &[4]], gpu: |x| idx_u32(&[1, 0, 0, 1], &[4]).where_(&x[0], &x[1]), cpu: |x| Array::new(&[4], vec![1.0, 0.0, 0.0, 1.0]).where_(&x[0], &x[1]), lo: -2.0, hi: 2.0, away: false },
+    // reductions and rows
+    Case { name: "sum",      shapes: &[&[2, 3, 4]], gpu: |x| x[0].sum(&[0, 2], false),   cpu: |x| x[0].sum(&[0, 2], false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "sum kd",   shapes: &[&[2, 3, 4]], gpu: |x| x[0].sum(&[1], true),       cpu: |x| x[0].sum(&[1], true),     lo: -2.0, hi: 2.0, away: false },
+    Case { name: "mean",     shapes: &[&[3, 4]],    gpu: |x| x[0].mean(&[1], false),     cpu: |x| x[0].mean(&[1], false),   lo: -2.0, hi: 2.0, away: false },
+    Case { name: "max",      shapes: &[&[3, 4]],    gpu: |x| x[0].max(&[1], false),      cpu: |x| x[0].max(&[1], false),    lo: -2.0, hi: 2.0, away: false },
+    Case { name: "min",      shapes: &[&[3, 4]],    gpu: |x| x[0].min(&[0], true),       cpu: |x| x[0].min(&[0], true),     lo: -2.0, hi: 2.0, away: false },
+    Case { name: "logsumexp",shapes: &[&[2, 3, 4]], gpu: |x| x[0].logsumexp(&[0, 2], false), cpu: |x| x[0].logsumexp(&[0, 2], false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "softmax",  shapes: &[&[3, 4]],    gpu: |x| x[0].softmax(0),            cpu: |x| x[0].softmax(0),          lo: -2.0, hi: 2.0, away: false },
+    Case { name: "log_softmax", shapes: &[&[3, 4]], gpu: |x| x[0].log_softmax(-1),       cpu: |x| x[0].log_softmax(1),      lo: -2.0, hi: 2.0, away: false },
+    // matmul, including broadcast batches and transposed views
+    Case { name: "matmul",   shapes: &[&[3, 4], &[4, 5]],    gpu: |x| x[0].matmul(&x[1]), cpu: |x| x[0].matmul_with_scale(&x[1]).0, lo: -2.0, hi: 2.0, away: false },
+    Case { name: "bmm",      shapes: &[&[2, 3, 4], &[4, 5]], gpu: |x| x[0].matmul(&x[1]), cpu: |x| x[0].matmul_with_scale(&x[1]).0, lo: -2.0, hi: 2.0, away: false },
+    Case { name: "matmul tᵀ",shapes: &[&[4, 3], &[5, 4]],    gpu: |x| x[0].t().matmul(&x[1].t()), cpu: |x| x[0].t().matmul_with_scale(&x[1].t()).0, lo: -2.0, hi: 2.0, away: false },
+    // layout
+    Case { name: "reshape",  shapes: &[&[3, 4]],    gpu: |x| x[0].reshape(&[2, 6]),      cpu: |x| x[0].reshape(&[2, 6]),    lo: -2.0, hi: 2.0, away: false },
+    Case { name: "permute",  shapes: &[&[2, 3, 4]], gpu: |x| x[0].permute(&[2, 0, 1]),   cpu: |x| x[0].permute(&[2, 0, 1]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "reshape of view", shapes: &[&[3, 4]], gpu: |x| x[0].t().reshape(&[12]), cpu: |x| x[0].t().reshape(&[12]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "expand",   shapes: &[&[3, 1]],    gpu: |x| x[0].expand(&[2, 3, 4]),    cpu: |x| x[0].expand(&[2, 3, 4]),  lo: -2.0, hi: 2.0, away: false },
+    Case { name: "narrow",   shapes: &[&[3, 5]],    gpu: |x| x[0].narrow(1, 1, 3),       cpu: |x| x[0].narrow(1, 1, 3),     lo: -2.0, hi: 2.0, away: false },
+    Case { name: "pad",      shapes: &[&[3, 4]],    gpu: |x| x[0].pad(&[(1, 0), (2, 1)], 0.5), cpu: |x| x[0].pad(&[(1, 0), (2, 1)], 0.5), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "cat",      shapes: &[&[2, 3], &[4, 3]], gpu: |x| Tensor::cat(&[&x[0], &x[1], &x[0]], 0), cpu: |x| Array::cat(&[&x[0], &x[1], &x[0]], 0), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "stack",    shapes: &[&[3], &[3]], gpu: |x| Tensor::stack(&[&x[0], &x[1]], 1), cpu: |x| Array::cat(&[&x[0].reshape(&[3, 1]), &x[1].reshape(&[3, 1])], 1), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "index_select", shapes: &[&[4, 3]], gpu: |x| x[0].index_select(0, &idx_u32(&[3, 0, 3, 1], &[4])), cpu: |x| x[0].index_select(0, &[3, 0, 3, 1]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "gather",   shapes: &[&[3, 4]],    gpu: |x| x[0].gather(1, &idx_u32(&[0, 0, 3, 2, 1, 1], &[3, 2])), cpu: |x| x[0].gather(1, &Array::new(&[3, 2], vec![0.0, 0.0, 3.0, 2.0, 1.0, 1.0])), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter_add", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_add(0, &idx_u32(&[0, 2, 2, 2, 0, 1, 0, 0], &[4, 2]), &x[1]), cpu: |x| x[0].scatter_add(0, &Array::new(&[4, 2], vec![0.0, 2.0, 2.0, 2.0, 0.0, 1.0, 0.0, 0.0]), &x[1]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "contiguous", shapes: &[&[3, 4]],  gpu: |x| x[0].t().contiguous(),     cpu: |x| x[0].t(),                lo: -2.0, hi: 2.0, away: false },
+];
+
+fn inputs(rng: &mut Rng, case: &Case) -> Vec<Array> {
+    case.shapes
+        .iter()
+        .map(|s| {
+            let a = rng.array(s, case.lo, case.hi);
+            if case.away {
+                a.map(|v| {
+                    if v.abs() < 0.1 {
+                        v.signum() * 0.1 + v
+                    } else {
+                        v
+                    }
+                })
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Central differences of L(x) = Σ w·f(x) in f64: h = 1e-6 gives about
+/// 1e-9 relative accuracy, far below the f32 error being tested.
+fn reference_grads(f: RefFn, xs: &[Array], w: &Array) -> Vec<Array> {
+    let loss = |xs: &[Array]| -> f64 { f(xs).data.iter().zip(&w.data).map(|(a, b)| a * b).sum() };
+    let h = 1e-6;
+    (0..xs.len())
+        .map(|i| {
+            let mut g = xs[i].clone();
+            for e in 0..xs[i].numel() {
+                let mut p = xs.to_vec();
+                p[i].data[e] += h;
+                let mut m = xs.to_vec();
+                m[i].data[e] -= h;
+                g.data[e] = (loss(&p) - loss(&m)) / (2.0 * h);
+            }
+            g
+        })
+        .collect()
+}
+
+/// Each VJP is a handful of f32 operations on values within their ULP
+/// bounds (≤ 16 ULP for the builtins used) and sums of ≤ 24 terms, so a
+/// gradient is within ~64 ULP of its own magnitude plus that of the sum it
+/// came from: bound = 64u·(|g| + mean|g|). sin/cos follow WGSL's absolute
+/// 2⁻¹¹ bound.
+fn grad_bound(name: &str, want: &Array, w: &Array) -> Array {
+    let u = f32::EPSILON as f64 / 2.0;
+    let mean = want.data.iter().map(|v| v.abs()).sum::<f64>() / want.numel().max(1) as f64;
+    let trig = if name == "sin" || name == "cos" {
+        4.9e-4 * w.data.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+    } else {
+        0.0
+    };
+    want.map(|g| 64.0 * u * (g.abs() + mean) + trig)
+}
+
+#[test]
+fn every_primitive_gradient_matches_the_reference() {
+    let mut rng = Rng::new(11);
+    for case in CASES {
+        let xs = inputs(&mut rng, case);
+        let out = (case.cpu)(&xs);
+        let w = rng.array(&out.shape, -1.0, 1.0);
+        let want = reference_grads(case.cpu, &xs, &w);
+        let params: Vec<Tensor> = xs.iter().map(upload).collect();
+        let wt = upload(&w);
+        let f = |p: &Vec<Tensor>, w: &Tensor| ((case.gpu)(p) * w).sum_all();
+        let (g, loss, ()) = grad(f)(&params, &wt);
+        let ref_loss: f64 = out.data.iter().zip(&w.data).map(|(a, b)| a * b).sum();
+        let l: f32 = loss.item().unwrap();
+        assert!(
+            (l as f64 - ref_loss).abs() < 1e-4 * (1.0 + ref_loss.abs()),
+            "{}: loss {l} vs {ref_loss}",
+            case.name
+        );
+        for (i, (gi, wi)) in g.iter().zip(&want).enumerate() {
+            let got = download(gi);
+            assert_within(
+                &format!("{} ∂x{i}", case.name),
+                &got,
+                wi,
+                &grad_bound(case.name, wi, &w),
+            );
+        }
+        // and the same gradient against f32 finite differences on the GPU
+        let report = gradcheck(f, &params, &wt, &GradcheckOptions::default()).unwrap();
+        assert!(
+            report.passed,
+            "{}: gradcheck {:?}",
+            case.name, report.directions
+        );
+    }
+}
+
+/// vᵀ·H·u from grad of grad, against the mixed second difference of the
+/// f64 reference: (L(x+hu+hv) − L(x+hu−hv) − L(x−hu+hv) + L(x−hu−hv)) / 4h²,
+/// accurate to O(h²) + O(ε/h²) ≈ 1e-8 with h = 1e-4.
+#[test]
+fn second_derivatives_match_the_reference() {
+    let mut rng = Rng::new(12);
+    let names = [
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "recip",
+        "sin",
+        "cos",
+        "tanh",
+        "sigmoid",
+        "gelu",
+        "softplus",
+        "erf",
+        "mul",
+        "div",
+        "pow",
+        "x^3",
+        "s/x",
+        "sum",
+        "mean",
+        "max",
+        "logsumexp",
+        "softmax",
+        "log_softmax",
+        "matmul",
+        "bmm",
+    ];
+    for case in CASES.iter().filter(|c| names.contains(&c.name)) {
+        let xs = inputs(&mut rng, case);
+        let out = (case.cpu)(&xs);
+        let w = rng.array(&out.shape, -1.0, 1.0);
+        let u: Vec<Array> = xs.iter().map(|x| rng.array(&x.shape, -1.0, 1.0)).collect();
+        let v: Vec<Array> = xs.iter().map(|x| rng.array(&x.shape, -1.0, 1.0)).collect();
+        let loss = |xs: &[Array]| -> f64 {
+            (case.cpu)(xs)
+                .data
+                .iter()
+                .zip(&w.data)
+                .map(|(a, b)| a * b)
+                .sum()
+        };
+        let h = 1e-4;
+        let shifted = |su: f64, sv: f64| -> f64 {
+            let p: Vec<Array> = xs
+                .iter()
+                .zip(&u)
+                .zip(&v)
+                .map(|((x, u), v)| {
+                    Array::new(
+                        &x.shape,
+                        x.data
+                            .iter()
+                            .zip(&u.data)
+                            .zip(&v.data)
+                            .map(|((x, u), v)| x + su * h * u + sv * h * v)
+                            .collect(),
+                    )
+                })
+                .collect();
+            loss(&p)
+        };
+        let want = (shifted(1.0, 1.0) - shifted(1.0, -1.0) - shifted(-1.0, 1.0)
+            + shifted(-1.0, -1.0))
+            / (4.0 * h * h);
+        let params: Vec<Tensor> = xs.iter().map(upload).collect();
+        let vt: Vec<Tensor> = v.iter().map(upload).collect();
+        let hv = hvp(
+            |p: &Vec<Tensor>, w: &Tensor| ((case.gpu)(p) * w).sum_all(),
+            &params,
+            &upload(&w),
+            &vt,
+        );
+        let mut got = 0.0f64;
+        for (hvi, ui) in hv.iter().zip(&u) {
+            got += download(hvi)
+                .data
+                .iter()
+                .zip(&ui.data)
+                .map(|(a, b)| a * b)
+                .sum::<f64>();
+        }
+        let scale: f64 = 1.0 + want.abs();
+        let trig = if case.name == "sin" || case.name == "cos" {
+            5e-3
+        } else {
+            0.0
+        };
+        assert!(
+            (got - want).abs() <= 1e-4 * scale + trig,
+            "{}: uᵀHv = {got}, reference {want}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn sign_has_zero_gradient_and_integer_inputs_are_constants() {
+    let x = Tensor::from_slice(dev(), &[-1.0f32, 2.0], &[2]);
+    let (g, _, ()) =
+        grad(|x: &Tensor, _: &()| x.sign().sum_all() + x.gt(0.0).cast(DType::F32).sum_all())(
+            &x,
+            &(),
+        );
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
+    let (g, _, ()) = grad(|x: &Tensor, _: &()| x.argmax(0, false).cast(DType::F32) * 1.0)(&x, &());
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
+}
