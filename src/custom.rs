@@ -86,13 +86,7 @@ impl CustomKernel {
         // kernels index their bindings from element 0 with no strides
         let dense: Vec<Tensor> = inputs
             .iter()
-            .map(|t| {
-                if t.is_contiguous() && t.layout().offset == 0 {
-                    (*t).clone()
-                } else {
-                    crate::ops::layout::contiguous_forward(t)
-                }
-            })
+            .map(|t| crate::ops::layout::dense_from_zero(t))
             .collect();
         let out = Tensor::empty(&self.device, "custom kernel", shape, dtype);
         let mut bindings: Vec<_> = dense

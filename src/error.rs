@@ -43,6 +43,12 @@ pub enum Error {
     /// A custom kernel's WGSL did not parse or validate.
     #[error("wgrad: shader {name} is invalid:\n{message}")]
     Shader { name: String, message: String },
+    /// A file could not be read or written.
+    #[error("wgrad: {0}")]
+    Io(String),
+    /// A data file or checkpoint is malformed.
+    #[error("wgrad: {0}")]
+    Format(String),
     /// A read-back or sync did not complete in time.
     #[error("wgrad: the GPU did not finish within {0:?}")]
     Timeout(std::time::Duration),

@@ -18,12 +18,16 @@
 extern crate self as wgrad;
 
 mod autograd;
+pub mod checkpoint;
 mod custom;
+pub mod data;
 mod device;
 mod dtype;
 mod error;
 mod graph;
+pub mod nn;
 mod ops;
+pub mod optim;
 mod pool;
 mod shaders;
 mod shape;
@@ -31,6 +35,8 @@ mod tensor;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use autograd::gradcheck;
+#[doc(hidden)]
+pub use autograd::params_path;
 pub use autograd::{
     GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hvp, no_grad,
     value_and_grad, vjp,

@@ -13,6 +13,9 @@ pub(crate) enum Shader {
     Matmul,
     Index,
     Rng,
+    Conv,
+    Pool,
+    Optim,
 }
 
 macro_rules! family {
@@ -27,13 +30,16 @@ macro_rules! family {
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Elementwise,
         Shader::Reduce,
         Shader::Softmax,
         Shader::Matmul,
         Shader::Index,
         Shader::Rng,
+        Shader::Conv,
+        Shader::Pool,
+        Shader::Optim,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +50,9 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::Index => "index.wgsl",
             Shader::Rng => "rng.wgsl",
+            Shader::Conv => "conv.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -55,6 +64,9 @@ impl Shader {
             Shader::Matmul => family!("matmul.wgsl"),
             Shader::Index => family!("index.wgsl"),
             Shader::Rng => family!("rng.wgsl"),
+            Shader::Conv => family!("conv.wgsl"),
+            Shader::Pool => family!("pool.wgsl"),
+            Shader::Optim => family!("optim.wgsl"),
         }
     }
 }

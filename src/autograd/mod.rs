@@ -20,7 +20,7 @@ pub use api::{Output, grad, hvp, value_and_grad, vjp};
 #[cfg(not(target_arch = "wasm32"))]
 pub use gradcheck::gradcheck;
 pub use gradcheck::{GradcheckOptions, GradcheckReport, gradcheck_async};
-pub use params::Params;
+pub use params::{Params, join as params_path};
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};

@@ -34,6 +34,25 @@ pub trait Params: Sized {
     /// in visiting order.
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self;
 
+    /// Visits every tensor in order with its name: a path of field names,
+    /// indices and map keys joined by dots (`layers.0.w`), below `prefix`.
+    /// The default numbers the tensors; containers and `#[derive(Params)]`
+    /// name them. Names key checkpoints.
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        let mut i = 0;
+        self.visit(&mut |t| {
+            f(join(prefix, &i.to_string()), t);
+            i += 1;
+        });
+    }
+
+    /// The tensors with their names, in order.
+    fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut out = Vec::new();
+        self.visit_named("", &mut |name, t| out.push((name, t)));
+        out
+    }
+
     /// The tensors, in order (flatten).
     fn tensors(&self) -> Vec<&Tensor> {
         let mut out = Vec::new();
@@ -77,9 +96,28 @@ pub trait Params: Sized {
     }
 }
 
+/// `prefix.name`, or `name` at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
 impl Params for Tensor {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         f(self)
+    }
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        f(
+            if prefix.is_empty() {
+                "tensor".to_string()
+            } else {
+                prefix.to_string()
+            },
+            self,
+        )
     }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
         it.next()
@@ -98,6 +136,11 @@ impl<T: Params> Params for Vec<T> {
             x.visit(f);
         }
     }
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        for (i, x) in self.iter().enumerate() {
+            x.visit_named(&join(prefix, &i.to_string()), f);
+        }
+    }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
         self.iter().map(|x| x.rebuild(it)).collect()
     }
@@ -107,6 +150,11 @@ impl<T: Params, const N: usize> Params for [T; N] {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         for x in self {
             x.visit(f);
+        }
+    }
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        for (i, x) in self.iter().enumerate() {
+            x.visit_named(&join(prefix, &i.to_string()), f);
         }
     }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
@@ -120,6 +168,11 @@ impl<T: Params> Params for Option<T> {
             x.visit(f);
         }
     }
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        if let Some(x) = self {
+            x.visit_named(prefix, f);
+        }
+    }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
         self.as_ref().map(|x| x.rebuild(it))
     }
@@ -129,15 +182,23 @@ impl<T: Params> Params for Box<T> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         (**self).visit(f)
     }
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        (**self).visit_named(prefix, f)
+    }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
         Box::new((**self).rebuild(it))
     }
 }
 
-impl<K: Ord + Clone, T: Params> Params for BTreeMap<K, T> {
+impl<K: Ord + Clone + std::fmt::Display, T: Params> Params for BTreeMap<K, T> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         for x in self.values() {
             x.visit(f);
+        }
+    }
+    fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+        for (k, x) in self {
+            x.visit_named(&join(prefix, &k.to_string()), f);
         }
     }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
@@ -173,6 +234,9 @@ macro_rules! tuple_params {
         impl<$($name: Params),+> Params for ($($name,)+) {
             fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
                 $(self.$idx.visit(f);)+
+            }
+            fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
+                $(self.$idx.visit_named(&join(prefix, stringify!($idx)), f);)+
             }
             fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
                 ($(self.$idx.rebuild(it),)+)

@@ -13,6 +13,16 @@ pub(crate) fn contiguous_forward(x: &Tensor) -> Tensor {
     out
 }
 
+/// `t` dense and starting at element 0 of its buffer, as kernels that index
+/// without strides or offsets need (a copy only when it is not already).
+pub(crate) fn dense_from_zero(t: &Tensor) -> Tensor {
+    if t.is_contiguous() && t.layout().offset == 0 {
+        t.clone()
+    } else {
+        contiguous_forward(t)
+    }
+}
+
 pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
     match x.layout().reshape(shape) {
         Some(l) => x.with_layout(l),

@@ -2,6 +2,7 @@
 //! the op, the shapes and the caller's line), then goes through [`apply`],
 //! which records the forward kernel. Derived ops are compositions of these.
 
+pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod layout;
@@ -78,6 +79,19 @@ pub(crate) enum Prim {
     },
     OneHot(usize),
     Custom(crate::custom::CustomPrim),
+    /// inputs: x, w
+    Conv2d(conv::ConvGeom),
+    /// inputs: dy, w; output: dx
+    Conv2dBackwardData(conv::ConvGeom),
+    /// inputs: x, dy; output: dw
+    Conv2dBackwardWeight(conv::ConvGeom),
+    MaxPool2d(conv::PoolGeom),
+    /// inputs: x (picks the argmax), v (the values taken there)
+    MaxPoolSelect(conv::PoolGeom),
+    /// inputs: x (picks the argmax), g (summed into it)
+    MaxPoolScatter(conv::PoolGeom),
+    AvgPool2d(conv::PoolGeom),
+    AvgPoolBackward(conv::PoolGeom),
 }
 
 impl Prim {
@@ -122,6 +136,14 @@ impl Prim {
             Prim::ScatterAdd { axis, size } => index::scatter_add_forward(x[0], x[1], *axis, *size),
             Prim::OneHot(n) => index::one_hot_forward(x[0], *n),
             Prim::Custom(op) => op.0.forward(x),
+            Prim::Conv2d(g) => conv::conv2d_forward(g, x[0], x[1]),
+            Prim::Conv2dBackwardData(g) => conv::conv2d_backward_data_forward(g, x[0], x[1]),
+            Prim::Conv2dBackwardWeight(g) => conv::conv2d_backward_weight_forward(g, x[0], x[1]),
+            Prim::MaxPool2d(_)
+            | Prim::MaxPoolSelect(_)
+            | Prim::MaxPoolScatter(_)
+            | Prim::AvgPool2d(_)
+            | Prim::AvgPoolBackward(_) => conv::pool_forward(self, x),
         }
     }
 
@@ -225,6 +247,14 @@ impl Prim {
             }
             Prim::ScatterAdd { axis, .. } => vec![None, Some(g.gather(*axis as isize, x[0]))],
             Prim::Custom(op) => op.0.vjp(g, x, y),
+            Prim::Conv2d(_) | Prim::Conv2dBackwardData(_) | Prim::Conv2dBackwardWeight(_) => {
+                conv::conv_vjp(self, g, x, needs)
+            }
+            Prim::MaxPool2d(_)
+            | Prim::MaxPoolSelect(_)
+            | Prim::MaxPoolScatter(_)
+            | Prim::AvgPool2d(_)
+            | Prim::AvgPoolBackward(_) => conv::pool_vjp(self, g, x, needs),
         }
     }
 }

@@ -41,6 +41,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         ));
     };
     let mut visits = Vec::new();
+    let mut named = Vec::new();
     let mut rebuilds = Vec::new();
     let mut bounds = Vec::new();
     for (i, field) in data.fields.iter().enumerate() {
@@ -60,6 +61,11 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             let ty = &field.ty;
             bounds.push(quote!(#ty: ::wgrad::Params));
             visits.push(quote!(::wgrad::Params::visit(&self.#member, f);));
+            let label = match &field.ident {
+                Some(id) => id.to_string(),
+                None => i.to_string(),
+            };
+            named.push(quote!(::wgrad::Params::visit_named(&self.#member, &::wgrad::params_path(prefix, #label), f);));
             rebuilds.push((
                 member.clone(),
                 quote!(::wgrad::Params::rebuild(&self.#member, it)),
@@ -88,6 +94,9 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         impl #impl_generics ::wgrad::Params for #name #ty_generics where #(#predicates),* {
             fn visit<'wgrad_a>(&'wgrad_a self, f: &mut dyn FnMut(&'wgrad_a ::wgrad::Tensor)) {
                 #(#visits)*
+            }
+            fn visit_named<'wgrad_a>(&'wgrad_a self, prefix: &str, f: &mut dyn FnMut(::std::string::String, &'wgrad_a ::wgrad::Tensor)) {
+                #(#named)*
             }
             fn rebuild(&self, it: &mut dyn Iterator<Item = ::wgrad::Tensor>) -> Self {
                 #construct

@@ -1,0 +1,123 @@
+// 2-d pooling over the last two axes of a contiguous [planes, H, W] view.
+//
+// Max pooling is written as three linear-in-values kernels so that its
+// gradient is closed under differentiation (argmax positions are constants):
+//   max_pool2d(x, v)[o]          = v[argmax of x over window o]  (forward: v = x)
+//   max_pool2d_scatter(x, g)[i]  = Σ_{windows o whose argmax is i} g[o]
+// which are adjoint to each other. The argmax is the first maximum in
+// row-major window order (as PyTorch); padding never wins.
+// Average pooling divides by the full window size (padding counted as 0).
+
+struct Pool {
+    planes: u32, h: u32, w: u32, oh: u32,
+    ow: u32, kh: u32, kw: u32, sh: u32,
+    sw: u32, ph: u32, pw: u32, total: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Pool;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// Flat input index of the first maximum of window (plane, i, j), or
+// 0xffffffff for a window entirely in the padding.
+fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
+    var best = bitcast<f32>(0xff800000u);
+    var at = 0xffffffffu;
+    for (var a = 0u; a < p.kh; a++) {
+        let y = i32(i * p.sh + a) - i32(p.ph);
+        if y < 0 || y >= i32(p.h) { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let xx = i32(j * p.sw + b) - i32(p.pw);
+            if xx < 0 || xx >= i32(p.w) { continue; }
+            let k = (plane * p.h + u32(y)) * p.w + u32(xx);
+            let val = x[k];
+            if at == 0xffffffffu || val > best || (is_nan(val) && !is_nan(best)) {
+                best = val;
+                at = k;
+            }
+        }
+    }
+    return at;
+}
+
+@compute @workgroup_size(256)
+fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let j = idx % p.ow;
+    let i = (idx / p.ow) % p.oh;
+    let plane = idx / (p.ow * p.oh);
+    let at = argmax_of(plane, i, j);
+    out[idx] = select(v[at], 0.0, at == 0xffffffffu);
+}
+
+// v = g over the outputs; out over the inputs.
+@compute @workgroup_size(256)
+fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let q = idx % p.w;
+    let r = (idx / p.w) % p.h;
+    let plane = idx / (p.w * p.h);
+    // windows i with i·sh − ph ≤ r < i·sh − ph + kh
+    let i0 = u32(max(i32(r + p.ph) - i32(p.kh) + i32(p.sh), 0)) / p.sh;
+    let i1 = min((r + p.ph) / p.sh + 1u, p.oh);
+    let j0 = u32(max(i32(q + p.pw) - i32(p.kw) + i32(p.sw), 0)) / p.sw;
+    let j1 = min((q + p.pw) / p.sw + 1u, p.ow);
+    var acc = 0.0;
+    for (var i = i0; i < i1; i++) {
+        for (var j = j0; j < j1; j++) {
+            if argmax_of(plane, i, j) == idx {
+                acc += v[(plane * p.oh + i) * p.ow + j];
+            }
+        }
+    }
+    out[idx] = acc;
+}
+
+@compute @workgroup_size(256)
+fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let j = idx % p.ow;
+    let i = (idx / p.ow) % p.oh;
+    let plane = idx / (p.ow * p.oh);
+    var acc = 0.0;
+    for (var a = 0u; a < p.kh; a++) {
+        let y = i32(i * p.sh + a) - i32(p.ph);
+        if y < 0 || y >= i32(p.h) { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let xx = i32(j * p.sw + b) - i32(p.pw);
+            if xx < 0 || xx >= i32(p.w) { continue; }
+            acc += x[(plane * p.h + u32(y)) * p.w + u32(xx)];
+        }
+    }
+    out[idx] = acc / f32(p.kh * p.kw);
+}
+
+// x = g over the outputs; out over the inputs: each input receives g/k² from
+// every window that covers it.
+@compute @workgroup_size(256)
+fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let q = idx % p.w;
+    let r = (idx / p.w) % p.h;
+    let plane = idx / (p.w * p.h);
+    let i0 = u32(max(i32(r + p.ph) - i32(p.kh) + i32(p.sh), 0)) / p.sh;
+    let i1 = min((r + p.ph) / p.sh + 1u, p.oh);
+    let j0 = u32(max(i32(q + p.pw) - i32(p.kw) + i32(p.sw), 0)) / p.sw;
+    let j1 = min((q + p.pw) / p.sw + 1u, p.ow);
+    var acc = 0.0;
+    for (var i = i0; i < i1; i++) {
+        for (var j = j0; j < j1; j++) {
+            acc += x[(plane * p.oh + i) * p.ow + j];
+        }
+    }
+    out[idx] = acc / f32(p.kh * p.kw);
+}

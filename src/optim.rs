@@ -1,0 +1,435 @@
+//! Optimizers over any [`Params`] structure. State lives on the GPU and every
+//! parameter tensor is updated by one fused WGSL kernel
+//! (`shaders/optim.wgsl`); gradient clipping by global norm computes its
+//! factor on the GPU too, so a step never reads back.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::autograd::{Params, no_grad};
+use crate::ops::layout::dense_from_zero;
+use crate::shaders::{Kernel, Shader};
+use crate::tensor::Tensor;
+
+/// The update rule and its hyper-parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rule {
+    /// SGD with optional momentum (PyTorch's form, no dampening), Nesterov
+    /// momentum and L2 weight decay.
+    Sgd {
+        momentum: f32,
+        nesterov: bool,
+        weight_decay: f32,
+    },
+    /// Adam (Kingma & Ba) with L2 weight decay in the gradient, or AdamW
+    /// (Loshchilov & Hutter) when `decoupled`.
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        decoupled: bool,
+    },
+    /// RMSprop with optional momentum and L2 weight decay.
+    RmsProp {
+        alpha: f32,
+        eps: f32,
+        momentum: f32,
+        weight_decay: f32,
+    },
+}
+
+/// How the learning rate changes with the step count `t` (from 0).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schedule {
+    /// The base rate throughout.
+    Constant,
+    /// lr·γ^⌊t / every⌋.
+    Step { every: u64, gamma: f32 },
+    /// Cosine annealing from lr to `min_lr` over `total` steps, then `min_lr`.
+    Cosine { total: u64, min_lr: f32 },
+}
+
+impl Schedule {
+    fn rate(&self, base: f32, t: u64) -> f32 {
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step { every, gamma } => base * gamma.powi((t / every.max(1)) as i32),
+            Schedule::Cosine { total, min_lr } => {
+                let progress = (t.min(total) as f64 / total.max(1) as f64) as f32;
+                min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+/// An optimizer and its state.
+///
+/// ```
+/// use wgrad::{grad, optim::Optimizer, Device, Tensor};
+/// # let dev = Device::new()?;
+/// let mut w = Tensor::from_slice(&dev, &[3.0f32, -2.0], &[2]);
+/// let mut opt = Optimizer::adam(0.1).clip_grad_norm(1.0);
+/// let f = |w: &Tensor, _: &()| w.square().sum_all();
+/// for _ in 0..100 {
+///     let (g, _, ()) = grad(f)(&w, &());
+///     w = opt.step(&w, &g);
+/// }
+/// assert!(w.abs().max(&[0], false).item::<f32>()? < 0.1);
+/// # Ok::<(), wgrad::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    rule: Rule,
+    lr: f32,
+    schedule: Schedule,
+    clip: Option<f32>,
+    steps: u64,
+    /// Per parameter tensor, in `Params` order: up to two state tensors.
+    state: Vec<[Option<Tensor>; 2]>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct OptParams {
+    n: u32,
+    nesterov: u32,
+    _pad0: [u32; 2],
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    eps: f32,
+    beta1: f32,
+    beta2: f32,
+    bc1: f32,
+    bc2: f32,
+    alpha: f32,
+    decay_factor: f32,
+    _pad1: [f32; 2],
+}
+
+impl Optimizer {
+    fn with_rule(rule: Rule, lr: f32) -> Optimizer {
+        Optimizer {
+            rule,
+            lr,
+            schedule: Schedule::Constant,
+            clip: None,
+            steps: 0,
+            state: Vec::new(),
+        }
+    }
+
+    /// Plain SGD with learning rate `lr`.
+    pub fn sgd(lr: f32) -> Optimizer {
+        Optimizer::with_rule(
+            Rule::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+            lr,
+        )
+    }
+
+    /// Adam with β = (0.9, 0.999), ε = 1e-8.
+    pub fn adam(lr: f32) -> Optimizer {
+        Optimizer::with_rule(
+            Rule::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                decoupled: false,
+            },
+            lr,
+        )
+    }
+
+    /// AdamW: Adam with decoupled weight decay `weight_decay`.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
+        Optimizer::with_rule(
+            Rule::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+                decoupled: true,
+            },
+            lr,
+        )
+    }
+
+    /// RMSprop with α = 0.99, ε = 1e-8.
+    pub fn rmsprop(lr: f32) -> Optimizer {
+        Optimizer::with_rule(
+            Rule::RmsProp {
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+            lr,
+        )
+    }
+
+    /// Momentum (SGD, RMSprop).
+    #[track_caller]
+    pub fn momentum(mut self, m: f32) -> Optimizer {
+        match &mut self.rule {
+            Rule::Sgd { momentum, .. } | Rule::RmsProp { momentum, .. } => *momentum = m,
+            Rule::Adam { .. } => {
+                panic!("wgrad: optimizer: Adam has no momentum setting (use betas)")
+            }
+        }
+        self
+    }
+
+    /// Nesterov momentum (SGD).
+    #[track_caller]
+    pub fn nesterov(mut self) -> Optimizer {
+        match &mut self.rule {
+            Rule::Sgd { nesterov, .. } => *nesterov = true,
+            _ => panic!("wgrad: optimizer: Nesterov momentum is an SGD setting"),
+        }
+        self
+    }
+
+    /// L2 weight decay (decoupled for AdamW).
+    pub fn weight_decay(mut self, wd: f32) -> Optimizer {
+        match &mut self.rule {
+            Rule::Sgd { weight_decay, .. }
+            | Rule::Adam { weight_decay, .. }
+            | Rule::RmsProp { weight_decay, .. } => *weight_decay = wd,
+        }
+        self
+    }
+
+    /// Adam's (β₁, β₂).
+    #[track_caller]
+    pub fn betas(mut self, b1: f32, b2: f32) -> Optimizer {
+        match &mut self.rule {
+            Rule::Adam { beta1, beta2, .. } => (*beta1, *beta2) = (b1, b2),
+            _ => panic!("wgrad: optimizer: betas are an Adam setting"),
+        }
+        self
+    }
+
+    /// ε of Adam and RMSprop.
+    #[track_caller]
+    pub fn eps(mut self, e: f32) -> Optimizer {
+        match &mut self.rule {
+            Rule::Adam { eps, .. } | Rule::RmsProp { eps, .. } => *eps = e,
+            Rule::Sgd { .. } => panic!("wgrad: optimizer: SGD has no ε"),
+        }
+        self
+    }
+
+    /// RMSprop's smoothing constant α.
+    #[track_caller]
+    pub fn alpha(mut self, a: f32) -> Optimizer {
+        match &mut self.rule {
+            Rule::RmsProp { alpha, .. } => *alpha = a,
+            _ => panic!("wgrad: optimizer: alpha is an RMSprop setting"),
+        }
+        self
+    }
+
+    /// A learning-rate schedule.
+    pub fn schedule(mut self, s: Schedule) -> Optimizer {
+        self.schedule = s;
+        self
+    }
+
+    /// Scales gradients so their global L2 norm is at most `max_norm`.
+    pub fn clip_grad_norm(mut self, max_norm: f32) -> Optimizer {
+        self.clip = Some(max_norm);
+        self
+    }
+
+    /// The rule and hyper-parameters.
+    pub fn rule(&self) -> &Rule {
+        &self.rule
+    }
+
+    /// The learning rate the next step will use.
+    pub fn lr(&self) -> f32 {
+        self.schedule.rate(self.lr, self.steps)
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// State tensors by parameter index and slot, for checkpoints.
+    pub(crate) fn state_mut(&mut self) -> (&mut Vec<[Option<Tensor>; 2]>, &mut u64) {
+        (&mut self.state, &mut self.steps)
+    }
+
+    pub(crate) fn state(&self) -> &[[Option<Tensor>; 2]] {
+        &self.state
+    }
+
+    /// How many state tensors each parameter has under this rule.
+    pub(crate) fn slots(&self) -> usize {
+        match self.rule {
+            Rule::Sgd { momentum, .. } => (momentum != 0.0) as usize,
+            Rule::Adam { .. } => 2,
+            Rule::RmsProp { momentum, .. } => 1 + (momentum != 0.0) as usize,
+        }
+    }
+
+    /// One update: returns the new parameters (same structure) and advances
+    /// the state. Records one kernel per parameter tensor (plus a few for
+    /// clipping); nothing is read back.
+    #[track_caller]
+    pub fn step<P: Params>(&mut self, params: &P, grads: &P) -> P {
+        let (ps, gs) = (params.tensors(), grads.tensors());
+        if ps.len() != gs.len() {
+            panic!(
+                "wgrad: optimizer step: {} parameters but {} gradients",
+                ps.len(),
+                gs.len()
+            );
+        }
+        for (p, g) in ps.iter().zip(&gs) {
+            if p.shape() != g.shape()
+                || p.dtype() != crate::DType::F32
+                || g.dtype() != crate::DType::F32
+            {
+                panic!(
+                    "wgrad: optimizer step: parameter {:?} and gradient {:?} must be f32 of one shape",
+                    p.shape(),
+                    g.shape()
+                );
+            }
+        }
+        let Some(first) = ps.first() else {
+            return params.map(|t| t.clone());
+        };
+        let device = first.device().clone();
+        if self.state.len() != ps.len() {
+            if !self.state.is_empty() {
+                panic!(
+                    "wgrad: optimizer step: the optimizer was used with {} parameter tensors, now {}",
+                    self.state.len(),
+                    ps.len()
+                );
+            }
+            let slots = self.slots();
+            self.state = ps
+                .iter()
+                .map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like())))
+                .collect();
+        }
+        let updated = no_grad(|| {
+            let scale = match self.clip {
+                Some(max_norm) => {
+                    let sq: Tensor = gs
+                        .iter()
+                        .map(|g| g.detach().square().sum_all())
+                        .reduce(|a, b| a + b)
+                        .expect("non-empty");
+                    ((sq.sqrt() + 1e-6).recip() * max_norm).minimum(1.0)
+                }
+                None => Tensor::ones(&device, &[1]),
+            };
+            let t = self.steps + 1;
+            let lr = self.lr();
+            let mut params_out = Vec::with_capacity(ps.len());
+            for ((p, g), state) in ps.iter().zip(&gs).zip(self.state.iter_mut()) {
+                params_out.push(update(&self.rule, lr, t, p, g, &scale, state));
+            }
+            params_out
+        });
+        self.steps += 1;
+        params.rebuild(&mut updated.into_iter())
+    }
+}
+
+/// Records the fused update of one parameter tensor.
+fn update(
+    rule: &Rule,
+    lr: f32,
+    t: u64,
+    p: &Tensor,
+    g: &Tensor,
+    scale: &Tensor,
+    state: &mut [Option<Tensor>; 2],
+) -> Tensor {
+    let (p, g) = (dense_from_zero(&p.detach()), dense_from_zero(&g.detach()));
+    let mut u = OptParams {
+        n: p.numel() as u32,
+        lr,
+        decay_factor: 1.0,
+        ..Zeroable::zeroed()
+    };
+    let entry = match *rule {
+        Rule::Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+        } => {
+            (u.momentum, u.nesterov, u.weight_decay) = (momentum, nesterov as u32, weight_decay);
+            if momentum != 0.0 {
+                "sgd_momentum"
+            } else {
+                "sgd"
+            }
+        }
+        Rule::Adam {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            decoupled,
+        } => {
+            (u.beta1, u.beta2, u.eps) = (beta1, beta2, eps);
+            u.bc1 = 1.0 - beta1.powi(t as i32);
+            u.bc2 = 1.0 - beta2.powi(t as i32);
+            if decoupled {
+                u.decay_factor = 1.0 - lr * weight_decay;
+            } else {
+                u.weight_decay = weight_decay;
+            }
+            "adam"
+        }
+        Rule::RmsProp {
+            alpha,
+            eps,
+            momentum,
+            weight_decay,
+        } => {
+            (u.alpha, u.eps, u.momentum, u.weight_decay) = (alpha, eps, momentum, weight_decay);
+            if momentum != 0.0 {
+                "rmsprop_momentum"
+            } else {
+                "rmsprop"
+            }
+        }
+    };
+    let out = Tensor::empty(p.device(), "optimizer step", p.shape(), crate::DType::F32);
+    let mut bindings = vec![
+        (1, p.storage().clone()),
+        (2, g.storage().clone()),
+        (3, scale.storage().clone()),
+    ];
+    let mut new_state: [Option<Tensor>; 2] = [None, None];
+    for (k, s) in state.iter().enumerate() {
+        if let Some(s) = s {
+            let s = dense_from_zero(s);
+            let next = Tensor::empty(p.device(), "optimizer state", p.shape(), crate::DType::F32);
+            bindings.push((4 + k as u32, s.storage().clone()));
+            bindings.push((7 + k as u32, next.storage().clone()));
+            new_state[k] = Some(next);
+        }
+    }
+    bindings.push((6, out.storage().clone()));
+    let kernel = Kernel::new(Shader::Optim, entry);
+    let groups = crate::graph::grid((p.numel() as u32).div_ceil(256));
+    p.device()
+        .inner
+        .record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
+    *state = new_state;
+    out
+}

@@ -1,0 +1,274 @@
+//! Each optimizer's first steps against the same update computed in f64 on
+//! the CPU (PyTorch's formulas), with weight decay, momentum, clipping and
+//! schedules; and a short training run whose loss must fall.
+
+mod common;
+
+use common::*;
+use wgrad::optim::{Optimizer, Schedule};
+use wgrad::{Params, Tensor, grad, nn};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Sgd {
+        momentum: f64,
+        nesterov: bool,
+        wd: f64,
+    },
+    Adam {
+        wd: f64,
+        decoupled: bool,
+    },
+    RmsProp {
+        momentum: f64,
+        wd: f64,
+    },
+}
+
+/// One reference step on flat f64 vectors. `state` holds two buffers.
+fn reference_step(kind: Kind, lr: f64, t: i32, p: &mut [f64], g: &[f64], s: &mut [Vec<f64>; 2]) {
+    for i in 0..p.len() {
+        match kind {
+            Kind::Sgd {
+                momentum,
+                nesterov,
+                wd,
+            } => {
+                let d = g[i] + wd * p[i];
+                if momentum == 0.0 {
+                    p[i] -= lr * d;
+                } else {
+                    s[0][i] = momentum * s[0][i] + d;
+                    let step = if nesterov {
+                        d + momentum * s[0][i]
+                    } else {
+                        s[0][i]
+                    };
+                    p[i] -= lr * step;
+                }
+            }
+            Kind::Adam { wd, decoupled } => {
+                let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+                let gi = if decoupled { g[i] } else { g[i] + wd * p[i] };
+                s[0][i] = b1 * s[0][i] + (1.0 - b1) * gi;
+                s[1][i] = b2 * s[1][i] + (1.0 - b2) * gi * gi;
+                let mhat = s[0][i] / (1.0 - b1.powi(t));
+                let vhat = s[1][i] / (1.0 - b2.powi(t));
+                if decoupled {
+                    p[i] *= 1.0 - lr * wd;
+                }
+                p[i] -= lr * mhat / (vhat.sqrt() + eps);
+            }
+            Kind::RmsProp { momentum, wd } => {
+                let (alpha, eps) = (0.99, 1e-8);
+                let gi = g[i] + wd * p[i];
+                s[0][i] = alpha * s[0][i] + (1.0 - alpha) * gi * gi;
+                if momentum == 0.0 {
+                    p[i] -= lr * gi / (s[0][i].sqrt() + eps);
+                } else {
+                    s[1][i] = momentum * s[1][i] + gi / (s[0][i].sqrt() + eps);
+                    p[i] -= lr * s[1][i];
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn first_steps_match_the_reference() {
+    let kinds: Vec<(&str, Kind, Optimizer)> = vec![
+        (
+            "sgd",
+            Kind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+                wd: 0.0,
+            },
+            Optimizer::sgd(0.1),
+        ),
+        (
+            "sgd wd",
+            Kind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+                wd: 0.01,
+            },
+            Optimizer::sgd(0.1).weight_decay(0.01),
+        ),
+        (
+            "momentum",
+            Kind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+                wd: 0.0,
+            },
+            Optimizer::sgd(0.1).momentum(0.9),
+        ),
+        (
+            "nesterov",
+            Kind::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+                wd: 0.01,
+            },
+            Optimizer::sgd(0.1)
+                .momentum(0.9)
+                .nesterov()
+                .weight_decay(0.01),
+        ),
+        (
+            "adam",
+            Kind::Adam {
+                wd: 0.0,
+                decoupled: false,
+            },
+            Optimizer::adam(0.01),
+        ),
+        (
+            "adam l2",
+            Kind::Adam {
+                wd: 0.1,
+                decoupled: false,
+            },
+            Optimizer::adam(0.01).weight_decay(0.1),
+        ),
+        (
+            "adamw",
+            Kind::Adam {
+                wd: 0.1,
+                decoupled: true,
+            },
+            Optimizer::adamw(0.01, 0.1),
+        ),
+        (
+            "rmsprop",
+            Kind::RmsProp {
+                momentum: 0.0,
+                wd: 0.0,
+            },
+            Optimizer::rmsprop(0.01),
+        ),
+        (
+            "rmsprop momentum",
+            Kind::RmsProp {
+                momentum: 0.5,
+                wd: 0.01,
+            },
+            Optimizer::rmsprop(0.01).momentum(0.5).weight_decay(0.01),
+        ),
+    ];
+    let mut rng = Rng::new(51);
+    for (name, kind, mut opt) in kinds {
+        let p0 = [rng.array(&[3, 4], -1.0, 1.0), rng.array(&[5], -1.0, 1.0)];
+        let mut params = (upload(&p0[0]), upload(&p0[1]));
+        let mut want: Vec<Vec<f64>> = p0.iter().map(|a| a.data.clone()).collect();
+        let mut state: Vec<[Vec<f64>; 2]> = want
+            .iter()
+            .map(|w| [vec![0.0; w.len()], vec![0.0; w.len()]])
+            .collect();
+        let lr = opt.lr() as f64;
+        for t in 1..=3 {
+            let g = [rng.array(&[3, 4], -1.0, 1.0), rng.array(&[5], -1.0, 1.0)];
+            params = opt.step(&params, &(upload(&g[0]), upload(&g[1])));
+            for k in 0..2 {
+                reference_step(kind, lr, t, &mut want[k], &g[k].data, &mut state[k]);
+            }
+            for (k, got) in params.tensors().into_iter().enumerate() {
+                let w = Array::new(got.shape(), want[k].clone());
+                // a handful of f32 operations per element: 16 units of roundoff
+                assert_close(
+                    &format!("{name} step {t} tensor {k}"),
+                    &download(got),
+                    &w,
+                    16.0 * EPS,
+                    1e-7,
+                );
+            }
+        }
+        assert_eq!(opt.steps(), 3);
+    }
+}
+
+#[test]
+fn clipping_and_schedules() {
+    // clipping scales the whole gradient to norm 1: ‖(3, 4)‖ = 5
+    let mut opt = Optimizer::sgd(1.0).clip_grad_norm(1.0);
+    let p = Tensor::from_slice(dev(), &[0.0f32, 0.0], &[2]);
+    let g = Tensor::from_slice(dev(), &[3.0f32, 4.0], &[2]);
+    let v: Vec<f32> = opt.step(&p, &g).to_vec().unwrap();
+    assert!(
+        (v[0] + 0.6).abs() < 1e-5 && (v[1] + 0.8).abs() < 1e-5,
+        "{v:?}"
+    );
+    // a gradient inside the bound is not scaled
+    let small = Tensor::from_slice(dev(), &[0.3f32, 0.4], &[2]);
+    assert_eq!(
+        opt.step(&p, &small).to_vec::<f32>().unwrap(),
+        vec![-0.3, -0.4]
+    );
+    // step decay and cosine annealing
+    let mut opt = Optimizer::sgd(1.0).schedule(Schedule::Step {
+        every: 2,
+        gamma: 0.5,
+    });
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        rates.push(opt.lr());
+        opt.step(&p, &small);
+    }
+    assert_eq!(rates, vec![1.0, 1.0, 0.5, 0.5, 0.25]);
+    let mut opt = Optimizer::adam(1.0).schedule(Schedule::Cosine {
+        total: 4,
+        min_lr: 0.0,
+    });
+    let mut rates = Vec::new();
+    for _ in 0..6 {
+        rates.push(opt.lr());
+        opt.step(&p, &small);
+    }
+    let want = [1.0, 0.853_553_4, 0.5, 0.146_446_6, 0.0, 0.0];
+    for (r, w) in rates.iter().zip(want) {
+        assert!((r - w).abs() < 1e-6, "{rates:?}");
+    }
+}
+
+#[test]
+fn a_short_training_run_lowers_the_loss() {
+    #[derive(Params)]
+    struct Net {
+        w1: Tensor,
+        b1: Tensor,
+        w2: Tensor,
+        b2: Tensor,
+    }
+    let d = own_device();
+    d.manual_seed(1);
+    // two noisy blobs per class, 3 classes
+    let x = Tensor::randn(&d, &[192, 2]);
+    let labels: Vec<u32> = (0..192).map(|i| (i % 3) as u32).collect();
+    let y = Tensor::from_slice(&d, &labels, &[192]);
+    let centres = Tensor::from_slice(&d, &[2.0f32, 0.0, -1.0, 1.7, -1.0, -1.7], &[3, 2]);
+    let x = &x * 0.5 + centres.index_select(0, &y);
+    let mut net = Net {
+        w1: nn::init::kaiming_uniform(&d, &[16, 2]),
+        b1: Tensor::zeros(&d, &[16]),
+        w2: nn::init::xavier_uniform(&d, &[3, 16], 1.0),
+        b2: Tensor::zeros(&d, &[3]),
+    };
+    let loss_fn = |n: &Net, (x, y): &(Tensor, Tensor)| {
+        let h = nn::linear(x, &n.w1, Some(&n.b1)).relu();
+        nn::cross_entropy(&nn::linear(&h, &n.w2, Some(&n.b2)), y, nn::Reduction::Mean)
+    };
+    let df = grad(loss_fn);
+    let mut opt = Optimizer::adam(0.05);
+    let data = (x, y);
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let (g, loss, ()) = df(&net, &data);
+        net = opt.step(&net, &g);
+        losses.push(loss);
+    }
+    let first: f32 = losses[0].item().unwrap();
+    let last: f32 = losses[59].item().unwrap();
+    assert!(last < 0.3 * first && last < 0.2, "loss {first} → {last}");
+}
