@@ -9,7 +9,7 @@ use wgrad::{DType, GradcheckOptions, Tensor, grad, gradcheck, hvp};
 
 /// Reference convolution (cross-correlation, NCHW, groups).
 fn conv_ref(x: &Array, w: &Array, o: ConvOptions) -> Array {
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (n, h, wd) = (x.shape[0], x.shape[2], x.shape[3]);
     let (oc, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
     let oh = (h + 2 * o.padding.0 - (kh - 1) * o.dilation.0 - 1) / o.stride.0 + 1;
     let ow = (wd + 2 * o.padding.1 - (kw - 1) * o.dilation.1 - 1) / o.stride.1 + 1;
