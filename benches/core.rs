@@ -29,10 +29,7 @@ fn time(reps: usize, mut f: impl FnMut()) -> Duration {
 fn main() -> wgrad::Result<()> {
     let dev = Device::new()?;
     let info = dev.adapter_info();
-    println!(
-        "adapter: {} ({:?}, {})",
-        info.name, info.backend, info.driver_info
-    );
+    println!("adapter: {} ({:?}, {})", info.name, info.backend, info.driver_info);
     println!();
     println!("| matmul n×n·n×n | ms | GFLOP/s |");
     println!("|---|---|---|");
@@ -68,13 +65,7 @@ fn main() -> wgrad::Result<()> {
     });
     println!("| tiny op | µs |");
     println!("|---|---|");
-    println!(
-        "| dispatch + submit + read-back of one 1-element add | {:.0} |",
-        tiny.as_secs_f64() * 1e6
-    );
-    println!(
-        "| each op of a 100-op chain (one submit) | {:.1} |",
-        chain.as_secs_f64() * 1e6 / 100.0
-    );
+    println!("| dispatch + submit + read-back of one 1-element add | {:.0} |", tiny.as_secs_f64() * 1e6);
+    println!("| each op of a 100-op chain (one submit) | {:.1} |", chain.as_secs_f64() * 1e6 / 100.0);
     Ok(())
 }

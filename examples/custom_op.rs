@@ -47,20 +47,13 @@ impl CustomOp for Softsign {
     fn forward(&self, inputs: &[&Tensor]) -> Tensor {
         let x = inputs[0];
         let groups = (x.numel() as u32).div_ceil(64);
-        self.forward
-            .launch(&[x], x.shape(), DType::F32, &[], [groups, 1, 1])
+        self.forward.launch(&[x], x.shape(), DType::F32, &[], [groups, 1, 1])
     }
 
     fn vjp(&self, g: &Tensor, inputs: &[&Tensor], _output: &Tensor) -> Vec<Option<Tensor>> {
         let x = inputs[0];
         let groups = (x.numel() as u32).div_ceil(64);
-        vec![Some(self.backward.launch(
-            &[g, x],
-            x.shape(),
-            DType::F32,
-            &[],
-            [groups, 1, 1],
-        ))]
+        vec![Some(self.backward.launch(&[g, x], x.shape(), DType::F32, &[], [groups, 1, 1]))]
     }
 }
 
@@ -74,14 +67,9 @@ fn main() -> wgrad::Result<()> {
     // 1. The op against finite differences.
     dev.manual_seed(1);
     let x = Tensor::randn(&dev, &[1000]) * 3.0;
-    let f =
-        |x: &Tensor, op: &Arc<dyn CustomOp>| Tensor::custom(op.clone(), &[x]).square().sum_all();
+    let f = |x: &Tensor, op: &Arc<dyn CustomOp>| Tensor::custom(op.clone(), &[x]).square().sum_all();
     let report = gradcheck(f, &x, &softsign, &GradcheckOptions::default())?;
-    println!(
-        "gradcheck of softsign: {:?} → {}",
-        report.directions,
-        if report.passed { "passed" } else { "FAILED" }
-    );
+    println!("gradcheck of softsign: {:?} → {}", report.directions, if report.passed { "passed" } else { "FAILED" });
     assert!(report.passed);
 
     // 2. Inside a model: fit y = softsign(x·w) to a target, by gradient descent.
@@ -89,9 +77,7 @@ fn main() -> wgrad::Result<()> {
     let true_w = Tensor::randn(&dev, &[8, 1]);
     let target = Tensor::custom(softsign.clone(), &[&inputs.matmul(&true_w)]);
     let loss_fn = |w: &Tensor, (x, y, op): &(Tensor, Tensor, Arc<dyn CustomOp>)| {
-        (Tensor::custom(op.clone(), &[&x.matmul(w)]) - y)
-            .square()
-            .mean_all()
+        (Tensor::custom(op.clone(), &[&x.matmul(w)]) - y).square().mean_all()
     };
     let df = grad(loss_fn);
     let data = (inputs, target, softsign);

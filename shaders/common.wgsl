@@ -29,3 +29,25 @@ fn fmax(a: f32, b: f32) -> f32 {
 fn fmin(a: f32, b: f32) -> f32 {
     return select(select(a, b, b < a), b, is_nan(b));
 }
+
+// High 32 bits of the 64-bit product a·b (WGSL has no 64-bit integers).
+fn mulhi(a: u32, b: u32) -> u32 {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let mid = ((a0 * b0) >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    return a1 * b1 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
+}
+
+// x / d for a divisor known to the host, as a multiply and shifts
+// (Granlund & Montgomery, PLDI 1994, figure 4.1): `magic` and `shifts`
+// (sh1 | sh2 << 8) come from the host's `Divisor`. Integer division is not
+// a vector instruction on CPUs, so CPU rasterisers run `/` and `%` lane by
+// lane; this keeps index arithmetic vectorised. Exact for every u32 x.
+fn fast_div(x: u32, magic: u32, shifts: u32) -> u32 {
+    let t = mulhi(x, magic);
+    return (t + ((x - t) >> (shifts & 0xffu))) >> (shifts >> 8u);
+}

@@ -1,63 +1,66 @@
-// 2-d convolution (NCHW, cross-correlation as in PyTorch) and the two
-// products its gradient needs. With groups, input channel c belongs to group
-// c / Cg (Cg = C / groups) and output channel o to group o / Og.
+// 2-d convolution (NCHW, cross-correlation as in PyTorch) lowered to matrix
+// products: im2col gathers every receptive field into a row, the product
+// with the weights is an ordinary (batched) matmul, and col2im sums the
+// columns' gradients back into the image.
 //
-//   y[n,o,i,j]  = Σ_{c∈g(o),a,b} x[n,c, i·sh − ph + a·dh, j·sw − pw + b·dw] · w[o,c−g·Cg,a,b]
-//   conv2d_backward_data:   dx[n,c,p,q] = Σ_{o∈g(c),a,b} dy[n,o,i,j] · w[o,c−g·Cg,a,b]
-//                           over the (i, j) with i·sh − ph + a·dh = p (same for q)
-//   conv2d_backward_weight: dw[o,c,a,b] = Σ_{n,i,j} dy[n,o,i,j] · x[n,g·Cg+c, i·sh − ph + a·dh, …]
+//   cols[g, (n,i,j), (c,a,b)] = x[n, g·Cg + c, i·sh − ph + a·dh, j·sw − pw + b·dw]
+//                               (0 outside the image)
+//   col2im: dx[n, g·Cg + c, p, q] = Σ_{a,b} dcols[g, (n,i,j), (c,a,b)]
+//                               over the (i, j) with i·sh − ph + a·dh = p, j·sw − pw + b·dw = q
 //
-// Each output element is one invocation summing its terms in a fixed order
-// (deterministic). The weight gradient sums over the batch in `split`
-// slices (partials reduced by the host) so that enough invocations run.
-// All tensors are contiguous; out-of-range input positions are zero padding.
+// Each output element is one invocation summing in a fixed order, so results
+// are deterministic. The image may be any strided view.
 
 struct Conv {
     n: u32, c: u32, h: u32, w: u32,
-    o: u32, oh: u32, ow: u32, groups: u32,
-    kh: u32, kw: u32, sh: u32, sw: u32,
-    ph: u32, pw: u32, dh: u32, dw: u32,
-    total: u32, split: u32, _pad0: u32, _pad1: u32,
+    oh: u32, ow: u32, kh: u32, kw: u32,
+    sh: u32, sw: u32, ph: u32, pw: u32,
+    dh: u32, dw: u32, groups: u32, total: u32,
+    x_str: vec4<u32>,
+    x_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-// a = x [N,C,H,W], b = w [O,Cg,KH,KW], out = y [N,O,OH,OW]
+// dst = cols [groups, N·OH·OW, Cg·KH·KW], src = x (strided). One
+// invocation per (group, row, channel) writes that channel's KH·KW window,
+// so index arithmetic (integer division) is paid once per window.
 @compute @workgroup_size(256)
-fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let j = idx % p.ow;
-    let i = (idx / p.ow) % p.oh;
-    let o = (idx / (p.ow * p.oh)) % p.o;
-    let n = idx / (p.ow * p.oh * p.o);
     let cg = p.c / p.groups;
-    let c0 = (o / (p.o / p.groups)) * cg;
-    var acc = 0.0;
-    for (var c = 0u; c < cg; c++) {
-        let xbase = ((n * p.c + c0 + c) * p.h) * p.w;
-        let wbase = ((o * cg + c) * p.kh) * p.kw;
-        for (var ka = 0u; ka < p.kh; ka++) {
-            let y = i32(i * p.sh + ka * p.dh) - i32(p.ph);
-            if y < 0 || y >= i32(p.h) { continue; }
-            for (var kb = 0u; kb < p.kw; kb++) {
-                let x = i32(j * p.sw + kb * p.dw) - i32(p.pw);
-                if x < 0 || x >= i32(p.w) { continue; }
-                acc += a[xbase + u32(y) * p.w + u32(x)] * b[wbase + ka * p.kw + kb];
+    let rows = p.n * p.oh * p.ow;
+    let ci = idx % cg;
+    let row = (idx / cg) % rows;
+    let g = idx / (cg * rows);
+    let j = row % p.ow;
+    let i = (row / p.ow) % p.oh;
+    let n = row / (p.ow * p.oh);
+    let xbase = p.x_off + n * p.x_str.x + (g * cg + ci) * p.x_str.y;
+    var out = ((g * rows + row) * cg + ci) * p.kh * p.kw;
+    for (var a = 0u; a < p.kh; a++) {
+        let y = i32(i * p.sh + a * p.dh) - i32(p.ph);
+        let row_ok = y >= 0 && y < i32(p.h);
+        for (var b = 0u; b < p.kw; b++) {
+            let x = i32(j * p.sw + b * p.dw) - i32(p.pw);
+            var v = 0.0;
+            if row_ok && x >= 0 && x < i32(p.w) {
+                v = src[xbase + u32(y) * p.x_str.z + u32(x) * p.x_str.w];
             }
+            dst[out] = v;
+            out += 1u;
         }
     }
-    out[idx] = acc;
 }
 
-// a = dy [N,O,OH,OW], b = w [O,Cg,KH,KW], out = dx [N,C,H,W]
+// dst = dx [N, C, H, W] (contiguous), src = dcols [groups, N·OH·OW, Cg·KH·KW]
 @compute @workgroup_size(256)
-fn conv2d_backward_data(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
+fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
     let q = idx % p.w;
@@ -65,61 +68,25 @@ fn conv2d_backward_data(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     let c = (idx / (p.w * p.h)) % p.c;
     let n = idx / (p.w * p.h * p.c);
     let cg = p.c / p.groups;
-    let og = p.o / p.groups;
     let g = c / cg;
-    let ci = c % cg;
+    let width = cg * p.kh * p.kw;
+    let rows = p.n * p.oh * p.ow;
     var acc = 0.0;
-    for (var oo = 0u; oo < og; oo++) {
-        let o = g * og + oo;
-        let dybase = ((n * p.o + o) * p.oh) * p.ow;
-        let wbase = ((o * cg + ci) * p.kh) * p.kw;
-        for (var ka = 0u; ka < p.kh; ka++) {
-            let ty = i32(pp + p.ph) - i32(ka * p.dh);
-            if ty < 0 || u32(ty) % p.sh != 0u { continue; }
-            let i = u32(ty) / p.sh;
-            if i >= p.oh { continue; }
-            for (var kb = 0u; kb < p.kw; kb++) {
-                let tx = i32(q + p.pw) - i32(kb * p.dw);
-                if tx < 0 || u32(tx) % p.sw != 0u { continue; }
-                let j = u32(tx) / p.sw;
-                if j >= p.ow { continue; }
-                acc += a[dybase + i * p.ow + j] * b[wbase + ka * p.kw + kb];
-            }
+    for (var a = 0u; a < p.kh; a++) {
+        let ty = i32(pp + p.ph) - i32(a * p.dh);
+        // stride 1 (the usual case) needs no integer division
+        if ty < 0 || (p.sh != 1u && u32(ty) % p.sh != 0u) { continue; }
+        let i = select(u32(ty) / p.sh, u32(ty), p.sh == 1u);
+        if i >= p.oh { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let tx = i32(q + p.pw) - i32(b * p.dw);
+            if tx < 0 || (p.sw != 1u && u32(tx) % p.sw != 0u) { continue; }
+            let j = select(u32(tx) / p.sw, u32(tx), p.sw == 1u);
+            if j >= p.ow { continue; }
+            let row = (n * p.oh + i) * p.ow + j;
+            let col = ((c % cg) * p.kh + a) * p.kw + b;
+            acc += src[(g * rows + row) * width + col];
         }
     }
-    out[idx] = acc;
-}
-
-// a = x [N,C,H,W], b = dy [N,O,OH,OW], out = partial dw [split, O,Cg,KH,KW]
-@compute @workgroup_size(256)
-fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
-    let cg = p.c / p.groups;
-    let per = p.o * cg * p.kh * p.kw;
-    let slice = idx / per;
-    let widx = idx % per;
-    let kb = widx % p.kw;
-    let ka = (widx / p.kw) % p.kh;
-    let ci = (widx / (p.kw * p.kh)) % cg;
-    let o = widx / (p.kw * p.kh * cg);
-    let c = (o / (p.o / p.groups)) * cg + ci;
-    let n0 = slice * p.n / p.split;
-    let n1 = (slice + 1u) * p.n / p.split;
-    var acc = 0.0;
-    for (var n = n0; n < n1; n++) {
-        let xbase = ((n * p.c + c) * p.h) * p.w;
-        let dybase = ((n * p.o + o) * p.oh) * p.ow;
-        for (var i = 0u; i < p.oh; i++) {
-            let y = i32(i * p.sh + ka * p.dh) - i32(p.ph);
-            if y < 0 || y >= i32(p.h) { continue; }
-            for (var j = 0u; j < p.ow; j++) {
-                let x = i32(j * p.sw + kb * p.dw) - i32(p.pw);
-                if x < 0 || x >= i32(p.w) { continue; }
-                acc += b[dybase + i * p.ow + j] * a[xbase + u32(y) * p.w + u32(x)];
-            }
-        }
-    }
-    out[idx] = acc;
+    dst[idx] = acc;
 }

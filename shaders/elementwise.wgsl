@@ -24,6 +24,9 @@ struct Ew {
     str_b: array<vec4<u32>, 2>,
     str_c: array<vec4<u32>, 2>,
     str_out: array<vec4<u32>, 2>,
+    // fast_div constants of each shape entry
+    div_magic: array<vec4<u32>, 2>,
+    div_shift: array<vec4<u32>, 2>,
 }
 
 @group(0) @binding(0) var<uniform> p: Ew;
@@ -44,16 +47,24 @@ const F32: u32 = 0u;
 const I32: u32 = 1u;
 const U32: u32 = 2u;
 
+// The view has at most one dimension after coalescing (every operand dense
+// or a scalar broadcast): offsets are one multiply-add, no index arithmetic.
+override FLAT: bool = false;
+
 // Offsets of element i of the output in a, b, c and out.
 fn offsets(i: u32) -> vec4<u32> {
+    if FLAT {
+        let s = vec4<u32>(p.str_a[0][0], p.str_b[0][0], p.str_c[0][0], p.str_out[0][0]);
+        return vec4<u32>(p.off_a, p.off_b, p.off_c, p.off_out) + i * s;
+    }
     var rem = i;
     var o = vec4<u32>(p.off_a, p.off_b, p.off_c, p.off_out);
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
         let q = u32(d) / 4u;
         let r = u32(d) % 4u;
-        let n = p.shape[q][r];
-        let k = rem % n;
-        rem = rem / n;
+        let quot = fast_div(rem, p.div_magic[q][r], p.div_shift[q][r]);
+        let k = rem - quot * p.shape[q][r];
+        rem = quot;
         o += k * vec4<u32>(p.str_a[q][r], p.str_b[q][r], p.str_c[q][r], p.str_out[q][r]);
     }
     return o;

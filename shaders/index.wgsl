@@ -17,6 +17,8 @@ struct Index {
     shape: array<vec4<u32>, 2>,
     str_x: array<vec4<u32>, 2>,
     str_idx: array<vec4<u32>, 2>,
+    div_magic: array<vec4<u32>, 2>,
+    div_shift: array<vec4<u32>, 2>,
 }
 
 @group(0) @binding(0) var<uniform> p: Index;
@@ -38,9 +40,9 @@ fn coords(i: u32) -> Coords {
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
         let q = u32(d) / 4u;
         let r = u32(d) % 4u;
-        let n = p.shape[q][r];
-        let k = rem % n;
-        rem = rem / n;
+        let quot = fast_div(rem, p.div_magic[q][r], p.div_shift[q][r]);
+        let k = rem - quot * p.shape[q][r];
+        rem = quot;
         c.idx += k * p.str_idx[q][r];
         if u32(d) == p.axis {
             c.along = k;

@@ -22,7 +22,9 @@ struct Mm {
     a_cs: u32,
     b_rs: u32,
     b_cs: u32,
-    _pad0: u32,
+    // the k axis is split into k_split slices, one per workgroup layer, and
+    // the partial products are summed by the host (few, long products)
+    k_split: u32,
     _pad1: u32,
     batch_shape: array<vec4<u32>, 2>,
     a_bstr: array<vec4<u32>, 2>,
@@ -41,7 +43,8 @@ const BLOCK: u32 = 64u;
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     var ao = p.a_off;
     var bo = p.b_off;
-    var rem = wg.z;
+    let slice = wg.z % p.k_split;
+    var rem = wg.z / p.k_split;
     for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
         let q = u32(d) / 4u;
         let r = u32(d) % 4u;
@@ -65,9 +68,11 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l:
     var c1 = vec4<f32>();
     var c2 = vec4<f32>();
     var c3 = vec4<f32>();
-    var ka = 0u;
-    var kb = 0u;
-    for (var kk = 0u; kk < p.k; kk++) {
+    let chunk = (p.k + p.k_split - 1u) / p.k_split;
+    let k_end = min((slice + 1u) * chunk, p.k);
+    var ka = slice * chunk * p.a_cs;
+    var kb = slice * chunk * p.b_rs;
+    for (var kk = slice * chunk; kk < k_end; kk++) {
         let bv = vec4<f32>(b[b0 + kb], b[b1 + kb], b[b2 + kb], b[b3 + kb]);
         c0 = fma(vec4<f32>(a[a0 + ka]), bv, c0);
         c1 = fma(vec4<f32>(a[a1 + ka]), bv, c1);

@@ -22,6 +22,11 @@ struct Reduce {
     str_out: array<vec4<u32>, 2>,
     shape_red: array<vec4<u32>, 2>,
     str_red: array<vec4<u32>, 2>,
+    // fast_div constants of shape_out and shape_red
+    magic_out: array<vec4<u32>, 2>,
+    shift_out: array<vec4<u32>, 2>,
+    magic_red: array<vec4<u32>, 2>,
+    shift_red: array<vec4<u32>, 2>,
 }
 
 @group(0) @binding(0) var<uniform> p: Reduce;
@@ -69,20 +74,27 @@ fn kept_offset(o: u32) -> u32 {
     var rem = o;
     var off = p.offset;
     for (var d = i32(p.rank_out) - 1; d >= 0; d--) {
-        let n = p.shape_out[u32(d) / 4u][u32(d) % 4u];
-        off += (rem % n) * p.str_out[u32(d) / 4u][u32(d) % 4u];
-        rem = rem / n;
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let quot = fast_div(rem, p.magic_out[q][r], p.shift_out[q][r]);
+        off += (rem - quot * p.shape_out[q][r]) * p.str_out[q][r];
+        rem = quot;
     }
     return off;
 }
 
-fn reduced_offset(r: u32) -> u32 {
-    var rem = r;
+fn reduced_offset(i: u32) -> u32 {
+    if p.rank_red <= 1u {
+        return i * p.str_red[0][0];
+    }
+    var rem = i;
     var off = 0u;
     for (var d = i32(p.rank_red) - 1; d >= 0; d--) {
-        let n = p.shape_red[u32(d) / 4u][u32(d) % 4u];
-        off += (rem % n) * p.str_red[u32(d) / 4u][u32(d) % 4u];
-        rem = rem / n;
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let quot = fast_div(rem, p.magic_red[q][r], p.shift_red[q][r]);
+        off += (rem - quot * p.shape_red[q][r]) * p.str_red[q][r];
+        rem = quot;
     }
     return off;
 }

@@ -21,28 +21,13 @@ struct Rng {
 const UNIFORM: u32 = 0u;
 const NORMAL: u32 = 1u;
 
-// (high, low) words of the 64-bit product a * b.
-fn mulhilo(a: u32, b: u32) -> vec2<u32> {
-    let a0 = a & 0xffffu;
-    let a1 = a >> 16u;
-    let b0 = b & 0xffffu;
-    let b1 = b >> 16u;
-    let p00 = a0 * b0;
-    let p01 = a0 * b1;
-    let p10 = a1 * b0;
-    let p11 = a1 * b1;
-    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
-    let hi = p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u);
-    return vec2<u32>(hi, a * b);
-}
-
 fn philox(counter: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
     var c = counter;
     var k = key;
     for (var round = 0u; round < 10u; round++) {
-        let m0 = mulhilo(0xD2511F53u, c.x);
-        let m1 = mulhilo(0xCD9E8D57u, c.z);
-        c = vec4<u32>(m1.x ^ c.y ^ k.x, m1.y, m0.x ^ c.w ^ k.y, m0.y);
+        let h0 = mulhi(0xD2511F53u, c.x);
+        let h1 = mulhi(0xCD9E8D57u, c.z);
+        c = vec4<u32>(h1 ^ c.y ^ k.x, 0xCD9E8D57u * c.z, h0 ^ c.w ^ k.y, 0xD2511F53u * c.x);
         k += vec2<u32>(0x9E3779B9u, 0xBB67AE85u);
     }
     return c;

@@ -18,6 +18,8 @@ struct Rows {
     _pad2: u32,
     shape_outer: array<vec4<u32>, 2>,
     str_outer: array<vec4<u32>, 2>,
+    magic_outer: array<vec4<u32>, 2>,
+    shift_outer: array<vec4<u32>, 2>,
 }
 
 @group(0) @binding(0) var<uniform> p: Rows;
@@ -31,9 +33,11 @@ fn row_base(row: u32) -> u32 {
     var rem = row;
     var off = p.offset;
     for (var d = i32(p.rank_outer) - 1; d >= 0; d--) {
-        let n = p.shape_outer[u32(d) / 4u][u32(d) % 4u];
-        off += (rem % n) * p.str_outer[u32(d) / 4u][u32(d) % 4u];
-        rem = rem / n;
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let quot = fast_div(rem, p.magic_outer[q][r], p.shift_outer[q][r]);
+        off += (rem - quot * p.shape_outer[q][r]) * p.str_outer[q][r];
+        rem = quot;
     }
     return off;
 }

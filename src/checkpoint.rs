@@ -30,11 +30,7 @@ fn optimizer_name(param: &str, slot: usize) -> String {
 /// Serialises `params` (and `optimizer`'s state) to safetensors bytes. Reads
 /// every tensor back from the GPU.
 pub async fn to_bytes<P: Params>(params: &P, optimizer: Option<&Optimizer>) -> Result<Vec<u8>> {
-    let mut entries: Vec<(String, Tensor)> = params
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach()))
-        .collect();
+    let mut entries: Vec<(String, Tensor)> = params.named_tensors().into_iter().map(|(n, t)| (n, t.detach())).collect();
     let mut metadata = HashMap::new();
     if let Some(opt) = optimizer {
         let names: Vec<String> = params.named_tensors().into_iter().map(|(n, _)| n).collect();
@@ -58,9 +54,7 @@ pub async fn to_bytes<P: Params>(params: &P, optimizer: Option<&Optimizer>) -> R
     let mut seen = std::collections::HashSet::new();
     for (name, _) in &entries {
         if !seen.insert(name.as_str()) {
-            return Err(Error::Format(format!(
-                "checkpoint: two tensors are named {name:?}"
-            )));
+            return Err(Error::Format(format!("checkpoint: two tensors are named {name:?}")));
         }
     }
     let mut data = Vec::with_capacity(entries.len());
@@ -76,26 +70,17 @@ pub async fn to_bytes<P: Params>(params: &P, optimizer: Option<&Optimizer>) -> R
         .iter()
         .zip(&data)
         .map(|((name, t), bytes)| {
-            let view = safetensors::tensor::TensorView::new(
-                st_dtype(t.dtype()),
-                t.shape().to_vec(),
-                bytes,
-            )
-            .map_err(|e| Error::Format(format!("checkpoint: {name}: {e}")))?;
+            let view = safetensors::tensor::TensorView::new(st_dtype(t.dtype()), t.shape().to_vec(), bytes)
+                .map_err(|e| Error::Format(format!("checkpoint: {name}: {e}")))?;
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::Format(format!("checkpoint: {e}")))
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Format(format!("checkpoint: {e}")))
 }
 
 /// Rebuilds a structure like `like` (same names, shapes and dtypes, on its
 /// device) from safetensors bytes, and restores `optimizer`'s state if given.
-pub fn from_bytes<P: Params>(
-    bytes: &[u8],
-    like: &P,
-    optimizer: Option<&mut Optimizer>,
-) -> Result<P> {
+pub fn from_bytes<P: Params>(bytes: &[u8], like: &P, optimizer: Option<&mut Optimizer>) -> Result<P> {
     let file = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Format(format!("checkpoint: not a valid safetensors file: {e}")))?;
     let names = like.named_tensors();
@@ -105,9 +90,7 @@ pub fn from_bytes<P: Params>(
     let device = first.device().clone();
     let read = |name: &str, shape: &[usize], dtype: DType| -> Result<Tensor> {
         let view = file.tensor(name).map_err(|_| {
-            Error::Format(format!(
-                "checkpoint: no tensor {name:?} (expected {dtype} of shape {shape:?})"
-            ))
+            Error::Format(format!("checkpoint: no tensor {name:?} (expected {dtype} of shape {shape:?})"))
         })?;
         if view.shape() != shape || view.dtype() != st_dtype(dtype) {
             return Err(Error::Format(format!(
@@ -118,25 +101,12 @@ pub fn from_bytes<P: Params>(
         }
         let data = view.data();
         Ok(match dtype {
-            DType::F32 => Tensor::from_slice(
-                &device,
-                &bytemuck::pod_collect_to_vec::<u8, f32>(data),
-                shape,
-            ),
-            DType::I32 => Tensor::from_slice(
-                &device,
-                &bytemuck::pod_collect_to_vec::<u8, i32>(data),
-                shape,
-            ),
-            DType::U32 => Tensor::from_slice(
-                &device,
-                &bytemuck::pod_collect_to_vec::<u8, u32>(data),
-                shape,
-            ),
+            DType::F32 => Tensor::from_slice(&device, &bytemuck::pod_collect_to_vec::<u8, f32>(data), shape),
+            DType::I32 => Tensor::from_slice(&device, &bytemuck::pod_collect_to_vec::<u8, i32>(data), shape),
+            DType::U32 => Tensor::from_slice(&device, &bytemuck::pod_collect_to_vec::<u8, u32>(data), shape),
         })
     };
-    let mut expected: std::collections::HashSet<String> =
-        names.iter().map(|(n, _)| n.clone()).collect();
+    let mut expected: std::collections::HashSet<String> = names.iter().map(|(n, _)| n.clone()).collect();
     let mut loaded = Vec::with_capacity(names.len());
     for (name, t) in &names {
         loaded.push(read(name, t.shape(), t.dtype())?);
@@ -166,21 +136,11 @@ pub fn from_bytes<P: Params>(
         *s = state;
         *n = steps;
     }
-    let extra: Vec<String> = file
-        .names()
-        .into_iter()
-        .filter(|n| !expected.contains(*n))
-        .map(str::to_string)
-        .collect();
+    let extra: Vec<String> = file.names().into_iter().filter(|n| !expected.contains(*n)).map(str::to_string).collect();
     // a model-only load of a training checkpoint ignores the optimizer state
-    let extra: Vec<&String> = extra
-        .iter()
-        .filter(|n| restoring || !n.starts_with("optimizer."))
-        .collect();
+    let extra: Vec<&String> = extra.iter().filter(|n| restoring || !n.starts_with("optimizer.")).collect();
     if !extra.is_empty() {
-        return Err(Error::Format(format!(
-            "checkpoint: tensors {extra:?} have no place in the parameters"
-        )));
+        return Err(Error::Format(format!("checkpoint: tensors {extra:?} have no place in the parameters")));
     }
     Ok(like.rebuild(&mut loaded.into_iter()))
 }
@@ -189,27 +149,14 @@ pub fn from_bytes<P: Params>(
 /// flushed to disk, then renamed over `path`. A crash leaves either the old
 /// file or the new one, never half of one.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn save<P: Params>(
-    path: impl AsRef<std::path::Path>,
-    params: &P,
-    optimizer: Option<&Optimizer>,
-) -> Result<()> {
+pub fn save<P: Params>(path: impl AsRef<std::path::Path>, params: &P, optimizer: Option<&Optimizer>) -> Result<()> {
     use std::io::Write;
     let path = path.as_ref();
     let bytes = pollster::block_on(to_bytes(params, optimizer))?;
     let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Io(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Io(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
@@ -224,11 +171,7 @@ pub fn save<P: Params>(
 
 /// Loads a checkpoint written by [`save`] into a structure like `like`.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn load<P: Params>(
-    path: impl AsRef<std::path::Path>,
-    like: &P,
-    optimizer: Option<&mut Optimizer>,
-) -> Result<P> {
+pub fn load<P: Params>(path: impl AsRef<std::path::Path>, like: &P, optimizer: Option<&mut Optimizer>) -> Result<P> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     from_bytes(&bytes, like, optimizer).map_err(|e| match e {

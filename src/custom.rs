@@ -43,15 +43,10 @@ impl CustomKernel {
     /// Compiles `wgsl` (entry point `entry`) for `device`; invalid WGSL is
     /// an [`Error::Shader`] naming the line.
     pub fn new(device: &Device, name: &str, wgsl: &str, entry: &str) -> Result<CustomKernel> {
-        let shader = DynamicShader::new(name, wgsl).map_err(|message| Error::Shader {
-            name: name.to_string(),
-            message,
-        })?;
-        Ok(CustomKernel {
-            device: device.clone(),
-            kernel: Kernel::dynamic(shader, entry),
-            name: name.to_string(),
-        })
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
+        let shader = DynamicShader::new(name, wgsl, subgroups)
+            .map_err(|message| Error::Shader { name: name.to_string(), message })?;
+        Ok(CustomKernel { device: device.clone(), kernel: Kernel::dynamic(shader, entry), name: name.to_string() })
     }
 
     /// Records one dispatch of `workgroups` over `inputs`, returning a new
@@ -70,10 +65,7 @@ impl CustomKernel {
     ) -> Tensor {
         same_device(&self.name, inputs);
         if inputs.iter().any(|t| !t.device().same(&self.device)) {
-            panic!(
-                "wgrad: {}: inputs live on another device than the kernel",
-                self.name
-            );
+            panic!("wgrad: {}: inputs live on another device than the kernel", self.name);
         }
         if inputs.iter().any(|t| t.traced().is_some()) {
             panic!(
@@ -84,20 +76,11 @@ impl CustomKernel {
             );
         }
         // kernels index their bindings from element 0 with no strides
-        let dense: Vec<Tensor> = inputs
-            .iter()
-            .map(|t| crate::ops::layout::dense_from_zero(t))
-            .collect();
+        let dense: Vec<Tensor> = inputs.iter().map(|t| crate::ops::layout::dense_from_zero(t)).collect();
         let out = Tensor::empty(&self.device, "custom kernel", shape, dtype);
-        let mut bindings: Vec<_> = dense
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (i as u32 + 1, t.storage().clone()))
-            .collect();
+        let mut bindings: Vec<_> = dense.iter().enumerate().map(|(i, t)| (i as u32 + 1, t.storage().clone())).collect();
         bindings.push((dense.len() as u32 + 1, out.storage().clone()));
-        self.device
-            .inner
-            .record(&self.kernel, bindings, params, workgroups);
+        self.device.inner.record(&self.kernel, bindings, params, workgroups);
         out
     }
 }

@@ -28,26 +28,15 @@ impl Idx {
     pub fn parse(name: &str, bytes: &[u8]) -> Result<Idx> {
         use std::io::Read;
         let gzipped = bytes.starts_with(&[0x1f, 0x8b]);
-        let mut reader: Box<dyn Read + '_> = if gzipped {
-            Box::new(flate2::read::GzDecoder::new(bytes))
-        } else {
-            Box::new(bytes)
-        };
+        let mut reader: Box<dyn Read + '_> =
+            if gzipped { Box::new(flate2::read::GzDecoder::new(bytes)) } else { Box::new(bytes) };
         let mut header = [0u8; 4];
-        reader
-            .read_exact(&mut header)
-            .map_err(|e| malformed(name, format!("no header ({e})")))?;
+        reader.read_exact(&mut header).map_err(|e| malformed(name, format!("no header ({e})")))?;
         if header[0] != 0 || header[1] != 0 {
             return Err(malformed(name, format!("bad magic {header:02x?}")));
         }
         if header[2] != 0x08 {
-            return Err(malformed(
-                name,
-                format!(
-                    "element type 0x{:02x} is not unsigned bytes (0x08)",
-                    header[2]
-                ),
-            ));
+            return Err(malformed(name, format!("element type 0x{:02x} is not unsigned bytes (0x08)", header[2])));
         }
         let ndims = header[3] as usize;
         if ndims == 0 {
@@ -57,28 +46,18 @@ impl Idx {
         let mut total: usize = 1;
         for _ in 0..ndims {
             let mut d = [0u8; 4];
-            reader
-                .read_exact(&mut d)
-                .map_err(|e| malformed(name, format!("truncated header ({e})")))?;
+            reader.read_exact(&mut d).map_err(|e| malformed(name, format!("truncated header ({e})")))?;
             let d = u32::from_be_bytes(d) as usize;
             total = total
                 .checked_mul(d)
                 .filter(|&t| t <= MAX_IDX_BYTES)
-                .ok_or_else(|| {
-                    malformed(
-                        name,
-                        format!("dimensions {dims:?}×{d}… exceed {MAX_IDX_BYTES} bytes"),
-                    )
-                })?;
+                .ok_or_else(|| malformed(name, format!("dimensions {dims:?}×{d}… exceed {MAX_IDX_BYTES} bytes")))?;
             dims.push(d);
         }
         if !gzipped && bytes.len() - 4 - 4 * ndims != total {
             return Err(malformed(
                 name,
-                format!(
-                    "dimensions {dims:?} need {total} bytes of data, the file has {}",
-                    bytes.len() - 4 - 4 * ndims
-                ),
+                format!("dimensions {dims:?} need {total} bytes of data, the file has {}", bytes.len() - 4 - 4 * ndims),
             ));
         }
         let mut data = Vec::new();
@@ -90,10 +69,7 @@ impl Idx {
         if data.len() != total {
             return Err(malformed(
                 name,
-                format!(
-                    "dimensions {dims:?} need {total} bytes of data, found {}",
-                    data.len()
-                ),
+                format!("dimensions {dims:?} need {total} bytes of data, found {}", data.len()),
             ));
         }
         Ok(Idx { dims, data })
@@ -103,8 +79,7 @@ impl Idx {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read(path: impl AsRef<std::path::Path>) -> Result<Idx> {
         let path = path.as_ref();
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         Idx::parse(&path.display().to_string(), &bytes)
     }
 }
@@ -123,27 +98,16 @@ impl Split {
         let (n, rows, cols) = match images.dims[..] {
             [n, r, c] => (n, r, c),
             _ => {
-                return Err(Error::Format(format!(
-                    "MNIST images must be 3-d, got dimensions {:?}",
-                    images.dims
-                )));
+                return Err(Error::Format(format!("MNIST images must be 3-d, got dimensions {:?}", images.dims)));
             }
         };
         if labels.dims != [n] {
-            return Err(Error::Format(format!(
-                "{n} MNIST images but labels of dimensions {:?}",
-                labels.dims
-            )));
+            return Err(Error::Format(format!("{n} MNIST images but labels of dimensions {:?}", labels.dims)));
         }
         if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
             return Err(Error::Format(format!("MNIST label {bad} is not a digit")));
         }
-        Ok(Split {
-            images: images.data,
-            labels: labels.data,
-            rows,
-            cols,
-        })
+        Ok(Split { images: images.data, labels: labels.data, rows, cols })
     }
 
     /// Number of examples.
@@ -168,17 +132,10 @@ impl Split {
         let mut x = Vec::with_capacity(indices.len() * px);
         let mut y = Vec::with_capacity(indices.len());
         for &i in indices {
-            x.extend(
-                self.images[i * px..(i + 1) * px]
-                    .iter()
-                    .map(|&v| v as f32 / 255.0),
-            );
+            x.extend(self.images[i * px..(i + 1) * px].iter().map(|&v| v as f32 / 255.0));
             y.push(self.labels[i] as u32);
         }
-        (
-            Tensor::from_slice(device, &x, &[indices.len(), px]),
-            Tensor::from_slice(device, &y, &[indices.len()]),
-        )
+        (Tensor::from_slice(device, &x, &[indices.len(), px]), Tensor::from_slice(device, &y, &[indices.len()]))
     }
 
     /// The example indices in batches of `size` (the last may be smaller),
@@ -207,22 +164,15 @@ pub struct Mnist {
 }
 
 /// The standard file names, without the optional `.gz`.
-const FILES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+const FILES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 impl Mnist {
     /// Builds the dataset from the four IDX files' bytes (train images,
     /// train labels, test images, test labels), e.g. fetched by a web page.
     pub fn from_bytes(files: [&[u8]; 4]) -> Result<Mnist> {
         let parse = |i: usize| Idx::parse(FILES[i], files[i]);
-        Ok(Mnist {
-            train: Split::new(parse(0)?, parse(1)?)?,
-            test: Split::new(parse(2)?, parse(3)?)?,
-        })
+        Ok(Mnist { train: Split::new(parse(0)?, parse(1)?)?, test: Split::new(parse(2)?, parse(3)?)? })
     }
 
     /// Loads the four standard files from `dir` (each plain or `.gz`): the
@@ -236,17 +186,11 @@ impl Mnist {
             let gz = dir.join(format!("{name}.gz"));
             let path = if plain.exists() { plain } else { gz };
             let data = std::fs::read(&path).map_err(|e| {
-                Error::Io(format!(
-                    "{}: {e} (expected the MNIST files {FILES:?}, optionally .gz)",
-                    path.display()
-                ))
+                Error::Io(format!("{}: {e} (expected the MNIST files {FILES:?}, optionally .gz)", path.display()))
             })?;
             bytes.push(data);
         }
         let parse = |i: usize| Idx::parse(&dir.join(FILES[i]).display().to_string(), &bytes[i]);
-        Ok(Mnist {
-            train: Split::new(parse(0)?, parse(1)?)?,
-            test: Split::new(parse(2)?, parse(3)?)?,
-        })
+        Ok(Mnist { train: Split::new(parse(0)?, parse(1)?)?, test: Split::new(parse(2)?, parse(3)?)? })
     }
 }

@@ -39,6 +39,15 @@ pub(crate) struct DeviceInner {
     /// First error reported by wgpu outside any error scope.
     pub(crate) gpu_error: Arc<Mutex<Option<Error>>>,
     pub(crate) timeout: Mutex<Option<Duration>>,
+    /// Generated matmul kernels by tile (`None`: generation failed, use the portable one).
+    pub(crate) matmul: Mutex<HashMap<crate::codegen::MatmulTile, Option<Arc<crate::shaders::DynamicShader>>>>,
+}
+
+/// A matmul pipeline key and the output tile one workgroup computes.
+pub(crate) struct MatmulKernel {
+    pub kernel: Kernel,
+    pub tile_m: usize,
+    pub tile_n: usize,
 }
 
 /// A compute pipeline and the layout of its bind group 0.
@@ -111,8 +120,7 @@ impl Device {
     /// `WGPU_ADAPTER_NAME` (a substring of the adapter's name) and
     /// `WGPU_POWER_PREF` (`low`, `high`).
     pub async fn new_async() -> Result<Device> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = choose_adapter(&instance).await?;
         Self::from_adapter(adapter).await
     }
@@ -127,8 +135,7 @@ impl Device {
     /// optional features wgrad can use.
     pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Device> {
         let info = adapter.get_info();
-        let features =
-            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
+        let features = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY);
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -138,10 +145,7 @@ impl Device {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::RequestDevice {
-                adapter: info.name.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::RequestDevice { adapter: info.name.clone(), reason: e.to_string() })?;
         let gpu_error: Arc<Mutex<Option<Error>>> = Arc::default();
         let slot = gpu_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -173,6 +177,7 @@ impl Device {
                 rng: Mutex::new((0, 0)),
                 gpu_error,
                 timeout: Mutex::new(None),
+                matmul: Mutex::default(),
             }),
         })
     }
@@ -249,11 +254,7 @@ impl Device {
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Device({} on {:?})",
-            self.inner.info.name, self.inner.info.backend
-        )
+        write!(f, "Device({} on {:?})", self.inner.info.name, self.inner.info.backend)
     }
 }
 
@@ -270,6 +271,32 @@ impl DeviceInner {
         state
     }
 
+    /// The matmul kernel for an [m, n] output on this adapter. CPU adapters
+    /// with subgroups (lavapipe) get generated register-blocked kernels whose
+    /// tile fits the output (narrow outputs waste no lanes); other adapters
+    /// the portable tiled kernel in `shaders/matmul.wgsl`.
+    pub(crate) fn matmul_kernel(&self, m: usize, n: usize) -> MatmulKernel {
+        let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
+        if cpu && self.features.contains(wgpu::Features::SUBGROUP) {
+            let rows = if m > 32 { 64 } else if m > 16 { 32 } else { 16 };
+            let cols = if n > 32 { 8 } else { 4 };
+            let tile = crate::codegen::MatmulTile { rows, cols, unroll: 2 };
+            let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());
+            let shader = cache.entry(tile).or_insert_with(|| {
+                let src = crate::codegen::matmul_subgroup(tile);
+                crate::shaders::DynamicShader::new("matmul (subgroup)", &src, true).ok()
+            });
+            if let Some(shader) = shader {
+                return MatmulKernel {
+                    kernel: Kernel::dynamic(shader.clone(), "matmul"),
+                    tile_m: tile.tile_m(),
+                    tile_n: tile.tile_n(),
+                };
+            }
+        }
+        MatmulKernel { kernel: Kernel::new(crate::shaders::Shader::Matmul, "matmul"), tile_m: 64, tile_n: 64 }
+    }
+
     /// The cached pipeline for `kernel`, built on first use.
     pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
@@ -278,30 +305,20 @@ impl DeviceInner {
         }
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(kernel.source.clone()).or_insert_with(|| {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.source.label()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source.wgsl().into()),
-                })
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.source.label()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source.wgsl().into()),
+            })
         });
-        let constants: Vec<(&str, f64)> = kernel
-            .constants
-            .iter()
-            .map(|&(k, v)| (k, v as f64))
-            .collect();
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&kernel.entry),
-                layout: None,
-                module,
-                entry_point: Some(&kernel.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    ..Default::default()
-                },
-                cache: None,
-            });
+        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&kernel.entry),
+            layout: None,
+            module,
+            entry_point: Some(&kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            cache: None,
+        });
         let layout = pipeline.get_bind_group_layout(0);
         self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
         let p = Arc::new(Pipeline { pipeline, layout });
@@ -321,11 +338,7 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
                 format!("{} ({:?})", i.name, i.backend)
             })
             .collect();
-        if names.is_empty() {
-            " (none visible)".to_string()
-        } else {
-            format!("; adapters seen: {}", names.join(", "))
-        }
+        if names.is_empty() { " (none visible)".to_string() } else { format!("; adapters seen: {}", names.join(", ")) }
     };
     if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
         let lower = wanted.to_lowercase();
@@ -333,17 +346,11 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
             .iter()
             .find(|a| a.get_info().name.to_lowercase().contains(&lower))
             .cloned()
-            .ok_or_else(|| Error::NoAdapter {
-                details: format!(" matching WGPU_ADAPTER_NAME={wanted:?}{}", seen()),
-            });
+            .ok_or_else(|| Error::NoAdapter { details: format!(" matching WGPU_ADAPTER_NAME={wanted:?}{}", seen()) });
     }
-    let preference =
-        wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
+    let preference = wgpu::PowerPreference::from_env().unwrap_or(wgpu::PowerPreference::HighPerformance);
     match instance
-        .request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: preference,
-            ..Default::default()
-        })
+        .request_adapter(&wgpu::RequestAdapterOptions { power_preference: preference, ..Default::default() })
         .await
     {
         Ok(a) => Ok(a),

@@ -30,13 +30,7 @@ pub enum Error {
         "wgrad: {op} at {location}: a tensor of shape {shape:?} needs {bytes} bytes, \
          more than this adapter's limit of {limit} bytes per storage binding"
     )]
-    TooLarge {
-        op: &'static str,
-        shape: Vec<usize>,
-        bytes: u64,
-        limit: u64,
-        location: &'static Location<'static>,
-    },
+    TooLarge { op: &'static str, shape: Vec<usize>, bytes: u64, limit: u64, location: &'static Location<'static> },
     /// The GPU ran out of memory.
     #[error("wgrad: out of GPU memory: {0}")]
     OutOfMemory(String),

@@ -27,11 +27,7 @@ pub(crate) enum Node {
         groups: [u32; 3],
     },
     /// Host data staged in `staging`, copied to `dst` in recording order.
-    Upload {
-        staging: Arc<Storage>,
-        dst: wgpu::Buffer,
-        size: u64,
-    },
+    Upload { staging: Arc<Storage>, dst: wgpu::Buffer, size: u64 },
 }
 
 #[derive(Default)]
@@ -53,11 +49,7 @@ pub(crate) struct CopyOp {
 /// Workgroup counts for `n` groups: a 2-D grid when `n` exceeds the 65535
 /// per-dimension limit (kernels linearise the id with `linear_id`).
 pub(crate) fn grid(n: u32) -> [u32; 3] {
-    if n <= 65535 {
-        [n, 1, 1]
-    } else {
-        [65535, n.div_ceil(65535), 1]
-    }
+    if n <= 65535 { [n, 1, 1] } else { [65535, n.div_ceil(65535), 1] }
 }
 
 impl DeviceInner {
@@ -73,16 +65,8 @@ impl DeviceInner {
             return;
         }
         let pipeline = self.pipeline(kernel);
-        let bindings = bindings
-            .into_iter()
-            .map(|(b, s)| (b, s.buffer().clone()))
-            .collect();
-        self.push(Node::Dispatch {
-            pipeline,
-            bindings,
-            uniform: uniform.to_vec(),
-            groups,
-        });
+        let bindings = bindings.into_iter().map(|(b, s)| (b, s.buffer().clone())).collect();
+        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups });
     }
 
     /// Records a copy of host data into `dst` (from its start).
@@ -90,11 +74,7 @@ impl DeviceInner {
         let staging = self.alloc(BufferClass::Upload, data.len() as u64);
         self.queue.write_buffer(staging.buffer(), 0, data);
         self.stats.uploads.fetch_add(1, Ordering::Relaxed);
-        self.push(Node::Upload {
-            staging,
-            dst: dst.buffer().clone(),
-            size: data.len() as u64,
-        });
+        self.push(Node::Upload { staging, dst: dst.buffer().clone(), size: data.len() as u64 });
     }
 
     fn push(self: &Arc<Self>, node: Node) {
@@ -118,24 +98,11 @@ impl DeviceInner {
     /// A storage buffer for `shape`, or — when it exceeds the adapter's
     /// limits — a placeholder, with the error kept for the next flush.
     #[track_caller]
-    pub(crate) fn alloc_tensor(
-        self: &Arc<Self>,
-        op: &'static str,
-        shape: &[usize],
-    ) -> Arc<Storage> {
+    pub(crate) fn alloc_tensor(self: &Arc<Self>, op: &'static str, shape: &[usize]) -> Arc<Storage> {
         let bytes = (crate::shape::numel(shape) * 4) as u64;
-        let limit = self
-            .limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size);
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > limit {
-            self.poison(Error::TooLarge {
-                op,
-                shape: shape.to_vec(),
-                bytes,
-                limit,
-                location: Location::caller(),
-            });
+            self.poison(Error::TooLarge { op, shape: shape.to_vec(), bytes, limit, location: Location::caller() });
             return self.alloc(BufferClass::Storage, 4);
         }
         self.alloc(BufferClass::Storage, bytes)
@@ -153,10 +120,7 @@ impl DeviceInner {
 
     /// Encodes every pending node, then `copies`, into one command buffer and
     /// submits it. Returns `None` when there was nothing to submit.
-    pub(crate) fn flush(
-        self: &Arc<Self>,
-        copies: &[CopyOp],
-    ) -> Result<Option<wgpu::SubmissionIndex>> {
+    pub(crate) fn flush(self: &Arc<Self>, copies: &[CopyOp]) -> Result<Option<wgpu::SubmissionIndex>> {
         // The graph lock is held until the submit so that flushes from
         // different threads reach the queue in recording order.
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
@@ -185,11 +149,7 @@ impl DeviceInner {
             self.queue.write_buffer(u.buffer(), 0, &uniforms);
             u
         });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("wgrad"),
-            });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad") });
         let mut dispatches = 0;
         let mut i = 0;
         while i < nodes.len() {
@@ -200,13 +160,7 @@ impl DeviceInner {
             }
             // a run of dispatches shares one compute pass
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            while let Some(Node::Dispatch {
-                pipeline,
-                bindings,
-                uniform,
-                groups,
-            }) = nodes.get(i)
-            {
+            while let Some(Node::Dispatch { pipeline, bindings, uniform, groups }) = nodes.get(i) {
                 let mut entries = Vec::with_capacity(bindings.len() + 1);
                 if let (Some(u), Some(size)) = (&ubuf, NonZeroU64::new(uniform.len() as u64)) {
                     entries.push(wgpu::BindGroupEntry {
@@ -219,10 +173,7 @@ impl DeviceInner {
                     });
                 }
                 for (binding, buffer) in bindings {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: *binding,
-                        resource: buffer.as_entire_binding(),
-                    });
+                    entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() });
                 }
                 let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
@@ -254,15 +205,10 @@ impl DeviceInner {
     #[cfg(not(target_arch = "wasm32"))]
     async fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = *self.timeout.lock().unwrap_or_else(|p| p.into_inner());
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: index,
-                timeout,
-            })
-            .map_err(|e| match e {
-                wgpu::PollError::Timeout => Error::Timeout(timeout.unwrap_or_default()),
-                other => Error::Gpu(other.to_string()),
-            })?;
+        self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout }).map_err(|e| match e {
+            wgpu::PollError::Timeout => Error::Timeout(timeout.unwrap_or_default()),
+            other => Error::Gpu(other.to_string()),
+        })?;
         self.check_error()
     }
 
@@ -273,8 +219,7 @@ impl DeviceInner {
         self.queue.on_submitted_work_done(move || {
             let _ = tx.send(());
         });
-        rx.await
-            .map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
+        rx.await.map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
         self.check_error()
     }
 
@@ -285,27 +230,14 @@ impl DeviceInner {
 
     /// Flushes pending work, then copies `size` bytes of `src` from `offset`
     /// to the host: one submit in all.
-    pub(crate) async fn read(
-        self: &Arc<Self>,
-        src: &Arc<Storage>,
-        offset: u64,
-        size: u64,
-    ) -> Result<Vec<u8>> {
+    pub(crate) async fn read(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
         let staging = self.alloc(BufferClass::Staging, size);
-        let index = self.flush(&[CopyOp {
-            src: src.clone(),
-            src_offset: offset,
-            dst: staging.clone(),
-            size,
-        }])?;
+        let index = self.flush(&[CopyOp { src: src.clone(), src_offset: offset, dst: staging.clone(), size }])?;
         self.stats.readbacks.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = futures::channel::oneshot::channel();
-        staging
-            .buffer()
-            .slice(..size)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
+        staging.buffer().slice(..size).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
         self.wait(index).await?;
         rx.await
             .map_err(|_| Error::DeviceLost("the read-back was cancelled".into()))?

@@ -19,6 +19,7 @@ extern crate self as wgrad;
 
 mod autograd;
 pub mod checkpoint;
+mod codegen;
 mod custom;
 pub mod data;
 mod device;
@@ -38,8 +39,7 @@ pub use autograd::gradcheck;
 #[doc(hidden)]
 pub use autograd::params_path;
 pub use autograd::{
-    GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hvp, no_grad,
-    value_and_grad, vjp,
+    GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hvp, no_grad, value_and_grad, vjp,
 };
 pub use custom::{CustomKernel, CustomOp};
 pub use device::{Counters, Device};

@@ -15,27 +15,12 @@ use crate::tensor::Tensor;
 pub enum Rule {
     /// SGD with optional momentum (PyTorch's form, no dampening), Nesterov
     /// momentum and L2 weight decay.
-    Sgd {
-        momentum: f32,
-        nesterov: bool,
-        weight_decay: f32,
-    },
+    Sgd { momentum: f32, nesterov: bool, weight_decay: f32 },
     /// Adam (Kingma & Ba) with L2 weight decay in the gradient, or AdamW
     /// (Loshchilov & Hutter) when `decoupled`.
-    Adam {
-        beta1: f32,
-        beta2: f32,
-        eps: f32,
-        weight_decay: f32,
-        decoupled: bool,
-    },
+    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32, decoupled: bool },
     /// RMSprop with optional momentum and L2 weight decay.
-    RmsProp {
-        alpha: f32,
-        eps: f32,
-        momentum: f32,
-        weight_decay: f32,
-    },
+    RmsProp { alpha: f32, eps: f32, momentum: f32, weight_decay: f32 },
 }
 
 /// How the learning rate changes with the step count `t` (from 0).
@@ -109,67 +94,30 @@ struct OptParams {
 
 impl Optimizer {
     fn with_rule(rule: Rule, lr: f32) -> Optimizer {
-        Optimizer {
-            rule,
-            lr,
-            schedule: Schedule::Constant,
-            clip: None,
-            steps: 0,
-            state: Vec::new(),
-        }
+        Optimizer { rule, lr, schedule: Schedule::Constant, clip: None, steps: 0, state: Vec::new() }
     }
 
     /// Plain SGD with learning rate `lr`.
     pub fn sgd(lr: f32) -> Optimizer {
-        Optimizer::with_rule(
-            Rule::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-                weight_decay: 0.0,
-            },
-            lr,
-        )
+        Optimizer::with_rule(Rule::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 }, lr)
     }
 
     /// Adam with β = (0.9, 0.999), ε = 1e-8.
     pub fn adam(lr: f32) -> Optimizer {
         Optimizer::with_rule(
-            Rule::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
-                decoupled: false,
-            },
+            Rule::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
             lr,
         )
     }
 
     /// AdamW: Adam with decoupled weight decay `weight_decay`.
     pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
-        Optimizer::with_rule(
-            Rule::Adam {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay,
-                decoupled: true,
-            },
-            lr,
-        )
+        Optimizer::with_rule(Rule::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, decoupled: true }, lr)
     }
 
     /// RMSprop with α = 0.99, ε = 1e-8.
     pub fn rmsprop(lr: f32) -> Optimizer {
-        Optimizer::with_rule(
-            Rule::RmsProp {
-                alpha: 0.99,
-                eps: 1e-8,
-                momentum: 0.0,
-                weight_decay: 0.0,
-            },
-            lr,
-        )
+        Optimizer::with_rule(Rule::RmsProp { alpha: 0.99, eps: 1e-8, momentum: 0.0, weight_decay: 0.0 }, lr)
     }
 
     /// Momentum (SGD, RMSprop).
@@ -197,9 +145,9 @@ impl Optimizer {
     /// L2 weight decay (decoupled for AdamW).
     pub fn weight_decay(mut self, wd: f32) -> Optimizer {
         match &mut self.rule {
-            Rule::Sgd { weight_decay, .. }
-            | Rule::Adam { weight_decay, .. }
-            | Rule::RmsProp { weight_decay, .. } => *weight_decay = wd,
+            Rule::Sgd { weight_decay, .. } | Rule::Adam { weight_decay, .. } | Rule::RmsProp { weight_decay, .. } => {
+                *weight_decay = wd
+            }
         }
         self
     }
@@ -286,17 +234,10 @@ impl Optimizer {
     pub fn step<P: Params>(&mut self, params: &P, grads: &P) -> P {
         let (ps, gs) = (params.tensors(), grads.tensors());
         if ps.len() != gs.len() {
-            panic!(
-                "wgrad: optimizer step: {} parameters but {} gradients",
-                ps.len(),
-                gs.len()
-            );
+            panic!("wgrad: optimizer step: {} parameters but {} gradients", ps.len(), gs.len());
         }
         for (p, g) in ps.iter().zip(&gs) {
-            if p.shape() != g.shape()
-                || p.dtype() != crate::DType::F32
-                || g.dtype() != crate::DType::F32
-            {
+            if p.shape() != g.shape() || p.dtype() != crate::DType::F32 || g.dtype() != crate::DType::F32 {
                 panic!(
                     "wgrad: optimizer step: parameter {:?} and gradient {:?} must be f32 of one shape",
                     p.shape(),
@@ -317,19 +258,14 @@ impl Optimizer {
                 );
             }
             let slots = self.slots();
-            self.state = ps
-                .iter()
-                .map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like())))
-                .collect();
+            self.state =
+                ps.iter().map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like()))).collect();
         }
         let updated = no_grad(|| {
             let scale = match self.clip {
                 Some(max_norm) => {
-                    let sq: Tensor = gs
-                        .iter()
-                        .map(|g| g.detach().square().sum_all())
-                        .reduce(|a, b| a + b)
-                        .expect("non-empty");
+                    let sq: Tensor =
+                        gs.iter().map(|g| g.detach().square().sum_all()).reduce(|a, b| a + b).expect("non-empty");
                     ((sq.sqrt() + 1e-6).recip() * max_norm).minimum(1.0)
                 }
                 None => Tensor::ones(&device, &[1]),
@@ -358,32 +294,13 @@ fn update(
     state: &mut [Option<Tensor>; 2],
 ) -> Tensor {
     let (p, g) = (dense_from_zero(&p.detach()), dense_from_zero(&g.detach()));
-    let mut u = OptParams {
-        n: p.numel() as u32,
-        lr,
-        decay_factor: 1.0,
-        ..Zeroable::zeroed()
-    };
+    let mut u = OptParams { n: p.numel() as u32, lr, decay_factor: 1.0, ..Zeroable::zeroed() };
     let entry = match *rule {
-        Rule::Sgd {
-            momentum,
-            nesterov,
-            weight_decay,
-        } => {
+        Rule::Sgd { momentum, nesterov, weight_decay } => {
             (u.momentum, u.nesterov, u.weight_decay) = (momentum, nesterov as u32, weight_decay);
-            if momentum != 0.0 {
-                "sgd_momentum"
-            } else {
-                "sgd"
-            }
+            if momentum != 0.0 { "sgd_momentum" } else { "sgd" }
         }
-        Rule::Adam {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            decoupled,
-        } => {
+        Rule::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
             (u.beta1, u.beta2, u.eps) = (beta1, beta2, eps);
             u.bc1 = 1.0 - beta1.powi(t as i32);
             u.bc2 = 1.0 - beta2.powi(t as i32);
@@ -394,26 +311,13 @@ fn update(
             }
             "adam"
         }
-        Rule::RmsProp {
-            alpha,
-            eps,
-            momentum,
-            weight_decay,
-        } => {
+        Rule::RmsProp { alpha, eps, momentum, weight_decay } => {
             (u.alpha, u.eps, u.momentum, u.weight_decay) = (alpha, eps, momentum, weight_decay);
-            if momentum != 0.0 {
-                "rmsprop_momentum"
-            } else {
-                "rmsprop"
-            }
+            if momentum != 0.0 { "rmsprop_momentum" } else { "rmsprop" }
         }
     };
     let out = Tensor::empty(p.device(), "optimizer step", p.shape(), crate::DType::F32);
-    let mut bindings = vec![
-        (1, p.storage().clone()),
-        (2, g.storage().clone()),
-        (3, scale.storage().clone()),
-    ];
+    let mut bindings = vec![(1, p.storage().clone()), (2, g.storage().clone()), (3, scale.storage().clone())];
     let mut new_state: [Option<Tensor>; 2] = [None, None];
     for (k, s) in state.iter().enumerate() {
         if let Some(s) = s {
@@ -427,9 +331,7 @@ fn update(
     bindings.push((6, out.storage().clone()));
     let kernel = Kernel::new(Shader::Optim, entry);
     let groups = crate::graph::grid((p.numel() as u32).div_ceil(256));
-    p.device()
-        .inner
-        .record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
+    p.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
     *state = new_state;
     out
 }

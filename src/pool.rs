@@ -112,11 +112,7 @@ impl DeviceInner {
     /// has checked `bytes` against the adapter's limits.
     pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
         let limit = self.limits.max_buffer_size;
-        let size = if class == BufferClass::Uniform {
-            bytes.next_multiple_of(256)
-        } else {
-            bucket(bytes).min(limit)
-        };
+        let size = if class == BufferClass::Uniform { bytes.next_multiple_of(256) } else { bucket(bytes).min(limit) };
         let reused = self.pool().take(class, size);
         let buffer = reused.unwrap_or_else(|| {
             let b = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -130,12 +126,7 @@ impl DeviceInner {
             pool.created += 1;
             b
         });
-        Arc::new(Storage {
-            buffer: Some(buffer),
-            size,
-            class,
-            home: Arc::downgrade(self),
-        })
+        Arc::new(Storage { buffer: Some(buffer), size, class, home: Arc::downgrade(self) })
     }
 }
 

@@ -20,11 +20,7 @@ pub(crate) enum Shader {
 
 macro_rules! family {
     ($file:literal) => {
-        concat!(
-            include_str!("../shaders/common.wgsl"),
-            "\n",
-            include_str!(concat!("../shaders/", $file))
-        )
+        concat!(include_str!("../shaders/common.wgsl"), "\n", include_str!(concat!("../shaders/", $file)))
     };
 }
 
@@ -126,21 +122,20 @@ impl std::hash::Hash for Source {
 impl DynamicShader {
     /// Parses and validates `wgsl` with naga, so a mistake is reported with
     /// its line instead of surfacing later as a GPU error.
-    pub fn new(label: &str, wgsl: &str) -> Result<Arc<DynamicShader>, String> {
+    /// `subgroups`: the device supports subgroup operations.
+    pub fn new(label: &str, wgsl: &str, subgroups: bool) -> Result<Arc<DynamicShader>, String> {
         let module = naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string(wgsl))?;
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .map_err(|e| e.emit_to_string(wgsl))?;
+        let caps = if subgroups { naga::valid::Capabilities::SUBGROUP } else { naga::valid::Capabilities::empty() };
+        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+        if subgroups {
+            validator
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+        }
+        validator.validate(&module).map_err(|e| e.emit_to_string(wgsl))?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Arc::new(DynamicShader {
-            id,
-            label: label.to_string(),
-            wgsl: wgsl.to_string(),
-        }))
+        Ok(Arc::new(DynamicShader { id, label: label.to_string(), wgsl: wgsl.to_string() }))
     }
 }
 
@@ -155,19 +150,11 @@ pub(crate) struct Kernel {
 
 impl Kernel {
     pub fn new(shader: Shader, entry: &'static str) -> Kernel {
-        Kernel {
-            source: Source::Builtin(shader),
-            entry: Cow::Borrowed(entry),
-            constants: Vec::new(),
-        }
+        Kernel { source: Source::Builtin(shader), entry: Cow::Borrowed(entry), constants: Vec::new() }
     }
 
     pub fn dynamic(shader: Arc<DynamicShader>, entry: &str) -> Kernel {
-        Kernel {
-            source: Source::Dynamic(shader),
-            entry: Cow::Owned(entry.to_string()),
-            constants: Vec::new(),
-        }
+        Kernel { source: Source::Dynamic(shader), entry: Cow::Owned(entry.to_string()), constants: Vec::new() }
     }
 
     pub fn with(mut self, name: &'static str, value: u32) -> Kernel {
@@ -185,12 +172,9 @@ mod tests {
     fn module(shader: Shader) -> naga::Module {
         let module = naga::front::wgsl::parse_str(shader.source())
             .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name(), e.emit_to_string(shader.source())));
         module
     }
 
@@ -219,32 +203,14 @@ mod tests {
     fn op_codes_match_shaders() {
         let ew = module(Shader::Elementwise);
         for op in UnaryOp::ALL {
-            assert_eq!(
-                constant(&ew, &op.name().to_uppercase()),
-                op as u32,
-                "{op:?}"
-            );
+            assert_eq!(constant(&ew, &op.name().to_uppercase()), op as u32, "{op:?}");
         }
         for op in BinaryOp::ALL {
-            assert_eq!(
-                constant(&ew, &op.name().to_uppercase()),
-                op as u32,
-                "{op:?}"
-            );
+            assert_eq!(constant(&ew, &op.name().to_uppercase()), op as u32, "{op:?}");
         }
         let red = module(Shader::Reduce);
-        for op in [
-            ReduceOp::Sum,
-            ReduceOp::Max,
-            ReduceOp::Min,
-            ReduceOp::ArgMax,
-            ReduceOp::ArgMin,
-        ] {
-            assert_eq!(
-                constant(&red, &op.name().to_uppercase()),
-                op as u32,
-                "{op:?}"
-            );
+        for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin] {
+            assert_eq!(constant(&red, &op.name().to_uppercase()), op as u32, "{op:?}");
         }
     }
 }

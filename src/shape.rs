@@ -27,11 +27,7 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Layout {
-        Layout {
-            shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
-            offset: 0,
-        }
+        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
     }
 
     pub fn numel(&self) -> usize {
@@ -65,11 +61,7 @@ impl Layout {
                 return None;
             }
         }
-        Some(Layout {
-            shape: shape.to_vec(),
-            strides,
-            offset: self.offset,
-        })
+        Some(Layout { shape: shape.to_vec(), strides, offset: self.offset })
     }
 
     pub fn permute(&self, perm: &[usize]) -> Layout {
@@ -96,11 +88,7 @@ impl Layout {
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         debug_assert_eq!(numel(shape), self.numel());
         if self.is_contiguous() || self.numel() == 0 {
-            return Some(Layout {
-                shape: shape.to_vec(),
-                strides: contiguous_strides(shape),
-                offset: self.offset,
-            });
+            return Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset });
         }
         let mut strides = vec![0; shape.len()];
         let mut view_d = shape.len() as isize - 1;
@@ -108,8 +96,7 @@ impl Layout {
         let (mut tensor_numel, mut view_numel) = (1, 1);
         for d in (0..self.shape.len()).rev() {
             tensor_numel *= self.shape[d];
-            let chunk_ends = d == 0
-                || (self.shape[d - 1] != 1 && self.strides[d - 1] != tensor_numel * chunk_stride);
+            let chunk_ends = d == 0 || (self.shape[d - 1] != 1 && self.strides[d - 1] != tensor_numel * chunk_stride);
             if chunk_ends {
                 while view_d >= 0 && (view_numel < tensor_numel || shape[view_d as usize] == 1) {
                     strides[view_d as usize] = view_numel * chunk_stride;
@@ -126,11 +113,7 @@ impl Layout {
                 }
             }
         }
-        (view_d == -1).then(|| Layout {
-            shape: shape.to_vec(),
-            strides,
-            offset: self.offset,
-        })
+        (view_d == -1).then(|| Layout { shape: shape.to_vec(), strides, offset: self.offset })
     }
 }
 
@@ -139,16 +122,8 @@ pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for (i, o) in out.iter_mut().enumerate() {
-        let da = if i + a.len() >= rank {
-            a[i + a.len() - rank]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= rank {
-            b[i + b.len() - rank]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
         *o = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -170,11 +145,8 @@ pub(crate) fn coalesce(shape: &[usize], strides: &mut [Vec<usize>]) -> Vec<usize
         if n == 1 {
             continue;
         }
-        let mergeable = !out_shape.is_empty()
-            && strides
-                .iter()
-                .zip(&out_strides)
-                .all(|(s, o)| *o.last().unwrap() == s[d] * n);
+        let mergeable =
+            !out_shape.is_empty() && strides.iter().zip(&out_strides).all(|(s, o)| *o.last().unwrap() == s[d] * n);
         if mergeable {
             *out_shape.last_mut().unwrap() *= n;
             for (s, o) in strides.iter().zip(out_strides.iter_mut()) {
@@ -202,6 +174,27 @@ pub(crate) fn pack(v: &[usize]) -> [u32; MAX_RANK] {
     out
 }
 
+/// Constants that let a kernel divide by `d` with a multiply and shifts
+/// (`fast_div` in `shaders/common.wgsl`; Granlund & Montgomery 1994):
+/// with l = ⌈log₂ d⌉, magic = ⌊2³²(2ˡ − d)/d⌋ + 1, sh1 = min(l, 1), sh2 = max(l − 1, 0).
+pub(crate) fn divisor(d: usize) -> (u32, u32) {
+    let d = d.max(1) as u64;
+    let l = 64 - (d - 1).leading_zeros() as u64; // ⌈log₂ d⌉ (0 for d = 1)
+    let magic = (((1u64 << 32) * ((1u64 << l) - d)) / d + 1) as u32;
+    let (sh1, sh2) = (l.min(1) as u32, l.saturating_sub(1) as u32);
+    (magic, sh1 | sh2 << 8)
+}
+
+/// [`divisor`] constants of each entry of `shape`, packed for a uniform.
+pub(crate) fn pack_divisors(shape: &[usize]) -> ([u32; MAX_RANK], [u32; MAX_RANK]) {
+    let mut magic = [0u32; MAX_RANK];
+    let mut shift = [0u32; MAX_RANK];
+    for (i, &n) in shape.iter().enumerate() {
+        (magic[i], shift[i]) = divisor(n);
+    }
+    (magic, shift)
+}
+
 /// Resolves a possibly negative axis against `rank`, panicking with the op's
 /// name and the shape when it is out of range.
 #[track_caller]
@@ -209,9 +202,7 @@ pub(crate) fn axis(op: &str, shape: &[usize], axis: isize) -> usize {
     let rank = shape.len() as isize;
     let a = if axis < 0 { axis + rank } else { axis };
     if a < 0 || a >= rank {
-        panic!(
-            "wgrad: {op}: axis {axis} is out of range for a tensor of shape {shape:?} (rank {rank})"
-        );
+        panic!("wgrad: {op}: axis {axis} is out of range for a tensor of shape {shape:?} (rank {rank})");
     }
     a as usize
 }
@@ -260,6 +251,35 @@ mod tests {
         let mut s = vec![vec![12, 4, 1]];
         assert_eq!(coalesce(&[2, 3, 4], &mut s), vec![24]);
         assert_eq!(s, vec![vec![1]]);
+    }
+
+    /// The kernels' division by a multiply matches `/` (mirrors `fast_div`).
+    #[test]
+    fn fast_division_is_exact() {
+        let fast = |x: u32, d: usize| {
+            let (magic, shifts) = divisor(d);
+            let t = ((x as u64 * magic as u64) >> 32) as u32;
+            (t + ((x - t) >> (shifts & 0xff))) >> (shifts >> 8)
+        };
+        let divisors = [1usize, 2, 3, 5, 7, 10, 28, 64, 100, 255, 256, 257, 784, 1000, 65535, 65536, 1 << 20, 3_000_017, (1 << 31) + 1];
+        let mut xs: Vec<u32> = vec![0, 1, 2, 3, 255, 256, 65535, 65536, u32::MAX, u32::MAX - 1, 1 << 31, (1 << 31) - 1];
+        let mut s = 12345u32;
+        for _ in 0..20_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            xs.push(s);
+            xs.push(s >> 12);
+        }
+        for &d in &divisors {
+            for &x in &xs {
+                assert_eq!(fast(x, d), x / d as u32, "{x} / {d}");
+            }
+            for k in 0..3u32 {
+                // around multiples of d
+                let x = (d as u64 * 1000 + k as u64).min(u32::MAX as u64) as u32;
+                assert_eq!(fast(x, d), x / d as u32);
+                assert_eq!(fast(x.wrapping_sub(1), d), x.wrapping_sub(1) / d as u32);
+            }
+        }
     }
 
     #[test]

@@ -38,42 +38,19 @@ pub(crate) struct TensorInner {
 }
 
 impl Tensor {
-    pub(crate) fn from_parts(
-        device: &Device,
-        storage: Arc<Storage>,
-        layout: Layout,
-        dtype: DType,
-    ) -> Tensor {
-        Tensor {
-            inner: Arc::new(TensorInner {
-                device: device.clone(),
-                storage,
-                layout,
-                dtype,
-                trace: None,
-            }),
-        }
+    pub(crate) fn from_parts(device: &Device, storage: Arc<Storage>, layout: Layout, dtype: DType) -> Tensor {
+        Tensor { inner: Arc::new(TensorInner { device: device.clone(), storage, layout, dtype, trace: None }) }
     }
 
     /// A view of the same buffer with another layout.
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
-        Tensor::from_parts(
-            &self.inner.device,
-            self.inner.storage.clone(),
-            layout,
-            self.inner.dtype,
-        )
+        Tensor::from_parts(&self.inner.device, self.inner.storage.clone(), layout, self.inner.dtype)
     }
 
     /// A fresh, uninitialised contiguous tensor (the caller records the kernel
     /// that fills it).
     #[track_caller]
-    pub(crate) fn empty(
-        device: &Device,
-        op: &'static str,
-        shape: &[usize],
-        dtype: DType,
-    ) -> Tensor {
+    pub(crate) fn empty(device: &Device, op: &'static str, shape: &[usize], dtype: DType) -> Tensor {
         let storage = device.inner.alloc_tensor(op, shape);
         Tensor::from_parts(device, storage, Layout::contiguous(shape), dtype)
     }
@@ -133,11 +110,7 @@ impl Tensor {
     #[track_caller]
     pub fn from_slice<T: Element>(device: &Device, data: &[T], shape: &[usize]) -> Tensor {
         if data.len() != numel(shape) {
-            panic!(
-                "wgrad: from_slice: {} values cannot fill shape {shape:?} ({} elements)",
-                data.len(),
-                numel(shape)
-            );
+            panic!("wgrad: from_slice: {} values cannot fill shape {shape:?} ({} elements)", data.len(), numel(shape));
         }
         let t = Tensor::empty(device, "from_slice", shape, T::DTYPE);
         if !data.is_empty() && t.storage().size >= (data.len() * 4) as u64 {
@@ -196,10 +169,7 @@ impl Tensor {
     /// gives integer indices.
     #[track_caller]
     pub fn arange(device: &Device, start: f32, end: f32, step: f32) -> Tensor {
-        if step == 0.0
-            || !step.is_finite()
-            || ((end - start) / step).is_sign_negative() && end != start
-        {
+        if step == 0.0 || !step.is_finite() || ((end - start) / step).is_sign_negative() && end != start {
             panic!("wgrad: arange: cannot step from {start} to {end} by {step}");
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
@@ -211,25 +181,15 @@ impl Tensor {
 
     /// Copies the elements (row-major) to the host. Submits all pending work.
     #[track_caller]
-    pub fn to_vec_async<T: Element>(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Vec<T>>> + '_ {
+    pub fn to_vec_async<T: Element>(&self) -> impl std::future::Future<Output = Result<Vec<T>>> + '_ {
         self.check_read::<T>("to_vec");
         async move {
             if self.numel() == 0 {
                 return Ok(Vec::new());
             }
-            let t = if self.is_contiguous() {
-                self.clone()
-            } else {
-                self.contiguous()
-            };
+            let t = if self.is_contiguous() { self.clone() } else { self.contiguous() };
             let bytes = (t.numel() * 4) as u64;
-            let data = t
-                .device()
-                .inner
-                .read(t.storage(), (t.layout().offset * 4) as u64, bytes)
-                .await?;
+            let data = t.device().inner.read(t.storage(), (t.layout().offset * 4) as u64, bytes).await?;
             Ok(bytemuck::pod_collect_to_vec(&data))
         }
     }
@@ -246,10 +206,7 @@ impl Tensor {
     #[track_caller]
     pub fn item_async<T: Element>(&self) -> impl std::future::Future<Output = Result<T>> + '_ {
         if self.numel() != 1 {
-            panic!(
-                "wgrad: item: the tensor has shape {:?}, not exactly one element",
-                self.shape()
-            );
+            panic!("wgrad: item: the tensor has shape {:?}, not exactly one element", self.shape());
         }
         let fut = self.to_vec_async::<T>();
         async move { Ok(fut.await?[0]) }
@@ -266,11 +223,7 @@ impl Tensor {
     #[track_caller]
     fn check_read<T: Element>(&self, op: &str) {
         if T::DTYPE != self.dtype() {
-            panic!(
-                "wgrad: {op}: the tensor holds {}, not {} (cast it first)",
-                self.dtype(),
-                T::DTYPE
-            );
+            panic!("wgrad: {op}: the tensor holds {}, not {} (cast it first)", self.dtype(), T::DTYPE);
         }
     }
 }

@@ -93,17 +93,7 @@ fn inputs(rng: &mut Rng, case: &Case) -> Vec<Array> {
         .iter()
         .map(|s| {
             let a = rng.array(s, case.lo, case.hi);
-            if case.away {
-                a.map(|v| {
-                    if v.abs() < 0.1 {
-                        v.signum() * 0.1 + v
-                    } else {
-                        v
-                    }
-                })
-            } else {
-                a
-            }
+            if case.away { a.map(|v| if v.abs() < 0.1 { v.signum() * 0.1 + v } else { v }) } else { a }
         })
         .collect()
 }
@@ -136,11 +126,8 @@ fn reference_grads(f: RefFn, xs: &[Array], w: &Array) -> Vec<Array> {
 fn grad_bound(name: &str, want: &Array, w: &Array) -> Array {
     let u = f32::EPSILON as f64 / 2.0;
     let mean = want.data.iter().map(|v| v.abs()).sum::<f64>() / want.numel().max(1) as f64;
-    let trig = if name == "sin" || name == "cos" {
-        4.9e-4 * w.data.iter().fold(0.0f64, |m, v| m.max(v.abs()))
-    } else {
-        0.0
-    };
+    let trig =
+        if name == "sin" || name == "cos" { 4.9e-4 * w.data.iter().fold(0.0f64, |m, v| m.max(v.abs())) } else { 0.0 };
     want.map(|g| 64.0 * u * (g.abs() + mean) + trig)
 }
 
@@ -158,27 +145,14 @@ fn every_primitive_gradient_matches_the_reference() {
         let (g, loss, ()) = grad(f)(&params, &wt);
         let ref_loss: f64 = out.data.iter().zip(&w.data).map(|(a, b)| a * b).sum();
         let l: f32 = loss.item().unwrap();
-        assert!(
-            (l as f64 - ref_loss).abs() < 1e-4 * (1.0 + ref_loss.abs()),
-            "{}: loss {l} vs {ref_loss}",
-            case.name
-        );
+        assert!((l as f64 - ref_loss).abs() < 1e-4 * (1.0 + ref_loss.abs()), "{}: loss {l} vs {ref_loss}", case.name);
         for (i, (gi, wi)) in g.iter().zip(&want).enumerate() {
             let got = download(gi);
-            assert_within(
-                &format!("{} ∂x{i}", case.name),
-                &got,
-                wi,
-                &grad_bound(case.name, wi, &w),
-            );
+            assert_within(&format!("{} ∂x{i}", case.name), &got, wi, &grad_bound(case.name, wi, &w));
         }
         // and the same gradient against f32 finite differences on the GPU
         let report = gradcheck(f, &params, &wt, &GradcheckOptions::default()).unwrap();
-        assert!(
-            report.passed,
-            "{}: gradcheck {:?}",
-            case.name, report.directions
-        );
+        assert!(report.passed, "{}: gradcheck {:?}", case.name, report.directions);
     }
 }
 
@@ -221,14 +195,7 @@ fn second_derivatives_match_the_reference() {
         let w = rng.array(&out.shape, -1.0, 1.0);
         let u: Vec<Array> = xs.iter().map(|x| rng.array(&x.shape, -1.0, 1.0)).collect();
         let v: Vec<Array> = xs.iter().map(|x| rng.array(&x.shape, -1.0, 1.0)).collect();
-        let loss = |xs: &[Array]| -> f64 {
-            (case.cpu)(xs)
-                .data
-                .iter()
-                .zip(&w.data)
-                .map(|(a, b)| a * b)
-                .sum()
-        };
+        let loss = |xs: &[Array]| -> f64 { (case.cpu)(xs).data.iter().zip(&w.data).map(|(a, b)| a * b).sum() };
         let h = 1e-4;
         let shifted = |su: f64, sv: f64| -> f64 {
             let p: Vec<Array> = xs
@@ -249,48 +216,24 @@ fn second_derivatives_match_the_reference() {
                 .collect();
             loss(&p)
         };
-        let want = (shifted(1.0, 1.0) - shifted(1.0, -1.0) - shifted(-1.0, 1.0)
-            + shifted(-1.0, -1.0))
-            / (4.0 * h * h);
+        let want = (shifted(1.0, 1.0) - shifted(1.0, -1.0) - shifted(-1.0, 1.0) + shifted(-1.0, -1.0)) / (4.0 * h * h);
         let params: Vec<Tensor> = xs.iter().map(upload).collect();
         let vt: Vec<Tensor> = v.iter().map(upload).collect();
-        let hv = hvp(
-            |p: &Vec<Tensor>, w: &Tensor| ((case.gpu)(p) * w).sum_all(),
-            &params,
-            &upload(&w),
-            &vt,
-        );
+        let hv = hvp(|p: &Vec<Tensor>, w: &Tensor| ((case.gpu)(p) * w).sum_all(), &params, &upload(&w), &vt);
         let mut got = 0.0f64;
         for (hvi, ui) in hv.iter().zip(&u) {
-            got += download(hvi)
-                .data
-                .iter()
-                .zip(&ui.data)
-                .map(|(a, b)| a * b)
-                .sum::<f64>();
+            got += download(hvi).data.iter().zip(&ui.data).map(|(a, b)| a * b).sum::<f64>();
         }
         let scale: f64 = 1.0 + want.abs();
-        let trig = if case.name == "sin" || case.name == "cos" {
-            5e-3
-        } else {
-            0.0
-        };
-        assert!(
-            (got - want).abs() <= 1e-4 * scale + trig,
-            "{}: uᵀHv = {got}, reference {want}",
-            case.name
-        );
+        let trig = if case.name == "sin" || case.name == "cos" { 5e-3 } else { 0.0 };
+        assert!((got - want).abs() <= 1e-4 * scale + trig, "{}: uᵀHv = {got}, reference {want}", case.name);
     }
 }
 
 #[test]
 fn sign_has_zero_gradient_and_integer_inputs_are_constants() {
     let x = Tensor::from_slice(dev(), &[-1.0f32, 2.0], &[2]);
-    let (g, _, ()) =
-        grad(|x: &Tensor, _: &()| x.sign().sum_all() + x.gt(0.0).cast(DType::F32).sum_all())(
-            &x,
-            &(),
-        );
+    let (g, _, ()) = grad(|x: &Tensor, _: &()| x.sign().sum_all() + x.gt(0.0).cast(DType::F32).sum_all())(&x, &());
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
     let (g, _, ()) = grad(|x: &Tensor, _: &()| x.argmax(0, false).cast(DType::F32) * 1.0)(&x, &());
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);

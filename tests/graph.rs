@@ -53,19 +53,10 @@ fn pool_memory_is_flat_over_ten_thousand_steps() {
     }
     d.sync().unwrap();
     let c = d.counters();
-    assert!(
-        (last - 16.0).abs() < 1e-3,
-        "each softmax row sums to 1: {last}"
-    );
-    assert_eq!(
-        c.bytes_held, held_after_warmup,
-        "the pool grew after warm-up: {c:?}"
-    );
+    assert!((last - 16.0).abs() < 1e-3, "each softmax row sums to 1: {last}");
+    assert_eq!(c.bytes_held, held_after_warmup, "the pool grew after warm-up: {c:?}");
     assert!(c.buffers_created < 64, "buffers are reused: {c:?}");
-    assert_eq!(
-        c.bytes_in_use(),
-        d.counters().bytes_held - d.counters().bytes_free
-    );
+    assert_eq!(c.bytes_in_use(), d.counters().bytes_held - d.counters().bytes_free);
 }
 
 #[test]
@@ -83,10 +74,7 @@ fn counters_track_pipelines_and_uploads() {
 #[test]
 fn oversize_tensor_is_an_error_at_the_next_read_back() {
     let d = own_device();
-    let limit = d
-        .limits()
-        .max_storage_buffer_binding_size
-        .min(d.limits().max_buffer_size);
+    let limit = d.limits().max_storage_buffer_binding_size.min(d.limits().max_buffer_size);
     let n = (limit / 4 + 1) as usize;
     let line = line!() + 1;
     let big = Tensor::zeros(&d, &[n]);
@@ -94,14 +82,8 @@ fn oversize_tensor_is_an_error_at_the_next_read_back() {
     let err = y.item::<f32>().unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::TooLarge { .. }), "{msg}");
-    assert!(
-        msg.contains(&format!("[{n}]")) && msg.contains(&limit.to_string()),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&format!("tests/graph.rs:{line}")),
-        "names the caller's line: {msg}"
-    );
+    assert!(msg.contains(&format!("[{n}]")) && msg.contains(&limit.to_string()), "{msg}");
+    assert!(msg.contains(&format!("tests/graph.rs:{line}")), "names the caller's line: {msg}");
     // the device keeps working afterwards
     let ok = Tensor::from_slice(&d, &[2.0f32], &[1]).square();
     assert_eq!(ok.to_vec::<f32>().unwrap(), vec![4.0]);

@@ -17,22 +17,14 @@ fn mnist_dir() -> std::path::PathBuf {
 #[test]
 fn shipped_mnist_loads() {
     let m = Mnist::load(mnist_dir()).unwrap();
-    assert_eq!(
-        (m.train.len(), m.test.len(), m.train.rows, m.train.cols),
-        (8000, 2000, 28, 28)
-    );
+    assert_eq!((m.train.len(), m.test.len(), m.train.rows, m.train.cols), (8000, 2000, 28, 28));
     let mut counts = [0usize; 10];
     for &l in &m.train.labels {
         counts[l as usize] += 1;
     }
     assert!(counts.iter().all(|&c| c > 600), "{counts:?}");
     // ink is bright and digits are centred: the border is blank on average
-    let border: f64 = m
-        .train
-        .images
-        .chunks(784)
-        .map(|im| im[0] as f64 + im[27] as f64 + im[783] as f64)
-        .sum::<f64>();
+    let border: f64 = m.train.images.chunks(784).map(|im| im[0] as f64 + im[27] as f64 + im[783] as f64).sum::<f64>();
     assert!(border / 8000.0 < 1.0);
     let (x, y) = m.train.batch(dev(), &[0, 1, 2]);
     assert_eq!((x.shape(), y.shape()), (&[3, 784][..], &[3][..]));
@@ -58,26 +50,12 @@ fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
 #[test]
 fn malformed_idx_files_are_errors() {
     let good = idx_bytes(&[2, 3], &[1, 2, 3, 4, 5, 6]);
-    assert_eq!(
-        Idx::parse("good", &good).unwrap(),
-        Idx {
-            dims: vec![2, 3],
-            data: vec![1, 2, 3, 4, 5, 6]
-        }
-    );
+    assert_eq!(Idx::parse("good", &good).unwrap(), Idx { dims: vec![2, 3], data: vec![1, 2, 3, 4, 5, 6] });
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "no header"),
         ("magic", vec![1, 0, 8, 1, 0, 0, 0, 0], "bad magic"),
-        (
-            "type",
-            vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0],
-            "element type 0x0d",
-        ),
-        (
-            "truncated header",
-            vec![0, 0, 8, 2, 0, 0, 0, 2],
-            "truncated header",
-        ),
+        ("type", vec![0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0], "element type 0x0d"),
+        ("truncated header", vec![0, 0, 8, 2, 0, 0, 0, 2], "truncated header"),
         ("short data", idx_bytes(&[2, 3], &[1, 2, 3]), "need 6 bytes"),
         ("long data", idx_bytes(&[2, 3], &[0; 9]), "need 6 bytes"),
         ("huge", idx_bytes(&[65536, 65536, 65536], &[]), "exceed"),
@@ -86,10 +64,7 @@ fn malformed_idx_files_are_errors() {
     for (name, bytes, needle) in cases {
         let err = Idx::parse(name, &bytes).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            matches!(err, Error::Format(_)) && msg.contains(name) && msg.contains(needle),
-            "{name}: {msg}"
-        );
+        assert!(matches!(err, Error::Format(_)) && msg.contains(name) && msg.contains(needle), "{name}: {msg}");
     }
     // gzip of a truncated file
     let mut gz = Vec::new();
@@ -98,17 +73,9 @@ fn malformed_idx_files_are_errors() {
         let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::default());
         e.write_all(&idx_bytes(&[2, 3], &[1, 2])).unwrap();
     }
-    assert!(
-        Idx::parse("gz", &gz)
-            .unwrap_err()
-            .to_string()
-            .contains("need 6 bytes")
-    );
+    assert!(Idx::parse("gz", &gz).unwrap_err().to_string().contains("need 6 bytes"));
     let err = Mnist::load("/nonexistent/dir").unwrap_err();
-    assert!(
-        matches!(err, Error::Io(_)) && err.to_string().contains("train-images-idx3-ubyte"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Io(_)) && err.to_string().contains("train-images-idx3-ubyte"), "{err}");
 }
 
 #[derive(Params, Debug)]
@@ -119,9 +86,7 @@ struct Model {
 }
 
 fn model(scale: f32) -> Model {
-    let t = |v: &[f32], s: &[usize]| {
-        Tensor::from_slice(dev(), &v.iter().map(|x| x * scale).collect::<Vec<_>>(), s)
-    };
+    let t = |v: &[f32], s: &[usize]| Tensor::from_slice(dev(), &v.iter().map(|x| x * scale).collect::<Vec<_>>(), s);
     Model {
         layers: vec![BTreeMap::from([
             ("w".into(), t(&[1.0, 2.0, 3.0, 4.0], &[2, 2])),
@@ -144,10 +109,7 @@ fn checkpoints_round_trip_with_names() {
     let m = model(1.0);
     checkpoint::save(&path, &m, None).unwrap();
     let names: Vec<String> = m.named_tensors().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        names,
-        vec!["layers.0.b", "layers.0.w", "head.0", "head.1", "steps"]
-    );
+    assert_eq!(names, vec!["layers.0.b", "layers.0.w", "head.0", "head.1", "steps"]);
     // readable by any safetensors reader, under those names
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -161,24 +123,9 @@ fn checkpoints_round_trip_with_names() {
 
 fn download_any(t: &Tensor) -> Vec<f64> {
     match t.dtype() {
-        wgrad::DType::F32 => t
-            .to_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
-        wgrad::DType::U32 => t
-            .to_vec::<u32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
-        wgrad::DType::I32 => t
-            .to_vec::<i32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect(),
+        wgrad::DType::F32 => t.to_vec::<f32>().unwrap().into_iter().map(f64::from).collect(),
+        wgrad::DType::U32 => t.to_vec::<u32>().unwrap().into_iter().map(f64::from).collect(),
+        wgrad::DType::I32 => t.to_vec::<i32>().unwrap().into_iter().map(f64::from).collect(),
     }
 }
 
@@ -201,27 +148,14 @@ fn optimizer_state_resumes_exactly() {
     let resumed = checkpoint::load(&path, &floats(&model(0.0)), Some(&mut opt2)).unwrap();
     assert_eq!(opt2.steps(), 1);
     let resumed = step(&resumed, &mut opt2);
-    for ((_, a), (_, b)) in continued
-        .named_tensors()
-        .iter()
-        .zip(resumed.named_tensors())
-    {
-        assert_eq!(
-            download_any(a),
-            download_any(b),
-            "bit-identical after resuming"
-        );
+    for ((_, a), (_, b)) in continued.named_tensors().iter().zip(resumed.named_tensors()) {
+        assert_eq!(download_any(a), download_any(b), "bit-identical after resuming");
     }
     // a model-only load ignores the optimizer state
     assert!(checkpoint::load(&path, &floats(&model(0.0)), None).is_ok());
     // state saved for other parameters is refused
-    let err = checkpoint::save(&path, &model(1.0), Some(&opt))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("optimizer") && err.contains("4") && err.contains("5"),
-        "{err}"
-    );
+    let err = checkpoint::save(&path, &model(1.0), Some(&opt)).unwrap_err().to_string();
+    assert!(err.contains("optimizer") && err.contains("4") && err.contains("5"), "{err}");
 }
 
 #[test]
@@ -231,41 +165,28 @@ fn mismatched_and_corrupt_checkpoints_are_errors() {
     // wrong shape
     let mut other = model(1.0);
     other.head.1 = Tensor::zeros(dev(), &[2]);
-    let msg = checkpoint::load(&path, &other, None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        msg.contains("head.1") && msg.contains("[1]") && msg.contains("[2]"),
-        "{msg}"
-    );
+    let msg = checkpoint::load(&path, &other, None).unwrap_err().to_string();
+    assert!(msg.contains("head.1") && msg.contains("[1]") && msg.contains("[2]"), "{msg}");
     // wrong dtype
     let mut other = model(1.0);
     other.steps = Tensor::zeros(dev(), &[1]);
-    let msg = checkpoint::load(&path, &other, None)
-        .unwrap_err()
-        .to_string();
+    let msg = checkpoint::load(&path, &other, None).unwrap_err().to_string();
     assert!(msg.contains("steps") && msg.contains("f32"), "{msg}");
     // missing and extra names
-    let msg = checkpoint::load(&path, &(Tensor::zeros(dev(), &[1]),), None)
-        .unwrap_err()
-        .to_string();
+    let msg = checkpoint::load(&path, &(Tensor::zeros(dev(), &[1]),), None).unwrap_err().to_string();
     assert!(msg.contains("no tensor \"0\""), "{msg}");
     let small = (model(1.0).head.0,);
     let p2 = tmp("small.safetensors");
     checkpoint::save(&p2, &small, None).unwrap();
     let mut bigger = model(1.0);
     bigger.layers.clear();
-    let msg = checkpoint::load(&p2, &bigger, None)
-        .unwrap_err()
-        .to_string();
+    let msg = checkpoint::load(&p2, &bigger, None).unwrap_err().to_string();
     assert!(msg.contains("no tensor \"head.0\""), "{msg}");
     // corrupt and truncated files
     let bytes = std::fs::read(&path).unwrap();
-    for (name, bad) in [
-        ("truncated", bytes[..bytes.len() / 2].to_vec()),
-        ("garbage", vec![0xff; 64]),
-        ("empty", vec![]),
-    ] {
+    for (name, bad) in
+        [("truncated", bytes[..bytes.len() / 2].to_vec()), ("garbage", vec![0xff; 64]), ("empty", vec![])]
+    {
         let p = tmp(&format!("{name}.safetensors"));
         std::fs::write(&p, &bad).unwrap();
         let err = checkpoint::load(&p, &model(0.0), None).unwrap_err();
@@ -276,9 +197,7 @@ fn mismatched_and_corrupt_checkpoints_are_errors() {
     }
     // optimizer state asked of a checkpoint that has none
     let mut opt = Optimizer::adam(0.1);
-    let msg = checkpoint::load(&path, &model(0.0), Some(&mut opt))
-        .unwrap_err()
-        .to_string();
+    let msg = checkpoint::load(&path, &model(0.0), Some(&mut opt)).unwrap_err().to_string();
     assert!(msg.contains("no optimizer state"), "{msg}");
 }
 

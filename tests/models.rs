@@ -59,12 +59,7 @@ fn custom_loss(p: &Mlp, (x, y): &(Tensor, Tensor)) -> Tensor {
     let logits = h.matmul(&p.w[1]) + &p.b[1];
     let ce = -(logits.log_softmax(-1) * y).sum(&[1], false).mean_all();
     let hidden_l2 = h.square().mean_all() * 0.01;
-    let weight_l2: Tensor =
-        p.w.iter()
-            .map(|w| w.square().sum_all())
-            .reduce(|a, b| a + b)
-            .unwrap()
-            * 1e-3;
+    let weight_l2: Tensor = p.w.iter().map(|w| w.square().sum_all()).reduce(|a, b| a + b).unwrap() * 1e-3;
     ce + hidden_l2 + weight_l2
 }
 
@@ -110,29 +105,16 @@ fn fd(loss: impl Fn(&[Array]) -> f64, p: &[Array]) -> Vec<Array> {
 fn check(what: &str, got: &[&Tensor], want: &[Array]) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let scale = w.data.iter().fold(0.0f64, |m, v| m.max(v.abs())) + 1e-3;
-        assert_close(
-            &format!("{what} ∂p{i}"),
-            &download(g),
-            w,
-            0.0,
-            256.0 * (EPS / 2.0) * scale * 8.0,
-        );
+        assert_close(&format!("{what} ∂p{i}"), &download(g), w, 0.0, 256.0 * (EPS / 2.0) * scale * 8.0);
     }
 }
 
-fn data(
-    rng: &mut Rng,
-    batch: usize,
-    inputs: usize,
-    classes: usize,
-) -> (Array, Array, (Tensor, Tensor)) {
+fn data(rng: &mut Rng, batch: usize, inputs: usize, classes: usize) -> (Array, Array, (Tensor, Tensor)) {
     let x = rng.array(&[batch, inputs], -1.0, 1.0);
     let labels: Vec<usize> = (0..batch).map(|_| rng.below(classes)).collect();
     let y = Array::new(
         &[batch, classes],
-        (0..batch * classes)
-            .map(|i| (labels[i / classes] == i % classes) as u8 as f64)
-            .collect(),
+        (0..batch * classes).map(|i| (labels[i / classes] == i % classes) as u8 as f64).collect(),
     );
     let t = (upload(&x), upload(&y));
     (x, y, t)
@@ -143,21 +125,12 @@ fn logistic_regression() {
     let mut rng = Rng::new(21);
     let (x, y, batch) = data(&mut rng, 5, 6, 3);
     let p = [rng.array(&[6, 3], -0.5, 0.5), rng.array(&[3], -0.5, 0.5)];
-    let params = Logistic {
-        w: upload(&p[0]),
-        b: upload(&p[1]),
-    };
+    let params = Logistic { w: upload(&p[0]), b: upload(&p[1]) };
     let (g, loss, ()) = grad(logistic_loss)(&params, &batch);
     let reference = |p: &[Array]| -dot(&add(&mm(&x, &p[0]), &p[1]).log_softmax(1), &y);
-    assert!(
-        (loss.item::<f32>().unwrap() as f64 - reference(&p)).abs() < 1e-5 * reference(&p).abs()
-    );
+    assert!((loss.item::<f32>().unwrap() as f64 - reference(&p)).abs() < 1e-5 * reference(&p).abs());
     check("logistic", &g.tensors(), &fd(reference, &p));
-    assert!(
-        gradcheck(logistic_loss, &params, &batch, &GradcheckOptions::default())
-            .unwrap()
-            .passed
-    );
+    assert!(gradcheck(logistic_loss, &params, &batch, &GradcheckOptions::default()).unwrap().passed);
 }
 
 #[test]
@@ -170,60 +143,35 @@ fn two_layer_mlp_returns_predictions_too() {
         rng.array(&[5, 3], -0.5, 0.5),
         rng.array(&[3], -0.5, 0.5),
     ];
-    let params = Mlp {
-        w: vec![upload(&p[0]), upload(&p[2])],
-        b: vec![upload(&p[1]), upload(&p[3])],
-    };
+    let params = Mlp { w: vec![upload(&p[0]), upload(&p[2])], b: vec![upload(&p[1]), upload(&p[3])] };
     let (g, loss, pred) = grad(mlp_loss)(&params, &batch);
     let reference = |p: &[Array]| -dot(&ref_mlp_hidden(p, &x).1.log_softmax(1), &y);
     let (_, logits) = ref_mlp_hidden(&p, &x);
     assert_close("predictions", &download(&pred), &logits, 1e-5, 1e-5);
-    assert!(
-        (loss.item::<f32>().unwrap() as f64 - reference(&p)).abs() < 1e-5 * reference(&p).abs()
-    );
+    assert!((loss.item::<f32>().unwrap() as f64 - reference(&p)).abs() < 1e-5 * reference(&p).abs());
     let want = fd(reference, &p);
     // the structure of the gradients is that of the params: w[0], w[1], b[0], b[1]
     check("mlp", &[&g.w[0], &g.b[0], &g.w[1], &g.b[1]], &want);
     let loss_only = |p: &Mlp, b: &(Tensor, Tensor)| mlp_loss(p, b).0;
-    assert!(
-        gradcheck(loss_only, &params, &batch, &GradcheckOptions::default())
-            .unwrap()
-            .passed
-    );
+    assert!(gradcheck(loss_only, &params, &batch, &GradcheckOptions::default()).unwrap().passed);
 }
 
 #[test]
 fn tied_weight_autoencoder() {
     let mut rng = Rng::new(23);
     let x = rng.array(&[4, 6], -1.0, 1.0);
-    let p = [
-        rng.array(&[6, 3], -0.5, 0.5),
-        rng.array(&[3], -0.5, 0.5),
-        rng.array(&[6], -0.5, 0.5),
-    ];
-    let params = Autoencoder {
-        w: upload(&p[0]),
-        b_enc: upload(&p[1]),
-        b_dec: upload(&p[2]),
-    };
+    let p = [rng.array(&[6, 3], -0.5, 0.5), rng.array(&[3], -0.5, 0.5), rng.array(&[6], -0.5, 0.5)];
+    let params = Autoencoder { w: upload(&p[0]), b_enc: upload(&p[1]), b_dec: upload(&p[2]) };
     let xt = upload(&x);
     let (g, _, ()) = grad(autoencoder_loss)(&params, &xt);
     let reference = |p: &[Array]| {
         let h = add(&mm(&x, &p[0]), &p[1]).map(|v| 1.0 / (1.0 + (-v).exp()));
         let xhat = add(&mm(&h, &p[0].t()), &p[2]);
-        let r = xhat
-            .zip(&x, |a, b| (a - b) * (a - b))
-            .data
-            .iter()
-            .sum::<f64>();
+        let r = xhat.zip(&x, |a, b| (a - b) * (a - b)).data.iter().sum::<f64>();
         r + 1e-3 * p[0].data.iter().map(|v| v * v).sum::<f64>()
     };
     check("autoencoder", &g.tensors(), &fd(reference, &p));
-    assert!(
-        gradcheck(autoencoder_loss, &params, &xt, &GradcheckOptions::default())
-            .unwrap()
-            .passed
-    );
+    assert!(gradcheck(autoencoder_loss, &params, &xt, &GradcheckOptions::default()).unwrap().passed);
 }
 
 #[test]
@@ -236,34 +184,17 @@ fn custom_loss_with_hidden_and_weight_penalties() {
         rng.array(&[5, 3], -0.5, 0.5),
         rng.array(&[3], -0.5, 0.5),
     ];
-    let params = Mlp {
-        w: vec![upload(&p[0]), upload(&p[2])],
-        b: vec![upload(&p[1]), upload(&p[3])],
-    };
+    let params = Mlp { w: vec![upload(&p[0]), upload(&p[2])], b: vec![upload(&p[1]), upload(&p[3])] };
     let (g, _, ()) = grad(custom_loss)(&params, &batch);
     let reference = |p: &[Array]| {
         let (h, logits) = ref_mlp_hidden(p, &x);
         let ce = -dot(&logits.log_softmax(1), &y) / 4.0;
         let hl2 = 0.01 * h.data.iter().map(|v| v * v).sum::<f64>() / h.numel() as f64;
-        let wl2 = 1e-3
-            * (p[0]
-                .data
-                .iter()
-                .chain(&p[2].data)
-                .map(|v| v * v)
-                .sum::<f64>());
+        let wl2 = 1e-3 * (p[0].data.iter().chain(&p[2].data).map(|v| v * v).sum::<f64>());
         ce + hl2 + wl2
     };
-    check(
-        "custom loss",
-        &[&g.w[0], &g.b[0], &g.w[1], &g.b[1]],
-        &fd(reference, &p),
-    );
-    assert!(
-        gradcheck(custom_loss, &params, &batch, &GradcheckOptions::default())
-            .unwrap()
-            .passed
-    );
+    check("custom loss", &[&g.w[0], &g.b[0], &g.w[1], &g.b[1]], &fd(reference, &p));
+    assert!(gradcheck(custom_loss, &params, &batch, &GradcheckOptions::default()).unwrap().passed);
 }
 
 // ---- structures, control flow, tied weights, constants -------------------------
@@ -285,12 +216,7 @@ fn t(v: &[f32]) -> Tensor {
 
 #[test]
 fn nested_params_round_trip() {
-    let layer = |a: f32| {
-        BTreeMap::from([
-            ("w".to_string(), t(&[a, a + 1.0])),
-            ("b".to_string(), t(&[a * 10.0])),
-        ])
-    };
+    let layer = |a: f32| BTreeMap::from([("w".to_string(), t(&[a, a + 1.0])), ("b".to_string(), t(&[a * 10.0]))]);
     let p = Nested {
         layers: vec![layer(1.0), layer(2.0)],
         pair: (t(&[3.0]), [t(&[4.0]), t(&[5.0, 6.0])]),
@@ -315,42 +241,24 @@ fn nested_params_round_trip() {
     assert_eq!(flat_g.len(), 10);
     for (k, (pi, gi)) in flat_p.iter().zip(&flat_g).enumerate() {
         assert_eq!(pi.shape(), gi.shape());
-        let want: Vec<f32> = pi
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| 2.0 * (k + 1) as f32 * x)
-            .collect();
+        let want: Vec<f32> = pi.to_vec::<f32>().unwrap().iter().map(|x| 2.0 * (k + 1) as f32 * x).collect();
         assert_eq!(gi.to_vec::<f32>().unwrap(), want, "tensor {k}");
     }
     // order: layers[0].b, layers[0].w, layers[1].b, layers[1].w, pair.0, pair.1[0],
     // pair.1[1], maybe, table["a"], table["z"] (maps go by key)
-    assert_eq!(
-        g.layers[1]["w"].to_vec::<f32>().unwrap(),
-        vec![2.0 * 4.0 * 2.0, 2.0 * 4.0 * 3.0]
-    );
+    assert_eq!(g.layers[1]["w"].to_vec::<f32>().unwrap(), vec![2.0 * 4.0 * 2.0, 2.0 * 4.0 * 3.0]);
     assert_eq!(g.table["a"].to_vec::<f32>().unwrap(), vec![2.0 * 9.0 * 9.0]);
     // flatten / unflatten / zip_map
     let rebuilt = p.unflatten(flat_g.iter().map(|t| (*t).clone()).collect());
-    assert_eq!(
-        rebuilt.pair.1[1].to_vec::<f32>().unwrap(),
-        g.pair.1[1].to_vec::<f32>().unwrap()
-    );
+    assert_eq!(rebuilt.pair.1[1].to_vec::<f32>().unwrap(), g.pair.1[1].to_vec::<f32>().unwrap());
     let stepped = p.zip_map(&g, |p, g| p - g * 0.5);
-    assert_eq!(
-        stepped.maybe.unwrap().to_vec::<f32>().unwrap(),
-        vec![7.0 - 0.5 * 2.0 * 8.0 * 7.0]
-    );
+    assert_eq!(stepped.maybe.unwrap().to_vec::<f32>().unwrap(), vec![7.0 - 0.5 * 2.0 * 8.0 * 7.0]);
 }
 
 #[test]
 fn control_flow_recursion_and_early_return() {
     fn power(x: &Tensor, n: u32) -> Tensor {
-        if n == 1 {
-            x.clone()
-        } else {
-            x * &power(x, n - 1)
-        }
+        if n == 1 { x.clone() } else { x * &power(x, n - 1) }
     }
     let f = |x: &Tensor, n: &u32| {
         if *n == 0 {
@@ -366,10 +274,7 @@ fn control_flow_recursion_and_early_return() {
     let df = grad(f);
     let (g, _, ()) = df(&x, &3);
     // d/dx (x³ + 2x) = 3x² + 2
-    assert_eq!(
-        g.to_vec::<f32>().unwrap(),
-        vec![3.0 * 2.25 + 2.0, 3.0 * 4.0 + 2.0]
-    );
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![3.0 * 2.25 + 2.0, 3.0 * 4.0 + 2.0]);
     let (g, _, ()) = df(&x, &0);
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
 }
@@ -398,18 +303,13 @@ fn tied_weights_accumulate() {
 #[test]
 fn constants_detach_and_no_grad() {
     let x = t(&[2.0, 3.0]);
-    let (g, _, ()) = grad(|x: &Tensor, c: &Tensor| (x * c).sum_all() + (x.detach() * x).sum_all())(
-        &x,
-        &t(&[5.0, 7.0]),
-    );
+    let (g, _, ()) = grad(|x: &Tensor, c: &Tensor| (x * c).sum_all() + (x.detach() * x).sum_all())(&x, &t(&[5.0, 7.0]));
     // d/dx [c·x + const(x)·x] = c + x
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![7.0, 10.0]);
-    let (g, _, ()) =
-        grad(|x: &Tensor, _: &()| no_grad(|| x.square()).sum_all() + x.sum_all())(&x, &());
+    let (g, _, ()) = grad(|x: &Tensor, _: &()| no_grad(|| x.square()).sum_all() + x.sum_all())(&x, &());
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
     // a loss that ignores a parameter gives it a zero gradient of its shape
-    let (g, _, ()) =
-        grad(|p: &(Tensor, Tensor), _: &()| p.0.sum_all())(&(x.clone(), t(&[1.0; 3])), &());
+    let (g, _, ()) = grad(|p: &(Tensor, Tensor), _: &()| p.0.sum_all())(&(x.clone(), t(&[1.0; 3])), &());
     assert_eq!(g.1.to_vec::<f32>().unwrap(), vec![0.0; 3]);
 }
 
@@ -430,13 +330,8 @@ fn vjp_with_any_cotangent() {
 #[test]
 fn non_scalar_loss_is_a_clear_error() {
     let x = t(&[1.0, 2.0]);
-    let (msg, _) = panic_of(std::panic::AssertUnwindSafe(|| {
-        drop(grad(|x: &Tensor, _: &()| x * 2.0)(&x, &()))
-    }));
-    assert!(
-        msg.contains("grad") && msg.contains("scalar") && msg.contains("[2]"),
-        "{msg}"
-    );
+    let (msg, _) = panic_of(std::panic::AssertUnwindSafe(|| drop(grad(|x: &Tensor, _: &()| x * 2.0)(&x, &()))));
+    assert!(msg.contains("grad") && msg.contains("scalar") && msg.contains("[2]"), "{msg}");
 }
 
 /// A whole training step (forward, backward, SGD update) is recorded into
@@ -446,17 +341,11 @@ fn mlp_training_step_is_one_submit() {
     let d = own_device();
     d.manual_seed(3);
     let params = Mlp {
-        w: vec![
-            Tensor::randn(&d, &[784, 256]) * 0.05,
-            Tensor::randn(&d, &[256, 10]) * 0.05,
-        ],
+        w: vec![Tensor::randn(&d, &[784, 256]) * 0.05, Tensor::randn(&d, &[256, 10]) * 0.05],
         b: vec![Tensor::zeros(&d, &[256]), Tensor::zeros(&d, &[10])],
     };
     let labels = Tensor::arange(&d, 0.0, 128.0, 1.0).cast(wgrad::DType::U32);
-    let batch = (
-        Tensor::rand(&d, &[128, 784]),
-        (&labels - &(&labels / 10u32 * 10u32)).one_hot(10),
-    );
+    let batch = (Tensor::rand(&d, &[128, 784]), (&labels - &(&labels / 10u32 * 10u32)).one_hot(10));
     let df = grad(mlp_loss);
     let mut params = params;
     let mut losses = Vec::new();

@@ -24,13 +24,10 @@ fn conv_ref(x: &Array, w: &Array, o: ConvOptions) -> Array {
                     for ci in 0..cg {
                         for a in 0..kh {
                             for bb in 0..kw {
-                                let y = (i * o.stride.0 + a * o.dilation.0) as isize
-                                    - o.padding.0 as isize;
-                                let xx = (j * o.stride.1 + bb * o.dilation.1) as isize
-                                    - o.padding.1 as isize;
+                                let y = (i * o.stride.0 + a * o.dilation.0) as isize - o.padding.0 as isize;
+                                let xx = (j * o.stride.1 + bb * o.dilation.1) as isize - o.padding.1 as isize;
                                 if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < wd {
-                                    acc += x.at(&[b, g * cg + ci, y as usize, xx as usize])
-                                        * w.at(&[oo, ci, a, bb]);
+                                    acc += x.at(&[b, g * cg + ci, y as usize, xx as usize]) * w.at(&[oo, ci, a, bb]);
                                 }
                             }
                         }
@@ -57,10 +54,7 @@ fn pool_ref(x: &Array, k: usize, s: usize, p: usize, max: bool) -> Array {
                 let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
                 for a in 0..k {
                     for b in 0..k {
-                        let (y, xx) = (
-                            (i * s + a) as isize - p as isize,
-                            (j * s + b) as isize - p as isize,
-                        );
+                        let (y, xx) = ((i * s + a) as isize - p as isize, (j * s + b) as isize - p as isize);
                         if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
                             let v = x.data[(pl * h + y as usize) * w + xx as usize];
                             acc = if max { acc.max(v) } else { acc + v };
@@ -94,44 +88,23 @@ fn fd(f: &dyn Fn(&[Array]) -> Array, xs: &[Array], w: &Array) -> Vec<Array> {
 /// Checks forward and gradients of `gpu` against `cpu`. Outputs are sums of
 /// at most a few hundred products: 256 units of roundoff of the largest
 /// magnitude involved bounds the error.
-fn check_layer(
-    name: &str,
-    xs: &[Array],
-    gpu: &dyn Fn(&[Tensor]) -> Tensor,
-    cpu: &dyn Fn(&[Array]) -> Array,
-) {
+fn check_layer(name: &str, xs: &[Array], gpu: &dyn Fn(&[Tensor]) -> Tensor, cpu: &dyn Fn(&[Array]) -> Array) {
     let mut rng = Rng::new(name.len() as u64);
     let want = cpu(xs);
     let ts: Vec<Tensor> = xs.iter().map(upload).collect();
     let got = download(&gpu(&ts));
     let scale = want.data.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    assert_close(
-        &format!("{name} forward"),
-        &got,
-        &want,
-        0.0,
-        256.0 * EPS * scale,
-    );
+    assert_close(&format!("{name} forward"), &got, &want, 0.0, 256.0 * EPS * scale);
     let w = rng.array(&want.shape, -1.0, 1.0);
     let wt = upload(&w);
     let (g, _, ()) = grad(|p: &Vec<Tensor>, w: &Tensor| (gpu(p) * w).sum_all())(&ts, &wt);
     for (i, (gi, want)) in g.iter().zip(fd(cpu, xs, &w)).enumerate() {
         let scale = want.data.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        assert_close(
-            &format!("{name} ∂x{i}"),
-            &download(gi),
-            &want,
-            0.0,
-            256.0 * EPS * scale,
-        );
+        assert_close(&format!("{name} ∂x{i}"), &download(gi), &want, 0.0, 256.0 * EPS * scale);
     }
-    let report = gradcheck(
-        |p: &Vec<Tensor>, w: &Tensor| (gpu(p) * w).sum_all(),
-        &ts,
-        &wt,
-        &GradcheckOptions::default(),
-    )
-    .unwrap();
+    let report =
+        gradcheck(|p: &Vec<Tensor>, w: &Tensor| (gpu(p) * w).sum_all(), &ts, &wt, &GradcheckOptions::default())
+            .unwrap();
     assert!(report.passed, "{name}: gradcheck {:?}", report.directions);
 }
 
@@ -149,26 +122,43 @@ fn conv2d_matches_reference() {
         let x = rng.array(xs, -1.0, 1.0);
         let w = rng.array(ws, -1.0, 1.0);
         let o = *o;
-        check_layer(
-            &format!("conv2d {xs:?} {ws:?} {o:?}"),
-            &[x, w],
-            &|t| nn::conv2d(&t[0], &t[1], None, o),
-            &|a| conv_ref(&a[0], &a[1], o),
-        );
+        check_layer(&format!("conv2d {xs:?} {ws:?} {o:?}"), &[x, w], &|t| nn::conv2d(&t[0], &t[1], None, o), &|a| {
+            conv_ref(&a[0], &a[1], o)
+        });
     }
     // bias, and a strided (non-contiguous) input
     let x = rng.array(&[2, 3, 5, 5], -1.0, 1.0);
     let w = rng.array(&[2, 3, 3, 3], -1.0, 1.0);
     let b = rng.array(&[2], -1.0, 1.0);
     let xt = upload(&x.permute(&[0, 1, 3, 2])).transpose(2, 3);
-    let got = download(&nn::conv2d(
-        &xt,
-        &upload(&w),
-        Some(&upload(&b)),
-        ConvOptions::default(),
-    ));
+    let got = download(&nn::conv2d(&xt, &upload(&w), Some(&upload(&b)), ConvOptions::default()));
     let want = conv_ref(&x, &w, ConvOptions::default()).zip(&b.reshape(&[2, 1, 1]), |a, b| a + b);
     assert_close("conv2d with bias of a view", &got, &want, 0.0, 1e-5);
+}
+
+/// Large batches are convolved in slices (column matrices stay small); the
+/// slices must agree exactly with convolving each image alone.
+#[test]
+fn conv2d_of_a_large_batch_is_sliced_exactly() {
+    let d = dev();
+    d.manual_seed(3);
+    let x = Tensor::randn(d, &[300, 16, 14, 14]);
+    let w = Tensor::randn(d, &[8, 16, 5, 5]);
+    let o = ConvOptions::default().padding(2);
+    let all = nn::conv2d(&x, &w, None, o);
+    for i in [0usize, 150, 299] {
+        let one = nn::conv2d(&x.narrow(0, i, 1), &w, None, o);
+        assert_eq!(all.narrow(0, i, 1).to_vec::<f32>().unwrap(), one.to_vec::<f32>().unwrap(), "image {i}");
+    }
+    // the weight gradient sums the slices: compare with Σ over halves
+    let f = |w: &Tensor, x: &Tensor| nn::conv2d(x, w, None, o).sum_all();
+    let (g_all, _, ()) = grad(f)(&w, &x);
+    let (g1, _, ()) = grad(f)(&w, &x.narrow(0, 0, 150));
+    let (g2, _, ()) = grad(f)(&w, &x.narrow(0, 150, 150));
+    let want = download(&(g1 + g2));
+    let scale = want.data.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    // sums of 300·196 terms in different groupings: allow n·u of the scale
+    assert_close("sliced weight gradient", &download(&g_all), &want, 0.0, 300.0 * 196.0 * EPS * scale / 64.0);
 }
 
 #[test]
@@ -176,31 +166,14 @@ fn conv2d_second_derivative() {
     // vᵀ·H·v of L = Σ w·conv(x, k)² along (x, k): compare with the reference's
     // second difference.
     let mut rng = Rng::new(42);
-    let (x, k) = (
-        rng.array(&[1, 2, 5, 5], -1.0, 1.0),
-        rng.array(&[2, 2, 3, 3], -1.0, 1.0),
-    );
+    let (x, k) = (rng.array(&[1, 2, 5, 5], -1.0, 1.0), rng.array(&[2, 2, 3, 3], -1.0, 1.0));
     let o = ConvOptions::default().padding(1);
     let wgt = rng.array(&[1, 2, 5, 5], -1.0, 1.0);
-    let v = [
-        rng.array(&[1, 2, 5, 5], -1.0, 1.0),
-        rng.array(&[2, 2, 3, 3], -1.0, 1.0),
-    ];
-    let loss = |x: &Array, k: &Array| -> f64 {
-        conv_ref(x, k, o)
-            .data
-            .iter()
-            .zip(&wgt.data)
-            .map(|(a, b)| a * a * b)
-            .sum()
-    };
+    let v = [rng.array(&[1, 2, 5, 5], -1.0, 1.0), rng.array(&[2, 2, 3, 3], -1.0, 1.0)];
+    let loss =
+        |x: &Array, k: &Array| -> f64 { conv_ref(x, k, o).data.iter().zip(&wgt.data).map(|(a, b)| a * a * b).sum() };
     let h = 1e-4;
-    let at = |s: f64| {
-        loss(
-            &x.zip(&v[0], |a, b| a + s * h * b),
-            &k.zip(&v[1], |a, b| a + s * h * b),
-        )
-    };
+    let at = |s: f64| loss(&x.zip(&v[0], |a, b| a + s * h * b), &k.zip(&v[1], |a, b| a + s * h * b));
     let want = (at(1.0) - 2.0 * at(0.0) + at(-1.0)) / (h * h);
     let params = vec![upload(&x), upload(&k)];
     let vt: Vec<Tensor> = v.iter().map(upload).collect();
@@ -210,32 +183,15 @@ fn conv2d_second_derivative() {
         &upload(&wgt),
         &vt,
     );
-    let got: f64 = hv
-        .iter()
-        .zip(&v)
-        .map(|(a, b)| {
-            download(a)
-                .data
-                .iter()
-                .zip(&b.data)
-                .map(|(x, y)| x * y)
-                .sum::<f64>()
-        })
-        .sum();
-    assert!(
-        (got - want).abs() < 1e-3 * (1.0 + want.abs()),
-        "vᵀHv {got} vs {want}"
-    );
+    let got: f64 =
+        hv.iter().zip(&v).map(|(a, b)| download(a).data.iter().zip(&b.data).map(|(x, y)| x * y).sum::<f64>()).sum();
+    assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "vᵀHv {got} vs {want}");
 }
 
 #[test]
 fn pooling_matches_reference() {
     let mut rng = Rng::new(43);
-    for &(shape, k, s, p) in &[
-        (&[2, 3, 8, 8][..], 2, 2, 0),
-        (&[1, 2, 7, 9], 3, 2, 1),
-        (&[5, 6], 2, 1, 0),
-    ] {
+    for &(shape, k, s, p) in &[(&[2, 3, 8, 8][..], 2, 2, 0), (&[1, 2, 7, 9], 3, 2, 1), (&[5, 6], 2, 1, 0)] {
         // distinct values keep the argmax away from ties
         let n: usize = shape.iter().product();
         let mut perm: Vec<f64> = (0..n).map(|i| i as f64 / n as f64 - 0.5).collect();
@@ -259,12 +215,7 @@ fn pooling_matches_reference() {
     // max pooling is twice differentiable: Hessian of Σ w·maxpool(x)² is diagonal 2w at the argmaxes
     let x = upload(&Array::new(&[1, 1, 2, 2], vec![0.1, 0.4, 0.3, 0.2]));
     let v = upload(&Array::new(&[1, 1, 2, 2], vec![1.0, 1.0, 1.0, 1.0]));
-    let hv = hvp(
-        |x: &Tensor, _: &()| nn::max_pool2d(x, 2, 2, 0).square().sum_all() * 3.0,
-        &x,
-        &(),
-        &v,
-    );
+    let hv = hvp(|x: &Tensor, _: &()| nn::max_pool2d(x, 2, 2, 0).square().sum_all() * 3.0, &x, &(), &v);
     assert_eq!(hv.to_vec::<f32>().unwrap(), vec![0.0, 6.0, 0.0, 0.0]);
 }
 
@@ -275,14 +226,9 @@ fn normalisation_layers() {
     let (gamma, beta) = (rng.array(&[3], 0.5, 1.5), rng.array(&[3], -0.5, 0.5));
     let bn_ref = |a: &[Array]| {
         let mean = a[0].mean(&[0, 2, 3], true);
-        let var = a[0]
-            .zip(&mean, |v, m| (v - m) * (v - m))
-            .mean(&[0, 2, 3], true);
-        let norm = a[0]
-            .zip(&mean, |v, m| v - m)
-            .zip(&var, |v, s| v / (s + 1e-5).sqrt());
-        norm.zip(&a[1].reshape(&[3, 1, 1]), |v, g| v * g)
-            .zip(&a[2].reshape(&[3, 1, 1]), |v, b| v + b)
+        let var = a[0].zip(&mean, |v, m| (v - m) * (v - m)).mean(&[0, 2, 3], true);
+        let norm = a[0].zip(&mean, |v, m| v - m).zip(&var, |v, s| v / (s + 1e-5).sqrt());
+        norm.zip(&a[1].reshape(&[3, 1, 1]), |v, g| v * g).zip(&a[2].reshape(&[3, 1, 1]), |v, b| v + b)
     };
     let stats = nn::BatchNormStats::new(dev(), 3);
     check_layer(
@@ -292,49 +238,16 @@ fn normalisation_layers() {
         &bn_ref,
     );
     // running statistics: (1 − m)·old + m·batch, with the unbiased variance
-    let (_, new) = nn::batch_norm(
-        &upload(&x),
-        &upload(&gamma),
-        &upload(&beta),
-        &stats,
-        true,
-        0.1,
-        1e-5,
-    );
+    let (_, new) = nn::batch_norm(&upload(&x), &upload(&gamma), &upload(&beta), &stats, true, 0.1, 1e-5);
     let mean = x.mean(&[0, 2, 3], false);
-    let var = x
-        .zip(&x.mean(&[0, 2, 3], true), |v, m| (v - m) * (v - m))
-        .sum(&[0, 2, 3], false)
-        .map(|s| s / 15.0);
-    assert_close(
-        "running mean",
-        &download(&new.mean),
-        &mean.map(|m| 0.1 * m),
-        1e-5,
-        1e-6,
-    );
-    assert_close(
-        "running var",
-        &download(&new.var),
-        &var.map(|v| 0.9 + 0.1 * v),
-        1e-5,
-        1e-6,
-    );
+    let var = x.zip(&x.mean(&[0, 2, 3], true), |v, m| (v - m) * (v - m)).sum(&[0, 2, 3], false).map(|s| s / 15.0);
+    assert_close("running mean", &download(&new.mean), &mean.map(|m| 0.1 * m), 1e-5, 1e-6);
+    assert_close("running var", &download(&new.var), &var.map(|v| 0.9 + 0.1 * v), 1e-5, 1e-6);
     // evaluation uses the running statistics
-    let (y, same) = nn::batch_norm(
-        &upload(&x),
-        &upload(&gamma),
-        &upload(&beta),
-        &new,
-        false,
-        0.1,
-        1e-5,
-    );
+    let (y, same) = nn::batch_norm(&upload(&x), &upload(&gamma), &upload(&beta), &new, false, 0.1, 1e-5);
     let want = x
         .zip(&download(&new.mean).reshape(&[3, 1, 1]), |v, m| v - m)
-        .zip(&download(&new.var).reshape(&[3, 1, 1]), |v, s| {
-            v / (s + 1e-5).sqrt()
-        })
+        .zip(&download(&new.var).reshape(&[3, 1, 1]), |v, s| v / (s + 1e-5).sqrt())
         .zip(&gamma.reshape(&[3, 1, 1]), |v, g| v * g)
         .zip(&beta.reshape(&[3, 1, 1]), |v, b| v + b);
     assert_close("batch_norm eval", &download(&y), &want, 1e-5, 1e-5);
@@ -343,49 +256,31 @@ fn normalisation_layers() {
     let (w, b) = (rng.array(&[2, 2], 0.5, 1.5), rng.array(&[2, 2], -0.5, 0.5));
     let ln_ref = |a: &[Array]| {
         let mean = a[0].mean(&[2, 3], true);
-        let var = a[0]
-            .zip(&mean, |v, m| (v - m) * (v - m))
-            .mean(&[2, 3], true);
+        let var = a[0].zip(&mean, |v, m| (v - m) * (v - m)).mean(&[2, 3], true);
         a[0].zip(&mean, |v, m| v - m)
             .zip(&var, |v, s| v / (s + 1e-5).sqrt())
             .zip(&a[1], |v, g| v * g)
             .zip(&a[2], |v, b| v + b)
     };
-    check_layer(
-        "layer_norm",
-        &[x, w, b],
-        &|t| nn::layer_norm(&t[0], 2, Some(&t[1]), Some(&t[2]), 1e-5),
-        &ln_ref,
-    );
+    check_layer("layer_norm", &[x, w, b], &|t| nn::layer_norm(&t[0], 2, Some(&t[1]), Some(&t[2]), 1e-5), &ln_ref);
 }
 
 #[test]
 fn activations_embedding_dropout() {
     let mut rng = Rng::new(45);
-    let x = rng
-        .array(&[3, 7], -3.0, 3.0)
-        .map(|v| if v.abs() < 0.1 { v + 0.2 } else { v });
-    check_layer(
-        "leaky_relu",
-        std::slice::from_ref(&x),
-        &|t| t[0].leaky_relu(0.1),
-        &|a| a[0].map(|v| if v > 0.0 { v } else { 0.1 * v }),
-    );
+    let x = rng.array(&[3, 7], -3.0, 3.0).map(|v| if v.abs() < 0.1 { v + 0.2 } else { v });
+    check_layer("leaky_relu", std::slice::from_ref(&x), &|t| t[0].leaky_relu(0.1), &|a| {
+        a[0].map(|v| if v > 0.0 { v } else { 0.1 * v })
+    });
     check_layer("elu", std::slice::from_ref(&x), &|t| t[0].elu(1.5), &|a| {
         a[0].map(|v| if v > 0.0 { v } else { 1.5 * (v.exp() - 1.0) })
     });
     let table = rng.array(&[5, 3], -1.0, 1.0);
     let idx = [4u32, 0, 4, 2, 1, 1];
     let it = Tensor::from_slice(dev(), &idx, &[2, 3]);
-    check_layer(
-        "embedding",
-        std::slice::from_ref(&table),
-        &|t| nn::embedding(&it, &t[0]),
-        &|a| {
-            a[0].index_select(0, &idx.map(|i| i as usize))
-                .reshape(&[2, 3, 3])
-        },
-    );
+    check_layer("embedding", std::slice::from_ref(&table), &|t| nn::embedding(&it, &t[0]), &|a| {
+        a[0].index_select(0, &idx.map(|i| i as usize)).reshape(&[2, 3, 3])
+    });
     // dropout: zeroes about p, scales the rest, reproducible, identity in eval
     let d = own_device();
     let ones = Tensor::ones(&d, &[100_000]);
@@ -394,15 +289,9 @@ fn activations_embedding_dropout() {
     d.manual_seed(7);
     assert_eq!(nn::dropout(&ones, 0.3, true).to_vec::<f32>().unwrap(), a);
     let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
-    assert!(
-        (zeros - 0.3).abs() < 5.0 * (0.3f64 * 0.7 / 1e5).sqrt(),
-        "dropped {zeros}"
-    );
+    assert!((zeros - 0.3).abs() < 5.0 * (0.3f64 * 0.7 / 1e5).sqrt(), "dropped {zeros}");
     assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6));
-    assert_eq!(
-        nn::dropout(&ones, 0.3, false).to_vec::<f32>().unwrap(),
-        vec![1.0; 100_000]
-    );
+    assert_eq!(nn::dropout(&ones, 0.3, false).to_vec::<f32>().unwrap(), vec![1.0; 100_000]);
 }
 
 #[test]
@@ -411,12 +300,7 @@ fn losses_match_reference() {
     let logits = rng.array(&[4, 5], -3.0, 3.0);
     let labels = [3usize, 0, 4, 4];
     let lt = Tensor::from_slice(dev(), &labels.map(|l| l as u32), &[4]);
-    let onehot = Array::new(
-        &[4, 5],
-        (0..20)
-            .map(|i| (labels[i / 5] == i % 5) as u8 as f64)
-            .collect(),
-    );
+    let onehot = Array::new(&[4, 5], (0..20).map(|i| (labels[i / 5] == i % 5) as u8 as f64).collect());
     let soft = rng.array(&[4, 5], 0.0, 1.0);
     let soft = soft.zip(&soft.sum(&[1], true), |a, s| a / s);
     let ce_rows = |x: &Array, t: &Array| x.log_softmax(1).zip(t, |a, b| -a * b).sum(&[1], false);
@@ -455,12 +339,9 @@ fn losses_match_reference() {
         );
         let target = rng.array(&[4, 5], 0.0, 1.0);
         let tt = upload(&target);
-        check_layer(
-            &name("mse_loss"),
-            std::slice::from_ref(&logits),
-            &|t| nn::mse_loss(&t[0], &tt, red),
-            &|a| reduce(a[0].zip(&target, |p, t| (p - t) * (p - t))),
-        );
+        check_layer(&name("mse_loss"), std::slice::from_ref(&logits), &|t| nn::mse_loss(&t[0], &tt, red), &|a| {
+            reduce(a[0].zip(&target, |p, t| (p - t) * (p - t)))
+        });
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let bce = |p: f64, t: f64| -(t * p.ln() + (1.0 - t) * (1.0 - p).ln());
         check_layer(
@@ -478,30 +359,13 @@ fn losses_match_reference() {
     }
     // stability: extreme logits stay finite
     let big = Tensor::from_slice(dev(), &[1000.0f32, -1000.0], &[1, 2]);
-    let l: f32 = nn::cross_entropy(
-        &big,
-        &Tensor::from_slice(dev(), &[1u32], &[1]),
-        Reduction::Mean,
-    )
-    .item()
-    .unwrap();
+    let l: f32 = nn::cross_entropy(&big, &Tensor::from_slice(dev(), &[1u32], &[1]), Reduction::Mean).item().unwrap();
     assert_eq!(l, 2000.0);
-    let l: f32 = nn::bce_with_logits(
-        &big,
-        &Tensor::from_slice(dev(), &[0.0f32, 1.0], &[1, 2]),
-        Reduction::Sum,
-    )
-    .item()
-    .unwrap();
+    let l: f32 =
+        nn::bce_with_logits(&big, &Tensor::from_slice(dev(), &[0.0f32, 1.0], &[1, 2]), Reduction::Sum).item().unwrap();
     assert_eq!(l, 2000.0);
     let p = Tensor::from_slice(dev(), &[0.0f32, 1.0], &[2]);
-    let l: f32 = nn::bce_loss(
-        &p,
-        &Tensor::from_slice(dev(), &[1.0f32, 0.0], &[2]),
-        Reduction::Sum,
-    )
-    .item()
-    .unwrap();
+    let l: f32 = nn::bce_loss(&p, &Tensor::from_slice(dev(), &[1.0f32, 0.0], &[2]), Reduction::Sum).item().unwrap();
     assert_eq!(l, 200.0);
 }
 
@@ -512,10 +376,7 @@ fn initialisers_have_the_right_spread() {
     let n = 400 * 500;
     let w = nn::init::xavier_uniform(&d, &[400, 500], 1.0);
     let a = (6.0f32 / 900.0).sqrt();
-    let (lo, hi): (f32, f32) = (
-        w.min(&[0, 1], false).item().unwrap(),
-        w.max(&[0, 1], false).item().unwrap(),
-    );
+    let (lo, hi): (f32, f32) = (w.min(&[0, 1], false).item().unwrap(), w.max(&[0, 1], false).item().unwrap());
     assert!(lo >= -a && hi < a && hi > 0.99 * a, "{lo} {hi} {a}");
     let std = |t: &Tensor| -> f32 { t.square().mean_all().item::<f32>().unwrap().sqrt() };
     let tol = |s: f32| s * 5.0 * (0.5 / n as f32).sqrt();
@@ -529,15 +390,8 @@ fn initialisers_have_the_right_spread() {
     assert_eq!(nn::init::fans(&[16, 8, 5, 5]), (200, 400));
     // seeded: the same seed gives the same weights
     d.manual_seed(9);
-    let a = nn::init::kaiming_uniform(&d, &[3, 3])
-        .to_vec::<f32>()
-        .unwrap();
+    let a = nn::init::kaiming_uniform(&d, &[3, 3]).to_vec::<f32>().unwrap();
     d.manual_seed(9);
-    assert_eq!(
-        nn::init::kaiming_uniform(&d, &[3, 3])
-            .to_vec::<f32>()
-            .unwrap(),
-        a
-    );
+    assert_eq!(nn::init::kaiming_uniform(&d, &[3, 3]).to_vec::<f32>().unwrap(), a);
     let _ = DType::F32;
 }

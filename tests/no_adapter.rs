@@ -9,13 +9,7 @@ fn missing_adapter_error_explains_how_to_get_one() {
     let err = wgrad::Device::new().unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, wgrad::Error::NoAdapter { .. }), "{msg}");
-    for needle in [
-        "no GPU adapter",
-        "no such adapter 42",
-        "mesa-vulkan-drivers",
-        "WGPU_BACKEND",
-        "adapters seen",
-    ] {
+    for needle in ["no GPU adapter", "no such adapter 42", "mesa-vulkan-drivers", "WGPU_BACKEND", "adapters seen"] {
         assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
     }
 }

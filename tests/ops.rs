@@ -11,16 +11,7 @@ use std::f64::consts::PI;
 
 use wgrad::{DType, Tensor};
 
-const SHAPES: &[&[usize]] = &[
-    &[],
-    &[0],
-    &[1],
-    &[7],
-    &[257],
-    &[3, 1, 5],
-    &[2, 3, 4],
-    &[1 << 20],
-];
+const SHAPES: &[&[usize]] = &[&[], &[0], &[1], &[7], &[257], &[3, 1, 5], &[2, 3, 4], &[1 << 20]];
 
 /// Views of `a` as the GPU sees them: the plain upload, a transposed view and
 /// a narrowed view with an offset (the latter two are not contiguous).
@@ -33,12 +24,7 @@ fn views(a: &Array) -> Vec<(String, Tensor, Array)> {
         out.push(("transposed".into(), t, a.clone()));
         let mut wide = a.shape.clone();
         wide[r - 1] += 3;
-        let big = Array::new(
-            &wide,
-            (0..wide.iter().product())
-                .map(|i| (i % 17) as f64 - 8.0)
-                .collect(),
-        );
+        let big = Array::new(&wide, (0..wide.iter().product()).map(|i| (i % 17) as f64 - 8.0).collect());
         let mut big = big;
         // write a into big[..., 1..1+n]
         let n = a.shape[r - 1];
@@ -173,11 +159,7 @@ fn binary_ops() {
         for (sa, sb) in PAIRS {
             let (a, b) = (rng.array(sa, op.lo, op.hi), rng.array(sb, op.lo, op.hi));
             // integer-valued copies make the comparisons see ties
-            let (a, b) = if op.rtol == 0.0 {
-                (a.map(f64::round), b.map(f64::round))
-            } else {
-                (a, b)
-            };
+            let (a, b) = if op.rtol == 0.0 { (a.map(f64::round), b.map(f64::round)) } else { (a, b) };
             let want = a.zip(&b, op.cpu);
             for (va, ta, _) in views(&a) {
                 let got = download(&(op.gpu)(&ta, &upload(&b)));
@@ -185,41 +167,17 @@ fn binary_ops() {
                 assert_close(&what, &got, &want, op.rtol, 0.0);
             }
             let got = download(&(op.gpu)(&upload(&b), &upload(&a)));
-            assert_close(
-                &format!("{} of {sb:?} and {sa:?}", op.name),
-                &got,
-                &b.zip(&a, op.cpu),
-                op.rtol,
-                0.0,
-            );
+            assert_close(&format!("{} of {sb:?} and {sa:?}", op.name), &got, &b.zip(&a, op.cpu), op.rtol, 0.0);
         }
     }
 }
 
 #[test]
 fn pow_negative_bases_and_special_values() {
-    let x = Tensor::from_slice(
-        dev(),
-        &[-2.0f32, -2.0, -2.0, 0.0, 0.0, 0.0, 3.0, f32::NAN, -8.0],
-        &[9],
-    );
-    let y = Tensor::from_slice(
-        dev(),
-        &[2.0f32, 3.0, 0.5, 0.0, 2.5, -1.0, 0.0, 0.0, -1.0],
-        &[9],
-    );
+    let x = Tensor::from_slice(dev(), &[-2.0f32, -2.0, -2.0, 0.0, 0.0, 0.0, 3.0, f32::NAN, -8.0], &[9]);
+    let y = Tensor::from_slice(dev(), &[2.0f32, 3.0, 0.5, 0.0, 2.5, -1.0, 0.0, 0.0, -1.0], &[9]);
     let got: Vec<f32> = x.pow(&y).to_vec().unwrap();
-    let want = [
-        4.0,
-        -8.0,
-        f32::NAN,
-        1.0,
-        0.0,
-        f32::INFINITY,
-        1.0,
-        1.0,
-        -0.125,
-    ];
+    let want = [4.0, -8.0, f32::NAN, 1.0, 0.0, f32::INFINITY, 1.0, 1.0, -0.125];
     for (g, w) in got.iter().zip(want) {
         assert!(g == &w || (g.is_nan() && w.is_nan()), "{got:?} vs {want:?}");
     }
@@ -243,10 +201,7 @@ fn integer_ops() {
     let b = Tensor::from_slice(d, &[2i32, 3, 4, -2, 9], &[5]);
     assert_eq!((&a + &b).to_vec::<i32>().unwrap(), vec![-5, 2, 4, 3, 18]);
     assert_eq!((&a - &b).to_vec::<i32>().unwrap(), vec![-9, -4, -4, 7, 0]);
-    assert_eq!(
-        (&a * &b).to_vec::<i32>().unwrap(),
-        vec![-14, -3, 0, -10, 81]
-    );
+    assert_eq!((&a * &b).to_vec::<i32>().unwrap(), vec![-14, -3, 0, -10, 81]);
     assert_eq!((&a / &b).to_vec::<i32>().unwrap(), vec![-3, 0, 0, -2, 1]);
     assert_eq!(a.maximum(&b).to_vec::<i32>().unwrap(), vec![2, 3, 4, 5, 9]);
     assert_eq!(a.abs().to_vec::<i32>().unwrap(), vec![7, 1, 0, 5, 9]);
@@ -259,22 +214,10 @@ fn integer_ops() {
     // casts: f32 → int truncates towards zero and saturates at the largest
     // value f32 represents exactly (WGSL's rule): 2^31 - 128 for i32
     let f = Tensor::from_slice(d, &[-2.7f32, -0.5, 0.5, 2.7, 3e9, -3e9], &[6]);
-    assert_eq!(
-        f.cast(DType::I32).to_vec::<i32>().unwrap(),
-        vec![-2, 0, 0, 2, 2_147_483_520, i32::MIN]
-    );
-    assert_eq!(
-        f.narrow(0, 2, 3).cast(DType::U32).to_vec::<u32>().unwrap(),
-        vec![0, 2, 3_000_000_000]
-    );
-    assert_eq!(
-        a.cast(DType::F32).to_vec::<f32>().unwrap(),
-        vec![-7.0, -1.0, 0.0, 5.0, 9.0]
-    );
-    assert_eq!(
-        u.cast(DType::F32).to_vec::<f32>().unwrap(),
-        vec![3.0, 0.0, 7.0]
-    );
+    assert_eq!(f.cast(DType::I32).to_vec::<i32>().unwrap(), vec![-2, 0, 0, 2, 2_147_483_520, i32::MIN]);
+    assert_eq!(f.narrow(0, 2, 3).cast(DType::U32).to_vec::<u32>().unwrap(), vec![0, 2, 3_000_000_000]);
+    assert_eq!(a.cast(DType::F32).to_vec::<f32>().unwrap(), vec![-7.0, -1.0, 0.0, 5.0, 9.0]);
+    assert_eq!(u.cast(DType::F32).to_vec::<f32>().unwrap(), vec![3.0, 0.0, 7.0]);
     // where on integer branches with scalar fallbacks
     let m = Tensor::from_slice(d, &[1u32, 0, 1], &[3]);
     assert_eq!(m.where_(&u, 5u32).to_vec::<u32>().unwrap(), vec![3, 5, 7]);
@@ -311,8 +254,7 @@ fn reductions() {
         let n: usize = axes.iter().map(|&d| shape[d]).product();
         for (view, t, a) in views(&a) {
             for keepdim in [false, true] {
-                let what =
-                    |op: &str| format!("{op} over {axes:?} of {view} {shape:?} keepdim={keepdim}");
+                let what = |op: &str| format!("{op} over {axes:?} of {view} {shape:?} keepdim={keepdim}");
                 let abs = a.abs().sum(axes, keepdim);
                 assert_within(
                     &what("sum"),
@@ -324,53 +266,18 @@ fn reductions() {
                 let want = a.mean(axes, keepdim);
                 if n > 0 {
                     let bound = mean_bound.zip(&want, |b, w| b + U * w.abs());
-                    assert_within(
-                        &what("mean"),
-                        &download(&t.mean(&iaxes, keepdim)),
-                        &want,
-                        &bound,
-                    );
+                    assert_within(&what("mean"), &download(&t.mean(&iaxes, keepdim)), &want, &bound);
                 }
-                if n > 0
-                    || a.numel() == 0
-                        && shape
-                            .iter()
-                            .enumerate()
-                            .all(|(d, &s)| s > 0 || !axes.contains(&d))
-                {
-                    assert_close(
-                        &what("max"),
-                        &download(&t.max(&iaxes, keepdim)),
-                        &a.max(axes, keepdim),
-                        0.0,
-                        0.0,
-                    );
-                    assert_close(
-                        &what("min"),
-                        &download(&t.min(&iaxes, keepdim)),
-                        &a.min(axes, keepdim),
-                        0.0,
-                        0.0,
-                    );
+                if n > 0 || a.numel() == 0 && shape.iter().enumerate().all(|(d, &s)| s > 0 || !axes.contains(&d)) {
+                    assert_close(&what("max"), &download(&t.max(&iaxes, keepdim)), &a.max(axes, keepdim), 0.0, 0.0);
+                    assert_close(&what("min"), &download(&t.min(&iaxes, keepdim)), &a.min(axes, keepdim), 0.0, 0.0);
                 }
                 if axes.len() == 1 && n > 0 {
                     let ax = axes[0];
                     let am = t.argmax(ax as isize, keepdim).cast(DType::F32);
-                    assert_close(
-                        &what("argmax"),
-                        &download(&am),
-                        &a.arg(ax, keepdim, true),
-                        0.0,
-                        0.0,
-                    );
+                    assert_close(&what("argmax"), &download(&am), &a.arg(ax, keepdim, true), 0.0, 0.0);
                     let am = t.argmin(ax as isize, keepdim).cast(DType::F32);
-                    assert_close(
-                        &what("argmin"),
-                        &download(&am),
-                        &a.arg(ax, keepdim, false),
-                        0.0,
-                        0.0,
-                    );
+                    assert_close(&what("argmin"), &download(&am), &a.arg(ax, keepdim, false), 0.0, 0.0);
                 }
                 if n > 0 {
                     // log: 2^-21 absolute; the sum of exp contributes its relative error
@@ -386,11 +293,7 @@ fn reductions() {
 
 #[test]
 fn argmax_ties_and_nan() {
-    let t = Tensor::from_slice(
-        dev(),
-        &[1.0f32, 3.0, 3.0, 0.0, f32::NAN, 2.0, f32::NAN, 5.0],
-        &[2, 4],
-    );
+    let t = Tensor::from_slice(dev(), &[1.0f32, 3.0, 3.0, 0.0, f32::NAN, 2.0, f32::NAN, 5.0], &[2, 4]);
     assert_eq!(t.argmax(1, false).to_vec::<u32>().unwrap(), vec![1, 0]);
     assert_eq!(t.argmin(1, false).to_vec::<u32>().unwrap(), vec![3, 0]);
     let m: Vec<f32> = t.max(&[1], false).to_vec().unwrap();
@@ -400,36 +303,19 @@ fn argmax_ties_and_nan() {
 #[test]
 fn softmax_rows() {
     let mut rng = Rng::new(4);
-    for &(shape, axis) in &[
-        (&[5][..], 0usize),
-        (&[3, 10], 1),
-        (&[3, 10], 0),
-        (&[2, 3, 257], 2),
-        (&[4, 1000, 3], 1),
-        (&[1, 1], 1),
-    ] {
+    for &(shape, axis) in
+        &[(&[5][..], 0usize), (&[3, 10], 1), (&[3, 10], 0), (&[2, 3, 257], 2), (&[4, 1000, 3], 1), (&[1, 1], 1)]
+    {
         let a = rng.array(shape, -3.0, 3.0);
         let n = shape[axis] as f64;
         for (view, t, a) in views(&a) {
             // exp: (3 + 2·6) ULP; sum: (n/64 + 16)·u; one division: 2.5 ULP
             let rtol = (15.0 + n / 64.0 + 16.0 + 3.0) * U;
             let what = format!("softmax along {axis} of {view} {shape:?}");
-            assert_close(
-                &what,
-                &download(&t.softmax(axis as isize)),
-                &a.softmax(axis),
-                rtol,
-                1e-12,
-            );
+            assert_close(&what, &download(&t.softmax(axis as isize)), &a.softmax(axis), rtol, 1e-12);
             let atol = 4.8e-7 + (n / 64.0 + 16.0) * U + 12.0 * U;
             let what = format!("log_softmax along {axis} of {view} {shape:?}");
-            assert_close(
-                &what,
-                &download(&t.log_softmax(axis as isize)),
-                &a.log_softmax(axis),
-                U,
-                atol,
-            );
+            assert_close(&what, &download(&t.log_softmax(axis as isize)), &a.log_softmax(axis), U, atol);
         }
     }
     // huge logits do not overflow
@@ -445,7 +331,7 @@ fn matmul_shapes() {
     let cases: &[(&[usize], &[usize])] = &[
         (&[1, 1], &[1, 1]), (&[3, 5], &[5, 7]), (&[65, 33], &[33, 70]), (&[128, 784], &[784, 10]),
         (&[2, 3, 4], &[4, 5]), (&[4, 5], &[2, 5, 3]), (&[2, 1, 3, 4], &[5, 4, 2]), (&[0, 3], &[3, 2]),
-        (&[3, 0], &[0, 2]), (&[300, 200], &[200, 130]),
+        (&[3, 0], &[0, 2]), (&[300, 200], &[200, 130]), (&[7, 3000], &[3000, 5]), (&[2, 9, 1100], &[1100, 40]),
     ];
     for (sa, sb) in cases {
         let (a, b) = (rng.array(sa, -1.0, 1.0), rng.array(sb, -1.0, 1.0));
@@ -456,12 +342,7 @@ fn matmul_shapes() {
         for (va, ta, _) in views(&a) {
             for (vb, tb, _) in views(&b) {
                 let got = download(&ta.matmul(&tb));
-                assert_within(
-                    &format!("matmul {va} {sa:?} · {vb} {sb:?}"),
-                    &got,
-                    &want,
-                    &bound,
-                );
+                assert_within(&format!("matmul {va} {sa:?} · {vb} {sb:?}"), &got, &want, &bound);
             }
         }
     }
@@ -481,84 +362,34 @@ fn layout_ops() {
     let mut rng = Rng::new(6);
     let a = rng.array(&[2, 3, 4], -5.0, 5.0);
     let t = upload(&a);
-    let exact =
-        |what: &str, got: &Tensor, want: &Array| assert_close(what, &download(got), want, 0.0, 0.0);
+    let exact = |what: &str, got: &Tensor, want: &Array| assert_close(what, &download(got), want, 0.0, 0.0);
     exact("reshape", &t.reshape(&[6, 4]), &a.reshape(&[6, 4]));
-    exact(
-        "reshape infer",
-        &t.reshape(&[4, usize::MAX]),
-        &a.reshape(&[4, 6]),
-    );
+    exact("reshape infer", &t.reshape(&[4, usize::MAX]), &a.reshape(&[4, 6]));
     exact("permute", &t.permute(&[2, 0, 1]), &a.permute(&[2, 0, 1]));
     exact("transpose", &t.transpose(0, 2), &a.permute(&[2, 1, 0]));
-    exact(
-        "reshape of permuted (copies)",
-        &t.permute(&[2, 0, 1]).reshape(&[24]),
-        &a.permute(&[2, 0, 1]).reshape(&[24]),
-    );
+    exact("reshape of permuted (copies)", &t.permute(&[2, 0, 1]).reshape(&[24]), &a.permute(&[2, 0, 1]).reshape(&[24]));
     exact("flatten", &t.flatten(1, 2), &a.reshape(&[2, 12]));
-    exact(
-        "expand",
-        &upload(&a.narrow(1, 0, 1)).expand(&[2, 3, 4]),
-        &a.narrow(1, 0, 1).expand(&[2, 3, 4]),
-    );
-    exact(
-        "expand new dims",
-        &t.expand(&[5, 2, 3, 4]),
-        &a.expand(&[5, 2, 3, 4]),
-    );
+    exact("expand", &upload(&a.narrow(1, 0, 1)).expand(&[2, 3, 4]), &a.narrow(1, 0, 1).expand(&[2, 3, 4]));
+    exact("expand new dims", &t.expand(&[5, 2, 3, 4]), &a.expand(&[5, 2, 3, 4]));
     exact("narrow", &t.narrow(2, 1, 2), &a.narrow(2, 1, 2));
-    exact(
-        "narrow of permuted",
-        &t.permute(&[2, 0, 1]).narrow(0, 1, 3),
-        &a.permute(&[2, 0, 1]).narrow(0, 1, 3),
-    );
+    exact("narrow of permuted", &t.permute(&[2, 0, 1]).narrow(0, 1, 3), &a.permute(&[2, 0, 1]).narrow(0, 1, 3));
     exact("squeeze/unsqueeze", &t.unsqueeze(1).squeeze(1), &a);
     exact("unsqueeze -1", &t.unsqueeze(-1), &a.reshape(&[2, 3, 4, 1]));
-    exact(
-        "contiguous",
-        &t.transpose(0, 1).contiguous(),
-        &a.permute(&[1, 0, 2]),
-    );
+    exact("contiguous", &t.transpose(0, 1).contiguous(), &a.permute(&[1, 0, 2]));
     let b = rng.array(&[2, 5, 4], -5.0, 5.0);
-    exact(
-        "cat",
-        &Tensor::cat(&[&t, &upload(&b)], 1),
-        &Array::cat(&[&a, &b], 1),
-    );
-    exact(
-        "cat of views",
-        &Tensor::cat(&[&t.t(), &t.t()], 0),
-        &Array::cat(&[&a.t(), &a.t()], 0),
-    );
+    exact("cat", &Tensor::cat(&[&t, &upload(&b)], 1), &Array::cat(&[&a, &b], 1));
+    exact("cat of views", &Tensor::cat(&[&t.t(), &t.t()], 0), &Array::cat(&[&a.t(), &a.t()], 0));
     let s = Tensor::stack(&[&t, &t], 1);
-    exact(
-        "stack",
-        &s,
-        &Array::cat(&[&a.reshape(&[2, 1, 3, 4]), &a.reshape(&[2, 1, 3, 4])], 1),
-    );
-    exact(
-        "pad",
-        &t.pad(&[(1, 0), (0, 2), (3, 1)], -1.5),
-        &a.pad(&[(1, 0), (0, 2), (3, 1)], -1.5),
-    );
-    exact(
-        "pad of view",
-        &t.t().pad(&[(0, 0), (1, 1), (0, 1)], 0.0),
-        &a.t().pad(&[(0, 0), (1, 1), (0, 1)], 0.0),
-    );
+    exact("stack", &s, &Array::cat(&[&a.reshape(&[2, 1, 3, 4]), &a.reshape(&[2, 1, 3, 4])], 1));
+    exact("pad", &t.pad(&[(1, 0), (0, 2), (3, 1)], -1.5), &a.pad(&[(1, 0), (0, 2), (3, 1)], -1.5));
+    exact("pad of view", &t.t().pad(&[(0, 0), (1, 1), (0, 1)], 0.0), &a.t().pad(&[(0, 0), (1, 1), (0, 1)], 0.0));
     assert!(t.t().reshape(&[2, 2, 2, 3]).numel() == 24);
     // views share data: no dispatch until something is computed
     let d = own_device();
     let x = Tensor::zeros(&d, &[4, 6]);
     d.sync().unwrap();
     let before = d.counters();
-    let _v = x
-        .t()
-        .narrow(0, 1, 3)
-        .unsqueeze(0)
-        .expand(&[2, 3, 4])
-        .reshape(&[2, 3, 2, 2]);
+    let _v = x.t().narrow(0, 1, 3).unsqueeze(0).expand(&[2, 3, 4]).reshape(&[2, 3, 2, 2]);
     d.sync().unwrap();
     assert_eq!((d.counters() - before).dispatches, 0, "views must not copy");
 }
@@ -571,27 +402,11 @@ fn index_ops() {
     let idx = [4usize, 0, 0, 2, 4, 1];
     for axis in 0..3 {
         let idx: Vec<usize> = idx.iter().map(|&i| i % a.shape[axis]).collect();
-        let it = Tensor::from_slice(
-            dev(),
-            &idx.iter().map(|&i| i as i32).collect::<Vec<_>>(),
-            &[6],
-        );
+        let it = Tensor::from_slice(dev(), &idx.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[6]);
         let got = download(&t.index_select(axis as isize, &it));
-        assert_close(
-            &format!("index_select axis {axis}"),
-            &got,
-            &a.index_select(axis, &idx),
-            0.0,
-            0.0,
-        );
+        assert_close(&format!("index_select axis {axis}"), &got, &a.index_select(axis, &idx), 0.0, 0.0);
         let got = download(&t.t().index_select(axis as isize, &it));
-        assert_close(
-            &format!("index_select of view axis {axis}"),
-            &got,
-            &a.t().index_select(axis, &idx),
-            0.0,
-            0.0,
-        );
+        assert_close(&format!("index_select of view axis {axis}"), &got, &a.t().index_select(axis, &idx), 0.0, 0.0);
     }
     // gather along each axis with an index tensor smaller than the source
     for axis in 0..3 {
@@ -600,19 +415,9 @@ fn index_ops() {
         let n: usize = ishape.iter().product();
         let iv: Vec<f64> = (0..n).map(|_| rng.below(a.shape[axis]) as f64).collect();
         let ia = Array::new(&ishape, iv.clone());
-        let it = Tensor::from_slice(
-            dev(),
-            &iv.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            &ishape,
-        );
+        let it = Tensor::from_slice(dev(), &iv.iter().map(|&i| i as u32).collect::<Vec<_>>(), &ishape);
         let got = download(&t.gather(axis as isize, &it));
-        assert_close(
-            &format!("gather axis {axis}"),
-            &got,
-            &a.gather(axis, &ia),
-            0.0,
-            0.0,
-        );
+        assert_close(&format!("gather axis {axis}"), &got, &a.gather(axis, &ia), 0.0, 0.0);
     }
     // scatter_add with repeated indices (sums in a fixed order: exact here
     // because the values are small integers)
@@ -620,19 +425,9 @@ fn index_ops() {
     let src = rng.array(&[6, 3], -3.0, 3.0).map(f64::round);
     let iv: Vec<f64> = (0..18).map(|_| rng.below(4) as f64).collect();
     let ia = Array::new(&[6, 3], iv.clone());
-    let it = Tensor::from_slice(
-        dev(),
-        &iv.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-        &[6, 3],
-    );
+    let it = Tensor::from_slice(dev(), &iv.iter().map(|&i| i as u32).collect::<Vec<_>>(), &[6, 3]);
     let got = download(&upload(&base).scatter_add(0, &it, &upload(&src)));
-    assert_close(
-        "scatter_add",
-        &got,
-        &base.scatter_add(0, &ia, &src),
-        0.0,
-        0.0,
-    );
+    assert_close("scatter_add", &got, &base.scatter_add(0, &ia, &src), 0.0, 0.0);
     // one_hot
     let got = download(&it.one_hot(4));
     assert_close("one_hot", &got, &ia.one_hot(4), 0.0, 0.0);
@@ -641,42 +436,18 @@ fn index_ops() {
 #[test]
 fn creation() {
     let d = dev();
-    assert_eq!(
-        Tensor::zeros(d, &[3]).to_vec::<f32>().unwrap(),
-        vec![0.0; 3]
-    );
-    assert_eq!(
-        Tensor::ones(d, &[2, 2]).to_vec::<f32>().unwrap(),
-        vec![1.0; 4]
-    );
-    assert_eq!(
-        Tensor::full(d, &[2], 7u32).to_vec::<u32>().unwrap(),
-        vec![7, 7]
-    );
-    assert_eq!(
-        Tensor::full(d, &[2], -3i32).to_vec::<i32>().unwrap(),
-        vec![-3, -3]
-    );
-    assert_eq!(
-        Tensor::arange(d, 0.0, 5.0, 2.0).to_vec::<f32>().unwrap(),
-        vec![0.0, 2.0, 4.0]
-    );
-    assert_eq!(
-        Tensor::arange(d, 3.0, 0.0, -1.0).to_vec::<f32>().unwrap(),
-        vec![3.0, 2.0, 1.0]
-    );
+    assert_eq!(Tensor::zeros(d, &[3]).to_vec::<f32>().unwrap(), vec![0.0; 3]);
+    assert_eq!(Tensor::ones(d, &[2, 2]).to_vec::<f32>().unwrap(), vec![1.0; 4]);
+    assert_eq!(Tensor::full(d, &[2], 7u32).to_vec::<u32>().unwrap(), vec![7, 7]);
+    assert_eq!(Tensor::full(d, &[2], -3i32).to_vec::<i32>().unwrap(), vec![-3, -3]);
+    assert_eq!(Tensor::arange(d, 0.0, 5.0, 2.0).to_vec::<f32>().unwrap(), vec![0.0, 2.0, 4.0]);
+    assert_eq!(Tensor::arange(d, 3.0, 0.0, -1.0).to_vec::<f32>().unwrap(), vec![3.0, 2.0, 1.0]);
     assert_eq!(Tensor::scalar(d, 2.5f32).item::<f32>().unwrap(), 2.5);
     let e = Tensor::zeros(d, &[0, 3]);
     assert_eq!(e.to_vec::<f32>().unwrap(), Vec::<f32>::new());
-    assert_eq!(
-        (&e + 1.0).sum(&[0], false).to_vec::<f32>().unwrap(),
-        vec![0.0; 3]
-    );
+    assert_eq!((&e + 1.0).sum(&[0], false).to_vec::<f32>().unwrap(), vec![0.0; 3]);
     let like = Tensor::from_slice(d, &[1i32, 2], &[2]).full_like(9.0);
-    assert_eq!(
-        (like.dtype(), like.to_vec::<i32>().unwrap()),
-        (DType::I32, vec![9, 9])
-    );
+    assert_eq!((like.dtype(), like.to_vec::<i32>().unwrap()), (DType::I32, vec![9, 9]));
 }
 
 /// Philox4x32-10 on the CPU, the reference for the GPU generator.
@@ -685,16 +456,8 @@ fn philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     for _ in 0..10 {
         let p0 = 0xD251_1F53u64 * c[0] as u64;
         let p1 = 0xCD9E_8D57u64 * c[2] as u64;
-        c = [
-            (p1 >> 32) as u32 ^ c[1] ^ k[0],
-            p1 as u32,
-            (p0 >> 32) as u32 ^ c[3] ^ k[1],
-            p0 as u32,
-        ];
-        k = [
-            k[0].wrapping_add(0x9E37_79B9),
-            k[1].wrapping_add(0xBB67_AE85),
-        ];
+        c = [(p1 >> 32) as u32 ^ c[1] ^ k[0], p1 as u32, (p0 >> 32) as u32 ^ c[3] ^ k[1], p0 as u32];
+        k = [k[0].wrapping_add(0x9E37_79B9), k[1].wrapping_add(0xBB67_AE85)];
     }
     c
 }
@@ -722,14 +485,8 @@ fn random_matches_philox_and_is_reproducible() {
     let var: f32 = (&z - 2.0).square().mean_all().item().unwrap();
     let se = 3.0 / (n as f32).sqrt();
     assert!((mean - 2.0).abs() < 5.0 * se, "mean {mean}");
-    assert!(
-        (var - 9.0).abs() < 5.0 * 9.0 * (2.0 / n as f32).sqrt(),
-        "var {var}"
-    );
+    assert!((var - 9.0).abs() < 5.0 * 9.0 * (2.0 / n as f32).sqrt(), "var {var}");
     let u = Tensor::uniform(&d, &[n], -1.0, 3.0);
-    let (lo, hi): (f32, f32) = (
-        u.min(&[0], false).item().unwrap(),
-        u.max(&[0], false).item().unwrap(),
-    );
+    let (lo, hi): (f32, f32) = (u.min(&[0], false).item().unwrap(), u.max(&[0], false).item().unwrap());
     assert!(lo >= -1.0 && hi < 3.0 && lo < -0.99 && hi > 2.99);
 }

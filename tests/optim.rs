@@ -10,40 +10,22 @@ use wgrad::{Params, Tensor, grad, nn};
 
 #[derive(Clone, Copy)]
 enum Kind {
-    Sgd {
-        momentum: f64,
-        nesterov: bool,
-        wd: f64,
-    },
-    Adam {
-        wd: f64,
-        decoupled: bool,
-    },
-    RmsProp {
-        momentum: f64,
-        wd: f64,
-    },
+    Sgd { momentum: f64, nesterov: bool, wd: f64 },
+    Adam { wd: f64, decoupled: bool },
+    RmsProp { momentum: f64, wd: f64 },
 }
 
 /// One reference step on flat f64 vectors. `state` holds two buffers.
 fn reference_step(kind: Kind, lr: f64, t: i32, p: &mut [f64], g: &[f64], s: &mut [Vec<f64>; 2]) {
     for i in 0..p.len() {
         match kind {
-            Kind::Sgd {
-                momentum,
-                nesterov,
-                wd,
-            } => {
+            Kind::Sgd { momentum, nesterov, wd } => {
                 let d = g[i] + wd * p[i];
                 if momentum == 0.0 {
                     p[i] -= lr * d;
                 } else {
                     s[0][i] = momentum * s[0][i] + d;
-                    let step = if nesterov {
-                        d + momentum * s[0][i]
-                    } else {
-                        s[0][i]
-                    };
+                    let step = if nesterov { d + momentum * s[0][i] } else { s[0][i] };
                     p[i] -= lr * step;
                 }
             }
@@ -77,83 +59,21 @@ fn reference_step(kind: Kind, lr: f64, t: i32, p: &mut [f64], g: &[f64], s: &mut
 #[test]
 fn first_steps_match_the_reference() {
     let kinds: Vec<(&str, Kind, Optimizer)> = vec![
-        (
-            "sgd",
-            Kind::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-                wd: 0.0,
-            },
-            Optimizer::sgd(0.1),
-        ),
-        (
-            "sgd wd",
-            Kind::Sgd {
-                momentum: 0.0,
-                nesterov: false,
-                wd: 0.01,
-            },
-            Optimizer::sgd(0.1).weight_decay(0.01),
-        ),
-        (
-            "momentum",
-            Kind::Sgd {
-                momentum: 0.9,
-                nesterov: false,
-                wd: 0.0,
-            },
-            Optimizer::sgd(0.1).momentum(0.9),
-        ),
+        ("sgd", Kind::Sgd { momentum: 0.0, nesterov: false, wd: 0.0 }, Optimizer::sgd(0.1)),
+        ("sgd wd", Kind::Sgd { momentum: 0.0, nesterov: false, wd: 0.01 }, Optimizer::sgd(0.1).weight_decay(0.01)),
+        ("momentum", Kind::Sgd { momentum: 0.9, nesterov: false, wd: 0.0 }, Optimizer::sgd(0.1).momentum(0.9)),
         (
             "nesterov",
-            Kind::Sgd {
-                momentum: 0.9,
-                nesterov: true,
-                wd: 0.01,
-            },
-            Optimizer::sgd(0.1)
-                .momentum(0.9)
-                .nesterov()
-                .weight_decay(0.01),
+            Kind::Sgd { momentum: 0.9, nesterov: true, wd: 0.01 },
+            Optimizer::sgd(0.1).momentum(0.9).nesterov().weight_decay(0.01),
         ),
-        (
-            "adam",
-            Kind::Adam {
-                wd: 0.0,
-                decoupled: false,
-            },
-            Optimizer::adam(0.01),
-        ),
-        (
-            "adam l2",
-            Kind::Adam {
-                wd: 0.1,
-                decoupled: false,
-            },
-            Optimizer::adam(0.01).weight_decay(0.1),
-        ),
-        (
-            "adamw",
-            Kind::Adam {
-                wd: 0.1,
-                decoupled: true,
-            },
-            Optimizer::adamw(0.01, 0.1),
-        ),
-        (
-            "rmsprop",
-            Kind::RmsProp {
-                momentum: 0.0,
-                wd: 0.0,
-            },
-            Optimizer::rmsprop(0.01),
-        ),
+        ("adam", Kind::Adam { wd: 0.0, decoupled: false }, Optimizer::adam(0.01)),
+        ("adam l2", Kind::Adam { wd: 0.1, decoupled: false }, Optimizer::adam(0.01).weight_decay(0.1)),
+        ("adamw", Kind::Adam { wd: 0.1, decoupled: true }, Optimizer::adamw(0.01, 0.1)),
+        ("rmsprop", Kind::RmsProp { momentum: 0.0, wd: 0.0 }, Optimizer::rmsprop(0.01)),
         (
             "rmsprop momentum",
-            Kind::RmsProp {
-                momentum: 0.5,
-                wd: 0.01,
-            },
+            Kind::RmsProp { momentum: 0.5, wd: 0.01 },
             Optimizer::rmsprop(0.01).momentum(0.5).weight_decay(0.01),
         ),
     ];
@@ -162,10 +82,7 @@ fn first_steps_match_the_reference() {
         let p0 = [rng.array(&[3, 4], -1.0, 1.0), rng.array(&[5], -1.0, 1.0)];
         let mut params = (upload(&p0[0]), upload(&p0[1]));
         let mut want: Vec<Vec<f64>> = p0.iter().map(|a| a.data.clone()).collect();
-        let mut state: Vec<[Vec<f64>; 2]> = want
-            .iter()
-            .map(|w| [vec![0.0; w.len()], vec![0.0; w.len()]])
-            .collect();
+        let mut state: Vec<[Vec<f64>; 2]> = want.iter().map(|w| [vec![0.0; w.len()], vec![0.0; w.len()]]).collect();
         let lr = opt.lr() as f64;
         for t in 1..=3 {
             let g = [rng.array(&[3, 4], -1.0, 1.0), rng.array(&[5], -1.0, 1.0)];
@@ -176,13 +93,7 @@ fn first_steps_match_the_reference() {
             for (k, got) in params.tensors().into_iter().enumerate() {
                 let w = Array::new(got.shape(), want[k].clone());
                 // a handful of f32 operations per element: 16 units of roundoff
-                assert_close(
-                    &format!("{name} step {t} tensor {k}"),
-                    &download(got),
-                    &w,
-                    16.0 * EPS,
-                    1e-7,
-                );
+                assert_close(&format!("{name} step {t} tensor {k}"), &download(got), &w, 16.0 * EPS, 1e-7);
             }
         }
         assert_eq!(opt.steps(), 3);
@@ -196,31 +107,19 @@ fn clipping_and_schedules() {
     let p = Tensor::from_slice(dev(), &[0.0f32, 0.0], &[2]);
     let g = Tensor::from_slice(dev(), &[3.0f32, 4.0], &[2]);
     let v: Vec<f32> = opt.step(&p, &g).to_vec().unwrap();
-    assert!(
-        (v[0] + 0.6).abs() < 1e-5 && (v[1] + 0.8).abs() < 1e-5,
-        "{v:?}"
-    );
+    assert!((v[0] + 0.6).abs() < 1e-5 && (v[1] + 0.8).abs() < 1e-5, "{v:?}");
     // a gradient inside the bound is not scaled
     let small = Tensor::from_slice(dev(), &[0.3f32, 0.4], &[2]);
-    assert_eq!(
-        opt.step(&p, &small).to_vec::<f32>().unwrap(),
-        vec![-0.3, -0.4]
-    );
+    assert_eq!(opt.step(&p, &small).to_vec::<f32>().unwrap(), vec![-0.3, -0.4]);
     // step decay and cosine annealing
-    let mut opt = Optimizer::sgd(1.0).schedule(Schedule::Step {
-        every: 2,
-        gamma: 0.5,
-    });
+    let mut opt = Optimizer::sgd(1.0).schedule(Schedule::Step { every: 2, gamma: 0.5 });
     let mut rates = Vec::new();
     for _ in 0..5 {
         rates.push(opt.lr());
         opt.step(&p, &small);
     }
     assert_eq!(rates, vec![1.0, 1.0, 0.5, 0.5, 0.25]);
-    let mut opt = Optimizer::adam(1.0).schedule(Schedule::Cosine {
-        total: 4,
-        min_lr: 0.0,
-    });
+    let mut opt = Optimizer::adam(1.0).schedule(Schedule::Cosine { total: 4, min_lr: 0.0 });
     let mut rates = Vec::new();
     for _ in 0..6 {
         rates.push(opt.lr());

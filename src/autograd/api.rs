@@ -32,15 +32,8 @@ impl<A: Params> Output for (Tensor, A) {
 /// Runs `f` on `params` with every tensor of `params` tracked in a new trace.
 fn traced<P: Params, R>(params: &P, f: impl FnOnce(&P) -> R) -> (u64, Vec<Arc<Node>>, R) {
     let trace = next_id();
-    let tracked: Vec<Tensor> = params
-        .tensors()
-        .into_iter()
-        .map(|t| t.track(trace))
-        .collect();
-    let leaves = tracked
-        .iter()
-        .map(|t| t.traced().expect("just tracked").node.clone())
-        .collect();
+    let tracked: Vec<Tensor> = params.tensors().into_iter().map(|t| t.track(trace)).collect();
+    let leaves = tracked.iter().map(|t| t.traced().expect("just tracked").node.clone()).collect();
     let boxed = params.rebuild(&mut tracked.into_iter());
     let out = f(&boxed);
     (trace, leaves, out)
@@ -49,19 +42,12 @@ fn traced<P: Params, R>(params: &P, f: impl FnOnce(&P) -> R) -> (u64, Vec<Arc<No
 /// Gradients for `leaves`, shaped like `params`; zeros where the output does
 /// not depend on a tensor.
 fn collect<P: Params>(params: &P, grads: Vec<Option<Tensor>>) -> P {
-    let grads: Vec<Tensor> = grads
-        .into_iter()
-        .zip(params.tensors())
-        .map(|(g, p)| g.unwrap_or_else(|| p.detach().zeros_like()))
-        .collect();
+    let grads: Vec<Tensor> =
+        grads.into_iter().zip(params.tensors()).map(|(g, p)| g.unwrap_or_else(|| p.detach().zeros_like())).collect();
     params.rebuild(&mut grads.into_iter())
 }
 
-fn grad_impl<P: Params, A, O: Output>(
-    f: &impl Fn(&P, &A) -> O,
-    params: &P,
-    args: &A,
-) -> (P, Tensor, O::Aux) {
+fn grad_impl<P: Params, A, O: Output>(f: &impl Fn(&P, &A) -> O, params: &P, args: &A) -> (P, Tensor, O::Aux) {
     let (trace, leaves, out) = traced(params, |p| f(p, args));
     let (loss, aux) = out.into_parts();
     if loss.numel() != 1 || loss.dtype() != DType::F32 {
@@ -98,16 +84,12 @@ fn grad_impl<P: Params, A, O: Output>(
 /// assert_eq!(dw.to_vec::<f32>()?, vec![-8.0, -12.0]);
 /// # Ok::<(), wgrad::Error>(())
 /// ```
-pub fn grad<P: Params, A, O: Output>(
-    f: impl Fn(&P, &A) -> O,
-) -> impl Fn(&P, &A) -> (P, Tensor, O::Aux) {
+pub fn grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A) -> (P, Tensor, O::Aux) {
     move |params, args| grad_impl(&f, params, args)
 }
 
 /// [`grad`] with JAX's result order: `((loss, aux), grads)`.
-pub fn value_and_grad<P: Params, A, O: Output>(
-    f: impl Fn(&P, &A) -> O,
-) -> impl Fn(&P, &A) -> ((Tensor, O::Aux), P) {
+pub fn value_and_grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A) -> ((Tensor, O::Aux), P) {
     move |params, args| {
         let (g, loss, aux) = grad_impl(&f, params, args);
         ((loss, aux), g)
@@ -136,22 +118,14 @@ pub fn vjp<P: Params, O: Params>(f: impl FnOnce(&P) -> O, params: &P) -> (O, imp
     let pullback = move |cotangent: &O| {
         let cts = cotangent.tensors();
         if cts.len() != outputs.len() {
-            panic!(
-                "wgrad: vjp: {} cotangents for {} outputs",
-                cts.len(),
-                outputs.len()
-            );
+            panic!("wgrad: vjp: {} cotangents for {} outputs", cts.len(), outputs.len());
         }
         let seeds: Vec<(&Tensor, Tensor)> = outputs
             .iter()
             .zip(cts)
             .map(|(y, c)| {
                 if y.shape() != c.shape() {
-                    panic!(
-                        "wgrad: vjp: cotangent of shape {:?} for an output of shape {:?}",
-                        c.shape(),
-                        y.shape()
-                    );
+                    panic!("wgrad: vjp: cotangent of shape {:?} for an output of shape {:?}", c.shape(), y.shape());
                 }
                 (y, c.clone())
             })
@@ -163,12 +137,7 @@ pub fn vjp<P: Params, O: Params>(f: impl FnOnce(&P) -> O, params: &P) -> (O, imp
 
 /// Σᵢ ⟨aᵢ, bᵢ⟩ over two structures of tensors, as a 0-d tensor.
 fn dot<P: Params>(a: &P, b: &P) -> Tensor {
-    let terms: Vec<Tensor> = a
-        .tensors()
-        .into_iter()
-        .zip(b.tensors())
-        .map(|(x, y)| (x * y).sum_all())
-        .collect();
+    let terms: Vec<Tensor> = a.tensors().into_iter().zip(b.tensors()).map(|(x, y)| (x * y).sum_all()).collect();
     let mut it = terms.into_iter();
     let first = it.next().expect("wgrad: hvp: params hold no tensors");
     it.fold(first, |acc, t| &acc + &t)

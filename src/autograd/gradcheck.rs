@@ -23,13 +23,7 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions {
-            directions: 3,
-            eps: 1e-3,
-            rtol: 1e-2,
-            atol: 1e-4,
-            seed: 0,
-        }
+        GradcheckOptions { directions: 3, eps: 1e-3, rtol: 1e-2, atol: 1e-4, seed: 0 }
     }
 }
 
@@ -78,10 +72,7 @@ pub async fn gradcheck_async<P: Params, A>(
 ) -> Result<GradcheckReport> {
     let tensors = params.tensors();
     let Some(first) = tensors.first() else {
-        return Ok(GradcheckReport {
-            directions: Vec::new(),
-            passed: true,
-        });
+        return Ok(GradcheckReport { directions: Vec::new(), passed: true });
     };
     let dev = first.device().clone();
     let eps = opts.eps;
@@ -89,23 +80,14 @@ pub async fn gradcheck_async<P: Params, A>(
     let mut results = Vec::with_capacity(opts.directions);
     let mut passed = true;
     for k in 0..opts.directions {
-        dev.manual_seed(
-            opts.seed
-                .wrapping_add(k as u64)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ 0x5eed,
-        );
+        dev.manual_seed(opts.seed.wrapping_add(k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5eed);
         let v = params.map(|t| Tensor::randn(t.device(), t.shape()));
         let mut analytic = 0.0f32;
         for (gi, vi) in g.tensors().into_iter().zip(v.tensors()) {
             analytic += (gi * vi).sum_all().item_async::<f32>().await?;
         }
-        let plus: f32 = f(&params.zip_map(&v, |p, v| &p.detach() + &(v * eps)), args)
-            .item_async()
-            .await?;
-        let minus: f32 = f(&params.zip_map(&v, |p, v| &p.detach() - &(v * eps)), args)
-            .item_async()
-            .await?;
+        let plus: f32 = f(&params.zip_map(&v, |p, v| &p.detach() + &(v * eps)), args).item_async().await?;
+        let minus: f32 = f(&params.zip_map(&v, |p, v| &p.detach() - &(v * eps)), args).item_async().await?;
         let numeric = (plus - minus) / (2.0 * eps);
         let rounding = 64.0 * f32::EPSILON / 2.0 * (plus.abs() + minus.abs()) / (2.0 * eps);
         let allowed = opts.atol + opts.rtol * analytic.abs().max(numeric.abs()) + rounding;
@@ -113,8 +95,5 @@ pub async fn gradcheck_async<P: Params, A>(
         passed &= ok;
         results.push((analytic, numeric));
     }
-    Ok(GradcheckReport {
-        directions: results,
-        passed,
-    })
+    Ok(GradcheckReport { directions: results, passed })
 }

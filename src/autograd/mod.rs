@@ -105,9 +105,7 @@ impl Tensor {
     }
 
     fn node_in(&self, trace: u64) -> Option<Arc<Node>> {
-        self.traced()
-            .filter(|t| t.trace == trace)
-            .map(|t| t.node.clone())
+        self.traced().filter(|t| t.trace == trace).map(|t| t.node.clone())
     }
 
     /// Boxes `self` (the inner value) in trace `trace` with `node`.
@@ -119,11 +117,7 @@ impl Tensor {
                 storage: i.storage.clone(),
                 layout: i.layout.clone(),
                 dtype: i.dtype,
-                trace: Some(Traced {
-                    trace,
-                    node,
-                    inner: self.clone(),
-                }),
+                trace: Some(Traced { trace, node, inner: self.clone() }),
             }),
         }
     }
@@ -144,10 +138,7 @@ impl Tensor {
 /// Runs a primitive, recording it in the innermost trace its inputs belong to.
 #[track_caller]
 pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
-    let trace = inputs
-        .iter()
-        .filter_map(|t| t.traced().map(|t| t.trace))
-        .max();
+    let trace = inputs.iter().filter_map(|t| t.traced().map(|t| t.trace)).max();
     let Some(trace) = trace.filter(|_| NO_GRAD.with(Cell::get) == 0) else {
         return prim.forward(inputs);
     };
@@ -160,13 +151,8 @@ pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
         return out;
     }
     let parents: Vec<Option<Arc<Node>>> = inputs.iter().map(|t| t.node_in(trace)).collect();
-    let node = Arc::new(Node {
-        id: next_id(),
-        kind: NodeKind::Op(prim),
-        inputs: unboxed,
-        parents,
-        output: out.clone(),
-    });
+    let node =
+        Arc::new(Node { id: next_id(), kind: NodeKind::Op(prim), inputs: unboxed, parents, output: out.clone() });
     out.boxed(trace, node)
 }
 
@@ -186,17 +172,10 @@ pub(crate) fn unbroadcast(g: Tensor, shape: &[usize]) -> Tensor {
 
 /// Reverse pass of trace `trace`: seeds `outputs[i]` with cotangent
 /// `seeds[i]`, returns the gradients reaching `leaves` (`None`: unreached).
-pub(crate) fn backward(
-    trace: u64,
-    outputs: &[(&Tensor, Tensor)],
-    leaves: &[Arc<Node>],
-) -> Vec<Option<Tensor>> {
+pub(crate) fn backward(trace: u64, outputs: &[(&Tensor, Tensor)], leaves: &[Arc<Node>]) -> Vec<Option<Tensor>> {
     // Collect the nodes reachable from the outputs.
     let mut nodes: BTreeMap<u64, Arc<Node>> = BTreeMap::new();
-    let mut stack: Vec<Arc<Node>> = outputs
-        .iter()
-        .filter_map(|(y, _)| y.node_in(trace))
-        .collect();
+    let mut stack: Vec<Arc<Node>> = outputs.iter().filter_map(|(y, _)| y.node_in(trace)).collect();
     while let Some(n) = stack.pop() {
         if nodes.insert(n.id, n.clone()).is_none() {
             stack.extend(n.parents.iter().flatten().cloned());

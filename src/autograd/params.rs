@@ -65,10 +65,7 @@ pub trait Params: Sized {
     fn unflatten(&self, tensors: Vec<Tensor>) -> Self {
         let n = self.tensors().len();
         if tensors.len() != n {
-            panic!(
-                "wgrad: unflatten: {} tensors for a structure of {n}",
-                tensors.len()
-            );
+            panic!("wgrad: unflatten: {} tensors for a structure of {n}", tensors.len());
         }
         self.rebuild(&mut tensors.into_iter())
     }
@@ -85,11 +82,7 @@ pub trait Params: Sized {
     fn zip_map(&self, other: &Self, mut f: impl FnMut(&Tensor, &Tensor) -> Tensor) -> Self {
         let (a, b) = (self.tensors(), other.tensors());
         if a.len() != b.len() {
-            panic!(
-                "wgrad: zip_map: structures hold {} and {} tensors",
-                a.len(),
-                b.len()
-            );
+            panic!("wgrad: zip_map: structures hold {} and {} tensors", a.len(), b.len());
         }
         let mapped: Vec<Tensor> = a.into_iter().zip(b).map(|(x, y)| f(x, y)).collect();
         self.rebuild(&mut mapped.into_iter())
@@ -98,11 +91,7 @@ pub trait Params: Sized {
 
 /// `prefix.name`, or `name` at the root.
 pub fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }
 
 impl Params for Tensor {
@@ -110,18 +99,10 @@ impl Params for Tensor {
         f(self)
     }
     fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
-        f(
-            if prefix.is_empty() {
-                "tensor".to_string()
-            } else {
-                prefix.to_string()
-            },
-            self,
-        )
+        f(if prefix.is_empty() { "tensor".to_string() } else { prefix.to_string() }, self)
     }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
-        it.next()
-            .expect("wgrad: Params::rebuild ran out of tensors")
+        it.next().expect("wgrad: Params::rebuild ran out of tensors")
     }
 }
 
@@ -202,16 +183,12 @@ impl<K: Ord + Clone + std::fmt::Display, T: Params> Params for BTreeMap<K, T> {
         }
     }
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
-        self.iter()
-            .map(|(k, x)| (k.clone(), x.rebuild(it)))
-            .collect()
+        self.iter().map(|(k, x)| (k.clone(), x.rebuild(it))).collect()
     }
 }
 
 /// Visited in key order, so two maps with the same keys zip correctly.
-impl<K: Ord + Hash + Clone, T: Params, S: std::hash::BuildHasher + Default> Params
-    for HashMap<K, T, S>
-{
+impl<K: Ord + Hash + Clone, T: Params, S: std::hash::BuildHasher + Default> Params for HashMap<K, T, S> {
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         let mut entries: Vec<_> = self.iter().collect();
         entries.sort_by(|a, b| a.0.cmp(b.0));
@@ -222,10 +199,7 @@ impl<K: Ord + Hash + Clone, T: Params, S: std::hash::BuildHasher + Default> Para
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
         let mut entries: Vec<_> = self.iter().collect();
         entries.sort_by(|a, b| a.0.cmp(b.0));
-        entries
-            .into_iter()
-            .map(|(k, x)| (k.clone(), x.rebuild(it)))
-            .collect()
+        entries.into_iter().map(|(k, x)| (k.clone(), x.rebuild(it))).collect()
     }
 }
 

@@ -31,10 +31,7 @@ impl Reduction {
 fn check_class_target(op: &str, scores: &Tensor, target: &Tensor) {
     need_f32(op, scores);
     if scores.rank() != 2 {
-        panic!(
-            "wgrad: {op}: scores must be [N, C], got {:?}",
-            scores.shape()
-        );
+        panic!("wgrad: {op}: scores must be [N, C], got {:?}", scores.shape());
     }
     let (n, c) = (scores.shape()[0], scores.shape()[1]);
     let ok = match target.dtype() {
@@ -103,11 +100,7 @@ fn check_same(op: &str, a: &Tensor, b: &Tensor) {
     need_f32(op, a);
     need_f32(op, b);
     if a.shape() != b.shape() {
-        panic!(
-            "wgrad: {op}: prediction {:?} and target {:?} differ in shape",
-            a.shape(),
-            b.shape()
-        );
+        panic!("wgrad: {op}: prediction {:?} and target {:?} differ in shape", a.shape(), b.shape());
     }
 }
 

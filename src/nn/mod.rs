@@ -9,9 +9,7 @@
 pub mod init;
 mod loss;
 
-pub use loss::{
-    Reduction, bce_loss, bce_with_logits, cross_entropy, log_multinomial_loss, mse_loss, nll_loss,
-};
+pub use loss::{Reduction, bce_loss, bce_with_logits, cross_entropy, log_multinomial_loss, mse_loss, nll_loss};
 
 use crate::Params;
 use crate::ops::conv::{ConvGeom, PoolGeom};
@@ -23,11 +21,7 @@ use crate::tensor::Tensor;
 #[track_caller]
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     if w.rank() != 2 || x.rank() == 0 || x.dim(-1) != w.shape()[1] {
-        panic!(
-            "wgrad: linear: input {:?} does not fit a weight of shape {:?} ([out, in])",
-            x.shape(),
-            w.shape()
-        );
+        panic!("wgrad: linear: input {:?} does not fit a weight of shape {:?} ([out, in])", x.shape(), w.shape());
     }
     let y = x.matmul(&w.t());
     match b {
@@ -48,12 +42,7 @@ pub struct ConvOptions {
 
 impl Default for ConvOptions {
     fn default() -> Self {
-        ConvOptions {
-            stride: (1, 1),
-            padding: (0, 0),
-            dilation: (1, 1),
-            groups: 1,
-        }
+        ConvOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
     }
 }
 
@@ -99,11 +88,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, opts: ConvOptions) -> 
     need_f32("conv2d", w);
     same_device("conv2d", &[x, w]);
     let bad = |why: &str| -> ! {
-        panic!(
-            "wgrad: conv2d: input {:?} and weight {:?} with {opts:?}: {why}",
-            x.shape(),
-            w.shape()
-        )
+        panic!("wgrad: conv2d: input {:?} and weight {:?} with {opts:?}: {why}", x.shape(), w.shape())
     };
     if x.rank() != 4 || w.rank() != 4 {
         bad("input must be [N, C, H, W] and weight [O, C/groups, KH, KW]");
@@ -156,12 +141,7 @@ fn pool_geom(op: &str, x: &Tensor, kernel: usize, stride: usize, padding: usize)
         panic!("wgrad: {op}: needs [..., H, W], got shape {:?}", x.shape());
     }
     let (h, w) = (x.dim(-2), x.dim(-1));
-    if kernel == 0
-        || stride == 0
-        || 2 * padding > kernel
-        || kernel > h + 2 * padding
-        || kernel > w + 2 * padding
-    {
+    if kernel == 0 || stride == 0 || 2 * padding > kernel || kernel > h + 2 * padding || kernel > w + 2 * padding {
         panic!(
             "wgrad: {op}: kernel {kernel}, stride {stride}, padding {padding} do not fit input {:?} \
              (padding may be at most half the kernel)",
@@ -204,10 +184,7 @@ pub struct BatchNormStats {
 impl BatchNormStats {
     /// Mean 0, variance 1 for `channels` channels.
     pub fn new(device: &crate::Device, channels: usize) -> BatchNormStats {
-        BatchNormStats {
-            mean: Tensor::zeros(device, &[channels]),
-            var: Tensor::ones(device, &[channels]),
-        }
+        BatchNormStats { mean: Tensor::zeros(device, &[channels]), var: Tensor::ones(device, &[channels]) }
     }
 }
 
@@ -251,11 +228,7 @@ pub fn batch_norm(
         };
         (mean, var, new_stats)
     } else {
-        (
-            stats.mean.reshape(&bshape),
-            stats.var.reshape(&bshape),
-            stats.clone(),
-        )
+        (stats.mean.reshape(&bshape), stats.var.reshape(&bshape), stats.clone())
     };
     let y = (x - &mean) * (var + eps).rsqrt() * weight.reshape(&bshape) + bias.reshape(&bshape);
     (y, new_stats)
@@ -264,18 +237,9 @@ pub fn batch_norm(
 /// Layer normalisation over the last `dims` axes, with optional
 /// elementwise affine `weight` and `bias` shaped like those axes.
 #[track_caller]
-pub fn layer_norm(
-    x: &Tensor,
-    dims: usize,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f32,
-) -> Tensor {
+pub fn layer_norm(x: &Tensor, dims: usize, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Tensor {
     if dims == 0 || dims > x.rank() {
-        panic!(
-            "wgrad: layer_norm: cannot normalise the last {dims} axes of shape {:?}",
-            x.shape()
-        );
+        panic!("wgrad: layer_norm: cannot normalise the last {dims} axes of shape {:?}", x.shape());
     }
     let axes: Vec<isize> = (x.rank() - dims..x.rank()).map(|d| d as isize).collect();
     let mean = x.mean(&axes, true);
@@ -312,16 +276,11 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Tensor {
 pub fn embedding(idx: &Tensor, table: &Tensor) -> Tensor {
     need_indices("embedding", idx);
     if table.rank() != 2 {
-        panic!(
-            "wgrad: embedding: the table must be [V, D], got {:?}",
-            table.shape()
-        );
+        panic!("wgrad: embedding: the table must be [V, D], got {:?}", table.shape());
     }
     let mut shape = idx.shape().to_vec();
     shape.push(table.shape()[1]);
-    table
-        .index_select(0, &idx.reshape(&[idx.numel()]))
-        .reshape(&shape)
+    table.index_select(0, &idx.reshape(&[idx.numel()])).reshape(&shape)
 }
 
 impl Tensor {

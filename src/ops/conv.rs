@@ -33,38 +33,13 @@ pub(crate) struct ConvGeom {
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct ConvParams {
-    dims: [u32; 20],
+    dims: [u32; 16],
+    x_str: [u32; 4],
+    x_off: u32,
+    _pad: [u32; 3],
 }
 
 impl ConvGeom {
-    fn params(&self, total: usize, split: usize) -> ConvParams {
-        let v = [
-            self.n,
-            self.c,
-            self.h,
-            self.w,
-            self.o,
-            self.oh,
-            self.ow,
-            self.groups,
-            self.kh,
-            self.kw,
-            self.stride.0,
-            self.stride.1,
-            self.padding.0,
-            self.padding.1,
-            self.dilation.0,
-            self.dilation.1,
-            total,
-            split,
-            0,
-            0,
-        ];
-        ConvParams {
-            dims: v.map(|x| x as u32),
-        }
-    }
-
     pub fn x_shape(&self) -> [usize; 4] {
         [self.n, self.c, self.h, self.w]
     }
@@ -73,77 +48,147 @@ impl ConvGeom {
         [self.o, self.c / self.groups, self.kh, self.kw]
     }
 
-    pub fn y_shape(&self) -> [usize; 4] {
-        [self.n, self.o, self.oh, self.ow]
+    /// Rows and width of one group's column matrix.
+    fn cols_shape(&self) -> [usize; 3] {
+        [self.groups, self.n * self.oh * self.ow, self.c / self.groups * self.kh * self.kw]
+    }
+
+    fn params(&self, total: usize, x: Option<&Tensor>) -> ConvParams {
+        let d = [
+            self.n,
+            self.c,
+            self.h,
+            self.w,
+            self.oh,
+            self.ow,
+            self.kh,
+            self.kw,
+            self.stride.0,
+            self.stride.1,
+            self.padding.0,
+            self.padding.1,
+            self.dilation.0,
+            self.dilation.1,
+            self.groups,
+            total,
+        ];
+        let (x_str, x_off) = match x {
+            Some(x) => (std::array::from_fn(|i| x.strides()[i] as u32), x.layout().offset as u32),
+            None => ([0; 4], 0),
+        };
+        ConvParams { dims: d.map(|v| v as u32), x_str, x_off, _pad: [0; 3] }
+    }
+
+    /// The weights as [groups, O/groups, Cg·KH·KW].
+    fn w_matrix(&self, w: &Tensor) -> Tensor {
+        let [g, _, width] = self.cols_shape();
+        w.reshape(&[g, self.o / g, width])
+    }
+
+    /// dy [N, O, OH, OW] rearranged as `perm` of [G, N, OH·OW, Og] axes and
+    /// made dense: the operand layouts the two gradient products need.
+    fn dy_matrix(&self, dy: &Tensor, rows_first: bool) -> Tensor {
+        let g = self.groups;
+        let v = dy.reshape(&[self.n, g, self.o / g, self.oh * self.ow]);
+        if rows_first {
+            // [G, N·OH·OW, Og]
+            v.permute(&[1, 0, 3, 2]).contiguous().reshape(&[g, self.n * self.oh * self.ow, self.o / g])
+        } else {
+            // [G, Og, N·OH·OW]
+            v.permute(&[1, 2, 0, 3]).contiguous().reshape(&[g, self.o / g, self.n * self.oh * self.ow])
+        }
     }
 }
 
-fn conv_launch(
-    entry: &'static str,
-    g: &ConvGeom,
-    a: &Tensor,
-    b: &Tensor,
-    out_shape: &[usize],
-    split: usize,
-) -> Tensor {
-    let (a, b) = (dense_from_zero(a), dense_from_zero(b));
-    let out = Tensor::empty(a.device(), entry, out_shape, DType::F32);
-    let total = out.numel();
-    if total == 0 {
+fn conv_launch(entry: &'static str, g: &ConvGeom, src: &Tensor, out_shape: &[usize]) -> Tensor {
+    let strided_src = entry == "im2col";
+    let src = if strided_src { src.clone() } else { dense_from_zero(src) };
+    let out = Tensor::empty(src.device(), entry, out_shape, DType::F32);
+    // im2col: one invocation per (group, row, channel) window
+    let total = if strided_src { out.numel() / (g.kh * g.kw).max(1) } else { out.numel() };
+    if out.numel() == 0 {
         return out;
     }
-    let params = g.params(total, split);
-    let bindings = vec![
-        (1, a.storage().clone()),
-        (2, b.storage().clone()),
-        (3, out.storage().clone()),
-    ];
+    let params = g.params(total, strided_src.then_some(&src));
+    let bindings = vec![(1, src.storage().clone()), (2, out.storage().clone())];
     let kernel = Kernel::new(Shader::Conv, entry);
-    out.device().inner.record(
-        &kernel,
-        bindings,
-        bytemuck::bytes_of(&params),
-        crate::graph::grid(total.div_ceil(256) as u32),
-    );
+    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(total.div_ceil(256) as u32));
     out
 }
 
-pub(crate) fn conv2d_forward(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
-    conv_launch("conv2d", g, x, w, &g.y_shape(), 1)
-}
+/// Column matrices are kept under this size by convolving the batch in
+/// slices (the limit of one storage binding is 128 MiB on some adapters).
+const COLS_BYTES: usize = 32 << 20;
 
-pub(crate) fn conv2d_backward_data_forward(g: &ConvGeom, dy: &Tensor, w: &Tensor) -> Tensor {
-    conv_launch("conv2d_backward_data", g, dy, w, &g.x_shape(), 1)
-}
-
-pub(crate) fn conv2d_backward_weight_forward(g: &ConvGeom, x: &Tensor, dy: &Tensor) -> Tensor {
-    // Split the batch so each invocation sums about 4096 terms at most.
-    let per_image = g.oh * g.ow;
-    let split = (g.n * per_image).div_ceil(4096).clamp(1, g.n.max(1));
-    let ws = g.w_shape();
-    let partial = conv_launch(
-        "conv2d_backward_weight",
-        g,
-        x,
-        dy,
-        &[split, ws[0], ws[1], ws[2], ws[3]],
-        split,
-    );
-    if split == 1 {
-        partial.reshape(&ws)
-    } else {
-        partial.sum(&[0], false)
+impl ConvGeom {
+    /// (first image, images) slices of the batch whose column matrices fit.
+    fn slices(&self) -> Vec<(usize, usize)> {
+        if self.n == 0 {
+            return vec![(0, 0)];
+        }
+        let per_image = 4 * self.groups * self.oh * self.ow * (self.c / self.groups) * self.kh * self.kw;
+        let step = (COLS_BYTES / per_image.max(1)).clamp(1, self.n.max(1));
+        (0..self.n).step_by(step).map(|s| (s, step.min(self.n - s))).collect()
     }
+
+    fn with_n(&self, n: usize) -> ConvGeom {
+        ConvGeom { n, ..*self }
+    }
+}
+
+/// y = conv(x, w): one matmul per group, cols [NHW, CKK] · Wᵀ [CKK, Og].
+/// The result is a permuted view of the product ([N, OH, OW, O] in memory).
+pub(crate) fn conv2d_forward(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
+    let parts: Vec<Tensor> = g
+        .slices()
+        .into_iter()
+        .map(|(start, len)| {
+            let gs = g.with_n(len);
+            let cols = conv_launch("im2col", &gs, &x.narrow(0, start, len), &gs.cols_shape());
+            let y = cols.matmul(&gs.w_matrix(w).t()); // [G, NHW, Og]
+            let og = g.o / g.groups;
+            y.reshape(&[g.groups, len, g.oh, g.ow, og]).permute(&[1, 0, 4, 2, 3]).reshape(&[len, g.o, g.oh, g.ow])
+        })
+        .collect();
+    join(parts)
+}
+
+/// dx = col2im(dy · W): dcols [NHW, CKK] summed back into the image.
+pub(crate) fn conv2d_backward_data_forward(g: &ConvGeom, dy: &Tensor, w: &Tensor) -> Tensor {
+    let parts: Vec<Tensor> = g
+        .slices()
+        .into_iter()
+        .map(|(start, len)| {
+            let gs = g.with_n(len);
+            let dcols = gs.dy_matrix(&dy.narrow(0, start, len), true).matmul(&gs.w_matrix(w)); // [G, NHW, CKK]
+            conv_launch("col2im", &gs, &dcols, &gs.x_shape())
+        })
+        .collect();
+    join(parts)
+}
+
+/// dw = dyᵀ · cols per group: [Og, NHW] · [NHW, CKK], summed over slices.
+pub(crate) fn conv2d_backward_weight_forward(g: &ConvGeom, x: &Tensor, dy: &Tensor) -> Tensor {
+    let parts = g.slices().into_iter().map(|(start, len)| {
+        let gs = g.with_n(len);
+        let cols = conv_launch("im2col", &gs, &x.narrow(0, start, len), &gs.cols_shape());
+        gs.dy_matrix(&dy.narrow(0, start, len), false).matmul(&cols).reshape(&g.w_shape())
+    });
+    parts.reduce(|acc, p| &acc + &p).expect("at least one slice")
+}
+
+/// Concatenates per-slice results along the batch axis.
+fn join(parts: Vec<Tensor>) -> Tensor {
+    if parts.len() == 1 {
+        return parts.into_iter().next().expect("one part");
+    }
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    Tensor::cat(&refs, 0)
 }
 
 /// VJPs of the three convolution primitives. With ⟨·,·⟩ the sum of
 /// elementwise products: ⟨conv(x, w), g⟩ = ⟨x, data(g, w)⟩ = ⟨w, weight(x, g)⟩.
-pub(crate) fn conv_vjp(
-    prim: &Prim,
-    g: &Tensor,
-    x: &[&Tensor],
-    needs: &[bool],
-) -> Vec<Option<Tensor>> {
+pub(crate) fn conv_vjp(prim: &Prim, g: &Tensor, x: &[&Tensor], needs: &[bool]) -> Vec<Option<Tensor>> {
     let call = |p: Prim, a: &Tensor, b: &Tensor| apply(p, &[a, b]);
     match prim {
         // y = conv(x, w)
@@ -206,13 +251,7 @@ impl PoolGeom {
 }
 
 /// `entry` over `out_shape`, reading `x` (and `v`, for the max kernels).
-fn pool_launch(
-    entry: &'static str,
-    g: &PoolGeom,
-    x: &Tensor,
-    v: Option<&Tensor>,
-    out_shape: &[usize],
-) -> Tensor {
+fn pool_launch(entry: &'static str, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_shape: &[usize]) -> Tensor {
     let x = dense_from_zero(x);
     let v = v.map(dense_from_zero);
     let out = Tensor::empty(x.device(), entry, out_shape, DType::F32);
@@ -234,9 +273,7 @@ fn pool_launch(
         g.padding.1,
         total,
     ];
-    let params = PoolParams {
-        dims: d.map(|x| x as u32),
-    };
+    let params = PoolParams { dims: d.map(|x| x as u32) };
     let mut bindings = vec![(1, x.storage().clone())];
     if let Some(v) = &v {
         bindings.push((2, v.storage().clone()));
@@ -256,13 +293,9 @@ pub(crate) fn pool_forward(prim: &Prim, x: &[&Tensor]) -> Tensor {
     match prim {
         Prim::MaxPool2d(g) => pool_launch("max_pool2d", g, x[0], Some(x[0]), &g.out_shape()),
         Prim::MaxPoolSelect(g) => pool_launch("max_pool2d", g, x[0], Some(x[1]), &g.out_shape()),
-        Prim::MaxPoolScatter(g) => {
-            pool_launch("max_pool2d_scatter", g, x[0], Some(x[1]), &g.in_shape())
-        }
+        Prim::MaxPoolScatter(g) => pool_launch("max_pool2d_scatter", g, x[0], Some(x[1]), &g.in_shape()),
         Prim::AvgPool2d(g) => pool_launch("avg_pool2d", g, x[0], None, &g.out_shape()),
-        Prim::AvgPoolBackward(g) => {
-            pool_launch("avg_pool2d_backward", g, x[0], None, &g.in_shape())
-        }
+        Prim::AvgPoolBackward(g) => pool_launch("avg_pool2d_backward", g, x[0], None, &g.in_shape()),
         _ => unreachable!("pool_forward of {prim:?}"),
     }
 }
@@ -270,24 +303,15 @@ pub(crate) fn pool_forward(prim: &Prim, x: &[&Tensor]) -> Tensor {
 /// VJPs of the pooling primitives: select and scatter at the argmax are
 /// adjoint (the argmax, a function of x alone, is constant); average pooling
 /// and its backward are adjoint.
-pub(crate) fn pool_vjp(
-    prim: &Prim,
-    g: &Tensor,
-    x: &[&Tensor],
-    needs: &[bool],
-) -> Vec<Option<Tensor>> {
+pub(crate) fn pool_vjp(prim: &Prim, g: &Tensor, x: &[&Tensor], needs: &[bool]) -> Vec<Option<Tensor>> {
     match prim {
         Prim::MaxPool2d(geom) => vec![Some(apply(Prim::MaxPoolScatter(geom.clone()), &[x[0], g]))],
         Prim::MaxPoolSelect(geom) => {
-            vec![
-                None,
-                needs[1].then(|| apply(Prim::MaxPoolScatter(geom.clone()), &[x[0], g])),
-            ]
+            vec![None, needs[1].then(|| apply(Prim::MaxPoolScatter(geom.clone()), &[x[0], g]))]
         }
-        Prim::MaxPoolScatter(geom) => vec![
-            None,
-            needs[1].then(|| apply(Prim::MaxPoolSelect(geom.clone()), &[x[0], g])),
-        ],
+        Prim::MaxPoolScatter(geom) => {
+            vec![None, needs[1].then(|| apply(Prim::MaxPoolSelect(geom.clone()), &[x[0], g]))]
+        }
         Prim::AvgPool2d(geom) => vec![Some(apply(Prim::AvgPoolBackward(geom.clone()), &[g]))],
         Prim::AvgPoolBackward(geom) => vec![Some(apply(Prim::AvgPool2d(geom.clone()), &[g]))],
         _ => unreachable!("pool_vjp of {prim:?}"),

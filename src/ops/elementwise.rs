@@ -10,7 +10,7 @@ use crate::dtype::DType;
 use crate::ops::{Prim, apply};
 use crate::pool::Storage;
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
+use crate::shape::{pack_divisors, MAX_RANK, broadcast_shapes, coalesce, pack};
 use crate::tensor::Tensor;
 
 /// Unary maps; discriminants are the shader's op codes (checked by a test).
@@ -146,11 +146,7 @@ impl BinaryOp {
     }
 
     fn out_dtype(self, dtype: DType) -> DType {
-        if self.is_comparison() {
-            DType::U32
-        } else {
-            dtype
-        }
+        if self.is_comparison() { DType::U32 } else { dtype }
     }
 }
 
@@ -202,6 +198,8 @@ struct EwParams {
     str_b: [u32; MAX_RANK],
     str_c: [u32; MAX_RANK],
     str_out: [u32; MAX_RANK],
+    div_magic: [u32; MAX_RANK],
+    div_shift: [u32; MAX_RANK],
 }
 
 /// Runs an elementwise kernel over `out` (any view), reading the inputs in
@@ -214,31 +212,18 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
     let shape = out.shape();
     let views: Vec<_> = inputs
         .iter()
-        .map(|t| {
-            t.map(|t| {
-                t.layout()
-                    .broadcast_to(shape)
-                    .expect("broadcast checked by the op")
-            })
-        })
+        .map(|t| t.map(|t| t.layout().broadcast_to(shape).expect("broadcast checked by the op")))
         .collect();
-    let mut strides: Vec<Vec<usize>> = views
-        .iter()
-        .map(|v| {
-            v.as_ref()
-                .map_or_else(|| vec![0; shape.len()], |v| v.strides.clone())
-        })
-        .collect();
+    let mut strides: Vec<Vec<usize>> =
+        views.iter().map(|v| v.as_ref().map_or_else(|| vec![0; shape.len()], |v| v.strides.clone())).collect();
     strides.push(out.strides().to_vec());
     let dims = coalesce(shape, &mut strides);
     if dims.len() > MAX_RANK {
-        panic!(
-            "wgrad: {}: views of rank {} are beyond the kernels' {MAX_RANK} dimensions",
-            kernel.entry,
-            dims.len()
-        );
+        panic!("wgrad: {}: views of rank {} are beyond the kernels' {MAX_RANK} dimensions", kernel.entry, dims.len());
     }
     let off = |i: usize| views[i].as_ref().map_or(0, |v| v.offset as u32);
+    let (div_magic, div_shift) = pack_divisors(&dims);
+    let kernel = kernel.with("FLAT", (dims.len() <= 1) as u32);
     let params = EwParams {
         numel: n as u32,
         rank: dims.len() as u32,
@@ -253,6 +238,8 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
         str_b: pack(&strides[1]),
         str_c: pack(&strides[2]),
         str_out: pack(&strides[3]),
+        div_magic,
+        div_shift,
     };
     // A binary op with a scalar operand still declares both input bindings
     // (the pipeline's layout comes from the shader before specialisation), so
@@ -266,106 +253,61 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
     let first = inputs.iter().flatten().next().copied();
     let mut bindings: Vec<(u32, Arc<Storage>)> = Vec::with_capacity(4);
     for (slot, t) in inputs.iter().enumerate().take(used) {
-        let t = (*t)
-            .or(first)
-            .expect("an elementwise kernel with inputs has one");
+        let t = (*t).or(first).expect("an elementwise kernel with inputs has one");
         bindings.push((slot as u32 + 1, t.storage().clone()));
     }
     bindings.push((4, out.storage().clone()));
     let groups = crate::graph::grid(n.div_ceil(256) as u32);
-    out.device()
-        .inner
-        .record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
 }
 
 fn kernel(entry: &'static str, op: u32, dtype: DType) -> Kernel {
-    Kernel::new(Shader::Elementwise, entry)
-        .with("OP", op)
-        .with("DT", dtype.code())
+    Kernel::new(Shader::Elementwise, entry).with("OP", op).with("DT", dtype.code())
 }
 
 pub(crate) fn fill(out: &Tensor, bits: u32) {
-    launch(
-        Kernel::new(Shader::Elementwise, "fill"),
-        out,
-        [None, None, None],
-        bits,
-    );
+    launch(Kernel::new(Shader::Elementwise, "fill"), out, [None, None, None], bits);
 }
 
 /// Copies `src` into the view `dst` (same shape).
 pub(crate) fn copy_into(dst: &Tensor, src: &Tensor) {
-    launch(
-        Kernel::new(Shader::Elementwise, "copy"),
-        dst,
-        [Some(src), None, None],
-        0,
-    );
+    launch(Kernel::new(Shader::Elementwise, "copy"), dst, [Some(src), None, None], 0);
 }
 
 // ---- forward of the primitives ------------------------------------------
 
 pub(crate) fn unary_forward(op: UnaryOp, x: &Tensor) -> Tensor {
     let out = Tensor::empty(x.device(), op.name(), x.shape(), x.dtype());
-    launch(
-        kernel("unary", op as u32, x.dtype()),
-        &out,
-        [Some(x), None, None],
-        0,
-    );
+    launch(kernel("unary", op as u32, x.dtype()), &out, [Some(x), None, None], 0);
     out
 }
 
 pub(crate) fn binary_forward(op: BinaryOp, a: &Tensor, b: &Tensor) -> Tensor {
     let shape = broadcast_shapes(a.shape(), b.shape()).expect("checked by the op");
     let out = Tensor::empty(a.device(), op.name(), &shape, op.out_dtype(a.dtype()));
-    launch(
-        kernel("binary", op as u32, a.dtype()),
-        &out,
-        [Some(a), Some(b), None],
-        0,
-    );
+    launch(kernel("binary", op as u32, a.dtype()), &out, [Some(a), Some(b), None], 0);
     out
 }
 
-pub(crate) fn binary_scalar_forward(
-    op: BinaryOp,
-    x: &Tensor,
-    scalar: f64,
-    scalar_left: bool,
-) -> Tensor {
+pub(crate) fn binary_scalar_forward(op: BinaryOp, x: &Tensor, scalar: f64, scalar_left: bool) -> Tensor {
     let out = Tensor::empty(x.device(), op.name(), x.shape(), op.out_dtype(x.dtype()));
     let k = kernel("binary", op as u32, x.dtype()).with("SCALAR", if scalar_left { 2 } else { 1 });
-    let slots = if scalar_left {
-        [None, Some(x), None]
-    } else {
-        [Some(x), None, None]
-    };
+    let slots = if scalar_left { [None, Some(x), None] } else { [Some(x), None, None] };
     launch(k, &out, slots, x.dtype().bits_of(scalar));
     out
 }
 
 pub(crate) fn where_forward(cond: &Tensor, a: &Tensor, b: &Tensor) -> Tensor {
-    let shape = broadcast_shapes(
-        &broadcast_shapes(cond.shape(), a.shape()).expect("checked"),
-        b.shape(),
-    )
-    .expect("checked by the op");
+    let shape = broadcast_shapes(&broadcast_shapes(cond.shape(), a.shape()).expect("checked"), b.shape())
+        .expect("checked by the op");
     let out = Tensor::empty(a.device(), "where_", &shape, a.dtype());
-    launch(
-        Kernel::new(Shader::Elementwise, "where_"),
-        &out,
-        [Some(a), Some(b), Some(cond)],
-        0,
-    );
+    launch(Kernel::new(Shader::Elementwise, "where_"), &out, [Some(a), Some(b), Some(cond)], 0);
     out
 }
 
 pub(crate) fn cast_forward(x: &Tensor, dtype: DType) -> Tensor {
     let out = Tensor::empty(x.device(), "cast", x.shape(), dtype);
-    let k = Kernel::new(Shader::Elementwise, "cast_")
-        .with("FROM", x.dtype().code())
-        .with("DT", dtype.code());
+    let k = Kernel::new(Shader::Elementwise, "cast_").with("FROM", x.dtype().code()).with("DT", dtype.code());
     launch(k, &out, [Some(x), None, None], 0);
     out
 }
@@ -396,12 +338,7 @@ impl Tensor {
     #[track_caller]
     pub(crate) fn unary(&self, op: UnaryOp) -> Tensor {
         if !op.allows(self.dtype()) {
-            panic!(
-                "wgrad: {}: not defined for {} tensors (shape {:?})",
-                op.name(),
-                self.dtype(),
-                self.shape()
-            );
+            panic!("wgrad: {}: not defined for {} tensors (shape {:?})", op.name(), self.dtype(), self.shape());
         }
         apply(Prim::Unary(op), &[self])
     }
@@ -423,12 +360,7 @@ impl Tensor {
                     );
                 }
                 if broadcast_shapes(self.shape(), b.shape()).is_none() {
-                    panic!(
-                        "wgrad: {}: shapes {:?} and {:?} do not broadcast",
-                        op.name(),
-                        self.shape(),
-                        b.shape()
-                    );
+                    panic!("wgrad: {}: shapes {:?} and {:?} do not broadcast", op.name(), self.shape(), b.shape());
                 }
                 apply(Prim::Binary(op), &[self, b])
             }
@@ -440,30 +372,15 @@ impl Tensor {
     pub(crate) fn binary_scalar(&self, op: BinaryOp, scalar: f64, scalar_left: bool) -> Tensor {
         self.check_arith(op);
         if self.dtype() != DType::F32 && scalar.fract() != 0.0 {
-            panic!(
-                "wgrad: {}: scalar {scalar} is not an integer but the tensor is {}",
-                op.name(),
-                self.dtype()
-            );
+            panic!("wgrad: {}: scalar {scalar} is not an integer but the tensor is {}", op.name(), self.dtype());
         }
-        apply(
-            Prim::BinaryScalar {
-                op,
-                scalar,
-                scalar_left,
-            },
-            &[self],
-        )
+        apply(Prim::BinaryScalar { op, scalar, scalar_left }, &[self])
     }
 
     #[track_caller]
     fn check_arith(&self, op: BinaryOp) {
         if op == BinaryOp::Pow && self.dtype() != DType::F32 {
-            panic!(
-                "wgrad: pow: needs f32 tensors, got {} (shape {:?})",
-                self.dtype(),
-                self.shape()
-            );
+            panic!("wgrad: pow: needs f32 tensors, got {} (shape {:?})", self.dtype(), self.shape());
         }
     }
 
@@ -550,10 +467,7 @@ impl Tensor {
     #[track_caller]
     pub fn where_<'a, 'b>(&self, a: impl IntoOperand<'a>, b: impl IntoOperand<'b>) -> Tensor {
         if self.dtype() == DType::F32 {
-            panic!(
-                "wgrad: where_: the condition must be a u32/i32 mask, got f32 of shape {:?}",
-                self.shape()
-            );
+            panic!("wgrad: where_: the condition must be a u32/i32 mask, got f32 of shape {:?}", self.shape());
         }
         let (a, b) = (a.into_operand(), b.into_operand());
         let dtype = match (a, b) {
@@ -571,14 +485,9 @@ impl Tensor {
         let (a, b) = (to_tensor(a), to_tensor(b));
         crate::ops::same_device("where_", &[self, &a, &b]);
         if a.dtype() != b.dtype() {
-            panic!(
-                "wgrad: where_: branches differ in dtype: {} and {}",
-                a.dtype(),
-                b.dtype()
-            );
+            panic!("wgrad: where_: branches differ in dtype: {} and {}", a.dtype(), b.dtype());
         }
-        let ok =
-            broadcast_shapes(self.shape(), a.shape()).and_then(|s| broadcast_shapes(&s, b.shape()));
+        let ok = broadcast_shapes(self.shape(), a.shape()).and_then(|s| broadcast_shapes(&s, b.shape()));
         if ok.is_none() {
             panic!(
                 "wgrad: where_: shapes {:?} (mask), {:?} and {:?} do not broadcast",
@@ -746,11 +655,7 @@ pub(crate) fn binary_vjp(
             nb.then(|| g * &a.gt(0.0).where_(&(y * &a.log()), 0.0)),
         ),
         BinaryOp::Maximum | BinaryOp::Minimum => {
-            let wins = if op == BinaryOp::Maximum {
-                a.gt(b)
-            } else {
-                a.lt(b)
-            };
+            let wins = if op == BinaryOp::Maximum { a.gt(b) } else { a.lt(b) };
             let w = winner_weight(wins, a.eq(b));
             (na.then(|| g * &w), nb.then(|| g * &(1.0 - w)))
         }

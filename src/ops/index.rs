@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::ops::{Prim, apply, need_f32, need_indices, same_device};
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{self, MAX_RANK, pack};
+use crate::shape::{self, MAX_RANK, pack, pack_divisors};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -23,6 +23,8 @@ struct IndexParams {
     shape: [u32; MAX_RANK],
     str_x: [u32; MAX_RANK],
     str_idx: [u32; MAX_RANK],
+    div_magic: [u32; MAX_RANK],
+    div_shift: [u32; MAX_RANK],
 }
 
 /// Records `entry` over `out` (contiguous). `x` may be absent (one_hot).
@@ -56,6 +58,8 @@ fn launch(
         shape: pack(out.shape()),
         str_x: pack(x.map_or(&[][..], |x| x.strides())),
         str_idx: pack(idx_strides),
+        div_magic: pack_divisors(out.shape()).0,
+        div_shift: pack_divisors(out.shape()).1,
     };
     let mut bindings = Vec::with_capacity(3);
     if let Some(x) = x {
@@ -74,16 +78,7 @@ fn launch(
 
 pub(crate) fn gather_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
     let out = Tensor::empty(x.device(), "gather", idx.shape(), x.dtype());
-    launch(
-        "gather",
-        &out,
-        Some(x),
-        idx,
-        idx.strides(),
-        axis,
-        x.shape()[axis],
-        0,
-    );
+    launch("gather", &out, Some(x), idx, idx.strides(), axis, x.shape()[axis], 0);
     out
 }
 
@@ -94,16 +89,7 @@ pub(crate) fn index_select_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Ten
     // The index vector, broadcast across every other axis.
     let mut strides = vec![0; shape.len()];
     strides[axis] = idx.strides()[0];
-    launch(
-        "gather",
-        &out,
-        Some(x),
-        idx,
-        &strides,
-        axis,
-        x.shape()[axis],
-        0,
-    );
+    launch("gather", &out, Some(x), idx, &strides, axis, x.shape()[axis], 0);
     out
 }
 
@@ -111,16 +97,7 @@ pub(crate) fn scatter_add_forward(idx: &Tensor, src: &Tensor, axis: usize, size:
     let mut shape = src.shape().to_vec();
     shape[axis] = size;
     let out = Tensor::empty(src.device(), "scatter_add", &shape, DType::F32);
-    launch(
-        "scatter_add",
-        &out,
-        Some(src),
-        idx,
-        idx.strides(),
-        axis,
-        size,
-        src.shape()[axis],
-    );
+    launch("scatter_add", &out, Some(src), idx, idx.strides(), axis, size, src.shape()[axis]);
     out
 }
 
@@ -143,10 +120,7 @@ impl Tensor {
         same_device("index_select", &[self, idx]);
         let a = shape::axis("index_select", self.shape(), axis);
         if idx.rank() != 1 {
-            panic!(
-                "wgrad: index_select: indices must be 1-d, got shape {:?}",
-                idx.shape()
-            );
+            panic!("wgrad: index_select: indices must be 1-d, got shape {:?}", idx.shape());
         }
         apply(Prim::IndexSelect { axis: a }, &[self, idx])
     }
@@ -159,8 +133,7 @@ impl Tensor {
         need_indices("gather", idx);
         same_device("gather", &[self, idx]);
         let a = shape::axis("gather", self.shape(), axis);
-        let fits = idx.rank() == self.rank()
-            && (0..self.rank()).all(|d| d == a || idx.shape()[d] <= self.shape()[d]);
+        let fits = idx.rank() == self.rank() && (0..self.rank()).all(|d| d == a || idx.shape()[d] <= self.shape()[d]);
         if !fits {
             panic!(
                 "wgrad: gather: indices of shape {:?} do not fit shape {:?} along axis {axis}",
@@ -192,13 +165,7 @@ impl Tensor {
                 self.shape()
             );
         }
-        self + apply(
-            Prim::ScatterAdd {
-                axis: a,
-                size: self.shape()[a],
-            },
-            &[idx, src],
-        )
+        self + apply(Prim::ScatterAdd { axis: a, size: self.shape()[a] }, &[idx, src])
     }
 
     /// One-hot encoding of class indices: a new last axis of `n` classes, f32.
@@ -213,25 +180,10 @@ impl Tensor {
 
 /// out = gather(x, idx): ∂x = scatter_add of g at idx (zero elsewhere).
 pub(crate) fn gather_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
-    let dx = apply(
-        Prim::ScatterAdd {
-            axis,
-            size: x.shape()[axis],
-        },
-        &[idx, g],
-    );
+    let dx = apply(Prim::ScatterAdd { axis, size: x.shape()[axis] }, &[idx, g]);
     // idx may be smaller than x off the axis: the rest gets no gradient
-    let pads: Vec<(usize, usize)> = dx
-        .shape()
-        .iter()
-        .zip(x.shape())
-        .map(|(&d, &n)| (0, n - d))
-        .collect();
-    if pads.iter().any(|&(_, p)| p > 0) {
-        dx.pad(&pads, 0.0)
-    } else {
-        dx
-    }
+    let pads: Vec<(usize, usize)> = dx.shape().iter().zip(x.shape()).map(|(&d, &n)| (0, n - d)).collect();
+    if pads.iter().any(|&(_, p)| p > 0) { dx.pad(&pads, 0.0) } else { dx }
 }
 
 /// out = index_select(x, idx): ∂x = g summed into the rows idx names.
@@ -239,11 +191,5 @@ pub(crate) fn index_select_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize
     let mut shape = vec![1; g.rank()];
     shape[axis] = idx.numel();
     let spread = idx.reshape(&shape).expand(g.shape());
-    apply(
-        Prim::ScatterAdd {
-            axis,
-            size: x.shape()[axis],
-        },
-        &[&spread, g],
-    )
+    apply(Prim::ScatterAdd { axis, size: x.shape()[axis] }, &[&spread, g])
 }

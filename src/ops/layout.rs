@@ -16,11 +16,7 @@ pub(crate) fn contiguous_forward(x: &Tensor) -> Tensor {
 /// `t` dense and starting at element 0 of its buffer, as kernels that index
 /// without strides or offsets need (a copy only when it is not already).
 pub(crate) fn dense_from_zero(t: &Tensor) -> Tensor {
-    if t.is_contiguous() && t.layout().offset == 0 {
-        t.clone()
-    } else {
-        contiguous_forward(t)
-    }
+    if t.is_contiguous() && t.layout().offset == 0 { t.clone() } else { contiguous_forward(t) }
 }
 
 pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
@@ -34,12 +30,7 @@ pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
 }
 
 pub(crate) fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f64) -> Tensor {
-    let shape: Vec<usize> = x
-        .shape()
-        .iter()
-        .zip(pads)
-        .map(|(&n, &(lo, hi))| n + lo + hi)
-        .collect();
+    let shape: Vec<usize> = x.shape().iter().zip(pads).map(|(&n, &(lo, hi))| n + lo + hi).collect();
     let out = Tensor::empty(x.device(), "pad", &shape, x.dtype());
     fill(&out, x.dtype().bits_of(value));
     let mut inner = out.layout().clone();
@@ -73,10 +64,7 @@ impl Tensor {
         let known: usize = shape.iter().filter(|&&n| n != usize::MAX).product();
         let inferred = shape.iter().filter(|&&n| n == usize::MAX).count();
         if inferred > 1 || (inferred == 1 && (known == 0 || self.numel() % known != 0)) {
-            panic!(
-                "wgrad: reshape: cannot infer a dimension of {shape:?} from shape {:?}",
-                self.shape()
-            );
+            panic!("wgrad: reshape: cannot infer a dimension of {shape:?} from shape {:?}", self.shape());
         }
         if let Some(d) = shape.iter_mut().find(|n| **n == usize::MAX) {
             *d = self.numel() / known;
@@ -104,10 +92,7 @@ impl Tensor {
         let s = shape::axis("flatten", self.shape(), start);
         let e = shape::axis("flatten", self.shape(), end);
         if s > e {
-            panic!(
-                "wgrad: flatten: start axis {start} comes after end axis {end} (shape {:?})",
-                self.shape()
-            );
+            panic!("wgrad: flatten: start axis {start} comes after end axis {end} (shape {:?})", self.shape());
         }
         let mut shape = self.shape()[..s].to_vec();
         shape.push(self.shape()[s..=e].iter().product());
@@ -118,17 +103,11 @@ impl Tensor {
     /// Reorders the dimensions: result dimension i is `self`'s `perm[i]`.
     #[track_caller]
     pub fn permute(&self, perm: &[isize]) -> Tensor {
-        let p: Vec<usize> = perm
-            .iter()
-            .map(|&a| shape::axis("permute", self.shape(), a))
-            .collect();
+        let p: Vec<usize> = perm.iter().map(|&a| shape::axis("permute", self.shape(), a)).collect();
         let mut seen = p.clone();
         seen.sort_unstable();
         if seen != (0..self.rank()).collect::<Vec<_>>() {
-            panic!(
-                "wgrad: permute: {perm:?} is not a permutation of the axes of shape {:?}",
-                self.shape()
-            );
+            panic!("wgrad: permute: {perm:?} is not a permutation of the axes of shape {:?}", self.shape());
         }
         if p.iter().enumerate().all(|(i, &a)| i == a) {
             return self.clone();
@@ -160,10 +139,7 @@ impl Tensor {
     #[track_caller]
     pub fn expand(&self, shape: &[usize]) -> Tensor {
         if self.layout().broadcast_to(shape).is_none() {
-            panic!(
-                "wgrad: expand: shape {:?} cannot broadcast to {shape:?}",
-                self.shape()
-            );
+            panic!("wgrad: expand: shape {:?} cannot broadcast to {shape:?}", self.shape());
         }
         if shape == self.shape() {
             return self.clone();
@@ -185,14 +161,7 @@ impl Tensor {
         if start == 0 && len == self.shape()[a] {
             return self.clone();
         }
-        apply(
-            Prim::Narrow {
-                axis: a,
-                start,
-                len,
-            },
-            &[self],
-        )
+        apply(Prim::Narrow { axis: a, start, len }, &[self])
     }
 
     /// Removes a size-1 dimension.
@@ -200,11 +169,7 @@ impl Tensor {
     pub fn squeeze(&self, axis: isize) -> Tensor {
         let a = shape::axis("squeeze", self.shape(), axis);
         if self.shape()[a] != 1 {
-            panic!(
-                "wgrad: squeeze: axis {axis} of shape {:?} has size {}, not 1",
-                self.shape(),
-                self.shape()[a]
-            );
+            panic!("wgrad: squeeze: axis {axis} of shape {:?} has size {}, not 1", self.shape(), self.shape()[a]);
         }
         let mut s = self.shape().to_vec();
         s.remove(a);
@@ -217,10 +182,7 @@ impl Tensor {
         let rank = self.rank() as isize + 1;
         let a = if axis < 0 { axis + rank } else { axis };
         if a < 0 || a >= rank {
-            panic!(
-                "wgrad: unsqueeze: axis {axis} is out of range for shape {:?}",
-                self.shape()
-            );
+            panic!("wgrad: unsqueeze: axis {axis} is out of range for shape {:?}", self.shape());
         }
         let mut s = self.shape().to_vec();
         s.insert(a as usize, 1);
@@ -248,10 +210,7 @@ impl Tensor {
             let mut ok = t.rank() == first.rank() && t.dtype() == first.dtype();
             ok &= (0..first.rank()).all(|d| d == a || t.shape()[d] == first.shape()[d]);
             if !ok {
-                let shapes: Vec<_> = tensors
-                    .iter()
-                    .map(|t| (t.shape().to_vec(), t.dtype()))
-                    .collect();
+                let shapes: Vec<_> = tensors.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect();
                 panic!("wgrad: cat: along axis {axis}, shapes and dtypes {shapes:?} do not agree");
             }
         }
@@ -268,11 +227,7 @@ impl Tensor {
             panic!("wgrad: stack: needs at least one tensor");
         };
         if let Some(t) = tensors.iter().find(|t| t.shape() != first.shape()) {
-            panic!(
-                "wgrad: stack: shapes {:?} and {:?} differ",
-                first.shape(),
-                t.shape()
-            );
+            panic!("wgrad: stack: shapes {:?} and {:?} differ", first.shape(), t.shape());
         }
         let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(axis)).collect();
         let refs: Vec<&Tensor> = parts.iter().collect();
@@ -290,12 +245,6 @@ impl Tensor {
                 self.rank()
             );
         }
-        apply(
-            Prim::Pad {
-                pads: pads.to_vec(),
-                value,
-            },
-            &[self],
-        )
+        apply(Prim::Pad { pads: pads.to_vec(), value }, &[self])
     }
 }

@@ -4,7 +4,6 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::ops::{Prim, apply, need_f32, same_device};
-use crate::shaders::{Kernel, Shader};
 use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
 use crate::tensor::Tensor;
 
@@ -21,32 +20,33 @@ struct MmParams {
     a_cs: u32,
     b_rs: u32,
     b_cs: u32,
-    _pad: [u32; 2],
+    k_split: u32,
+    _pad: u32,
     batch_shape: [u32; MAX_RANK],
     a_bstr: [u32; MAX_RANK],
     b_bstr: [u32; MAX_RANK],
 }
 
-/// Output tile edge of one workgroup.
-const BLOCK: usize = 64;
-
 /// Both operands have rank ≥ 2 here.
 pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    let batch =
-        broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
+    let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
     let mut out_shape = batch.clone();
     out_shape.extend([m, n]);
-    let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
     let nb: usize = batch.iter().product();
-    if out.numel() == 0 {
-        return out;
-    }
-    if k == 0 {
+    if nb * m * n == 0 || k == 0 {
+        let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
         crate::ops::elementwise::fill(&out, 0);
         return out;
     }
+    let mk = a.device().inner.matmul_kernel(m, n);
+    let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
+    // Few output tiles over a long k leave most of the GPU idle: split k so
+    // that about 32 workgroups run, each over at least 256 steps of k.
+    let k_split = if tiles < 16 { 32usize.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
+    let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { out_shape };
+    let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
     let bview = |t: &Tensor| {
         let r = t.rank();
         let l = crate::shape::Layout {
@@ -73,25 +73,21 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         a_cs: sa[ra - 1] as u32,
         b_rs: sb[rb - 2] as u32,
         b_cs: sb[rb - 1] as u32,
-        _pad: [0; 2],
+        k_split: k_split as u32,
+        _pad: 0,
         batch_shape: pack(&bshape),
         a_bstr: pack(&strides[0]),
         b_bstr: pack(&strides[1]),
     };
-    let kernel = Kernel::new(Shader::Matmul, "matmul");
-    let bindings = vec![
-        (1, a.storage().clone()),
-        (2, b.storage().clone()),
-        (3, out.storage().clone()),
-    ];
-    let groups = [
-        n.div_ceil(BLOCK) as u32,
-        m.div_ceil(BLOCK) as u32,
-        nb as u32,
-    ];
-    a.device()
-        .inner
-        .record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    let bindings = vec![(1, a.storage().clone()), (2, b.storage().clone()), (3, out.storage().clone())];
+    let groups = [n.div_ceil(mk.tile_n) as u32, m.div_ceil(mk.tile_m) as u32, (nb * k_split) as u32];
+    a.device().inner.record(&mk.kernel, bindings, bytemuck::bytes_of(&params), groups);
+    if k_split > 1 {
+        // partial products [nb, k_split, m, n], summed in a fixed order
+        let mut shape = batch;
+        shape.extend([m, n]);
+        return super::reduce::reduce_forward(super::reduce::ReduceOp::Sum, &out, &[1], false, 1.0).reshape(&shape);
+    }
     out
 }
 
@@ -106,22 +102,10 @@ impl Tensor {
         need_f32("matmul", rhs);
         same_device("matmul", &[self, rhs]);
         if self.rank() == 0 || rhs.rank() == 0 {
-            panic!(
-                "wgrad: matmul: operands must have rank ≥ 1, got {:?} and {:?}",
-                self.shape(),
-                rhs.shape()
-            );
+            panic!("wgrad: matmul: operands must have rank ≥ 1, got {:?} and {:?}", self.shape(), rhs.shape());
         }
-        let a = if self.rank() == 1 {
-            self.unsqueeze(0)
-        } else {
-            self.clone()
-        };
-        let b = if rhs.rank() == 1 {
-            rhs.unsqueeze(1)
-        } else {
-            rhs.clone()
-        };
+        let a = if self.rank() == 1 { self.unsqueeze(0) } else { self.clone() };
+        let b = if rhs.rank() == 1 { rhs.unsqueeze(1) } else { rhs.clone() };
         let (ra, rb) = (a.rank(), b.rank());
         if a.shape()[ra - 1] != b.shape()[rb - 2] {
             panic!(
@@ -134,17 +118,10 @@ impl Tensor {
         }
         let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]);
         let Some(batch) = batch else {
-            panic!(
-                "wgrad: matmul: batch dimensions of {:?} and {:?} do not broadcast",
-                self.shape(),
-                rhs.shape()
-            );
+            panic!("wgrad: matmul: batch dimensions of {:?} and {:?} do not broadcast", self.shape(), rhs.shape());
         };
         if batch.iter().product::<usize>() > 65535 {
-            panic!(
-                "wgrad: matmul: {} batches exceed the 65535 a dispatch can hold",
-                batch.iter().product::<usize>()
-            );
+            panic!("wgrad: matmul: {} batches exceed the 65535 a dispatch can hold", batch.iter().product::<usize>());
         }
         let mut out = apply(Prim::Matmul, &[&a, &b]);
         if self.rank() == 1 {

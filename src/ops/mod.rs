@@ -100,34 +100,21 @@ impl Prim {
         match self {
             Prim::Unary(op) => elementwise::unary_forward(*op, x[0]),
             Prim::Binary(op) => elementwise::binary_forward(*op, x[0], x[1]),
-            Prim::BinaryScalar {
-                op,
-                scalar,
-                scalar_left,
-            } => elementwise::binary_scalar_forward(*op, x[0], *scalar, *scalar_left),
+            Prim::BinaryScalar { op, scalar, scalar_left } => {
+                elementwise::binary_scalar_forward(*op, x[0], *scalar, *scalar_left)
+            }
             Prim::Where => elementwise::where_forward(x[0], x[1], x[2]),
             Prim::Cast(dtype) => elementwise::cast_forward(x[0], *dtype),
-            Prim::Reduce {
-                op,
-                axes,
-                keepdim,
-                scale,
-            } => reduce::reduce_forward(*op, x[0], axes, *keepdim, *scale),
-            Prim::ArgReduce { op, axis, keepdim } => {
-                reduce::arg_forward(*op, x[0], *axis, *keepdim)
-            }
+            Prim::Reduce { op, axes, keepdim, scale } => reduce::reduce_forward(*op, x[0], axes, *keepdim, *scale),
+            Prim::ArgReduce { op, axis, keepdim } => reduce::arg_forward(*op, x[0], *axis, *keepdim),
             Prim::Softmax(axis) => reduce::rows_forward("softmax", x[0], *axis),
             Prim::LogSoftmax(axis) => reduce::rows_forward("log_softmax", x[0], *axis),
             Prim::LogSumExp { axes, keepdim } => reduce::logsumexp_forward(x[0], axes, *keepdim),
             Prim::Matmul => matmul::matmul_forward(x[0], x[1]),
             Prim::Reshape(shape) => layout::reshape_forward(x[0], shape),
             Prim::Permute(perm) => x[0].with_layout(x[0].layout().permute(perm)),
-            Prim::Expand(shape) => {
-                x[0].with_layout(x[0].layout().broadcast_to(shape).expect("checked"))
-            }
-            Prim::Narrow { axis, start, len } => {
-                x[0].with_layout(x[0].layout().narrow(*axis, *start, *len))
-            }
+            Prim::Expand(shape) => x[0].with_layout(x[0].layout().broadcast_to(shape).expect("checked")),
+            Prim::Narrow { axis, start, len } => x[0].with_layout(x[0].layout().narrow(*axis, *start, *len)),
             Prim::Contiguous => layout::contiguous_forward(x[0]),
             Prim::Pad { pads, value } => layout::pad_forward(x[0], pads, *value),
             Prim::Cat { axis } => layout::cat_forward(x, *axis),
@@ -151,42 +138,18 @@ impl Prim {
     /// no gradient, e.g. for indices), for the inputs where `needs` is set.
     /// Written with ops, so the backward pass is recorded like the forward
     /// and is itself differentiable.
-    pub(crate) fn vjp(
-        &self,
-        g: &Tensor,
-        x: &[&Tensor],
-        y: &Tensor,
-        needs: &[bool],
-    ) -> Vec<Option<Tensor>> {
+    pub(crate) fn vjp(&self, g: &Tensor, x: &[&Tensor], y: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         match self {
             Prim::Unary(op) => vec![elementwise::unary_vjp(*op, g, x[0], y)],
             Prim::Binary(op) => elementwise::binary_vjp(*op, g, x[0], x[1], y, needs),
-            Prim::BinaryScalar {
-                op,
-                scalar,
-                scalar_left,
-            } => {
-                vec![elementwise::binary_scalar_vjp(
-                    *op,
-                    g,
-                    x[0],
-                    *scalar,
-                    *scalar_left,
-                    y,
-                )]
+            Prim::BinaryScalar { op, scalar, scalar_left } => {
+                vec![elementwise::binary_scalar_vjp(*op, g, x[0], *scalar, *scalar_left, y)]
             }
-            Prim::Where => vec![
-                None,
-                needs[1].then(|| x[0].where_(g, 0.0)),
-                needs[2].then(|| x[0].where_(0.0, g)),
-            ],
+            Prim::Where => vec![None, needs[1].then(|| x[0].where_(g, 0.0)), needs[2].then(|| x[0].where_(0.0, g))],
             Prim::Cast(_) => vec![Some(g.clone())],
-            Prim::Reduce {
-                op,
-                axes,
-                keepdim,
-                scale,
-            } => vec![reduce::reduce_vjp(*op, g, x[0], y, axes, *keepdim, *scale)],
+            Prim::Reduce { op, axes, keepdim, scale } => {
+                vec![reduce::reduce_vjp(*op, g, x[0], y, axes, *keepdim, *scale)]
+            }
             Prim::ArgReduce { .. } | Prim::OneHot(_) => vec![None; x.len()],
             Prim::Softmax(axis) => {
                 // y = softmax(x): dx = y ⊙ (g − Σ g⊙y)
@@ -203,10 +166,7 @@ impl Prim {
             }
             Prim::Matmul => {
                 // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G (batch broadcasting is undone by the driver)
-                vec![
-                    needs[0].then(|| g.matmul(&x[1].t())),
-                    needs[1].then(|| x[0].t().matmul(g)),
-                ]
+                vec![needs[0].then(|| g.matmul(&x[1].t())), needs[1].then(|| x[0].t().matmul(g))]
             }
             Prim::Reshape(_) | Prim::Contiguous => vec![Some(g.reshape(x[0].shape()))],
             Prim::Permute(perm) => {
@@ -275,11 +235,7 @@ pub(crate) fn same_device(op: &str, tensors: &[&Tensor]) {
 #[track_caller]
 pub(crate) fn need_f32(op: &str, t: &Tensor) {
     if t.dtype() != DType::F32 {
-        panic!(
-            "wgrad: {op}: needs an f32 tensor, got {} of shape {:?}",
-            t.dtype(),
-            t.shape()
-        );
+        panic!("wgrad: {op}: needs an f32 tensor, got {} of shape {:?}", t.dtype(), t.shape());
     }
 }
 
@@ -287,9 +243,6 @@ pub(crate) fn need_f32(op: &str, t: &Tensor) {
 #[track_caller]
 pub(crate) fn need_indices(op: &str, t: &Tensor) {
     if t.dtype() == DType::F32 {
-        panic!(
-            "wgrad: {op}: indices must be u32 or i32, got f32 of shape {:?} (use .cast())",
-            t.shape()
-        );
+        panic!("wgrad: {op}: indices must be u32 or i32, got f32 of shape {:?} (use .cast())", t.shape());
     }
 }

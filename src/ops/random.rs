@@ -21,14 +21,7 @@ struct RngParams {
 }
 
 #[track_caller]
-fn random(
-    device: &Device,
-    op: &'static str,
-    shape: &[usize],
-    normal: bool,
-    a: f32,
-    b: f32,
-) -> Tensor {
+fn random(device: &Device, op: &'static str, shape: &[usize], normal: bool, a: f32, b: f32) -> Tensor {
     let out = Tensor::empty(device, op, shape, DType::F32);
     let (seed, pos) = device.inner.next_rng();
     let n = out.numel();
@@ -44,12 +37,7 @@ fn random(
     };
     let kernel = Kernel::new(Shader::Rng, "random");
     let groups = crate::graph::grid(n.div_ceil(4).div_ceil(256) as u32);
-    device.inner.record(
-        &kernel,
-        vec![(1, out.storage().clone())],
-        bytemuck::bytes_of(&params),
-        groups,
-    );
+    device.inner.record(&kernel, vec![(1, out.storage().clone())], bytemuck::bytes_of(&params), groups);
     out
 }
 

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::dtype::DType;
 use crate::ops::{Prim, apply, need_f32};
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{self, Layout, MAX_RANK, coalesce, contiguous_strides, pack};
+use crate::shape::{self, Layout, MAX_RANK, coalesce, contiguous_strides, pack, pack_divisors};
 use crate::tensor::Tensor;
 
 /// Reduction kinds; discriminants are the shader's op codes.
@@ -47,6 +47,10 @@ struct ReduceParams {
     str_out: [u32; MAX_RANK],
     shape_red: [u32; MAX_RANK],
     str_red: [u32; MAX_RANK],
+    magic_out: [u32; MAX_RANK],
+    shift_out: [u32; MAX_RANK],
+    magic_red: [u32; MAX_RANK],
+    shift_red: [u32; MAX_RANK],
 }
 
 /// Output shape of reducing `axes` of `shape`.
@@ -98,10 +102,7 @@ fn dispatch(
     let n_out = shape::numel(kept.0);
     let n_red = shape::numel(red.0);
     if kept.0.len() > MAX_RANK || red.0.len() > MAX_RANK {
-        panic!(
-            "wgrad: {}: views of rank > {MAX_RANK} after merging dimensions are not supported",
-            op.name()
-        );
+        panic!("wgrad: {}: views of rank > {MAX_RANK} after merging dimensions are not supported", op.name());
     }
     let params = ReduceParams {
         n_out: n_out as u32,
@@ -116,31 +117,23 @@ fn dispatch(
         str_out: pack(kept.1),
         shape_red: pack(red.0),
         str_red: pack(red.1),
+        magic_out: pack_divisors(kept.0).0,
+        shift_out: pack_divisors(kept.0).1,
+        magic_red: pack_divisors(red.0).0,
+        shift_red: pack_divisors(red.0).1,
     };
     let kernel = Kernel::new(Shader::Reduce, "reduce").with("OP", op as u32);
     let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
     let groups = crate::graph::grid((n_out * n_chunks) as u32);
-    x.device()
-        .inner
-        .record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
 }
 
 /// Elements one workgroup folds before a reduction is split in two passes.
 const CHUNK: usize = 4096;
 
-pub(crate) fn reduce_forward(
-    op: ReduceOp,
-    x: &Tensor,
-    axes: &[usize],
-    keepdim: bool,
-    scale: f32,
-) -> Tensor {
+pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool, scale: f32) -> Tensor {
     let out_shape = reduced_shape(x.shape(), axes, keepdim);
-    let dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
-        DType::U32
-    } else {
-        DType::F32
-    };
+    let dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) { DType::U32 } else { DType::F32 };
     let out = Tensor::empty(x.device(), op.name(), &out_shape, dtype);
     let ((ks, kst), (rs, rst)) = split(x.layout(), axes);
     let n_out = shape::numel(&ks);
@@ -155,36 +148,14 @@ pub(crate) fn reduce_forward(
     // Few long reductions would leave most of the GPU idle: split each into
     // chunks, reduce the chunks, then reduce the partial results.
     let splittable = matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min);
-    let n_chunks = if splittable && n_out < 256 && n_red > 2 * CHUNK {
-        n_red.div_ceil(CHUNK).min(1024)
-    } else {
-        1
-    };
+    let n_chunks = if splittable && n_out < 256 && n_red > 2 * CHUNK { n_red.div_ceil(CHUNK).min(1024) } else { 1 };
     let off = x.layout().offset;
     if n_chunks == 1 {
         dispatch(op, x, off, (&ks, &kst), (&rs, &rst), 1, scale, &out);
     } else {
         let partial = Tensor::empty(x.device(), op.name(), &[n_out, n_chunks], DType::F32);
-        dispatch(
-            op,
-            x,
-            off,
-            (&ks, &kst),
-            (&rs, &rst),
-            n_chunks,
-            1.0,
-            &partial,
-        );
-        dispatch(
-            op,
-            &partial,
-            0,
-            (&[n_out], &[n_chunks]),
-            (&[n_chunks], &[1]),
-            1,
-            scale,
-            &out,
-        );
+        dispatch(op, x, off, (&ks, &kst), (&rs, &rst), n_chunks, 1.0, &partial);
+        dispatch(op, &partial, 0, (&[n_out], &[n_chunks]), (&[n_chunks], &[1]), 1, scale, &out);
     }
     out
 }
@@ -204,6 +175,8 @@ struct RowParams {
     _pad: [u32; 3],
     shape_outer: [u32; MAX_RANK],
     str_outer: [u32; MAX_RANK],
+    magic_outer: [u32; MAX_RANK],
+    shift_outer: [u32; MAX_RANK],
 }
 
 /// Runs a row kernel along `axis`; returns the output buffer's tensor, laid
@@ -231,9 +204,7 @@ fn rows(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
         return out;
     }
     if os.len() > MAX_RANK {
-        panic!(
-            "wgrad: {entry}: views of rank > {MAX_RANK} after merging dimensions are not supported"
-        );
+        panic!("wgrad: {entry}: views of rank > {MAX_RANK} after merging dimensions are not supported");
     }
     let params = RowParams {
         n_rows: n_rows as u32,
@@ -244,15 +215,12 @@ fn rows(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
         _pad: [0; 3],
         shape_outer: pack(&os),
         str_outer: pack(&ost),
+        magic_outer: pack_divisors(&os).0,
+        shift_outer: pack_divisors(&os).1,
     };
     let kernel = Kernel::new(Shader::Softmax, entry);
     let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
-    x.device().inner.record(
-        &kernel,
-        bindings,
-        bytemuck::bytes_of(&params),
-        crate::graph::grid(n_rows as u32),
-    );
+    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(n_rows as u32));
     out
 }
 
@@ -277,11 +245,7 @@ pub(crate) fn logsumexp_forward(x: &Tensor, axes: &[usize], keepdim: bool) -> Te
         let moved = super::layout::contiguous_forward(&x.with_layout(x.layout().permute(&perm)));
         let mut merged: Vec<usize> = kept.iter().map(|&d| x.shape()[d]).collect();
         merged.push(axes.iter().map(|&d| x.shape()[d]).product());
-        let l = Layout {
-            shape: merged.clone(),
-            strides: contiguous_strides(&merged),
-            offset: 0,
-        };
+        let l = Layout { shape: merged.clone(), strides: contiguous_strides(&merged), offset: 0 };
         rows("logsumexp", &moved.with_layout(l), kept.len())
     };
     lse.with_layout(Layout::contiguous(&out_shape))
@@ -296,22 +260,11 @@ impl Tensor {
         need_f32(name, self);
         let axes = shape::axes(name, self.shape(), axes);
         if op != ReduceOp::Sum && axes.iter().any(|&d| self.shape()[d] == 0) {
-            panic!(
-                "wgrad: {name}: cannot reduce an empty axis of shape {:?}",
-                self.shape()
-            );
+            panic!("wgrad: {name}: cannot reduce an empty axis of shape {:?}", self.shape());
         }
         let n: usize = axes.iter().map(|&d| self.shape()[d]).product();
         let scale = if mean { 1.0 / n as f32 } else { 1.0 };
-        apply(
-            Prim::Reduce {
-                op,
-                axes,
-                keepdim,
-                scale,
-            },
-            &[self],
-        )
+        apply(Prim::Reduce { op, axes, keepdim, scale }, &[self])
     }
 
     /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
@@ -369,11 +322,7 @@ impl Tensor {
         need_f32(op.name(), self);
         let axis = shape::axis(op.name(), self.shape(), axis);
         if self.shape()[axis] == 0 {
-            panic!(
-                "wgrad: {}: cannot reduce an empty axis of shape {:?}",
-                op.name(),
-                self.shape()
-            );
+            panic!("wgrad: {}: cannot reduce an empty axis of shape {:?}", op.name(), self.shape());
         }
         apply(Prim::ArgReduce { op, axis, keepdim }, &[self])
     }
@@ -407,11 +356,7 @@ impl Tensor {
 
 /// `g` with the reduced axes restored as size 1 (so it broadcasts against x).
 fn keep(g: &Tensor, x: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
-    if keepdim {
-        g.clone()
-    } else {
-        g.reshape(&reduced_shape(x.shape(), axes, true))
-    }
+    if keepdim { g.clone() } else { g.reshape(&reduced_shape(x.shape(), axes, true)) }
 }
 
 pub(crate) fn reduce_vjp(
@@ -439,12 +384,6 @@ pub(crate) fn reduce_vjp(
 }
 
 /// f = log Σ eˣ: ∂x = e^(x − f) = softmax(x)
-pub(crate) fn logsumexp_vjp(
-    g: &Tensor,
-    x: &Tensor,
-    y: &Tensor,
-    axes: &[usize],
-    keepdim: bool,
-) -> Tensor {
+pub(crate) fn logsumexp_vjp(g: &Tensor, x: &Tensor, y: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
     keep(g, x, axes, keepdim) * (x - &keep(y, x, axes, keepdim)).exp()
 }

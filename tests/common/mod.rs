@@ -13,9 +13,7 @@ use wgrad::{Device, Tensor};
 /// The device shared by a test binary. A missing adapter fails the tests.
 pub fn dev() -> &'static Device {
     static DEV: OnceLock<Device> = OnceLock::new();
-    DEV.get_or_init(|| {
-        Device::new().expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)")
-    })
+    DEV.get_or_init(|| Device::new().expect("a GPU adapter (install mesa-vulkan-drivers for lavapipe)"))
 }
 
 /// A fresh device, for tests that read its counters.
@@ -84,11 +82,7 @@ pub fn assert_within(what: &str, got: &Array, want: &Array, bound: &Array) {
         } else {
             (g - w).abs() <= b
         };
-        assert!(
-            ok,
-            "{what}: element {i} of shape {:?}: got {g}, want {w} (bound {b:e})",
-            want.shape
-        );
+        assert!(ok, "{what}: element {i} of shape {:?}: got {g}, want {w} (bound {b:e})", want.shape);
     }
 }
 
@@ -112,10 +106,7 @@ pub fn panic_of(f: std::panic::AssertUnwindSafe<impl FnOnce()>) -> (String, Stri
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if CAPTURING.with(Cell::get) {
-                let loc = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
+                let loc = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
                 LOCATION.with(|c| *c.borrow_mut() = loc);
             } else {
                 default(info);

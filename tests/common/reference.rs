@@ -28,20 +28,9 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r {
-                a[i + a.len() - r]
-            } else {
-                1
-            };
-            let db = if i + b.len() >= r {
-                b[i + b.len() - r]
-            } else {
-                1
-            };
-            assert!(
-                da == db || da == 1 || db == 1,
-                "reference: {a:?} and {b:?} do not broadcast"
-            );
+            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            assert!(da == db || da == 1 || db == 1, "reference: {a:?} and {b:?} do not broadcast");
             if da == 1 { db } else { da }
         })
         .collect()
@@ -49,15 +38,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
 
 impl Array {
     pub fn new(shape: &[usize], data: Vec<f64>) -> Array {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "reference: shape {shape:?}"
-        );
-        Array {
-            shape: shape.to_vec(),
-            data,
-        }
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "reference: shape {shape:?}");
+        Array { shape: shape.to_vec(), data }
     }
 
     pub fn full(shape: &[usize], v: f64) -> Array {
@@ -76,12 +58,8 @@ impl Array {
     /// The value broadcast to `shape` at output coordinates `c`.
     fn at_broadcast(&self, c: &[usize]) -> f64 {
         let lead = c.len() - self.shape.len();
-        let cc: Vec<usize> = self
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(d, &n)| if n == 1 { 0 } else { c[lead + d] })
-            .collect();
+        let cc: Vec<usize> =
+            self.shape.iter().enumerate().map(|(d, &n)| if n == 1 { 0 } else { c[lead + d] }).collect();
         self.at(&cc)
     }
 
@@ -107,11 +85,7 @@ impl Array {
         let data = (0..n)
             .map(|i| {
                 let c = coords(i, &shape);
-                if self.at_broadcast(&c) != 0.0 {
-                    a.at_broadcast(&c)
-                } else {
-                    b.at_broadcast(&c)
-                }
+                if self.at_broadcast(&c) != 0.0 { a.at_broadcast(&c) } else { b.at_broadcast(&c) }
             })
             .collect();
         Array::new(&shape, data)
@@ -122,38 +96,18 @@ impl Array {
     }
 
     /// Folds `axes` with `f` from `init`; `keepdim` keeps them as size 1.
-    pub fn reduce(
-        &self,
-        axes: &[usize],
-        keepdim: bool,
-        init: f64,
-        f: impl Fn(f64, f64) -> f64,
-    ) -> Array {
-        let kept: Vec<usize> = self
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
-            .collect();
+    pub fn reduce(&self, axes: &[usize], keepdim: bool, init: f64, f: impl Fn(f64, f64) -> f64) -> Array {
+        let kept: Vec<usize> =
+            self.shape.iter().enumerate().map(|(d, &n)| if axes.contains(&d) { 1 } else { n }).collect();
         let mut out = Array::full(&kept, init);
         let ks = strides(&kept);
         for i in 0..self.numel() {
             let c = coords(i, &self.shape);
-            let o: usize = c
-                .iter()
-                .enumerate()
-                .map(|(d, &x)| if axes.contains(&d) { 0 } else { x * ks[d] })
-                .sum();
+            let o: usize = c.iter().enumerate().map(|(d, &x)| if axes.contains(&d) { 0 } else { x * ks[d] }).sum();
             out.data[o] = f(out.data[o], self.data[i]);
         }
         if !keepdim {
-            out.shape = self
-                .shape
-                .iter()
-                .enumerate()
-                .filter(|(d, _)| !axes.contains(d))
-                .map(|(_, &n)| n)
-                .collect();
+            out.shape = self.shape.iter().enumerate().filter(|(d, _)| !axes.contains(d)).map(|(_, &n)| n).collect();
         }
         out
     }
@@ -163,15 +117,11 @@ impl Array {
     }
 
     pub fn max(&self, axes: &[usize], keepdim: bool) -> Array {
-        self.reduce(axes, keepdim, f64::NEG_INFINITY, |a, b| {
-            if b > a || b.is_nan() { b } else { a }
-        })
+        self.reduce(axes, keepdim, f64::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a })
     }
 
     pub fn min(&self, axes: &[usize], keepdim: bool) -> Array {
-        self.reduce(axes, keepdim, f64::INFINITY, |a, b| {
-            if b < a || b.is_nan() { b } else { a }
-        })
+        self.reduce(axes, keepdim, f64::INFINITY, |a, b| if b < a || b.is_nan() { b } else { a })
     }
 
     pub fn mean(&self, axes: &[usize], keepdim: bool) -> Array {
@@ -220,22 +170,15 @@ impl Array {
     }
 
     pub fn logsumexp(&self, axes: &[usize], keepdim: bool) -> Array {
-        let m = self
-            .max(axes, true)
-            .map(|m| if m.is_finite() { m } else { 0.0 });
+        let m = self.max(axes, true).map(|m| if m.is_finite() { m } else { 0.0 });
         let s = self.zip(&m, |x, m| (x - m).exp()).sum(axes, true);
         let out = s.zip(&m, |s, m| s.ln() + m);
         if keepdim { out } else { out.squeeze_axes(axes) }
     }
 
     fn squeeze_axes(&self, axes: &[usize]) -> Array {
-        let shape: Vec<usize> = self
-            .shape
-            .iter()
-            .enumerate()
-            .filter(|(d, _)| !axes.contains(d))
-            .map(|(_, &n)| n)
-            .collect();
+        let shape: Vec<usize> =
+            self.shape.iter().enumerate().filter(|(d, _)| !axes.contains(d)).map(|(_, &n)| n).collect();
         Array::new(&shape, self.data.clone())
     }
 
@@ -344,21 +287,12 @@ impl Array {
     }
 
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Array {
-        let shape: Vec<usize> = self
-            .shape
-            .iter()
-            .zip(pads)
-            .map(|(&n, &(a, b))| n + a + b)
-            .collect();
+        let shape: Vec<usize> = self.shape.iter().zip(pads).map(|(&n, &(a, b))| n + a + b).collect();
         let n = shape.iter().product();
         let data = (0..n)
             .map(|i| {
                 let c = coords(i, &shape);
-                let inside = c
-                    .iter()
-                    .zip(pads)
-                    .zip(&self.shape)
-                    .all(|((&x, &(a, _)), &s)| x >= a && x < a + s);
+                let inside = c.iter().zip(pads).zip(&self.shape).all(|((&x, &(a, _)), &s)| x >= a && x < a + s);
                 if inside {
                     let src: Vec<usize> = c.iter().zip(pads).map(|(&x, &(a, _))| x - a).collect();
                     self.at(&src)
@@ -412,15 +346,7 @@ impl Array {
     pub fn one_hot(&self, n: usize) -> Array {
         let mut shape = self.shape.clone();
         shape.push(n);
-        let data = (0..self.numel() * n)
-            .map(|i| {
-                if self.data[i / n] as usize == i % n {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let data = (0..self.numel() * n).map(|i| if self.data[i / n] as usize == i % n { 1.0 } else { 0.0 }).collect();
         Array::new(&shape, data)
     }
 

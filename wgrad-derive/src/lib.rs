@@ -35,10 +35,7 @@ fn skipped(field: &syn::Field) -> syn::Result<bool> {
 fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let name = &input.ident;
     let Data::Struct(data) = &input.data else {
-        return Err(syn::Error::new_spanned(
-            name,
-            "#[derive(Params)] supports structs only",
-        ));
+        return Err(syn::Error::new_spanned(name, "#[derive(Params)] supports structs only"));
     };
     let mut visits = Vec::new();
     let mut named = Vec::new();
@@ -53,10 +50,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
             }
         };
         if skipped(field)? {
-            rebuilds.push((
-                member.clone(),
-                quote!(::core::clone::Clone::clone(&self.#member)),
-            ));
+            rebuilds.push((member.clone(), quote!(::core::clone::Clone::clone(&self.#member))));
         } else {
             let ty = &field.ty;
             bounds.push(quote!(#ty: ::wgrad::Params));
@@ -66,10 +60,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
                 None => i.to_string(),
             };
             named.push(quote!(::wgrad::Params::visit_named(&self.#member, &::wgrad::params_path(prefix, #label), f);));
-            rebuilds.push((
-                member.clone(),
-                quote!(::wgrad::Params::rebuild(&self.#member, it)),
-            ));
+            rebuilds.push((member.clone(), quote!(::wgrad::Params::rebuild(&self.#member, it))));
         }
     }
     let construct = match &data.fields {
@@ -84,9 +75,8 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         Fields::Unit => quote!(Self),
     };
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let mut predicates: Vec<proc_macro2::TokenStream> = where_clause
-        .map(|w| w.predicates.iter().map(|p| quote!(#p)).collect())
-        .unwrap_or_default();
+    let mut predicates: Vec<proc_macro2::TokenStream> =
+        where_clause.map(|w| w.predicates.iter().map(|p| quote!(#p)).collect()).unwrap_or_default();
     if !input.generics.params.is_empty() {
         predicates.extend(bounds);
     }

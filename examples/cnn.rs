@@ -1,0 +1,72 @@
+//! The seed's convolutional network, adapted to 28×28×1 digits:
+//! conv 5×5 → tanh → max-pool, twice, then a linear layer and log-softmax.
+//!
+//! Run: `cargo run --release --example cnn` (`-- --help` for options).
+
+mod support;
+
+use wgrad::nn::{self, ConvOptions};
+use wgrad::{Params, Tensor, checkpoint, grad, optim::Optimizer};
+
+#[derive(Params)]
+struct Cnn {
+    conv1: Tensor,
+    b1: Tensor,
+    conv2: Tensor,
+    b2: Tensor,
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Cnn {
+    fn new(dev: &wgrad::Device) -> Cnn {
+        Cnn {
+            conv1: nn::init::kaiming_uniform(dev, &[16, 1, 5, 5]),
+            b1: Tensor::zeros(dev, &[16]),
+            conv2: nn::init::kaiming_uniform(dev, &[32, 16, 5, 5]),
+            b2: Tensor::zeros(dev, &[32]),
+            w: nn::init::xavier_uniform(dev, &[10, 32 * 7 * 7], 1.0),
+            b: Tensor::zeros(dev, &[10]),
+        }
+    }
+}
+
+/// Log-probabilities of the classes for images [B, 784].
+fn predict(m: &Cnn, x: &Tensor) -> Tensor {
+    let same = ConvOptions::default().padding(2);
+    let x = x.reshape(&[x.dim(0), 1, 28, 28]);
+    let h = nn::max_pool2d(&nn::conv2d(&x, &m.conv1, Some(&m.b1), same).tanh(), 2, 2, 0);
+    let h = nn::max_pool2d(&nn::conv2d(&h, &m.conv2, Some(&m.b2), same).tanh(), 2, 2, 0);
+    nn::linear(&h.flatten(1, -1), &m.w, Some(&m.b)).log_softmax(-1)
+}
+
+fn loss(m: &Cnn, (x, labels): &(Tensor, Tensor)) -> Tensor {
+    nn::nll_loss(&predict(m, x), labels, nn::Reduction::Mean)
+}
+
+fn main() -> wgrad::Result<()> {
+    let args = support::args("cnn", "The seed's convolutional network on MNIST.", 3, 64, 0.05);
+    let dev = support::device(args.seed);
+    let data = support::mnist(&args);
+    let mut model = Cnn::new(&dev);
+    let mut opt = Optimizer::sgd(args.lr).momentum(0.9);
+    if let Some(path) = &args.resume {
+        model = checkpoint::load(path, &model, Some(&mut opt))?;
+        println!("resumed from {} after {} steps", path.display(), opt.steps());
+    }
+    let df = grad(loss);
+    let mut history = support::History::new();
+    for epoch in 0..args.epochs {
+        let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, labels| {
+            let (g, l, ()) = df(&model, &(x, labels));
+            model = opt.step(&model, &g);
+            l
+        });
+        let acc = support::accuracy(&dev, &data.test, |x| predict(&model, x));
+        history.epoch(epoch, mean, Some(acc));
+    }
+    history.plot(&args.out.join("cnn-loss.svg"), "convolutional network on MNIST");
+    checkpoint::save(args.out.join("cnn.safetensors"), &model, Some(&opt))?;
+    println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
+    Ok(())
+}
