@@ -44,8 +44,14 @@ fn loss(m: &Cnn, (x, labels): &(Tensor, Tensor)) -> Tensor {
     nn::nll_loss(&predict(m, x), labels, nn::Reduction::Mean)
 }
 
+#[allow(dead_code)]
 fn main() -> wgrad::Result<()> {
-    let args = support::args("cnn", "The seed's convolutional network on MNIST.", 3, 64, 0.05);
+    run("cnn", "The seed's convolutional network on MNIST.")
+}
+
+/// Trains and evaluates the network; `name` labels the outputs.
+pub fn run(name: &str, about: &str) -> wgrad::Result<()> {
+    let args = support::args(name, about, 3, 64, 0.05);
     let dev = support::device(args.seed);
     let data = support::mnist(&args);
     let mut model = Cnn::new(&dev);
@@ -65,8 +71,8 @@ fn main() -> wgrad::Result<()> {
         let acc = support::accuracy(&dev, &data.test, |x| predict(&model, x));
         history.epoch(epoch, mean, Some(acc));
     }
-    history.plot(&args.out.join("cnn-loss.svg"), "convolutional network on MNIST");
-    checkpoint::save(args.out.join("cnn.safetensors"), &model, Some(&opt))?;
+    history.plot(&args.out.join(format!("{name}-loss.svg")), "convolutional network on MNIST");
+    checkpoint::save(args.out.join(format!("{name}.safetensors")), &model, Some(&opt))?;
     println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
     Ok(())
 }

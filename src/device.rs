@@ -278,7 +278,13 @@ impl DeviceInner {
     pub(crate) fn matmul_kernel(&self, m: usize, n: usize) -> MatmulKernel {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         if cpu && self.features.contains(wgpu::Features::SUBGROUP) {
-            let rows = if m > 32 { 64 } else if m > 16 { 32 } else { 16 };
+            let rows = if m > 32 {
+                64
+            } else if m > 16 {
+                32
+            } else {
+                16
+            };
             let cols = if n > 32 { 8 } else { 4 };
             let tile = crate::codegen::MatmulTile { rows, cols, unroll: 2 };
             let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());

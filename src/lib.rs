@@ -1,19 +1,4 @@
-//! # wgrad — gradients of plain Rust functions, on any GPU and in the browser
-//!
-//! Tensors live in GPU storage buffers; every primitive is a WGSL compute
-//! shader; ops are recorded lazily into a graph that is submitted once per
-//! read-back. The same code runs on Vulkan, Metal, DX12 and WebGPU.
-//!
-//! ```
-//! use wgrad::{Device, Tensor};
-//! let dev = Device::new()?;
-//! let x = Tensor::randn(&dev, &[128, 784]);
-//! let w = Tensor::randn(&dev, &[784, 10]) * 0.01;
-//! let probs = x.matmul(&w).softmax(-1);
-//! let total: f32 = probs.sum_all().item()?; // one submit, one read-back
-//! assert!((total - 128.0).abs() < 1e-2);
-//! # Ok::<(), wgrad::Error>(())
-//! ```
+#![doc = include_str!("../README.md")]
 
 extern crate self as wgrad;
 

@@ -10,7 +10,7 @@ use crate::dtype::DType;
 use crate::ops::{Prim, apply};
 use crate::pool::Storage;
 use crate::shaders::{Kernel, Shader};
-use crate::shape::{pack_divisors, MAX_RANK, broadcast_shapes, coalesce, pack};
+use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack, pack_divisors};
 use crate::tensor::Tensor;
 
 /// Unary maps; discriminants are the shader's op codes (checked by a test).
