@@ -14,6 +14,21 @@ fn linear_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wg.y * nwg.x + wg.x;
 }
 
+// Non-finite constants, made at run time: WGSL rejects NaN and ±inf in
+// const-expressions, and some compilers fold a bitcast of a literal into one.
+fn from_bits(bits: u32) -> f32 {
+    var b = bits;
+    return bitcast<f32>(b);
+}
+
+fn nan() -> f32 {
+    return from_bits(0x7fc00000u);
+}
+
+fn inf() -> f32 {
+    return from_bits(0x7f800000u);
+}
+
 // NaN test on the bits: shader compilers may assume finite math and fold
 // `x != x` to false.
 fn is_nan(x: f32) -> bool {

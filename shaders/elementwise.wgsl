@@ -70,14 +70,6 @@ fn offsets(i: u32) -> vec4<u32> {
     return o;
 }
 
-fn nan() -> f32 {
-    return bitcast<f32>(0x7fc00000u);
-}
-
-fn inf() -> f32 {
-    return bitcast<f32>(0x7f800000u);
-}
-
 // ---- unary (f32) -------------------------------------------------------
 
 const NEG: u32 = 0u;

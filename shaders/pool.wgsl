@@ -22,7 +22,7 @@ struct Pool {
 // Flat input index of the first maximum of window (plane, i, j), or
 // 0xffffffff for a window entirely in the padding.
 fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
-    var best = bitcast<f32>(0xff800000u);
+    var best = -inf();
     var at = 0xffffffffu;
     for (var a = 0u; a < p.kh; a++) {
         let y = i32(i * p.sh + a) - i32(p.ph);

@@ -46,8 +46,8 @@ var<workgroup> idxs: array<u32, 64>;
 
 fn identity() -> f32 {
     switch OP {
-        case MAX, ARGMAX: { return bitcast<f32>(0xff800000u); }
-        case MIN, ARGMIN: { return bitcast<f32>(0x7f800000u); }
+        case MAX, ARGMAX: { return -inf(); }
+        case MIN, ARGMIN: { return inf(); }
         default: { return 0.0; }
     }
 }

@@ -44,7 +44,7 @@ fn row_base(row: u32) -> u32 {
 
 // Returns (max, sum of exp(x - max)) of the row, identical in every invocation.
 fn row_stats(base: u32, lid: u32, live: bool) -> vec2<f32> {
-    var m = bitcast<f32>(0xff800000u);
+    var m = -inf();
     if live {
         for (var j = lid; j < p.n; j += RWG) { m = fmax(m, x[base + j * p.stride]); }
     }
@@ -56,7 +56,7 @@ fn row_stats(base: u32, lid: u32, live: bool) -> vec2<f32> {
     workgroupBarrier();
     m = scratch[0];
     // A row of -inf has no finite max; shifting by 0 gives exp(-inf) = 0 sums.
-    let shift = select(m, 0.0, m == bitcast<f32>(0xff800000u));
+    let shift = select(m, 0.0, m == -inf());
     workgroupBarrier();
     var acc = 0.0;
     if live {

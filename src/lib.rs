@@ -1,4 +1,8 @@
 #![doc = include_str!("../README.md")]
+// One code path for both targets: handles are `Arc`s so that native devices
+// and tensors are `Send + Sync`; in the browser wgpu's objects are not `Send`,
+// and the same `Arc`s are simply used from one thread.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 extern crate self as wgrad;
 
@@ -18,6 +22,8 @@ mod pool;
 mod shaders;
 mod shape;
 mod tensor;
+#[cfg(target_arch = "wasm32")]
+mod web;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use autograd::gradcheck;

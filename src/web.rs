@@ -1,0 +1,258 @@
+//! The browser demo's exports (wasm-bindgen). The models are trained with the
+//! same `grad`, `nn` and `optim` code as natively; only the entry points are
+//! here. Every method returns a promise: read-backs are awaited, never
+//! blocked on.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use js_sys::Promise;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::data::Mnist;
+use crate::nn::{self, ConvOptions, Reduction};
+use crate::optim::Optimizer;
+use crate::{Device, Params, Tensor, grad};
+
+#[derive(Params)]
+struct Mlp {
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+}
+
+#[derive(Params)]
+struct Cnn {
+    conv1: Tensor,
+    b1: Tensor,
+    conv2: Tensor,
+    b2: Tensor,
+    w: Tensor,
+    b: Tensor,
+}
+
+enum Model {
+    Mlp(Mlp),
+    Cnn(Cnn),
+}
+
+impl Model {
+    fn new(dev: &Device, kind: &str) -> Result<Model, JsError> {
+        Ok(match kind {
+            "mlp" => Model::Mlp(Mlp {
+                w1: nn::init::xavier_uniform(dev, &[256, 784], 1.0),
+                b1: Tensor::zeros(dev, &[256]),
+                w2: nn::init::xavier_uniform(dev, &[10, 256], 1.0),
+                b2: Tensor::zeros(dev, &[10]),
+            }),
+            "cnn" => Model::Cnn(Cnn {
+                conv1: nn::init::kaiming_uniform(dev, &[16, 1, 5, 5]),
+                b1: Tensor::zeros(dev, &[16]),
+                conv2: nn::init::kaiming_uniform(dev, &[32, 16, 5, 5]),
+                b2: Tensor::zeros(dev, &[32]),
+                w: nn::init::xavier_uniform(dev, &[10, 32 * 7 * 7], 1.0),
+                b: Tensor::zeros(dev, &[10]),
+            }),
+            other => return Err(JsError::new(&format!("unknown model {other:?}: use \"mlp\" or \"cnn\""))),
+        })
+    }
+}
+
+/// Class scores [B, 10] of images [B, 784].
+fn mlp_logits(p: &Mlp, x: &Tensor) -> Tensor {
+    let h = nn::linear(x, &p.w1, Some(&p.b1)).tanh();
+    nn::linear(&h, &p.w2, Some(&p.b2))
+}
+
+fn cnn_logits(p: &Cnn, x: &Tensor) -> Tensor {
+    let same = ConvOptions::default().padding(2);
+    let x = x.reshape(&[x.dim(0), 1, 28, 28]);
+    let h = nn::max_pool2d(&nn::conv2d(&x, &p.conv1, Some(&p.b1), same).tanh(), 2, 2, 0);
+    let h = nn::max_pool2d(&nn::conv2d(&h, &p.conv2, Some(&p.b2), same).tanh(), 2, 2, 0);
+    nn::linear(&h.flatten(1, -1), &p.w, Some(&p.b))
+}
+
+fn logits(m: &Model, x: &Tensor) -> Tensor {
+    match m {
+        Model::Mlp(p) => mlp_logits(p, x),
+        Model::Cnn(p) => cnn_logits(p, x),
+    }
+}
+
+struct State {
+    dev: Device,
+    data: Mnist,
+    model: Model,
+    opt: Optimizer,
+    batch: usize,
+    /// Position in the current epoch's shuffled batches.
+    order: Vec<Vec<usize>>,
+    next: usize,
+    epoch: u64,
+    steps: u64,
+}
+
+impl State {
+    fn next_batch(&mut self) -> Vec<usize> {
+        if self.next >= self.order.len() {
+            self.order = self.data.train.batches(self.batch, self.epoch);
+            self.epoch += 1;
+            self.next = 0;
+        }
+        self.next += 1;
+        self.order[self.next - 1].clone()
+    }
+}
+
+fn js_err(e: crate::Error) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// The MNIST demo: a model, its optimizer and the digits, on the page's GPU.
+#[wasm_bindgen]
+pub struct Demo {
+    state: Rc<RefCell<State>>,
+}
+
+#[wasm_bindgen]
+impl Demo {
+    /// Opens WebGPU and parses the four MNIST IDX files (train images, train
+    /// labels, test images, test labels; gzip or plain). Resolves to a Demo.
+    pub fn create(train_images: Vec<u8>, train_labels: Vec<u8>, test_images: Vec<u8>, test_labels: Vec<u8>) -> Promise {
+        future_to_promise(async move {
+            let data = Mnist::from_bytes([&train_images, &train_labels, &test_images, &test_labels]).map_err(js_err)?;
+            let dev = Device::new_async().await.map_err(js_err)?;
+            dev.manual_seed(1);
+            let model = Model::new(&dev, "mlp")?;
+            let state = State {
+                dev,
+                data,
+                model,
+                opt: Optimizer::adam(1e-3),
+                batch: 64,
+                order: Vec::new(),
+                next: 0,
+                epoch: 0,
+                steps: 0,
+            };
+            Ok(Demo { state: Rc::new(RefCell::new(state)) }.into())
+        })
+    }
+
+    /// The adapter, as JSON: name, backend, device type, driver.
+    pub fn adapter(&self) -> String {
+        let s = self.state.borrow();
+        let i = s.dev.adapter_info();
+        let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"");
+        format!(
+            "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\"}}",
+            esc(&i.name),
+            i.backend,
+            i.device_type,
+            esc(&i.driver)
+        )
+    }
+
+    /// Starts over with a fresh model ("mlp" or "cnn") and optimizer.
+    #[wasm_bindgen(js_name = setModel)]
+    pub fn set_model(&self, kind: &str) -> Result<(), JsError> {
+        let mut s = self.state.borrow_mut();
+        s.model = Model::new(&s.dev, kind)?;
+        s.opt = Optimizer::adam(1e-3);
+        (s.order, s.next, s.epoch, s.steps) = (Vec::new(), 0, 0, 0);
+        Ok(())
+    }
+
+    /// Training steps taken so far.
+    pub fn steps(&self) -> f64 {
+        self.state.borrow().steps as f64
+    }
+
+    /// Epochs begun so far (fractional).
+    pub fn epochs(&self) -> f64 {
+        let s = self.state.borrow();
+        let per_epoch = s.data.train.len().div_ceil(s.batch) as f64;
+        s.steps as f64 / per_epoch
+    }
+
+    /// Records `steps` training steps (forward, backward, Adam update — all on
+    /// the GPU), then resolves to their mean loss: one read-back in all.
+    pub fn train(&self, steps: u32) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let total = {
+                let mut s = state.borrow_mut();
+                let mut total = Tensor::zeros(&s.dev, &[]);
+                for _ in 0..steps {
+                    let idx = s.next_batch();
+                    let (x, y) = s.data.train.batch(&s.dev, &idx);
+                    let s = &mut *s;
+                    let loss = match &mut s.model {
+                        Model::Mlp(p) => {
+                            let f = |p: &Mlp, (x, y): &(Tensor, Tensor)| {
+                                nn::cross_entropy(&mlp_logits(p, x), y, Reduction::Mean)
+                            };
+                            let (g, loss, ()) = grad(f)(p, &(x, y));
+                            *p = s.opt.step(p, &g);
+                            loss
+                        }
+                        Model::Cnn(p) => {
+                            let f = |p: &Cnn, (x, y): &(Tensor, Tensor)| {
+                                nn::cross_entropy(&cnn_logits(p, x), y, Reduction::Mean)
+                            };
+                            let (g, loss, ()) = grad(f)(p, &(x, y));
+                            *p = s.opt.step(p, &g);
+                            loss
+                        }
+                    };
+                    total = total + loss;
+                    s.steps += 1;
+                }
+                total
+            };
+            let sum: f32 = total.item_async().await.map_err(js_err)?;
+            Ok(JsValue::from_f64((sum / steps.max(1) as f32) as f64))
+        })
+    }
+
+    /// Resolves to the accuracy on the first `limit` test digits.
+    pub fn evaluate(&self, limit: u32) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let (correct, n) = {
+                let s = state.borrow();
+                let n = (limit as usize).min(s.data.test.len());
+                let mut correct = Tensor::zeros(&s.dev, &[]);
+                for start in (0..n).step_by(250) {
+                    let idx: Vec<usize> = (start..(start + 250).min(n)).collect();
+                    let (x, y) = s.data.test.batch(&s.dev, &idx);
+                    let hits = logits(&s.model, &x).argmax(-1, false).eq(&y).cast(crate::DType::F32).sum_all();
+                    correct = correct + hits;
+                }
+                (correct, n)
+            };
+            let c: f32 = correct.item_async().await.map_err(js_err)?;
+            Ok(JsValue::from_f64(c as f64 / n.max(1) as f64))
+        })
+    }
+
+    /// Resolves to the 10 class probabilities of one 28×28 image (784 values
+    /// in [0, 1], ink high, row-major).
+    pub fn predict(&self, pixels: Vec<f32>) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            if pixels.len() != 784 {
+                return Err(JsError::new(&format!("predict: {} pixels, expected 784", pixels.len())).into());
+            }
+            let probs = {
+                let s = state.borrow();
+                let x = Tensor::from_slice(&s.dev, &pixels, &[1, 784]);
+                logits(&s.model, &x).softmax(-1)
+            };
+            let p: Vec<f32> = probs.to_vec_async().await.map_err(js_err)?;
+            Ok(js_sys::Float32Array::from(&p[..]).into())
+        })
+    }
+}

@@ -1,0 +1,352 @@
+// The MNIST demo page: loads the wasm module and the digits, trains with
+// start/pause, charts loss and accuracy, and classifies what you draw.
+//
+// URL parameters, for links and for the browser test:
+//   ?model=mlp|cnn   the model to start with
+//   ?steps=N         train N steps on load, then evaluate on all test digits
+
+import init, { Demo } from './pkg/wgrad.js';
+
+const FILES = ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'];
+const STEPS_PER_CALL = { mlp: 10, cnn: 2 };
+const EVAL_EVERY = { mlp: 100, cnn: 20 };
+const EVAL_DIGITS = 500;
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+// Everything the page knows, also read by the browser test.
+const state = {
+  demo: null,
+  model: params.get('model') === 'cnn' ? 'cnn' : 'mlp',
+  running: false,
+  busy: Promise.resolve(),
+  losses: [],      // [step, mean loss since the previous point]
+  accuracies: [],  // [step, accuracy on EVAL_DIGITS test digits]
+  rate: null,
+  adapter: null,
+  finalAccuracy: null,
+  firstEpochSeconds: null,
+  done: false,
+  error: null,
+};
+window.wgradState = state;
+
+function status(text) { $('status').textContent = text; }
+
+function fail(where, e) {
+  state.error = `${where}: ${e && e.message ? e.message : e}`;
+  console.error(state.error);
+  status(state.error);
+}
+
+async function main() {
+  buildBars();
+  setUpPad();
+  drawCharts();
+  if (!navigator.gpu) {
+    return noWebGPU('This browser does not expose WebGPU (navigator.gpu is missing).');
+  }
+  const gpuAdapter = await navigator.gpu.requestAdapter();
+  if (!gpuAdapter) {
+    return noWebGPU('WebGPU is present but no adapter is available (it may be disabled or blocklisted).');
+  }
+  const fallback = Boolean(gpuAdapter.isFallbackAdapter || (gpuAdapter.info && gpuAdapter.info.isFallbackAdapter));
+  status('loading the wasm module and the digits…');
+  await init();
+  const buffers = await Promise.all(FILES.map(async (f) => {
+    const r = await fetch(`data/${f}`);
+    if (!r.ok) throw new Error(`fetching data/${f}: HTTP ${r.status}`);
+    return new Uint8Array(await r.arrayBuffer());
+  }));
+  state.demo = await Demo.create(...buffers);
+  // wgpu reports the backend; the browser's own adapter info names the device
+  const info = gpuAdapter.info || {};
+  const described = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+  const fromWgpu = JSON.parse(state.demo.adapter());
+  state.adapter = { ...fromWgpu, name: fromWgpu.name || described || 'unnamed adapter', fallback };
+  const a = state.adapter;
+  $('adapter').textContent = `${a.name} · ${a.backend}${a.fallback ? ' · fallback (software) adapter' : ''}`;
+  $('adapter').classList.add('ok');
+  $('model').value = state.model;
+  state.demo.setModel(state.model);
+  for (const id of ['model', 'start', 'reset']) $(id).disabled = false;
+  $('start').onclick = () => (state.running ? pause() : start());
+  $('reset').onclick = () => { pause(); reset(state.model); };
+  $('model').onchange = () => { pause(); reset($('model').value); };
+  $('clear').onclick = clearPad;
+  status('ready: press Start, or draw a digit to see the untrained model guess');
+  const fixed = parseInt(params.get('steps') || '', 10);
+  if (fixed > 0) await trainFixed(fixed);
+}
+
+function noWebGPU(reason) {
+  $('no-webgpu').hidden = false;
+  $('no-webgpu-reason').textContent = reason;
+  $('adapter').textContent = 'no WebGPU';
+  status('');
+  state.error = reason;
+}
+
+function reset(model) {
+  state.model = model;
+  state.demo.setModel(model);
+  state.losses = [];
+  state.accuracies = [];
+  state.rate = null;
+  updateStats();
+  drawCharts();
+  status(`new ${model.toUpperCase()}: press Start`);
+  predictNow();
+}
+
+function start() {
+  state.running = true;
+  $('start').textContent = 'Pause';
+  status('training…');
+  state.busy = trainLoop();
+}
+
+function pause() {
+  state.running = false;
+  $('start').textContent = 'Start';
+}
+
+// One call records STEPS_PER_CALL steps on the GPU and reads their mean loss
+// back once; the page stays responsive between calls.
+async function trainSteps(n) {
+  const t0 = performance.now();
+  const loss = await state.demo.train(n);
+  const dt = (performance.now() - t0) / 1000;
+  const rate = n / dt;
+  state.rate = state.rate === null ? rate : 0.8 * state.rate + 0.2 * rate;
+  state.losses.push([state.demo.steps(), loss]);
+  if (state.firstEpochSeconds === null && state.demo.epochs() >= 1) {
+    state.firstEpochSeconds = (performance.now() - state.trainStart) / 1000;
+  }
+  const every = EVAL_EVERY[state.model];
+  const steps = state.demo.steps();
+  if (Math.floor(steps / every) > Math.floor((steps - n) / every)) {
+    state.accuracies.push([steps, await state.demo.evaluate(EVAL_DIGITS)]);
+  }
+  updateStats();
+  drawCharts();
+}
+
+async function trainLoop() {
+  state.trainStart ??= performance.now();
+  try {
+    while (state.running) {
+      await trainSteps(STEPS_PER_CALL[state.model]);
+      await new Promise(requestAnimationFrame);
+    }
+  } catch (e) {
+    pause();
+    fail('training', e);
+  }
+}
+
+async function trainFixed(total) {
+  status(`training ${total} steps…`);
+  state.trainStart = performance.now();
+  try {
+    let left = total;
+    while (left > 0) {
+      const n = Math.min(left, STEPS_PER_CALL[state.model]);
+      await trainSteps(n);
+      left -= n;
+      await new Promise(requestAnimationFrame);
+    }
+    state.finalAccuracy = await state.demo.evaluate(1e9);
+    if (state.accuracies.at(-1)?.[0] !== state.demo.steps()) state.accuracies.push([state.demo.steps(), state.finalAccuracy]);
+    drawCharts();
+    $('accuracy').textContent = `${(100 * state.finalAccuracy).toFixed(1)}%`;
+    status(`trained ${total} steps: ${(100 * state.finalAccuracy).toFixed(2)}% on all 2,000 test digits`);
+    state.done = true;
+  } catch (e) {
+    fail('training', e);
+  }
+}
+
+function updateStats() {
+  const d = state.demo;
+  $('steps').textContent = d ? d.steps() : 0;
+  $('epochs').textContent = d ? d.epochs().toFixed(2) : '0.00';
+  $('rate').textContent = state.rate === null ? '–' : state.rate.toFixed(1);
+  const l = state.losses.at(-1);
+  $('loss').textContent = l ? l[1].toFixed(3) : '–';
+  const a = state.accuracies.at(-1);
+  $('accuracy').textContent = a ? `${(100 * a[1]).toFixed(1)}%` : '–';
+}
+
+// ---- charts ---------------------------------------------------------------
+
+function drawChart(canvas, points, { title, color, yMax, format }) {
+  const ctx = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  const pad = { l: 46, r: 12, t: 22, b: 24 };
+  ctx.clearRect(0, 0, w, h);
+  ctx.font = '12px system-ui, sans-serif';
+  ctx.fillStyle = '#1d2330';
+  ctx.fillText(title, pad.l, 14);
+  const xMax = Math.max(10, points.length ? points.at(-1)[0] : 10);
+  const top = yMax ?? Math.max(1e-3, ...points.map((p) => p[1])) * 1.1;
+  const X = (x) => pad.l + (x / xMax) * (w - pad.l - pad.r);
+  const Y = (y) => h - pad.b - (y / top) * (h - pad.t - pad.b);
+  ctx.strokeStyle = '#e3e6ec';
+  ctx.fillStyle = '#6b7385';
+  for (let i = 0; i <= 4; i++) {
+    const y = (top * i) / 4;
+    ctx.beginPath();
+    ctx.moveTo(pad.l, Y(y));
+    ctx.lineTo(w - pad.r, Y(y));
+    ctx.stroke();
+    ctx.fillText(format(y), 4, Y(y) + 4);
+  }
+  ctx.fillText('0', pad.l, h - 6);
+  ctx.fillText(`${xMax} steps`, w - pad.r - 60, h - 6);
+  if (!points.length) return;
+  ctx.strokeStyle = color;
+  ctx.fillStyle = color;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  points.forEach(([x, y], i) => (i ? ctx.lineTo(X(x), Y(y)) : ctx.moveTo(X(x), Y(y))));
+  ctx.stroke();
+  ctx.lineWidth = 1;
+  if (points.length < 30) {
+    for (const [x, y] of points) {
+      ctx.beginPath();
+      ctx.arc(X(x), Y(y), 3, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
+}
+
+function drawCharts() {
+  drawChart($('loss-chart'), state.losses, { title: 'training loss', color: '#3b5bdb', format: (v) => v.toFixed(2) });
+  drawChart($('accuracy-chart'), state.accuracies, {
+    title: `test accuracy (${EVAL_DIGITS} digits)`, color: '#e8590c', yMax: 1, format: (v) => `${Math.round(100 * v)}%`,
+  });
+}
+
+// ---- drawing pad ----------------------------------------------------------
+
+function buildBars() {
+  $('bars').innerHTML = Array.from({ length: 10 }, (_, d) =>
+    `<div class="bar" id="bar-${d}"><span>${d}</span><div class="track"><div class="fill"></div></div><span class="pct">–</span></div>`).join('');
+}
+
+function setUpPad() {
+  const pad = $('pad');
+  const ctx = pad.getContext('2d');
+  clearPad();
+  let drawing = false;
+  let last = null;
+  const at = (e) => {
+    const r = pad.getBoundingClientRect();
+    return [((e.clientX - r.left) * pad.width) / r.width, ((e.clientY - r.top) * pad.height) / r.height];
+  };
+  pad.addEventListener('pointerdown', (e) => {
+    drawing = true;
+    last = at(e);
+    pad.setPointerCapture(e.pointerId);
+  });
+  pad.addEventListener('pointermove', (e) => {
+    if (!drawing) return;
+    const p = at(e);
+    ctx.strokeStyle = '#fff';
+    ctx.lineWidth = 20;
+    ctx.lineCap = 'round';
+    ctx.beginPath();
+    ctx.moveTo(...last);
+    ctx.lineTo(...p);
+    ctx.stroke();
+    last = p;
+    schedulePredict();
+  });
+  const end = () => { drawing = false; schedulePredict(); };
+  pad.addEventListener('pointerup', end);
+  pad.addEventListener('pointercancel', end);
+}
+
+function clearPad() {
+  const ctx = $('pad').getContext('2d');
+  ctx.fillStyle = '#000';
+  ctx.fillRect(0, 0, 280, 280);
+  $('guess').textContent = '?';
+  for (let d = 0; d < 10; d++) showBar(d, null, false);
+}
+
+// The pad as MNIST expects it: the ink's bounding box scaled to fit 20×20,
+// placed so its centre of mass sits at the centre of a 28×28 image.
+function padPixels() {
+  const pad = $('pad');
+  const src = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+  let [x0, y0, x1, y1] = [pad.width, pad.height, -1, -1];
+  for (let y = 0; y < pad.height; y++) {
+    for (let x = 0; x < pad.width; x++) {
+      if (src[(y * pad.width + x) * 4] > 20) {
+        x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+      }
+    }
+  }
+  if (x1 < 0) return null;
+  const side = Math.max(x1 - x0 + 1, y1 - y0 + 1);
+  const scale = 20 / side;
+  const small = document.createElement('canvas');
+  small.width = small.height = 28;
+  const sctx = small.getContext('2d');
+  sctx.imageSmoothingQuality = 'high';
+  const dw = (x1 - x0 + 1) * scale;
+  const dh = (y1 - y0 + 1) * scale;
+  sctx.drawImage(pad, x0, y0, x1 - x0 + 1, y1 - y0 + 1, (28 - dw) / 2, (28 - dh) / 2, dw, dh);
+  const img = sctx.getImageData(0, 0, 28, 28).data;
+  const grey = new Float32Array(784);
+  let [mass, mx, my] = [0, 0, 0];
+  for (let i = 0; i < 784; i++) {
+    grey[i] = img[i * 4] / 255;
+    mass += grey[i];
+    mx += grey[i] * (i % 28);
+    my += grey[i] * Math.floor(i / 28);
+  }
+  const [dx, dy] = [Math.round(13.5 - mx / mass), Math.round(13.5 - my / mass)];
+  const out = new Float32Array(784);
+  for (let y = 0; y < 28; y++) {
+    for (let x = 0; x < 28; x++) {
+      const [sx, sy] = [x - dx, y - dy];
+      if (sx >= 0 && sx < 28 && sy >= 0 && sy < 28) out[y * 28 + x] = grey[sy * 28 + sx];
+    }
+  }
+  return out;
+}
+
+let predictQueued = false;
+function schedulePredict() {
+  if (predictQueued) return;
+  predictQueued = true;
+  requestAnimationFrame(() => { predictQueued = false; predictNow(); });
+}
+
+async function predictNow() {
+  if (!state.demo) return;
+  const pixels = padPixels();
+  if (!pixels) return;
+  try {
+    const probs = await state.demo.predict(pixels);
+    const best = probs.indexOf(Math.max(...probs));
+    $('guess').textContent = String(best);
+    probs.forEach((p, d) => showBar(d, p, d === best));
+    state.lastPrediction = { digit: best, probabilities: Array.from(probs), pixels: Array.from(pixels) };
+  } catch (e) {
+    fail('prediction', e);
+  }
+}
+
+function showBar(d, p, top) {
+  const bar = $(`bar-${d}`);
+  bar.classList.toggle('top', top);
+  bar.querySelector('.fill').style.width = p === null ? '0%' : `${(100 * p).toFixed(1)}%`;
+  bar.querySelector('.pct').textContent = p === null ? '–' : `${(100 * p).toFixed(1)}%`;
+}
+
+main().catch((e) => fail('start-up', e));
