@@ -41,7 +41,7 @@ fn main() -> wgrad::Result<()> {
     let mut opt = Optimizer::sgd(args.lr).momentum(0.9);
     if let Some(path) = &args.resume {
         model = checkpoint::load(path, &model, Some(&mut opt))?;
-        println!("resumed from {} after {} steps", path.display(), opt.steps());
+        println!("resumed from {} after {} steps", path.display(), opt.steps()?);
     }
     let df = grad(loss);
     let mut history = support::History::new();

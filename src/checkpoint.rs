@@ -1,7 +1,7 @@
 //! Checkpoints in the safetensors format (read by PyTorch, candle and burn):
 //! any [`Params`] structure, keyed by its tensor names (`layers.0.w`), and
-//! optionally an optimizer's state (`optimizer.<name>.<slot>`, with its step
-//! count in the metadata). Writes are atomic; loads check every name, shape
+//! optionally an optimizer's state (`optimizer.<name>.<slot>` and the step
+//! counter `optimizer.t`). Writes are atomic; loads check every name, shape
 //! and dtype against the structure they fill.
 
 use std::collections::HashMap;
@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
-const STEPS_KEY: &str = "wgrad.optimizer.steps";
 const RULE_KEY: &str = "wgrad.optimizer.rule";
 
 fn st_dtype(d: DType) -> safetensors::Dtype {
@@ -48,7 +47,9 @@ pub async fn to_bytes<P: Params>(params: &P, optimizer: Option<&Optimizer>) -> R
                 }
             }
         }
-        metadata.insert(STEPS_KEY.to_string(), opt.steps().to_string());
+        if let Some(t) = opt.step_counter() {
+            entries.push(("optimizer.t".to_string(), t.clone()));
+        }
         metadata.insert(RULE_KEY.to_string(), format!("{:?}", opt.rule()));
     }
     let mut seen = std::collections::HashSet::new();
@@ -113,14 +114,9 @@ pub fn from_bytes<P: Params>(bytes: &[u8], like: &P, optimizer: Option<&mut Opti
     }
     let restoring = optimizer.is_some();
     if let Some(opt) = optimizer {
-        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| Error::Format(format!("checkpoint: not a valid safetensors file: {e}")))?;
-        let steps = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(STEPS_KEY))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| Error::Format("checkpoint: holds no optimizer state".into()))?;
+        let t = read("optimizer.t", &[1], DType::F32)
+            .map_err(|_| Error::Format("checkpoint: holds no optimizer state".into()))?;
+        expected.insert("optimizer.t".to_string());
         let slots = opt.slots();
         let mut state = Vec::with_capacity(names.len());
         for (name, t) in &names {
@@ -132,9 +128,9 @@ pub fn from_bytes<P: Params>(bytes: &[u8], like: &P, optimizer: Option<&mut Opti
             }
             state.push(entry);
         }
-        let (s, n) = opt.state_mut();
+        let (s, counter) = opt.state_mut();
         *s = state;
-        *n = steps;
+        *counter = Some(t);
     }
     let extra: Vec<String> = file.names().into_iter().filter(|n| !expected.contains(*n)).map(str::to_string).collect();
     // a model-only load of a training checkpoint ignores the optimizer state

@@ -64,6 +64,7 @@ pub(crate) struct Stats {
     pub uploads: AtomicU64,
     pub pipelines: AtomicU64,
     pub bind_groups: AtomicU64,
+    pub tensors: AtomicU64,
 }
 
 /// A snapshot of a device's counters, for tests and benchmarks.
@@ -81,6 +82,8 @@ pub struct Counters {
     pub pipelines: u64,
     /// Bind groups created.
     pub bind_groups: u64,
+    /// Tensor handles created (views and results alike).
+    pub tensors_created: u64,
     /// GPU buffers created by the pool.
     pub buffers_created: u64,
     /// Bytes of GPU buffers the pool holds, in use or free.
@@ -107,6 +110,7 @@ impl std::ops::Sub for Counters {
             uploads: self.uploads - before.uploads,
             pipelines: self.pipelines - before.pipelines,
             bind_groups: self.bind_groups - before.bind_groups,
+            tensors_created: self.tensors_created - before.tensors_created,
             buffers_created: self.buffers_created - before.buffers_created,
             bytes_held: self.bytes_held,
             bytes_free: self.bytes_free,
@@ -213,6 +217,7 @@ impl Device {
             uploads: s.uploads.load(Ordering::Relaxed),
             pipelines: s.pipelines.load(Ordering::Relaxed),
             bind_groups: s.bind_groups.load(Ordering::Relaxed),
+            tensors_created: s.tensors.load(Ordering::Relaxed),
             buffers_created: pool.created,
             bytes_held: pool.bytes_held,
             bytes_free: pool.bytes_free,
@@ -264,6 +269,15 @@ impl DeviceInner {
     }
 
     /// The (seed, position) for the next random tensor; advances the position.
+    /// The generator's (seed, position), to restore after tracing a step.
+    pub(crate) fn rng_state(&self) -> (u64, u64) {
+        *self.rng.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_rng_state(&self, state: (u64, u64)) {
+        *self.rng.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
     pub(crate) fn next_rng(&self) -> (u64, u64) {
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         let state = *rng;

@@ -25,6 +25,9 @@ pub(crate) enum Node {
         bindings: Vec<(u32, wgpu::Buffer)>,
         uniform: Vec<u8>,
         groups: [u32; 3],
+        /// The uniform holds a random-number position, renewed on every
+        /// replay of a compiled step.
+        random: bool,
     },
     /// Host data staged in `staging`, copied to `dst` in recording order.
     Upload { staging: Arc<Storage>, dst: wgpu::Buffer, size: u64 },
@@ -65,8 +68,9 @@ impl DeviceInner {
             return;
         }
         let pipeline = self.pipeline(kernel);
+        let random = kernel.entry == "random";
         let bindings = bindings.into_iter().map(|(b, s)| (b, s.buffer().clone())).collect();
-        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups });
+        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random });
     }
 
     /// Records a copy of host data into `dst` (from its start).
@@ -78,6 +82,11 @@ impl DeviceInner {
     }
 
     fn push(self: &Arc<Self>, node: Node) {
+        let mut node = Some(node);
+        if with_capture(self, |c| c.nodes.push(node.take().expect("once"))).is_ok() {
+            return;
+        }
+        let node = node.expect("not captured");
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
         g.nodes.push(node);
         let full = g.nodes.len() >= MAX_PENDING;
@@ -91,6 +100,15 @@ impl DeviceInner {
 
     /// Records an error to be returned by the next flush.
     pub(crate) fn poison(&self, err: Error) {
+        let mut err = Some(err);
+        if with_capture(self, |c| {
+            c.error.get_or_insert(err.take().expect("once"));
+        })
+        .is_ok()
+        {
+            return;
+        }
+        let err = err.expect("not captured");
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
         g.error.get_or_insert(err);
     }
@@ -121,6 +139,17 @@ impl DeviceInner {
     /// Encodes every pending node, then `copies`, into one command buffer and
     /// submits it. Returns `None` when there was nothing to submit.
     pub(crate) fn flush(self: &Arc<Self>, copies: &[CopyOp]) -> Result<Option<wgpu::SubmissionIndex>> {
+        self.flush_with(copies, None)
+    }
+
+    /// [`flush`](Self::flush), with `program` encoding more commands (a
+    /// compiled step) after the pending nodes, in the same submission;
+    /// `program` returns how many dispatches it encoded.
+    pub(crate) fn flush_with(
+        self: &Arc<Self>,
+        copies: &[CopyOp],
+        program: Option<&mut dyn FnMut(&mut wgpu::CommandEncoder) -> u64>,
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
         // The graph lock is held until the submit so that flushes from
         // different threads reach the queue in recording order.
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
@@ -129,7 +158,7 @@ impl DeviceInner {
             return Err(e);
         }
         self.check_error()?;
-        if nodes.is_empty() && copies.is_empty() {
+        if nodes.is_empty() && copies.is_empty() && program.is_none() {
             return Ok(None);
         }
         let align = self.limits.min_uniform_buffer_offset_alignment as usize;
@@ -160,7 +189,7 @@ impl DeviceInner {
             }
             // a run of dispatches shares one compute pass
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            while let Some(Node::Dispatch { pipeline, bindings, uniform, groups }) = nodes.get(i) {
+            while let Some(Node::Dispatch { pipeline, bindings, uniform, groups, .. }) = nodes.get(i) {
                 let mut entries = Vec::with_capacity(bindings.len() + 1);
                 if let (Some(u), Some(size)) = (&ubuf, NonZeroU64::new(uniform.len() as u64)) {
                     entries.push(wgpu::BindGroupEntry {
@@ -187,6 +216,10 @@ impl DeviceInner {
                 i += 1;
             }
         }
+        let created = dispatches;
+        if let Some(program) = program {
+            dispatches += program(&mut encoder);
+        }
         for c in copies {
             encoder.copy_buffer_to_buffer(c.src.buffer(), c.src_offset, c.dst.buffer(), 0, c.size);
         }
@@ -194,7 +227,7 @@ impl DeviceInner {
         let s = &self.stats;
         s.submits.fetch_add(1, Ordering::Relaxed);
         s.dispatches.fetch_add(dispatches, Ordering::Relaxed);
-        s.bind_groups.fetch_add(dispatches, Ordering::Relaxed);
+        s.bind_groups.fetch_add(created, Ordering::Relaxed);
         drop(g);
         drop(nodes);
         self.check_error()?;
@@ -224,6 +257,7 @@ impl DeviceInner {
     }
 
     pub(crate) async fn submit_and_wait(self: &Arc<Self>) -> Result<()> {
+        refuse_in_capture(self, "sync");
         let index = self.flush(&[])?;
         self.wait(index).await
     }
@@ -231,6 +265,7 @@ impl DeviceInner {
     /// Flushes pending work, then copies `size` bytes of `src` from `offset`
     /// to the host: one submit in all.
     pub(crate) async fn read(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
+        refuse_in_capture(self, "a read-back (to_vec, item)");
         let staging = self.alloc(BufferClass::Staging, size);
         let index = self.flush(&[CopyOp { src: src.clone(), src_offset: offset, dst: staging.clone(), size }])?;
         self.stats.readbacks.fetch_add(1, Ordering::Relaxed);
@@ -250,5 +285,67 @@ impl DeviceInner {
             .to_vec();
         staging.buffer().unmap();
         Ok(data)
+    }
+}
+
+// ---- capture (tracing a compiled step) ---------------------------------------
+
+/// The nodes and buffers of a step being traced by `compile`.
+pub(crate) struct Capture {
+    device: usize,
+    pub nodes: Vec<Node>,
+    pub arena: Arc<std::sync::Mutex<crate::pool::Arena>>,
+    pub error: Option<Error>,
+}
+
+thread_local! {
+    /// Tracing is per thread: another thread using the same device records
+    /// into the device's pending graph as usual.
+    static CAPTURE: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+fn device_id(dev: &DeviceInner) -> usize {
+    dev as *const DeviceInner as usize
+}
+
+/// Starts tracing `dev`'s work on this thread.
+pub(crate) fn begin_capture(dev: &DeviceInner) {
+    CAPTURE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_some() {
+            panic!("wgrad: compile: a compiled step cannot run inside another step being compiled");
+        }
+        *c = Some(Capture { device: device_id(dev), nodes: Vec::new(), arena: Arc::default(), error: None });
+    });
+}
+
+/// Stops tracing and returns what was recorded.
+pub(crate) fn end_capture() -> Capture {
+    CAPTURE.with(|c| c.borrow_mut().take()).expect("a capture in progress")
+}
+
+/// Runs `f` on the capture if this thread is tracing `dev` (`Err` if not).
+fn with_capture<T>(dev: &DeviceInner, f: impl FnOnce(&mut Capture) -> T) -> std::result::Result<T, ()> {
+    CAPTURE.with(|c| match c.borrow_mut().as_mut() {
+        Some(cap) if cap.device == device_id(dev) => Ok(f(cap)),
+        _ => Err(()),
+    })
+}
+
+/// The arena of the step being traced on this thread for `dev`, if any.
+pub(crate) fn capture_arena(dev: &DeviceInner) -> Option<Arc<std::sync::Mutex<crate::pool::Arena>>> {
+    with_capture(dev, |c| c.arena.clone()).ok()
+}
+
+#[track_caller]
+fn refuse_in_capture(dev: &DeviceInner, what: &str) {
+    if with_capture(dev, |_| ()).is_ok() {
+        // end the capture so the panic leaves the thread usable
+        CAPTURE.with(|c| c.borrow_mut().take());
+        panic!(
+            "wgrad: compile: {what} inside a compiled step. A compiled step is traced once and replayed, so \
+             it cannot depend on tensor values on the host (a branch on one would be frozen into the trace): \
+             read values outside the step, or branch on the GPU with `where_`"
+        );
     }
 }

@@ -9,6 +9,7 @@ extern crate self as wgrad;
 mod autograd;
 pub mod checkpoint;
 mod codegen;
+mod compile;
 mod custom;
 pub mod data;
 mod device;
@@ -32,6 +33,7 @@ pub use autograd::params_path;
 pub use autograd::{
     GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hvp, no_grad, value_and_grad, vjp,
 };
+pub use compile::{Compiled, MemoryPlan, compile};
 pub use custom::{CustomKernel, CustomOp};
 pub use device::{Counters, Device};
 pub use dtype::{DType, Element};

@@ -1,7 +1,9 @@
 //! Optimizers over any [`Params`] structure. State lives on the GPU and every
 //! parameter tensor is updated by one fused WGSL kernel
-//! (`shaders/optim.wgsl`); gradient clipping by global norm computes its
-//! factor on the GPU too, so a step never reads back.
+//! (`shaders/optim.wgsl`). The step count is a GPU tensor too, from which the
+//! kernels compute bias corrections and the learning-rate schedule, and
+//! gradient clipping by global norm computes its factor on the GPU: a step
+//! never reads back, and a compiled step replays correctly.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -35,7 +37,9 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    fn rate(&self, base: f32, t: u64) -> f32 {
+    /// The learning rate after `t` steps from base rate `base` (the kernels
+    /// compute the same on the GPU).
+    pub fn rate(&self, base: f32, t: u64) -> f32 {
         match *self {
             Schedule::Constant => base,
             Schedule::Step { every, gamma } => base * gamma.powi((t / every.max(1)) as i32),
@@ -48,6 +52,9 @@ impl Schedule {
 }
 
 /// An optimizer and its state.
+///
+/// The optimizer is itself a [`Params`] structure (its state tensors), so a
+/// compiled training step can carry it.
 ///
 /// ```
 /// use wgrad::{grad, optim::Optimizer, Device, Tensor};
@@ -68,9 +75,10 @@ pub struct Optimizer {
     lr: f32,
     schedule: Schedule,
     clip: Option<f32>,
-    steps: u64,
     /// Per parameter tensor, in `Params` order: up to two state tensors.
     state: Vec<[Option<Tensor>; 2]>,
+    /// Steps taken, as an f32 [1] tensor on the GPU (created by the first step).
+    t: Option<Tensor>,
 }
 
 #[repr(C)]
@@ -78,23 +86,27 @@ pub struct Optimizer {
 struct OptParams {
     n: u32,
     nesterov: u32,
-    _pad0: [u32; 2],
+    schedule: u32,
+    every: u32,
     lr: f32,
     momentum: f32,
     weight_decay: f32,
     eps: f32,
+    ln_beta1: f32,
+    ln_beta2: f32,
     beta1: f32,
     beta2: f32,
-    bc1: f32,
-    bc2: f32,
     alpha: f32,
-    decay_factor: f32,
-    _pad1: [f32; 2],
+    decoupled: u32,
+    gamma: f32,
+    total: f32,
+    min_lr: f32,
+    _pad: [f32; 3],
 }
 
 impl Optimizer {
     fn with_rule(rule: Rule, lr: f32) -> Optimizer {
-        Optimizer { rule, lr, schedule: Schedule::Constant, clip: None, steps: 0, state: Vec::new() }
+        Optimizer { rule, lr, schedule: Schedule::Constant, clip: None, state: Vec::new(), t: None }
     }
 
     /// Plain SGD with learning rate `lr`.
@@ -199,23 +211,62 @@ impl Optimizer {
         &self.rule
     }
 
-    /// The learning rate the next step will use.
-    pub fn lr(&self) -> f32 {
-        self.schedule.rate(self.lr, self.steps)
+    /// The base learning rate.
+    pub fn base_lr(&self) -> f32 {
+        self.lr
     }
 
-    /// Steps taken so far.
-    pub fn steps(&self) -> u64 {
-        self.steps
+    /// The learning-rate schedule.
+    pub fn lr_schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
-    /// State tensors by parameter index and slot, for checkpoints.
-    pub(crate) fn state_mut(&mut self) -> (&mut Vec<[Option<Tensor>; 2]>, &mut u64) {
-        (&mut self.state, &mut self.steps)
+    /// Steps taken so far (a read-back of the GPU's step counter).
+    pub async fn steps_async(&self) -> crate::Result<u64> {
+        match &self.t {
+            Some(t) => Ok(t.item_async::<f32>().await? as u64),
+            None => Ok(0),
+        }
+    }
+
+    /// Blocking form of [`Optimizer::steps_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn steps(&self) -> crate::Result<u64> {
+        pollster::block_on(self.steps_async())
+    }
+
+    /// Creates the state for `params` (zeros) now rather than at the first
+    /// step; a compiled step needs it, since its state must not change shape.
+    #[track_caller]
+    pub fn init<P: Params>(&mut self, params: &P) {
+        let ps = params.tensors();
+        if self.state.len() == ps.len() && self.t.is_some() {
+            return;
+        }
+        if !self.state.is_empty() {
+            panic!(
+                "wgrad: optimizer: the optimizer was used with {} parameter tensors, now {}",
+                self.state.len(),
+                ps.len()
+            );
+        }
+        let Some(first) = ps.first() else { return };
+        let slots = self.slots();
+        self.state = ps.iter().map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like()))).collect();
+        self.t = Some(Tensor::zeros(first.device(), &[1]));
+    }
+
+    /// State tensors by parameter index and slot, and the step counter, for checkpoints.
+    pub(crate) fn state_mut(&mut self) -> (&mut Vec<[Option<Tensor>; 2]>, &mut Option<Tensor>) {
+        (&mut self.state, &mut self.t)
     }
 
     pub(crate) fn state(&self) -> &[[Option<Tensor>; 2]] {
         &self.state
+    }
+
+    pub(crate) fn step_counter(&self) -> Option<&Tensor> {
+        self.t.as_ref()
     }
 
     /// How many state tensors each parameter has under this rule.
@@ -249,18 +300,8 @@ impl Optimizer {
             return params.map(|t| t.clone());
         };
         let device = first.device().clone();
-        if self.state.len() != ps.len() {
-            if !self.state.is_empty() {
-                panic!(
-                    "wgrad: optimizer step: the optimizer was used with {} parameter tensors, now {}",
-                    self.state.len(),
-                    ps.len()
-                );
-            }
-            let slots = self.slots();
-            self.state =
-                ps.iter().map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like()))).collect();
-        }
+        self.init(params);
+        let t = self.t.clone().expect("initialised");
         let updated = no_grad(|| {
             let scale = match self.clip {
                 Some(max_norm) => {
@@ -270,15 +311,13 @@ impl Optimizer {
                 }
                 None => Tensor::ones(&device, &[1]),
             };
-            let t = self.steps + 1;
-            let lr = self.lr();
             let mut params_out = Vec::with_capacity(ps.len());
             for ((p, g), state) in ps.iter().zip(&gs).zip(self.state.iter_mut()) {
-                params_out.push(update(&self.rule, lr, t, p, g, &scale, state));
+                params_out.push(update(&self.rule, self.lr, &self.schedule, p, g, &scale, &t, state));
             }
+            self.t = Some(&t + 1.0);
             params_out
         });
-        self.steps += 1;
         params.rebuild(&mut updated.into_iter())
     }
 }
@@ -287,28 +326,30 @@ impl Optimizer {
 fn update(
     rule: &Rule,
     lr: f32,
-    t: u64,
+    schedule: &Schedule,
     p: &Tensor,
     g: &Tensor,
     scale: &Tensor,
+    t: &Tensor,
     state: &mut [Option<Tensor>; 2],
 ) -> Tensor {
     let (p, g) = (dense_from_zero(&p.detach()), dense_from_zero(&g.detach()));
-    let mut u = OptParams { n: p.numel() as u32, lr, decay_factor: 1.0, ..Zeroable::zeroed() };
+    let mut u = OptParams { n: p.numel() as u32, lr, ..Zeroable::zeroed() };
+    match *schedule {
+        Schedule::Constant => {}
+        Schedule::Step { every, gamma } => (u.schedule, u.every, u.gamma) = (1, every.max(1) as u32, gamma),
+        Schedule::Cosine { total, min_lr } => (u.schedule, u.total, u.min_lr) = (2, total.max(1) as f32, min_lr),
+    }
     let entry = match *rule {
         Rule::Sgd { momentum, nesterov, weight_decay } => {
             (u.momentum, u.nesterov, u.weight_decay) = (momentum, nesterov as u32, weight_decay);
             if momentum != 0.0 { "sgd_momentum" } else { "sgd" }
         }
         Rule::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
-            (u.beta1, u.beta2, u.eps) = (beta1, beta2, eps);
-            u.bc1 = 1.0 - beta1.powi(t as i32);
-            u.bc2 = 1.0 - beta2.powi(t as i32);
-            if decoupled {
-                u.decay_factor = 1.0 - lr * weight_decay;
-            } else {
-                u.weight_decay = weight_decay;
-            }
+            (u.beta1, u.beta2, u.eps, u.weight_decay, u.decoupled) =
+                (beta1, beta2, eps, weight_decay, decoupled as u32);
+            // ln β in f64, so the kernel's 1 − βᵗ = −expm1(t·ln β) is accurate
+            (u.ln_beta1, u.ln_beta2) = ((beta1 as f64).ln() as f32, (beta2 as f64).ln() as f32);
             "adam"
         }
         Rule::RmsProp { alpha, eps, momentum, weight_decay } => {
@@ -317,7 +358,12 @@ fn update(
         }
     };
     let out = Tensor::empty(p.device(), "optimizer step", p.shape(), crate::DType::F32);
-    let mut bindings = vec![(1, p.storage().clone()), (2, g.storage().clone()), (3, scale.storage().clone())];
+    let mut bindings = vec![
+        (1, p.storage().clone()),
+        (2, g.storage().clone()),
+        (3, scale.storage().clone()),
+        (9, t.storage().clone()),
+    ];
     let mut new_state: [Option<Tensor>; 2] = [None, None];
     for (k, s) in state.iter().enumerate() {
         if let Some(s) = s {
@@ -334,4 +380,31 @@ fn update(
     p.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
     *state = new_state;
     out
+}
+
+/// The optimizer's tensors: per-parameter state, then the step counter.
+impl Params for Optimizer {
+    fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
+        for slots in &self.state {
+            for s in slots.iter().flatten() {
+                f(s);
+            }
+        }
+        if let Some(t) = &self.t {
+            f(t);
+        }
+    }
+
+    fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
+        let mut o = self.clone();
+        for slots in o.state.iter_mut() {
+            for s in slots.iter_mut().flatten() {
+                *s = it.next().expect("wgrad: Optimizer::rebuild ran out of tensors");
+            }
+        }
+        if let Some(t) = o.t.as_mut() {
+            *t = it.next().expect("wgrad: Optimizer::rebuild ran out of tensors");
+        }
+        o
+    }
 }

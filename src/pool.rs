@@ -10,7 +10,7 @@
 //! reason.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::device::DeviceInner;
 
@@ -39,12 +39,20 @@ impl BufferClass {
     }
 }
 
-/// A pooled GPU buffer. Returns itself to its device's pool on drop.
+/// Where a buffer goes back to when its last handle drops.
+enum Home {
+    /// The device's pool.
+    Pool(Weak<DeviceInner>),
+    /// The arena of a compiled step: its buffers belong to the step.
+    Arena(Arc<Mutex<Arena>>),
+}
+
+/// A pooled GPU buffer. Returns itself to its pool on drop.
 pub(crate) struct Storage {
     buffer: Option<wgpu::Buffer>,
     pub size: u64,
     class: BufferClass,
-    home: Weak<DeviceInner>,
+    home: Home,
 }
 
 impl Storage {
@@ -55,10 +63,31 @@ impl Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let (Some(buffer), Some(dev)) = (self.buffer.take(), self.home.upgrade()) {
-            dev.pool().put(self.class, self.size, buffer);
+        let Some(buffer) = self.buffer.take() else { return };
+        match &self.home {
+            Home::Pool(dev) => {
+                if let Some(dev) = dev.upgrade() {
+                    dev.pool().put(self.class, self.size, buffer);
+                }
+            }
+            Home::Arena(arena) => {
+                arena.lock().unwrap_or_else(|p| p.into_inner()).pool.put(self.class, self.size, buffer)
+            }
         }
     }
+}
+
+/// The buffers of one compiled step. While the step is traced, tensors that
+/// die hand their buffers to later ops of the same step, so buffers are
+/// assigned by liveness in recording order (a greedy memory plan); after
+/// tracing, every buffer the step touched belongs to it for good.
+#[derive(Default)]
+pub(crate) struct Arena {
+    pub pool: BufferPool,
+    /// Every buffer the arena created (the step's memory).
+    pub buffers: Vec<wgpu::Buffer>,
+    /// Σ of all allocation sizes: the memory of one buffer per node.
+    pub requested: u64,
 }
 
 /// Free buffers by (class, bucket size), with byte counts for the counters.
@@ -113,20 +142,36 @@ impl DeviceInner {
     pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
         let limit = self.limits.max_buffer_size;
         let size = if class == BufferClass::Uniform { bytes.next_multiple_of(256) } else { bucket(bytes).min(limit) };
+        if let Some(arena) = crate::graph::capture_arena(self) {
+            let mut a = arena.lock().unwrap_or_else(|p| p.into_inner());
+            a.requested += size;
+            let buffer = a.pool.take(class, size).unwrap_or_else(|| {
+                let b = self.create_buffer(class, size);
+                a.buffers.push(b.clone());
+                a.pool.bytes_held += size;
+                b
+            });
+            drop(a);
+            return Arc::new(Storage { buffer: Some(buffer), size, class, home: Home::Arena(arena) });
+        }
         let reused = self.pool().take(class, size);
         let buffer = reused.unwrap_or_else(|| {
-            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size,
-                usage: class.usage(),
-                mapped_at_creation: false,
-            });
+            let b = self.create_buffer(class, size);
             let mut pool = self.pool();
             pool.bytes_held += size;
-            pool.created += 1;
             b
         });
-        Arc::new(Storage { buffer: Some(buffer), size, class, home: Arc::downgrade(self) })
+        Arc::new(Storage { buffer: Some(buffer), size, class, home: Home::Pool(Arc::downgrade(self)) })
+    }
+
+    fn create_buffer(&self, class: BufferClass, size: u64) -> wgpu::Buffer {
+        self.pool().created += 1;
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: class.usage(),
+            mapped_at_creation: false,
+        })
     }
 }
 

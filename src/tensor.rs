@@ -39,6 +39,7 @@ pub(crate) struct TensorInner {
 
 impl Tensor {
     pub(crate) fn from_parts(device: &Device, storage: Arc<Storage>, layout: Layout, dtype: DType) -> Tensor {
+        device.inner.stats.tensors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tensor { inner: Arc::new(TensorInner { device: device.clone(), storage, layout, dtype, trace: None }) }
     }
 

@@ -111,6 +111,7 @@ impl Tensor {
     /// Boxes `self` (the inner value) in trace `trace` with `node`.
     pub(crate) fn boxed(&self, trace: u64, node: Arc<Node>) -> Tensor {
         let i = &self.inner;
+        i.device.inner.stats.tensors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tensor {
             inner: Arc::new(TensorInner {
                 device: i.device.clone(),

@@ -1,0 +1,168 @@
+//! Compiled steps: the same numbers as eager mode, one submission and
+//! nothing created per replay, clear errors for data-dependent steps.
+
+mod common;
+
+use common::*;
+use wgrad::nn::{self, Reduction};
+use wgrad::optim::Optimizer;
+use wgrad::{Device, Params, Tensor, compile, grad};
+
+#[derive(Params)]
+struct Mlp {
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+}
+
+fn mlp(d: &Device) -> Mlp {
+    d.manual_seed(7);
+    Mlp {
+        w1: nn::init::xavier_uniform(d, &[64, 20], 1.0),
+        b1: Tensor::zeros(d, &[64]),
+        w2: nn::init::xavier_uniform(d, &[5, 64], 1.0),
+        b2: Tensor::zeros(d, &[5]),
+    }
+}
+
+fn loss(p: &Mlp, (x, y): &(Tensor, Tensor)) -> Tensor {
+    let h = nn::linear(x, &p.w1, Some(&p.b1)).tanh();
+    let h = nn::dropout(&h, 0.1, true);
+    nn::cross_entropy(&nn::linear(&h, &p.w2, Some(&p.b2)), y, Reduction::Mean)
+}
+
+fn batches(d: &Device, n: usize) -> Vec<(Tensor, Tensor)> {
+    d.manual_seed(99);
+    (0..n)
+        .map(|i| {
+            let x = Tensor::randn(d, &[16, 20]);
+            let y: Vec<u32> = (0..16).map(|k| ((k * 7 + i) % 5) as u32).collect();
+            (x, Tensor::from_slice(d, &y, &[16]))
+        })
+        .collect()
+}
+
+fn values(p: &Mlp) -> Vec<Vec<f32>> {
+    p.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()).collect()
+}
+
+/// Eager and compiled training agree bit for bit: the same kernels run in the
+/// same order on the same data (random numbers included), only recorded once.
+#[test]
+fn compiled_training_matches_eager_bitwise() {
+    let d = own_device();
+    let data = batches(&d, 12);
+    // eager
+    let mut p = mlp(&d);
+    let mut opt = Optimizer::adam(0.01).clip_grad_norm(5.0);
+    d.manual_seed(5);
+    let mut eager_losses = Vec::new();
+    for b in &data {
+        let (g, l, ()) = grad(loss)(&p, b);
+        p = opt.step(&p, &g);
+        eager_losses.push(l.item::<f32>().unwrap());
+    }
+    let eager = values(&p);
+    // compiled
+    let mut opt = Optimizer::adam(0.01).clip_grad_norm(5.0);
+    let p = mlp(&d);
+    opt.init(&p);
+    let mut step = compile(|(p, opt): &mut (Mlp, Optimizer), b: &(Tensor, Tensor)| {
+        let (g, l, ()) = grad(loss)(p, b);
+        *p = opt.step(p, &g);
+        l
+    });
+    let mut state = (p, opt);
+    d.manual_seed(5);
+    let mut compiled_losses = Vec::new();
+    for b in &data {
+        let l = step.run(&mut state, b).unwrap();
+        compiled_losses.push(l.item::<f32>().unwrap());
+    }
+    assert_eq!(compiled_losses, eager_losses);
+    assert_eq!(values(&state.0), eager);
+    assert_eq!(state.1.steps().unwrap(), 12);
+    assert_eq!(step.programs(), 1);
+}
+
+#[test]
+fn a_replay_is_one_submit_and_creates_nothing() {
+    let d = own_device();
+    let data = batches(&d, 3);
+    let p = mlp(&d);
+    let mut opt = Optimizer::sgd(0.1).momentum(0.9);
+    opt.init(&p);
+    let mut step = compile(|(p, opt): &mut (Mlp, Optimizer), b: &(Tensor, Tensor)| {
+        let (g, l, ()) = grad(loss)(p, b);
+        *p = opt.step(p, &g);
+        l
+    });
+    let mut state = (p, opt);
+    step.run(&mut state, &data[0]).unwrap(); // trace
+    d.sync().unwrap();
+    for b in &data[1..] {
+        let before = d.counters();
+        step.run(&mut state, b).unwrap();
+        let c = d.counters() - before;
+        assert_eq!(c.submits, 1, "{c:?}");
+        assert_eq!((c.buffers_created, c.bind_groups, c.pipelines), (0, 0, 0), "{c:?}");
+        assert_eq!(c.tensors_created, 0, "{c:?}");
+        assert!(c.dispatches > 10, "{c:?}");
+    }
+    let plan = step.memory().unwrap();
+    assert!(plan.peak_bytes < plan.naive_bytes, "{plan:?}");
+    eprintln!("compiled MLP step: {plan:?}");
+}
+
+#[test]
+fn new_shapes_trace_again() {
+    let d = own_device();
+    let mut step = compile(|w: &mut Tensor, x: &Tensor| {
+        let y = x.matmul(w).sum_all();
+        *w = &*w + 1.0;
+        y
+    });
+    let mut w = Tensor::ones(&d, &[3, 2]);
+    let small = Tensor::ones(&d, &[4, 3]);
+    let big = Tensor::ones(&d, &[9, 3]);
+    assert_eq!(step.run(&mut w, &small).unwrap().item::<f32>().unwrap(), 24.0);
+    assert_eq!(step.run(&mut w, &big).unwrap().item::<f32>().unwrap(), 9.0 * 6.0 * 2.0);
+    assert_eq!(step.run(&mut w, &small).unwrap().item::<f32>().unwrap(), 4.0 * 6.0 * 3.0);
+    assert_eq!(step.programs(), 2);
+    // the state is updated in place: the caller's tensor sees it
+    assert_eq!(w.to_vec::<f32>().unwrap(), vec![4.0; 6]);
+}
+
+#[test]
+fn reading_a_value_inside_a_step_is_an_error() {
+    let d = own_device();
+    let mut step = compile(|w: &mut Tensor, x: &Tensor| {
+        let s = (x * &*w).sum_all();
+        // a branch on a tensor value would be frozen into the trace
+        if s.item::<f32>().unwrap() > 0.0 { s } else { -s }
+    });
+    let mut w = Tensor::ones(&d, &[2]);
+    let x = Tensor::ones(&d, &[2]);
+    let (msg, _) = panic_of(std::panic::AssertUnwindSafe(|| drop(step.run(&mut w, &x))));
+    assert!(msg.contains("compile") && msg.contains("read-back") && msg.contains("where_"), "{msg}");
+    // the device (and this thread) keep working
+    assert_eq!((&x + 1.0).to_vec::<f32>().unwrap(), vec![2.0, 2.0]);
+}
+
+#[test]
+fn a_replaced_state_tensor_is_taken_in() {
+    let d = own_device();
+    let mut step = compile(|w: &mut Tensor, x: &Tensor| {
+        *w = &*w * x;
+        w.sum_all()
+    });
+    let mut w = Tensor::ones(&d, &[2]);
+    let x = Tensor::full(&d, &[2], 2.0f32);
+    step.run(&mut w, &x).unwrap();
+    step.run(&mut w, &x).unwrap();
+    assert_eq!(w.to_vec::<f32>().unwrap(), vec![4.0, 4.0]);
+    w = Tensor::full(&d, &[2], 10.0f32); // e.g. loaded from a checkpoint
+    assert_eq!(step.run(&mut w, &x).unwrap().item::<f32>().unwrap(), 40.0);
+    assert_eq!(w.to_vec::<f32>().unwrap(), vec![20.0, 20.0]);
+}
