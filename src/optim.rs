@@ -323,6 +323,7 @@ impl Optimizer {
 }
 
 /// Records the fused update of one parameter tensor.
+#[allow(clippy::too_many_arguments)]
 fn update(
     rule: &Rule,
     lr: f32,
