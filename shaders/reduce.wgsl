@@ -99,6 +99,34 @@ fn reduced_offset(i: u32) -> u32 {
     return off;
 }
 
+// One invocation per output, folding its elements in order: for many
+// outputs (no barriers, which are costly per workgroup on some adapters).
+@compute @workgroup_size(64)
+fn reduce_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let o = (wg.y * nwg.x + wg.x) * RWG + lid;
+    if o >= p.n_out { return; }
+    let base = kept_offset(o);
+    var acc = identity();
+    var arg = 0xffffffffu;
+    for (var r = 0u; r < p.n_red; r++) {
+        let v = x[base + reduced_offset(r)];
+        if OP == ARGMAX || OP == ARGMIN {
+            if better(acc, arg, v, r) { acc = v; arg = r; }
+        } else {
+            acc = combine(acc, v);
+        }
+    }
+    if OP == ARGMAX || OP == ARGMIN {
+        out[o] = arg;
+    } else if OP == SUM {
+        out[o] = bitcast<u32>(acc * p.scale);
+    } else {
+        out[o] = bitcast<u32>(acc);
+    }
+}
+
+// One workgroup per output (or per chunk of one): for few, long reductions.
 @compute @workgroup_size(64)
 fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {

@@ -42,45 +42,64 @@ fn row_base(row: u32) -> u32 {
     return off;
 }
 
+// One invocation per row (SERIAL: many rows, no barriers), or one workgroup
+// per row with a tree reduction (few long rows).
+override SERIAL: bool = false;
+
+// (row, lane, lanes) of this invocation.
+fn assignment(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec3<u32> {
+    if SERIAL {
+        return vec3<u32>(linear_group(wg, nwg) * RWG + lid, 0u, 1u);
+    }
+    return vec3<u32>(linear_group(wg, nwg), lid, RWG);
+}
+
 // Returns (max, sum of exp(x - max)) of the row, identical in every invocation.
-fn row_stats(base: u32, lid: u32, live: bool) -> vec2<f32> {
+fn row_stats(base: u32, a: vec3<u32>, live: bool) -> vec2<f32> {
+    let lane = a.y;
     var m = -inf();
     if live {
-        for (var j = lid; j < p.n; j += RWG) { m = fmax(m, x[base + j * p.stride]); }
+        for (var j = lane; j < p.n; j += a.z) { m = fmax(m, x[base + j * p.stride]); }
     }
-    scratch[lid] = m;
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+    if !SERIAL {
+        scratch[lane] = m;
+        for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+            workgroupBarrier();
+            if lane < s { scratch[lane] = fmax(scratch[lane], scratch[lane + s]); }
+        }
         workgroupBarrier();
-        if lid < s { scratch[lid] = fmax(scratch[lid], scratch[lid + s]); }
+        m = scratch[0];
     }
-    workgroupBarrier();
-    m = scratch[0];
     // A row of -inf has no finite max; shifting by 0 gives exp(-inf) = 0 sums.
     let shift = select(m, 0.0, m == -inf());
-    workgroupBarrier();
     var acc = 0.0;
     if live {
-        for (var j = lid; j < p.n; j += RWG) { acc += exp(x[base + j * p.stride] - shift); }
+        for (var j = lane; j < p.n; j += a.z) { acc += exp(x[base + j * p.stride] - shift); }
     }
-    scratch[lid] = acc;
-    for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+    if !SERIAL {
         workgroupBarrier();
-        if lid < s { scratch[lid] = scratch[lid] + scratch[lid + s]; }
+        scratch[lane] = acc;
+        for (var s = RWG / 2u; s > 0u; s = s / 2u) {
+            workgroupBarrier();
+            if lane < s { scratch[lane] = scratch[lane] + scratch[lane + s]; }
+        }
+        workgroupBarrier();
+        acc = scratch[0];
     }
-    workgroupBarrier();
-    return vec2<f32>(shift, scratch[0]);
+    return vec2<f32>(shift, acc);
 }
 
 @compute @workgroup_size(64)
 fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let row = linear_group(wg, nwg);
+    let a = assignment(wg, nwg, lid);
+    let row = a.x;
     let live = row < p.n_rows;
     let base = row_base(row);
-    let st = row_stats(base, lid, live);
+    let st = row_stats(base, a, live);
     if !live { return; }
     let inv = 1.0 / st.y;
-    for (var j = lid; j < p.n; j += RWG) {
+    for (var j = a.y; j < p.n; j += a.z) {
         out[row * p.n + j] = exp(x[base + j * p.stride] - st.x) * inv;
     }
 }
@@ -88,13 +107,14 @@ fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 @compute @workgroup_size(64)
 fn log_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let row = linear_group(wg, nwg);
+    let a = assignment(wg, nwg, lid);
+    let row = a.x;
     let live = row < p.n_rows;
     let base = row_base(row);
-    let st = row_stats(base, lid, live);
+    let st = row_stats(base, a, live);
     if !live { return; }
     let lse = st.x + log(st.y);
-    for (var j = lid; j < p.n; j += RWG) {
+    for (var j = a.y; j < p.n; j += a.z) {
         out[row * p.n + j] = x[base + j * p.stride] - lse;
     }
 }
@@ -102,11 +122,12 @@ fn log_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 @compute @workgroup_size(64)
 fn logsumexp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let row = linear_group(wg, nwg);
+    let a = assignment(wg, nwg, lid);
+    let row = a.x;
     let live = row < p.n_rows;
     let base = row_base(row);
-    let st = row_stats(base, lid, live);
-    if live && lid == 0u {
+    let st = row_stats(base, a, live);
+    if live && a.y == 0u {
         out[row] = st.x + log(st.y);
     }
 }

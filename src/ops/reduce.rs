@@ -122,10 +122,21 @@ fn dispatch(
         magic_red: pack_divisors(red.0).0,
         shift_red: pack_divisors(red.0).1,
     };
-    let kernel = Kernel::new(Shader::Reduce, "reduce").with("OP", op as u32);
     let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
-    let groups = crate::graph::grid((n_out * n_chunks) as u32);
+    let (entry, groups) = if serial(n_out, n_red) && n_chunks == 1 {
+        ("reduce_serial", crate::graph::grid(n_out.div_ceil(64) as u32))
+    } else {
+        ("reduce", crate::graph::grid((n_out * n_chunks) as u32))
+    };
+    let kernel = Kernel::new(Shader::Reduce, entry).with("OP", op as u32);
     x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+}
+
+/// Whether `outputs` reductions of `length` elements each run one per
+/// invocation (many or short reductions: no barriers, which cost a lot per
+/// workgroup on CPU adapters) rather than one per workgroup as a tree.
+pub(crate) fn serial(outputs: usize, length: usize) -> bool {
+    outputs >= 256 || length <= 64
 }
 
 /// Elements one workgroup folds before a reduction is split in two passes.
@@ -218,9 +229,11 @@ fn rows(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
         magic_outer: pack_divisors(&os).0,
         shift_outer: pack_divisors(&os).1,
     };
-    let kernel = Kernel::new(Shader::Softmax, entry);
+    let one_per_invocation = serial(n_rows, n);
+    let kernel = Kernel::new(Shader::Softmax, entry).with("SERIAL", one_per_invocation as u32);
     let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
-    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(n_rows as u32));
+    let groups = if one_per_invocation { n_rows.div_ceil(64) } else { n_rows };
+    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(groups as u32));
     out
 }
 
