@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use wgrad::nn::{self, ConvOptions};
 use wgrad::optim::Optimizer;
-use wgrad::{Device, Params, Tensor, grad};
+use wgrad::{Device, Params, Tensor, compile, grad};
 
 #[derive(Params)]
 struct Mlp {
@@ -52,26 +52,40 @@ struct Row {
 fn measure<P: Params>(
     dev: &Device,
     name: &str,
-    mut params: P,
+    params: P,
     data: (Tensor, Tensor),
-    loss: impl Fn(&P, &(Tensor, Tensor)) -> Tensor,
+    loss: impl Fn(&P, &(Tensor, Tensor)) -> Tensor + Copy,
     reps: usize,
-) -> Row {
-    let df = grad(loss);
+) -> [Row; 2] {
     let mut opt = Optimizer::sgd(0.01);
-    let mut step = |params: &mut P| {
-        let (g, l, ()) = df(params, &data);
+    opt.init(&params);
+    let mut state = (params, opt);
+    let eager = |(params, opt): &mut (P, Optimizer)| {
+        let (g, l, ()) = grad(loss)(params, &data);
         *params = opt.step(params, &g);
         l.item::<f32>().expect("read-back")
     };
+    let eager_row = time(dev, &format!("{name}, eager"), reps, || eager(&mut state));
+    let mut step = compile(|(params, opt): &mut (P, Optimizer), data: &(Tensor, Tensor)| {
+        let (g, l, ()) = grad(loss)(params, data);
+        *params = opt.step(params, &g);
+        l
+    });
+    let compiled_row = time(dev, &format!("{name}, compiled"), reps, || {
+        step.run(&mut state, &data).expect("step").item::<f32>().expect("read-back")
+    });
+    [eager_row, compiled_row]
+}
+
+fn time(dev: &Device, name: &str, reps: usize, mut step: impl FnMut() -> f32) -> Row {
     for _ in 0..3 {
-        step(&mut params);
+        step();
     }
     let before = dev.counters();
     let mut times: Vec<f64> = (0..reps)
         .map(|_| {
             let t = Instant::now();
-            step(&mut params);
+            step();
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
@@ -100,10 +114,9 @@ fn main() -> wgrad::Result<()> {
         let labels = Tensor::arange(&dev, 0.0, n as f32, 1.0).cast(wgrad::DType::U32);
         (Tensor::rand(&dev, &[n, 784]), (&labels - &(&labels / 10u32 * 10u32)).one_hot(10))
     };
-    let mut rows = vec![
-        measure(&dev, "MLP 784-256-10, batch 128", mlp(&dev), batch(128), mlp_loss, 50),
-        measure(&dev, "MLP 784-256-10, batch 1", mlp(&dev), batch(1), mlp_loss, 100),
-    ];
+    let mut rows: Vec<Row> = Vec::new();
+    rows.extend(measure(&dev, "MLP 784-256-10, batch 128", mlp(&dev), batch(128), mlp_loss, 50));
+    rows.extend(measure(&dev, "MLP 784-256-10, batch 1", mlp(&dev), batch(1), mlp_loss, 100));
     let cnn = Cnn {
         c1: nn::init::kaiming_uniform(&dev, &[16, 1, 5, 5]),
         b1: Tensor::zeros(&dev, &[16]),
@@ -114,7 +127,7 @@ fn main() -> wgrad::Result<()> {
     };
     let labels = Tensor::arange(&dev, 0.0, 64.0, 1.0).cast(wgrad::DType::U32);
     let cnn_data = (Tensor::rand(&dev, &[64, 1, 28, 28]), &labels - &(&labels / 10u32 * 10u32));
-    rows.push(measure(&dev, "CNN (seed's), batch 64", cnn, cnn_data, cnn_loss, 10));
+    rows.extend(measure(&dev, "CNN (seed's), batch 64", cnn, cnn_data, cnn_loss, 10));
     println!("| training step | ms/step | dispatches/step | submits/step |");
     println!("|---|---|---|---|");
     for r in rows {

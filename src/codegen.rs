@@ -144,6 +144,166 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     s
 }
 
+// ---- fused elementwise kernels --------------------------------------------------
+
+/// Where a fused member's operand comes from.
+pub(crate) enum FusedOperand {
+    /// The value an earlier member computed, kept in a register.
+    Member(usize),
+    /// A load from a buffer.
+    External(crate::graph::EwOperand),
+}
+
+/// One node of a fused chain: what it computes, from where, and where its
+/// result is stored (`None`: only later members use it).
+pub(crate) struct FusedMember {
+    pub expr: crate::graph::EwExpr,
+    pub operands: Vec<FusedOperand>,
+    pub out: Option<crate::graph::EwOperand>,
+}
+
+/// A dispatch running `members` per element of `dims` in one kernel, built
+/// from the eager kernels' op functions (`shaders/elementwise_ops.wgsl`).
+/// `None` if the generated module fails validation (the nodes then stay
+/// unfused).
+pub(crate) fn fused_elementwise(
+    dev: &std::sync::Arc<crate::device::DeviceInner>,
+    dims: &[usize],
+    members: &[FusedMember],
+) -> Option<crate::graph::Node> {
+    use crate::graph::EwExpr;
+    // distinct external operands, then stored outputs
+    let mut inputs: Vec<&crate::graph::EwOperand> = Vec::new();
+    let mut input_of = Vec::new();
+    for m in members {
+        let mut ids = Vec::new();
+        for o in &m.operands {
+            ids.push(match o {
+                FusedOperand::Member(k) => Err(*k),
+                FusedOperand::External(e) => {
+                    let same = |x: &&crate::graph::EwOperand| {
+                        x.buffer == e.buffer && x.offset == e.offset && x.strides == e.strides
+                    };
+                    Ok(match inputs.iter().position(same) {
+                        Some(j) => j,
+                        None => {
+                            inputs.push(e);
+                            inputs.len() - 1
+                        }
+                    })
+                }
+            });
+        }
+        input_of.push(ids);
+    }
+    let outputs: Vec<(usize, &crate::graph::EwOperand)> =
+        members.iter().enumerate().filter_map(|(k, m)| m.out.as_ref().map(|o| (k, o))).collect();
+    let operands: Vec<&crate::graph::EwOperand> = inputs.iter().copied().chain(outputs.iter().map(|o| o.1)).collect();
+    let k = operands.len();
+    let rank = dims.len();
+    let mut s = String::from(crate::shaders::FUSED_PRELUDE);
+    let w = &mut s;
+    macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
+    line!("struct Fused {{");
+    line!("    numel: u32, rank: u32, _pad0: u32, _pad1: u32,");
+    line!("    shape: array<vec4<u32>, 2>,");
+    line!("    magic: array<vec4<u32>, 2>,");
+    line!("    shift: array<vec4<u32>, 2>,");
+    line!("    offs: array<vec4<u32>, {}>,", k.div_ceil(4));
+    line!("    strides: array<vec4<u32>, {}>,", 2 * k);
+    line!("}}");
+    line!("@group(0) @binding(0) var<uniform> p: Fused;");
+    for j in 0..inputs.len() {
+        line!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;", 1 + j);
+    }
+    for j in 0..outputs.len() {
+        line!("@group(0) @binding({}) var<storage, read_write> y{j}: array<u32>;", 1 + inputs.len() + j);
+    }
+    line!("@compute @workgroup_size(256)");
+    line!("fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    line!("         @builtin(local_invocation_index) lid: u32) {{");
+    line!("    let i = linear_id(wg, nwg, lid);");
+    line!("    if i >= p.numel {{ return; }}");
+    for j in 0..k {
+        line!("    var o{j} = p.offs[{}][{}];", j / 4, j % 4);
+    }
+    if rank <= 1 {
+        for j in 0..k {
+            line!("    o{j} += i * p.strides[{}][0];", 2 * j);
+        }
+    } else {
+        line!("    var rem = i;");
+        for d in (0..rank).rev() {
+            let (q, r) = (d / 4, d % 4);
+            line!("    {{");
+            line!("        let quot = fast_div(rem, p.magic[{q}][{r}], p.shift[{q}][{r}]);");
+            line!("        let c = rem - quot * p.shape[{q}][{r}];");
+            line!("        rem = quot;");
+            for j in 0..k {
+                line!("        o{j} += c * p.strides[{}][{r}];", 2 * j + q);
+            }
+            line!("    }}");
+        }
+    }
+    for j in 0..inputs.len() {
+        line!("    let x{j}v = x{j}[o{j}];");
+    }
+    let operand = |m: usize, slot: usize| match input_of[m][slot] {
+        Ok(j) => format!("x{j}v"),
+        Err(member) => format!("t{member}"),
+    };
+    for (m, member) in members.iter().enumerate() {
+        let a = || operand(m, 0);
+        let e = match &member.expr {
+            EwExpr::Unary { op, dt } => format!("unary_bits({op}u, {dt}u, {})", a()),
+            EwExpr::Binary { op, dt, scalar: None } => {
+                format!("binary_bits({op}u, {dt}u, {}, {})", a(), operand(m, 1))
+            }
+            EwExpr::Binary { op, dt, scalar: Some((bits, false)) } => {
+                format!("binary_bits({op}u, {dt}u, {}, {bits}u)", a())
+            }
+            EwExpr::Binary { op, dt, scalar: Some((bits, true)) } => {
+                format!("binary_bits({op}u, {dt}u, {bits}u, {})", a())
+            }
+            EwExpr::Where => format!("select({}, {}, {} != 0u)", operand(m, 1), a(), operand(m, 2)),
+            EwExpr::Cast { from, to } => format!("cast_bits({from}u, {to}u, {})", a()),
+            EwExpr::Copy => a(),
+            EwExpr::Fill { bits } => format!("{bits}u"),
+        };
+        line!("    let t{m} = {e};");
+    }
+    for (j, (m, _)) in outputs.iter().enumerate() {
+        line!("    y{j}[o{}] = t{m};", inputs.len() + j);
+    }
+    line!("}}");
+
+    let shader = dev.fused_shader(&s)?;
+    let numel: usize = dims.iter().product();
+    let (magic, shift) = crate::shape::pack_divisors(dims);
+    let mut words: Vec<u32> = vec![numel as u32, rank as u32, 0, 0];
+    words.extend(crate::shape::pack(dims));
+    words.extend(magic);
+    words.extend(shift);
+    let mut offs = vec![0u32; 4 * k.div_ceil(4)];
+    for (j, o) in operands.iter().enumerate() {
+        offs[j] = o.offset as u32;
+    }
+    words.extend(offs);
+    for o in &operands {
+        words.extend(crate::shape::pack(&o.strides));
+    }
+    let pipeline = dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "fused"));
+    let bindings = operands.iter().enumerate().map(|(j, o)| (1 + j as u32, o.buffer.clone())).collect();
+    Some(crate::graph::Node::Dispatch {
+        pipeline,
+        bindings,
+        uniform: bytemuck::cast_slice(&words).to_vec(),
+        groups: crate::graph::grid(numel.div_ceil(256) as u32),
+        random: false,
+        ew: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,21 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         self.programs.first().map(|p| p.plan)
     }
 
+    /// Runs one step like [`run`](Self::run) (tracing first if needed), then
+    /// replays its dispatches once more (inputs and state untouched) with
+    /// a GPU timestamp around every dispatch, and returns each kernel's time
+    /// in microseconds, in order. Needs an adapter with timestamp queries.
+    pub async fn profile_async(&mut self, state: &mut S, inputs: &I) -> Result<Vec<(String, f64)>> {
+        self.run(state, inputs)?;
+        self.programs[0].profile().await
+    }
+
+    /// Blocking form of [`Compiled::profile_async`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(&mut self, state: &mut S, inputs: &I) -> Result<Vec<(String, f64)>> {
+        pollster::block_on(self.profile_async(state, inputs))
+    }
+
     /// Programs traced and cached (one per signature, at most 8).
     pub fn programs(&self) -> usize {
         self.programs.len()
@@ -222,14 +237,19 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         if let Some(e) = capture.error {
             return Err(e);
         }
+        // Buffers read after the step: its outputs and the new state.
+        let mut live_out: Vec<wgpu::Buffer> = Vec::new();
+        outputs.visit(&mut |t| live_out.push(t.storage().buffer().clone()));
+        live_out.extend(changed.iter().map(|(_, a)| a.storage().buffer().clone()));
+        let nodes = crate::fusion::fuse(&device.inner, capture.nodes, &live_out);
         *state = state.rebuild(&mut before.iter().cloned());
 
         let inner = &device.inner;
         let align = inner.limits.min_uniform_buffer_offset_alignment as usize;
         let mut bytes: Vec<u8> = Vec::new();
-        let mut offsets = Vec::with_capacity(capture.nodes.len());
+        let mut offsets = Vec::with_capacity(nodes.len());
         let mut random = Vec::new();
-        for n in &capture.nodes {
+        for n in &nodes {
             if let Node::Dispatch { uniform, random: r, .. } = n {
                 bytes.resize(bytes.len().next_multiple_of(align), 0);
                 offsets.push(bytes.len() as u64);
@@ -251,10 +271,10 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
             inner.queue.write_buffer(&b, 0, &bytes);
             b
         });
-        let mut steps = Vec::with_capacity(capture.nodes.len());
+        let mut steps = Vec::with_capacity(nodes.len());
         let mut staging = Vec::new();
         let mut dispatches = 0;
-        for (n, &offset) in capture.nodes.into_iter().zip(&offsets) {
+        for (n, &offset) in nodes.into_iter().zip(&offsets) {
             match n {
                 Node::Dispatch { pipeline, bindings, uniform, groups, .. } => {
                     let mut entries = Vec::with_capacity(bindings.len() + 1);
@@ -405,5 +425,86 @@ impl<O> Program<O> {
             *state = state.rebuild(&mut self.state.iter().cloned());
         }
         Ok(())
+    }
+}
+
+impl<O> Program<O> {
+    /// Replays the dispatches (state untouched: no inputs, no write-back)
+    /// with timestamps, one compute pass per dispatch.
+    async fn profile(&self) -> Result<Vec<(String, f64)>> {
+        let inner = &self.device.inner;
+        if !inner.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(crate::Error::Gpu("this adapter offers no timestamp queries".into()));
+        }
+        let labels: Vec<String> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Dispatch { pipeline, .. } => Some(pipeline.label.clone()),
+                Step::Copy { .. } => None,
+            })
+            .collect();
+        if labels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = labels.len() as u32 * 2;
+        let queries = inner.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: n,
+        });
+        let resolve = inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: n as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let read = inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile read"),
+            size: n as u64 * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        let mut k = 0;
+        for s in &self.steps {
+            match s {
+                Step::Copy { src, dst, size } => enc.copy_buffer_to_buffer(src, 0, dst, 0, *size),
+                Step::Dispatch { pipeline, bind_group, groups } => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &queries,
+                            beginning_of_pass_write_index: Some(2 * k),
+                            end_of_pass_write_index: Some(2 * k + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&pipeline.pipeline);
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    k += 1;
+                }
+            }
+        }
+        enc.resolve_query_set(&queries, 0..n, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, n as u64 * 8);
+        inner.queue.submit([enc.finish()]);
+        let (tx, rx) = futures::channel::oneshot::channel();
+        read.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| crate::Error::Gpu(e.to_string()))?;
+        rx.await
+            .map_err(|_| crate::Error::Gpu("profile read-back cancelled".into()))?
+            .map_err(|e| crate::Error::Gpu(e.to_string()))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(
+            &read.slice(..).get_mapped_range().map_err(|e| crate::Error::Gpu(e.to_string()))?,
+        );
+        let period = inner.queue.get_timestamp_period() as f64;
+        Ok(labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0))
+            .collect())
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct DeviceInner {
     /// First error reported by wgpu outside any error scope.
     pub(crate) gpu_error: Arc<Mutex<Option<Error>>>,
     pub(crate) timeout: Mutex<Option<Duration>>,
+    writable: Mutex<HashMap<Source, Arc<Vec<u32>>>>,
+    /// Generated fused kernels by source text (`None`: failed validation).
+    fused: Mutex<HashMap<String, Option<Arc<crate::shaders::DynamicShader>>>>,
     /// Generated matmul kernels by tile (`None`: generation failed, use the portable one).
     pub(crate) matmul: Mutex<HashMap<crate::codegen::MatmulTile, Option<Arc<crate::shaders::DynamicShader>>>>,
 }
@@ -54,6 +57,9 @@ pub(crate) struct MatmulKernel {
 pub(crate) struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
+    /// `entry (module)` with its specialisation, for profiles and graphs.
+    pub label: String,
+    pub source: Source,
 }
 
 #[derive(Default)]
@@ -182,6 +188,8 @@ impl Device {
                 gpu_error,
                 timeout: Mutex::new(None),
                 matmul: Mutex::default(),
+                writable: Mutex::default(),
+                fused: Mutex::default(),
             }),
         })
     }
@@ -285,6 +293,20 @@ impl DeviceInner {
         state
     }
 
+    /// Workgroups that keep the adapter busy: CPU adapters run a couple of
+    /// workgroups per core, GPUs need many more.
+    pub(crate) fn busy_workgroups(&self) -> usize {
+        if self.info.device_type == wgpu::DeviceType::Cpu {
+            #[cfg(not(target_arch = "wasm32"))]
+            let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+            #[cfg(target_arch = "wasm32")]
+            let cores = 4;
+            2 * cores
+        } else {
+            128
+        }
+    }
+
     /// The matmul kernel for an [m, n] output on this adapter. CPU adapters
     /// with subgroups (lavapipe) get generated register-blocked kernels whose
     /// tile fits the output (narrow outputs waste no lanes); other adapters
@@ -292,12 +314,11 @@ impl DeviceInner {
     pub(crate) fn matmul_kernel(&self, m: usize, n: usize) -> MatmulKernel {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         if cpu && self.features.contains(wgpu::Features::SUBGROUP) {
-            let rows = if m > 32 {
-                64
-            } else if m > 16 {
-                32
-            } else {
-                16
+            let rows = match m {
+                0..=8 => 8,
+                9..=16 => 16,
+                17..=32 => 32,
+                _ => 64,
             };
             let cols = if n > 32 { 8 } else { 4 };
             let tile = crate::codegen::MatmulTile { rows, cols, unroll: 2 };
@@ -315,6 +336,38 @@ impl DeviceInner {
             }
         }
         MatmulKernel { kernel: Kernel::new(crate::shaders::Shader::Matmul, "matmul"), tile_m: 64, tile_n: 64 }
+    }
+
+    /// Bindings a module declares writable (`var<storage, read_write>`):
+    /// which buffers a node writes, for fusion. Parsed once per module.
+    pub(crate) fn writable_bindings(&self, source: &Source) -> Arc<Vec<u32>> {
+        let mut cache = self.writable.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(source.clone())
+            .or_insert_with(|| {
+                let Ok(module) = naga::front::wgsl::parse_str(source.wgsl()) else {
+                    return Arc::new((0..16).collect()); // unknown: assume every binding is written
+                };
+                let writes = module
+                    .global_variables
+                    .iter()
+                    .filter(|(_, g)| {
+                        matches!(g.space, naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE))
+                    })
+                    .filter_map(|(_, g)| g.binding.as_ref().map(|b| b.binding))
+                    .collect();
+                Arc::new(writes)
+            })
+            .clone()
+    }
+
+    /// The module of a generated fused kernel, validated once per source.
+    pub(crate) fn fused_shader(&self, wgsl: &str) -> Option<Arc<crate::shaders::DynamicShader>> {
+        let mut cache = self.fused.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(wgsl.to_string())
+            .or_insert_with(|| crate::shaders::DynamicShader::new("fused elementwise", wgsl, false).ok())
+            .clone()
     }
 
     /// The cached pipeline for `kernel`, built on first use.
@@ -341,7 +394,11 @@ impl DeviceInner {
         });
         let layout = pipeline.get_bind_group_layout(0);
         self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
-        let p = Arc::new(Pipeline { pipeline, layout });
+        let mut label = format!("{} ({})", kernel.entry, kernel.source.label());
+        for (k, v) in &kernel.constants {
+            label.push_str(&format!(" {k}={v}"));
+        }
+        let p = Arc::new(Pipeline { pipeline, layout, label, source: kernel.source.clone() });
         cache.insert(kernel.clone(), p.clone());
         p
     }

@@ -28,6 +28,8 @@ pub(crate) enum Node {
         /// The uniform holds a random-number position, renewed on every
         /// replay of a compiled step.
         random: bool,
+        /// What an elementwise node computes, for fusion in compiled steps.
+        ew: Option<Box<EwInfo>>,
     },
     /// Host data staged in `staging`, copied to `dst` in recording order.
     Upload { staging: Arc<Storage>, dst: wgpu::Buffer, size: u64 },
@@ -39,6 +41,47 @@ pub(crate) struct PendingGraph {
     /// An error met while recording (a tensor beyond the adapter's limits),
     /// reported by the next flush.
     pub error: Option<Error>,
+}
+
+/// The computation of one elementwise node, per element of `dims`.
+#[derive(Clone, Debug)]
+pub(crate) enum EwExpr {
+    Unary {
+        op: u32,
+        dt: u32,
+    },
+    /// `scalar`: (bits, on the left) when one operand is a scalar.
+    Binary {
+        op: u32,
+        dt: u32,
+        scalar: Option<(u32, bool)>,
+    },
+    /// inputs: a, b, mask
+    Where,
+    Cast {
+        from: u32,
+        to: u32,
+    },
+    Copy,
+    Fill {
+        bits: u32,
+    },
+}
+
+/// A strided operand of an elementwise node over its coalesced `dims`.
+#[derive(Clone, Debug)]
+pub(crate) struct EwOperand {
+    pub buffer: wgpu::Buffer,
+    pub offset: usize,
+    pub strides: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct EwInfo {
+    pub expr: EwExpr,
+    pub dims: Vec<usize>,
+    pub inputs: Vec<EwOperand>,
+    pub out: EwOperand,
 }
 
 /// A buffer-to-buffer copy encoded after the dispatches of a flush.
@@ -67,10 +110,36 @@ impl DeviceInner {
         if groups.contains(&0) {
             return;
         }
+        self.record_node(kernel, bindings, uniform, groups, None);
+    }
+
+    /// [`record`](Self::record) for an elementwise kernel, with what it computes.
+    pub(crate) fn record_elementwise(
+        self: &Arc<Self>,
+        kernel: &Kernel,
+        bindings: Vec<(u32, Arc<Storage>)>,
+        uniform: &[u8],
+        groups: [u32; 3],
+        info: EwInfo,
+    ) {
+        self.record_node(kernel, bindings, uniform, groups, Some(Box::new(info)));
+    }
+
+    fn record_node(
+        self: &Arc<Self>,
+        kernel: &Kernel,
+        bindings: Vec<(u32, Arc<Storage>)>,
+        uniform: &[u8],
+        groups: [u32; 3],
+        ew: Option<Box<EwInfo>>,
+    ) {
+        if groups.contains(&0) {
+            return;
+        }
         let pipeline = self.pipeline(kernel);
         let random = kernel.entry == "random";
         let bindings = bindings.into_iter().map(|(b, s)| (b, s.buffer().clone())).collect();
-        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random });
+        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random, ew });
     }
 
     /// Records a copy of host data into `dst` (from its start).

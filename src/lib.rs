@@ -15,6 +15,7 @@ pub mod data;
 mod device;
 mod dtype;
 mod error;
+mod fusion;
 mod graph;
 pub mod nn;
 mod ops;

@@ -19,10 +19,14 @@ pub(crate) enum Shader {
 }
 
 macro_rules! family {
-    ($file:literal) => {
-        concat!(include_str!("../shaders/common.wgsl"), "\n", include_str!(concat!("../shaders/", $file)))
+    ($($file:literal),+) => {
+        concat!(include_str!("../shaders/common.wgsl"), $("\n", include_str!(concat!("../shaders/", $file))),+)
     };
 }
+
+/// The shared functions plus the elementwise ops: the prelude of every
+/// generated fused kernel.
+pub(crate) const FUSED_PRELUDE: &str = family!("elementwise_ops.wgsl");
 
 impl Shader {
     #[cfg(test)]
@@ -54,7 +58,7 @@ impl Shader {
 
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Elementwise => family!("elementwise.wgsl"),
+            Shader::Elementwise => family!("elementwise_ops.wgsl", "elementwise.wgsl"),
             Shader::Reduce => family!("reduce.wgsl"),
             Shader::Softmax => family!("softmax.wgsl"),
             Shader::Matmul => family!("matmul.wgsl"),

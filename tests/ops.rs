@@ -310,9 +310,15 @@ fn argmax_ties_and_nan() {
 #[test]
 fn softmax_rows() {
     let mut rng = Rng::new(4);
-    for &(shape, axis) in
-        &[(&[5][..], 0usize), (&[3, 10], 1), (&[3, 10], 0), (&[2, 3, 257], 2), (&[4, 1000, 3], 1), (&[1, 1], 1), (&[300, 100], 1)]
-    {
+    for &(shape, axis) in &[
+        (&[5][..], 0usize),
+        (&[3, 10], 1),
+        (&[3, 10], 0),
+        (&[2, 3, 257], 2),
+        (&[4, 1000, 3], 1),
+        (&[1, 1], 1),
+        (&[300, 100], 1),
+    ] {
         let a = rng.array(shape, -3.0, 3.0);
         let n = shape[axis] as f64;
         for (view, t, a) in views(&a) {

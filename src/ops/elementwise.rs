@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::dtype::DType;
+use crate::graph::{EwExpr, EwInfo, EwOperand};
 use crate::ops::{Prim, apply};
 use crate::pool::Storage;
 use crate::shaders::{Kernel, Shader};
@@ -258,7 +259,38 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
     }
     bindings.push((4, out.storage().clone()));
     let groups = crate::graph::grid(n.div_ceil(256) as u32);
-    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    // What the node computes, for fusing it into a generated kernel later.
+    let constant = |k: &str| kernel.constants.iter().find(|c| c.0 == k).map_or(0, |c| c.1);
+    let (expr, slots) = match kernel.entry.as_ref() {
+        "unary" => (EwExpr::Unary { op: constant("OP"), dt: constant("DT") }, vec![0]),
+        "binary" => {
+            let (op, dt) = (constant("OP"), constant("DT"));
+            match constant("SCALAR") {
+                1 => (EwExpr::Binary { op, dt, scalar: Some((scalar, false)) }, vec![0]),
+                2 => (EwExpr::Binary { op, dt, scalar: Some((scalar, true)) }, vec![1]),
+                _ => (EwExpr::Binary { op, dt, scalar: None }, vec![0, 1]),
+            }
+        }
+        "where_" => (EwExpr::Where, vec![0, 1, 2]),
+        "cast_" => (EwExpr::Cast { from: constant("FROM"), to: constant("DT") }, vec![0]),
+        "copy" => (EwExpr::Copy, vec![0]),
+        _ => (EwExpr::Fill { bits: scalar }, vec![]),
+    };
+    let operand = |slot: usize| {
+        let t = inputs[slot].expect("operand present");
+        EwOperand { buffer: t.storage().buffer().clone(), offset: off(slot) as usize, strides: strides[slot].clone() }
+    };
+    let info = EwInfo {
+        expr,
+        dims: dims.clone(),
+        inputs: slots.into_iter().map(operand).collect(),
+        out: EwOperand {
+            buffer: out.storage().buffer().clone(),
+            offset: out.layout().offset,
+            strides: strides[3].clone(),
+        },
+    };
+    out.device().inner.record_elementwise(&kernel, bindings, bytemuck::bytes_of(&params), groups, info);
 }
 
 fn kernel(entry: &'static str, op: u32, dtype: DType) -> Kernel {

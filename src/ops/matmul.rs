@@ -43,8 +43,9 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     let mk = a.device().inner.matmul_kernel(m, n);
     let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
     // Few output tiles over a long k leave most of the GPU idle: split k so
-    // that about 32 workgroups run, each over at least 256 steps of k.
-    let k_split = if tiles < 16 { 32usize.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
+    // that enough workgroups run, each over at least 256 steps of k.
+    let busy = a.device().inner.busy_workgroups();
+    let k_split = if tiles < busy { busy.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
     let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { out_shape };
     let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
     let bview = |t: &Tensor| {

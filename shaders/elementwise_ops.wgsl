@@ -1,0 +1,225 @@
+// The elementwise ops, one function each: the single definition of each
+// op's arithmetic, used by the eager kernels (elementwise.wgsl, op chosen by
+// a pipeline constant) and by the fused kernels generated for compiled
+// steps (src/codegen.rs, op written in). Values travel as raw 32-bit words;
+// `dt` is the element type: 0 = f32, 1 = i32, 2 = u32.
+
+const F32: u32 = 0u;
+const I32: u32 = 1u;
+const U32: u32 = 2u;
+
+// ---- unary (f32) -------------------------------------------------------
+
+const NEG: u32 = 0u;
+const ABS: u32 = 1u;
+const SIGN: u32 = 2u;
+const EXP: u32 = 3u;
+const LOG: u32 = 4u;
+const SQRT: u32 = 5u;
+const RSQRT: u32 = 6u;
+const RECIP: u32 = 7u;
+const SIN: u32 = 8u;
+const COS: u32 = 9u;
+const TANH: u32 = 10u;
+const SIGMOID: u32 = 11u;
+const RELU: u32 = 12u;
+const GELU: u32 = 13u;
+const SOFTPLUS: u32 = 14u;
+const ERF: u32 = 15u;
+
+fn op_neg(x: f32) -> f32 { return -x; }
+fn op_abs(x: f32) -> f32 { return abs(x); }
+fn op_sign(x: f32) -> f32 { return select(sign(x), x, is_nan(x)); }
+fn op_exp(x: f32) -> f32 { return exp(x); }
+fn op_log(x: f32) -> f32 { return log(x); }
+fn op_sqrt(x: f32) -> f32 { return sqrt(x); }
+// 1/sqrt rather than inverseSqrt: the builtin may be a low-precision estimate.
+fn op_rsqrt(x: f32) -> f32 { return 1.0 / sqrt(x); }
+fn op_recip(x: f32) -> f32 { return 1.0 / x; }
+fn op_sin(x: f32) -> f32 { return sin(x); }
+fn op_cos(x: f32) -> f32 { return cos(x); }
+// tanh saturates to ±1 in f32 beyond |x| = 9; clamping keeps
+// implementations that compute (e^2x - 1)/(e^2x + 1) away from inf/inf.
+fn op_tanh(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+// Two branches so exp never overflows.
+fn op_sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}
+// relu(NaN) = NaN, as in PyTorch.
+fn op_relu(x: f32) -> f32 { return select(x, 0.0, x < 0.0); }
+// gelu(x) = x Φ(x) = x (1 + erf(x / √2)) / 2, the exact form (PyTorch's default).
+fn op_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + op_erf(x * 0.70710678118654752)); }
+// log(1 + e) for e in [0, 1], accurate when e is tiny.
+fn log1p_small(e: f32) -> f32 { return select(log(1.0 + e), e * (1.0 - 0.5 * e), e < 1e-4); }
+// softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), which never overflows.
+fn op_softplus(x: f32) -> f32 { return max(x, 0.0) + log1p_small(exp(-abs(x))); }
+// erf: Maclaurin series near 0 (truncation < 1e-9 for |x| < 0.5), else
+// 1 - erfc with the Chebyshev fit of Numerical Recipes §6.2 (|error| < 1.2e-7).
+fn op_erf(x: f32) -> f32 {
+    let z = abs(x);
+    if z < 0.5 {
+        let x2 = x * x;
+        return 1.1283791670955126 * x * (1.0 + x2 * (-0.33333333333 + x2 * (0.1 + x2 * (-0.0238095238
+            + x2 * (0.0046296296 + x2 * (-7.5757576e-4 + x2 * 1.0683761e-4))))));
+    }
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
+        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
+        + t * (-0.82215223 + t * 0.17087277))))))));
+    let erfc = t * exp(poly);
+    return select(erfc - 1.0, 1.0 - erfc, x >= 0.0);
+}
+
+fn unary_f32(op: u32, x: f32) -> f32 {
+    switch op {
+        case NEG: { return op_neg(x); }
+        case ABS: { return op_abs(x); }
+        case SIGN: { return op_sign(x); }
+        case EXP: { return op_exp(x); }
+        case LOG: { return op_log(x); }
+        case SQRT: { return op_sqrt(x); }
+        case RSQRT: { return op_rsqrt(x); }
+        case RECIP: { return op_recip(x); }
+        case SIN: { return op_sin(x); }
+        case COS: { return op_cos(x); }
+        case TANH: { return op_tanh(x); }
+        case SIGMOID: { return op_sigmoid(x); }
+        case RELU: { return op_relu(x); }
+        case GELU: { return op_gelu(x); }
+        case SOFTPLUS: { return op_softplus(x); }
+        case ERF: { return op_erf(x); }
+        default: { return nan(); }
+    }
+}
+
+fn unary_i32(op: u32, x: i32) -> i32 {
+    switch op {
+        case NEG: { return -x; }
+        case ABS: { return abs(x); }
+        case SIGN: { return sign(x); }
+        default: { return 0; }
+    }
+}
+
+// ---- binary ------------------------------------------------------------
+
+const ADD: u32 = 0u;
+const SUB: u32 = 1u;
+const MUL: u32 = 2u;
+const DIV: u32 = 3u;
+const POW: u32 = 4u;
+const MAXIMUM: u32 = 5u;
+const MINIMUM: u32 = 6u;
+const EQ: u32 = 7u;
+const NE: u32 = 8u;
+const LT: u32 = 9u;
+const LE: u32 = 10u;
+const GT: u32 = 11u;
+const GE: u32 = 12u;
+
+fn op_add(x: f32, y: f32) -> f32 { return x + y; }
+fn op_sub(x: f32, y: f32) -> f32 { return x - y; }
+fn op_mul(x: f32, y: f32) -> f32 { return x * y; }
+fn op_div(x: f32, y: f32) -> f32 { return x / y; }
+// x^y with the real-valued cases of C's pow: negative bases need an integer
+// exponent (sign from its parity), 0^y is 0, 1 or inf, x^0 is 1.
+fn op_pow(x: f32, y: f32) -> f32 {
+    if y == 0.0 { return 1.0; }
+    if y == 1.0 { return x; }
+    if y == 2.0 { return x * x; }
+    let ax = abs(x);
+    if ax == 0.0 { return select(0.0, inf(), y < 0.0); }
+    let r = exp2(y * log2(ax));
+    if x > 0.0 || is_nan(x) { return r; }
+    if fract(y) != 0.0 { return nan(); }
+    return select(r, -r, abs(y) % 2.0 == 1.0);
+}
+fn op_maximum(x: f32, y: f32) -> f32 { return fmax(x, y); }
+fn op_minimum(x: f32, y: f32) -> f32 { return fmin(x, y); }
+
+fn binary_f32(op: u32, x: f32, y: f32) -> u32 {
+    switch op {
+        case ADD: { return bitcast<u32>(op_add(x, y)); }
+        case SUB: { return bitcast<u32>(op_sub(x, y)); }
+        case MUL: { return bitcast<u32>(op_mul(x, y)); }
+        case DIV: { return bitcast<u32>(op_div(x, y)); }
+        case POW: { return bitcast<u32>(op_pow(x, y)); }
+        case MAXIMUM: { return bitcast<u32>(op_maximum(x, y)); }
+        case MINIMUM: { return bitcast<u32>(op_minimum(x, y)); }
+        case EQ: { return u32(x == y); }
+        case NE: { return u32(x != y); }
+        case LT: { return u32(x < y); }
+        case LE: { return u32(x <= y); }
+        case GT: { return u32(x > y); }
+        case GE: { return u32(x >= y); }
+        default: { return 0u; }
+    }
+}
+
+// Integer division truncates towards zero; WGSL defines x / 0 = x.
+fn binary_i32(op: u32, x: i32, y: i32) -> u32 {
+    switch op {
+        case ADD: { return bitcast<u32>(x + y); }
+        case SUB: { return bitcast<u32>(x - y); }
+        case MUL: { return bitcast<u32>(x * y); }
+        case DIV: { return bitcast<u32>(x / y); }
+        case MAXIMUM: { return bitcast<u32>(max(x, y)); }
+        case MINIMUM: { return bitcast<u32>(min(x, y)); }
+        case EQ: { return u32(x == y); }
+        case NE: { return u32(x != y); }
+        case LT: { return u32(x < y); }
+        case LE: { return u32(x <= y); }
+        case GT: { return u32(x > y); }
+        case GE: { return u32(x >= y); }
+        default: { return 0u; }
+    }
+}
+
+fn binary_u32(op: u32, x: u32, y: u32) -> u32 {
+    switch op {
+        case ADD: { return x + y; }
+        case SUB: { return x - y; }
+        case MUL: { return x * y; }
+        case DIV: { return x / y; }
+        case MAXIMUM: { return max(x, y); }
+        case MINIMUM: { return min(x, y); }
+        case EQ: { return u32(x == y); }
+        case NE: { return u32(x != y); }
+        case LT: { return u32(x < y); }
+        case LE: { return u32(x <= y); }
+        case GT: { return u32(x > y); }
+        case GE: { return u32(x >= y); }
+        default: { return 0u; }
+    }
+}
+
+// ---- cast ----------------------------------------------------------------
+
+// The bits of x (of type `src`) converted to type `dst`. f32 → integer
+// conversions saturate and truncate towards zero (WGSL rules).
+fn cast_bits(src: u32, dst: u32, x: u32) -> u32 {
+    if src == F32 && dst == I32 { return bitcast<u32>(i32(bitcast<f32>(x))); }
+    if src == F32 && dst == U32 { return u32(bitcast<f32>(x)); }
+    if src == I32 && dst == F32 { return bitcast<u32>(f32(bitcast<i32>(x))); }
+    if src == U32 && dst == F32 { return bitcast<u32>(f32(x)); }
+    return x;
+}
+
+// The raw bits of unary op `op` applied to x of type `dt`.
+fn unary_bits(op: u32, dt: u32, x: u32) -> u32 {
+    if dt == F32 {
+        return bitcast<u32>(unary_f32(op, bitcast<f32>(x)));
+    }
+    return bitcast<u32>(unary_i32(op, bitcast<i32>(x)));
+}
+
+// The raw bits of binary op `op` on x and y of type `dt` (comparisons: 0 or 1).
+fn binary_bits(op: u32, dt: u32, x: u32, y: u32) -> u32 {
+    if dt == F32 {
+        return binary_f32(op, bitcast<f32>(x), bitcast<f32>(y));
+    } else if dt == I32 {
+        return binary_i32(op, bitcast<i32>(x), bitcast<i32>(y));
+    }
+    return binary_u32(op, x, y);
+}

@@ -1,0 +1,160 @@
+//! Fusion of elementwise chains in compiled steps.
+//!
+//! Consecutive elementwise nodes over the same iteration space become one
+//! generated kernel (`codegen::fused_elementwise`): a value one member
+//! writes densely and a later member reads densely stays in a register, and
+//! it is stored only if something after the group (or the step's caller)
+//! reads it. The arithmetic is the eager kernels' own: the generated code
+//! calls the functions of `shaders/elementwise_ops.wgsl`.
+
+use std::sync::Arc;
+
+use crate::codegen::{self, FusedMember, FusedOperand};
+use crate::device::DeviceInner;
+use crate::graph::{EwInfo, Node};
+use crate::shape::contiguous_strides;
+
+/// At most this many storage buffers per fused kernel (the browser's limit
+/// is 10 per shader stage; keep margin).
+const MAX_BUFFERS: usize = 8;
+
+/// The buffers a node reads and writes.
+fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
+    match node {
+        Node::Upload { dst, .. } => (Vec::new(), vec![dst.clone()]),
+        Node::Dispatch { ew: Some(info), .. } => {
+            (info.inputs.iter().map(|o| o.buffer.clone()).collect(), vec![info.out.buffer.clone()])
+        }
+        Node::Dispatch { pipeline, bindings, .. } => {
+            let writable = dev.writable_bindings(&pipeline.source);
+            let (mut r, mut w) = (Vec::new(), Vec::new());
+            for (b, buf) in bindings {
+                if writable.contains(b) { w.push(buf.clone()) } else { r.push(buf.clone()) }
+            }
+            (r, w)
+        }
+    }
+}
+
+fn dense(o: &crate::graph::EwOperand, dims: &[usize]) -> bool {
+    o.offset == 0 && o.strides == contiguous_strides(dims)
+}
+
+/// A group being formed: member node indices and their infos.
+struct Group<'a> {
+    members: Vec<(usize, &'a EwInfo)>,
+}
+
+impl Group<'_> {
+    /// Can `e` join? Same iteration space, values produced in the group read
+    /// with the layout they were written in, no write over a buffer the
+    /// group reads or writes, and few enough buffers.
+    fn admits(&self, e: &EwInfo) -> bool {
+        let first = self.members[0].1;
+        if e.dims != first.dims {
+            return false;
+        }
+        for input in &e.inputs {
+            if let Some(m) = self.members.iter().rev().find(|m| m.1.out.buffer == input.buffer) {
+                if !(dense(input, &e.dims) && dense(&m.1.out, &e.dims)) {
+                    return false;
+                }
+            }
+        }
+        let reads_or_writes = |b: &wgpu::Buffer| {
+            self.members.iter().any(|m| m.1.out.buffer == *b || m.1.inputs.iter().any(|i| i.buffer == *b))
+        };
+        if reads_or_writes(&e.out.buffer) || e.inputs.iter().any(|i| i.buffer == e.out.buffer) {
+            return false;
+        }
+        let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
+        for m in self.members.iter().map(|m| m.1).chain([e]) {
+            for b in std::iter::once(&m.out.buffer).chain(m.inputs.iter().map(|i| &i.buffer)) {
+                if !buffers.contains(&b) {
+                    buffers.push(b);
+                }
+            }
+        }
+        buffers.len() <= MAX_BUFFERS
+    }
+}
+
+/// Fuses elementwise chains in `nodes`. `live_out`: buffers read after the
+/// step (its outputs and the new state).
+pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::Buffer]) -> Vec<Node> {
+    let accesses: Vec<_> = nodes.iter().map(|n| access(dev, n)).collect();
+    // Is the value in `buffer` read after node `after`, before being overwritten?
+    let needed = |buffer: &wgpu::Buffer, after: usize| {
+        for (reads, writes) in &accesses[after + 1..] {
+            if reads.contains(buffer) {
+                return true;
+            }
+            if writes.contains(buffer) {
+                return false;
+            }
+        }
+        live_out.contains(buffer)
+    };
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Option<Group> = None;
+    for (i, n) in nodes.iter().enumerate() {
+        let info = match n {
+            Node::Dispatch { ew: Some(info), .. } => Some(&**info),
+            _ => None,
+        };
+        match (info, current.as_mut()) {
+            (Some(e), Some(g)) if g.admits(e) => g.members.push((i, e)),
+            (Some(e), _) => {
+                if let Some(g) = current.take() {
+                    groups.push(g.members.iter().map(|m| m.0).collect());
+                }
+                current = Some(Group { members: vec![(i, e)] });
+            }
+            (None, _) => {
+                if let Some(g) = current.take() {
+                    groups.push(g.members.iter().map(|m| m.0).collect());
+                }
+            }
+        }
+    }
+    if let Some(g) = current.take() {
+        groups.push(g.members.iter().map(|m| m.0).collect());
+    }
+    // Build the fused nodes; single-node groups stay as they are.
+    let mut fused: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
+    let mut skip = vec![false; nodes.len()];
+    for g in groups.iter().filter(|g| g.len() > 1) {
+        let last = *g.last().expect("non-empty");
+        let infos: Vec<&EwInfo> = g
+            .iter()
+            .map(|&i| match &nodes[i] {
+                Node::Dispatch { ew: Some(info), .. } => &**info,
+                _ => unreachable!("groups hold elementwise nodes"),
+            })
+            .collect();
+        let members: Vec<FusedMember> = infos
+            .iter()
+            .enumerate()
+            .map(|(k, info)| {
+                let operands = info
+                    .inputs
+                    .iter()
+                    .map(|input| match infos[..k].iter().rposition(|m| m.out.buffer == input.buffer) {
+                        Some(m) => FusedOperand::Member(m),
+                        None => FusedOperand::External(input.clone()),
+                    })
+                    .collect();
+                // stored only if something after the group reads it
+                let store = needed(&info.out.buffer, last);
+                FusedMember { expr: info.expr.clone(), operands, out: store.then(|| info.out.clone()) }
+            })
+            .collect();
+        if let Some(node) = codegen::fused_elementwise(dev, &infos[0].dims, &members) {
+            fused[g[0]] = Some(node);
+            for &i in &g[1..] {
+                skip[i] = true;
+            }
+        }
+    }
+    nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| fused[i].take().unwrap_or(n)).collect()
+}
