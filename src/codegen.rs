@@ -162,13 +162,13 @@ pub(crate) struct FusedMember {
     pub out: Option<crate::graph::EwOperand>,
 }
 
-/// A dispatch running `members` per element of `dims` in one kernel, built
+/// A dispatch running `members` per element of `shape` in one kernel, built
 /// from the eager kernels' op functions (`shaders/elementwise_ops.wgsl`).
 /// `None` if the generated module fails validation (the nodes then stay
 /// unfused).
 pub(crate) fn fused_elementwise(
     dev: &std::sync::Arc<crate::device::DeviceInner>,
-    dims: &[usize],
+    shape: &[usize],
     members: &[FusedMember],
 ) -> Option<crate::graph::Node> {
     use crate::graph::EwExpr;
@@ -198,9 +198,20 @@ pub(crate) fn fused_elementwise(
     }
     let outputs: Vec<(usize, &crate::graph::EwOperand)> =
         members.iter().enumerate().filter_map(|(k, m)| m.out.as_ref().map(|o| (k, o))).collect();
+    // WebGPU forbids binding a buffer both read-only and writable in one
+    // dispatch: an input that is also an output is read through the output.
+    let written_as: Vec<Option<usize>> =
+        inputs.iter().map(|i| outputs.iter().position(|(_, o)| o.buffer == i.buffer)).collect();
     let operands: Vec<&crate::graph::EwOperand> = inputs.iter().copied().chain(outputs.iter().map(|o| o.1)).collect();
     let k = operands.len();
+    // one iteration space for all operands, with dimensions every operand
+    // walks contiguously merged
+    let mut strides: Vec<Vec<usize>> = operands.iter().map(|o| o.strides.clone()).collect();
+    let dims = crate::shape::coalesce(shape, &mut strides);
     let rank = dims.len();
+    if rank > crate::shape::MAX_RANK {
+        return None;
+    }
     let mut s = String::from(crate::shaders::FUSED_PRELUDE);
     let w = &mut s;
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -214,7 +225,9 @@ pub(crate) fn fused_elementwise(
     line!("}}");
     line!("@group(0) @binding(0) var<uniform> p: Fused;");
     for j in 0..inputs.len() {
-        line!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;", 1 + j);
+        if written_as[j].is_none() {
+            line!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;", 1 + j);
+        }
     }
     for j in 0..outputs.len() {
         line!("@group(0) @binding({}) var<storage, read_write> y{j}: array<u32>;", 1 + inputs.len() + j);
@@ -246,7 +259,10 @@ pub(crate) fn fused_elementwise(
         }
     }
     for j in 0..inputs.len() {
-        line!("    let x{j}v = x{j}[o{j}];");
+        match written_as[j] {
+            Some(y) => line!("    let x{j}v = y{y}[o{j}];"),
+            None => line!("    let x{j}v = x{j}[o{j}];"),
+        }
     }
     let operand = |m: usize, slot: usize| match input_of[m][slot] {
         Ok(j) => format!("x{j}v"),
@@ -279,9 +295,9 @@ pub(crate) fn fused_elementwise(
 
     let shader = dev.fused_shader(&s)?;
     let numel: usize = dims.iter().product();
-    let (magic, shift) = crate::shape::pack_divisors(dims);
+    let (magic, shift) = crate::shape::pack_divisors(&dims);
     let mut words: Vec<u32> = vec![numel as u32, rank as u32, 0, 0];
-    words.extend(crate::shape::pack(dims));
+    words.extend(crate::shape::pack(&dims));
     words.extend(magic);
     words.extend(shift);
     let mut offs = vec![0u32; 4 * k.div_ceil(4)];
@@ -289,11 +305,16 @@ pub(crate) fn fused_elementwise(
         offs[j] = o.offset as u32;
     }
     words.extend(offs);
-    for o in &operands {
-        words.extend(crate::shape::pack(&o.strides));
+    for st in &strides {
+        words.extend(crate::shape::pack(st));
     }
     let pipeline = dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "fused"));
-    let bindings = operands.iter().enumerate().map(|(j, o)| (1 + j as u32, o.buffer.clone())).collect();
+    let bindings = operands
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j >= inputs.len() || written_as[*j].is_none())
+        .map(|(j, o)| (1 + j as u32, o.buffer.clone()))
+        .collect();
     Some(crate::graph::Node::Dispatch {
         pipeline,
         bindings,

@@ -103,6 +103,10 @@ struct Program<O> {
     write_back: Vec<(wgpu::Buffer, u64, wgpu::Buffer, u64, u64)>,
     outputs: O,
     plan: MemoryPlan,
+    /// Graphviz DOT of the dispatches and the buffers between them.
+    dot: String,
+    /// (label, WGSL) of every module the program runs.
+    modules: Vec<(String, String)>,
     /// Keeps the step's buffers (and upload staging) alive.
     _arena: Arc<Mutex<Arena>>,
     _staging: Vec<Arc<Storage>>,
@@ -180,6 +184,20 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         pollster::block_on(self.profile_async(state, inputs))
     }
 
+    /// Graphviz DOT of the most recently run program: its dispatches, with
+    /// an edge wherever one reads a buffer another (or an input, or the
+    /// state) wrote.
+    pub fn dot(&self) -> Option<&str> {
+        self.programs.first().map(|p| p.dot.as_str())
+    }
+
+    /// (module, WGSL source) of every shader module the most recently run
+    /// program uses, including the kernels generated for it (fused
+    /// elementwise chains, adapter-specific matmuls).
+    pub fn wgsl(&self) -> Option<&[(String, String)]> {
+        self.programs.first().map(|p| p.modules.as_slice())
+    }
+
     /// Programs traced and cached (one per signature, at most 8).
     pub fn programs(&self) -> usize {
         self.programs.len()
@@ -242,6 +260,17 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         outputs.visit(&mut |t| live_out.push(t.storage().buffer().clone()));
         live_out.extend(changed.iter().map(|(_, a)| a.storage().buffer().clone()));
         let nodes = crate::fusion::fuse(&device.inner, capture.nodes, &live_out);
+        let dot = graph_dot(&device, &nodes, &slots, &before, &outputs);
+        let mut modules: Vec<(String, String)> = Vec::new();
+        let mut seen: Vec<crate::shaders::Source> = Vec::new();
+        for n in &nodes {
+            if let Node::Dispatch { pipeline, .. } = n {
+                if !seen.contains(&pipeline.source) {
+                    seen.push(pipeline.source.clone());
+                    modules.push((pipeline.source.label().to_string(), pipeline.source.wgsl().to_string()));
+                }
+            }
+        }
         *state = state.rebuild(&mut before.iter().cloned());
 
         let inner = &device.inner;
@@ -336,6 +365,8 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
             write_back,
             outputs,
             plan,
+            dot,
+            modules,
             _arena: arena,
             _staging: staging,
         })
@@ -507,4 +538,55 @@ impl<O> Program<O> {
             .map(|(i, l)| (l, ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period / 1000.0))
             .collect())
     }
+}
+
+/// Graphviz DOT of a program: inputs, state and outputs as ellipses,
+/// dispatches as boxes, edges from the last writer of each buffer read.
+fn graph_dot<O: Params>(device: &Device, nodes: &[Node], slots: &[Tensor], state: &[Tensor], outputs: &O) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("digraph step {\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n");
+    let mut writer: Vec<(wgpu::Buffer, String)> = Vec::new();
+    let set =
+        |w: &mut Vec<(wgpu::Buffer, String)>, b: &wgpu::Buffer, name: String| match w.iter_mut().find(|e| e.0 == *b) {
+            Some(e) => e.1 = name,
+            None => w.push((b.clone(), name)),
+        };
+    for (i, t) in slots.iter().enumerate() {
+        let _ = writeln!(s, "  in{i} [shape=ellipse, label=\"input {i}\\n{:?}\"];", t.shape());
+        set(&mut writer, t.storage().buffer(), format!("in{i}"));
+    }
+    for (i, t) in state.iter().enumerate() {
+        let _ = writeln!(s, "  st{i} [shape=ellipse, label=\"state {i}\\n{:?}\"];", t.shape());
+        set(&mut writer, t.storage().buffer(), format!("st{i}"));
+    }
+    for (k, n) in nodes.iter().enumerate() {
+        let label = match n {
+            Node::Dispatch { pipeline, .. } => pipeline.label.replace('"', "'"),
+            Node::Upload { .. } => "constant upload".to_string(),
+        };
+        let _ = writeln!(s, "  n{k} [label=\"{label}\"];");
+        let (reads, writes) = crate::fusion::access(&device.inner, n);
+        let mut from: Vec<&str> = Vec::new();
+        for b in &reads {
+            if let Some(e) = writer.iter().find(|e| e.0 == *b) {
+                if !from.contains(&e.1.as_str()) {
+                    let _ = writeln!(s, "  {} -> n{k};", e.1);
+                    from.push(&e.1);
+                }
+            }
+        }
+        for b in &writes {
+            set(&mut writer, b, format!("n{k}"));
+        }
+    }
+    let mut i = 0;
+    outputs.visit(&mut |t| {
+        let _ = writeln!(s, "  out{i} [shape=ellipse, label=\"output {i}\\n{:?}\"];", t.shape());
+        if let Some(e) = writer.iter().find(|e| e.0 == *t.storage().buffer()) {
+            let _ = writeln!(s, "  {} -> out{i};", e.1);
+        }
+        i += 1;
+    });
+    s.push_str("}\n");
+    s
 }

@@ -40,6 +40,8 @@ pub(crate) struct DeviceInner {
     pub(crate) gpu_error: Arc<Mutex<Option<Error>>>,
     pub(crate) timeout: Mutex<Option<Duration>>,
     writable: Mutex<HashMap<Source, Arc<Vec<u32>>>>,
+    pub(crate) check_finite: std::sync::atomic::AtomicBool,
+    pub(crate) checks: Mutex<crate::check::Checks>,
     /// Generated fused kernels by source text (`None`: failed validation).
     fused: Mutex<HashMap<String, Option<Arc<crate::shaders::DynamicShader>>>>,
     /// Generated matmul kernels by tile (`None`: generation failed, use the portable one).
@@ -189,6 +191,8 @@ impl Device {
                 timeout: Mutex::new(None),
                 matmul: Mutex::default(),
                 writable: Mutex::default(),
+                check_finite: Default::default(),
+                checks: Mutex::default(),
                 fused: Mutex::default(),
             }),
         })

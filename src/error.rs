@@ -43,6 +43,14 @@ pub enum Error {
     /// A data file or checkpoint is malformed.
     #[error("wgrad: {0}")]
     Format(String),
+    /// Debug mode ([`Device::set_check_finite`](crate::Device::set_check_finite)):
+    /// an op produced NaN or ±Inf.
+    #[error("wgrad: {op} at {location} produced NaN or Inf{}", backward_of.map(|(o, l)| format!(" (in the backward pass of {o} at {l})")).unwrap_or_default())]
+    NonFinite {
+        op: &'static str,
+        location: &'static Location<'static>,
+        backward_of: Option<(&'static str, &'static Location<'static>)>,
+    },
     /// A read-back or sync did not complete in time.
     #[error("wgrad: the GPU did not finish within {0:?}")]
     Timeout(std::time::Duration),

@@ -19,7 +19,7 @@ use crate::shape::contiguous_strides;
 const MAX_BUFFERS: usize = 8;
 
 /// The buffers a node reads and writes.
-fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
+pub(crate) fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
     match node {
         Node::Upload { dst, .. } => (Vec::new(), vec![dst.clone()]),
         Node::Dispatch { ew: Some(info), .. } => {
@@ -36,8 +36,10 @@ fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffe
     }
 }
 
-fn dense(o: &crate::graph::EwOperand, dims: &[usize]) -> bool {
-    o.offset == 0 && o.strides == contiguous_strides(dims)
+/// Row-major and dense from the buffer's start (size-1 axes' strides do not matter).
+fn dense(o: &crate::graph::EwOperand, shape: &[usize]) -> bool {
+    let want = contiguous_strides(shape);
+    o.offset == 0 && shape.iter().zip(&o.strides).zip(&want).all(|((&n, &s), &w)| n == 1 || s == w)
 }
 
 /// A group being formed: member node indices and their infos.
@@ -51,20 +53,24 @@ impl Group<'_> {
     /// group reads or writes, and few enough buffers.
     fn admits(&self, e: &EwInfo) -> bool {
         let first = self.members[0].1;
-        if e.dims != first.dims {
+        if e.shape != first.shape {
             return false;
         }
         for input in &e.inputs {
             if let Some(m) = self.members.iter().rev().find(|m| m.1.out.buffer == input.buffer) {
-                if !(dense(input, &e.dims) && dense(&m.1.out, &e.dims)) {
+                if !(dense(input, &e.shape) && dense(&m.1.out, &e.shape)) {
                     return false;
                 }
             }
         }
-        let reads_or_writes = |b: &wgpu::Buffer| {
-            self.members.iter().any(|m| m.1.out.buffer == *b || m.1.inputs.iter().any(|i| i.buffer == *b))
-        };
-        if reads_or_writes(&e.out.buffer) || e.inputs.iter().any(|i| i.buffer == e.out.buffer) {
+        // Writing a buffer the group already reads or writes (buffers are
+        // reused by liveness) is safe only element by element: every access
+        // dense, so each invocation touches only its own element (all loads
+        // come before all stores in the generated kernel).
+        let out = &e.out.buffer;
+        let touched = self.members.iter().flat_map(|m| std::iter::once(&m.1.out).chain(&m.1.inputs));
+        let conflict = touched.filter(|o| o.buffer == *out).any(|o| !(dense(o, &e.shape) && dense(&e.out, &e.shape)));
+        if conflict || e.inputs.iter().any(|i| i.buffer == *out) {
             return false;
         }
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
@@ -144,12 +150,14 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
                         None => FusedOperand::External(input.clone()),
                     })
                     .collect();
-                // stored only if something after the group reads it
-                let store = needed(&info.out.buffer, last);
+                // stored only if something after the group reads it (and no
+                // later member overwrites it)
+                let overwritten = infos[k + 1..].iter().any(|m| m.out.buffer == info.out.buffer);
+                let store = !overwritten && needed(&info.out.buffer, last);
                 FusedMember { expr: info.expr.clone(), operands, out: store.then(|| info.out.clone()) }
             })
             .collect();
-        if let Some(node) = codegen::fused_elementwise(dev, &infos[0].dims, &members) {
+        if let Some(node) = codegen::fused_elementwise(dev, &infos[0].shape, &members) {
             fused[g[0]] = Some(node);
             for &i in &g[1..] {
                 skip[i] = true;

@@ -43,7 +43,7 @@ pub(crate) struct PendingGraph {
     pub error: Option<Error>,
 }
 
-/// The computation of one elementwise node, per element of `dims`.
+/// The computation of one elementwise node, per element of its output.
 #[derive(Clone, Debug)]
 pub(crate) enum EwExpr {
     Unary {
@@ -68,7 +68,7 @@ pub(crate) enum EwExpr {
     },
 }
 
-/// A strided operand of an elementwise node over its coalesced `dims`.
+/// A strided operand of an elementwise node over its output's shape.
 #[derive(Clone, Debug)]
 pub(crate) struct EwOperand {
     pub buffer: wgpu::Buffer,
@@ -79,7 +79,8 @@ pub(crate) struct EwOperand {
 #[derive(Clone, Debug)]
 pub(crate) struct EwInfo {
     pub expr: EwExpr,
-    pub dims: Vec<usize>,
+    /// The output's shape: the iteration space.
+    pub shape: Vec<usize>,
     pub inputs: Vec<EwOperand>,
     pub out: EwOperand,
 }
@@ -328,13 +329,21 @@ impl DeviceInner {
     pub(crate) async fn submit_and_wait(self: &Arc<Self>) -> Result<()> {
         refuse_in_capture(self, "sync");
         let index = self.flush(&[])?;
-        self.wait(index).await
+        self.wait(index).await?;
+        self.take_check_error().await
     }
 
     /// Flushes pending work, then copies `size` bytes of `src` from `offset`
     /// to the host: one submit in all.
     pub(crate) async fn read(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
         refuse_in_capture(self, "a read-back (to_vec, item)");
+        let data = self.read_raw(src, offset, size).await?;
+        self.take_check_error().await?;
+        Ok(data)
+    }
+
+    /// [`read`](Self::read) without the debug check.
+    pub(crate) async fn read_raw(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
         let staging = self.alloc(BufferClass::Staging, size);
         let index = self.flush(&[CopyOp { src: src.clone(), src_offset: offset, dst: staging.clone(), size }])?;
         self.stats.readbacks.fetch_add(1, Ordering::Relaxed);

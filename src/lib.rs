@@ -7,6 +7,7 @@
 extern crate self as wgrad;
 
 mod autograd;
+mod check;
 pub mod checkpoint;
 mod codegen;
 mod compile;

@@ -16,6 +16,7 @@ pub(crate) enum Shader {
     Conv,
     Pool,
     Optim,
+    Check,
 }
 
 macro_rules! family {
@@ -30,7 +31,7 @@ pub(crate) const FUSED_PRELUDE: &str = family!("elementwise_ops.wgsl");
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Elementwise,
         Shader::Reduce,
         Shader::Softmax,
@@ -40,6 +41,7 @@ impl Shader {
         Shader::Conv,
         Shader::Pool,
         Shader::Optim,
+        Shader::Check,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +55,7 @@ impl Shader {
             Shader::Conv => "conv.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Check => "check.wgsl",
         }
     }
 
@@ -67,6 +70,7 @@ impl Shader {
             Shader::Conv => family!("conv.wgsl"),
             Shader::Pool => family!("pool.wgsl"),
             Shader::Optim => family!("optim.wgsl"),
+            Shader::Check => family!("check.wgsl"),
         }
     }
 }

@@ -166,3 +166,32 @@ fn a_replaced_state_tensor_is_taken_in() {
     assert_eq!(step.run(&mut w, &x).unwrap().item::<f32>().unwrap(), 40.0);
     assert_eq!(w.to_vec::<f32>().unwrap(), vec![20.0, 20.0]);
 }
+
+/// A chain of elementwise ops (broadcasts and scalars included) becomes one
+/// generated kernel, with the same results as eager mode.
+#[test]
+fn elementwise_chains_fuse_into_one_kernel() {
+    let d = own_device();
+    d.manual_seed(3);
+    let x = Tensor::randn(&d, &[300, 7]);
+    let b = Tensor::randn(&d, &[7]);
+    let f = |x: &Tensor, b: &Tensor| ((x * 2.0 + b).tanh() * x - 1.0).exp().sigmoid() + x.gt(0.0).where_(b, 0.5);
+    let eager: Vec<f32> = f(&x, &b).to_vec().unwrap();
+    let mut step = compile(move |b: &mut Tensor, x: &Tensor| f(x, b));
+    let mut state = b.clone();
+    let out: Vec<f32> = step.run(&mut state, &x).unwrap().to_vec().unwrap();
+    // the compiler may contract a·b + c into one fma inside a fused kernel:
+    // allow one rounding per op of the chain (8 ops, |values| ≤ 2)
+    for (g, w) in out.iter().zip(&eager) {
+        assert!((g - w).abs() <= 8.0 * f32::EPSILON * 2.0, "{g} vs {w}");
+    }
+    // the 8-op chain is one kernel; the scalar 0.5 (a fill of shape []) is
+    // its own, then `where_` and the last add are one more
+    let plan = step.memory().unwrap();
+    assert_eq!(plan.dispatches, 3, "{plan:?}");
+    let dot = step.dot().unwrap();
+    assert!(dot.starts_with("digraph") && dot.contains("fused") && dot.contains("-> out0"), "{dot}");
+    let modules = step.wgsl().unwrap();
+    let fused = modules.iter().find(|(label, _)| label.contains("fused")).expect("a generated module");
+    assert!(fused.1.contains("fn fused(") && fused.1.contains("unary_bits(10u"), "tanh is called by its op code");
+}

@@ -146,3 +146,33 @@ fn two_threads_share_a_device() {
         h.join().unwrap();
     }
 }
+
+/// Debug mode names the first op that produced NaN/Inf, with the caller's
+/// line, and for gradients the forward op whose backward pass it was.
+#[test]
+fn debug_mode_names_the_first_non_finite_op() {
+    let d = own_device();
+    d.set_check_finite(true);
+    let x = Tensor::from_slice(&d, &[1.0f32, 0.0], &[2]);
+    let line = line!() + 1;
+    let y = x.log(); // log(0) = -inf
+    let z = (&y * 2.0).exp();
+    let err = z.to_vec::<f32>().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::NonFinite { .. }), "{msg}");
+    assert!(msg.contains("log at tests/graph.rs:") && msg.contains(&format!(":{line}:")), "{msg}");
+    // finite work afterwards is fine
+    assert_eq!((&x + 1.0).to_vec::<f32>().unwrap(), vec![2.0, 1.0]);
+    // a gradient: d sqrt(x)/dx at 0 is inf
+    let line = line!() + 1;
+    let f = |x: &Tensor, _: &()| x.sqrt().sum_all();
+    let (g, _, ()) = wgrad::grad(f)(&x, &());
+    let msg = g.to_vec::<f32>().unwrap_err().to_string();
+    assert!(
+        msg.contains("in the backward pass of sqrt at tests/graph.rs:") && msg.contains(&format!(":{line}:")),
+        "{msg}"
+    );
+    d.set_check_finite(false);
+    let g: Vec<f32> = g.to_vec().unwrap();
+    assert!(g[1].is_infinite());
+}

@@ -57,6 +57,8 @@ pub(crate) struct Node {
     pub parents: Vec<Option<Arc<Node>>>,
     /// The output as seen outside this trace.
     pub output: Tensor,
+    /// The op and the caller's line, for debug reports.
+    pub site: crate::check::Site,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -131,6 +133,7 @@ impl Tensor {
             inputs: Vec::new(),
             parents: Vec::new(),
             output: self.clone(),
+            site: crate::check::Site { op: "parameter", location: std::panic::Location::caller() },
         });
         self.boxed(trace, node)
     }
@@ -139,9 +142,12 @@ impl Tensor {
 /// Runs a primitive, recording it in the innermost trace its inputs belong to.
 #[track_caller]
 pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
+    let site = crate::check::Site { op: prim.name(), location: std::panic::Location::caller() };
     let trace = inputs.iter().filter_map(|t| t.traced().map(|t| t.trace)).max();
     let Some(trace) = trace.filter(|_| NO_GRAD.with(Cell::get) == 0) else {
-        return prim.forward(inputs);
+        let out = prim.forward(inputs);
+        crate::check::after_op(&out, site);
+        return out;
     };
     let unboxed: Vec<Tensor> = inputs.iter().map(|t| t.unbox(trace)).collect();
     let refs: Vec<&Tensor> = unboxed.iter().collect();
@@ -153,7 +159,7 @@ pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
     }
     let parents: Vec<Option<Arc<Node>>> = inputs.iter().map(|t| t.node_in(trace)).collect();
     let node =
-        Arc::new(Node { id: next_id(), kind: NodeKind::Op(prim), inputs: unboxed, parents, output: out.clone() });
+        Arc::new(Node { id: next_id(), kind: NodeKind::Op(prim), inputs: unboxed, parents, output: out.clone(), site });
     out.boxed(trace, node)
 }
 
@@ -209,7 +215,7 @@ pub(crate) fn backward(trace: u64, outputs: &[(&Tensor, Tensor)], leaves: &[Arc<
         };
         let inputs: Vec<&Tensor> = node.inputs.iter().collect();
         let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-        let input_grads = prim.vjp(&g, &inputs, &node.output, &needs);
+        let input_grads = crate::check::in_backward_of(node.site, || prim.vjp(&g, &inputs, &node.output, &needs));
         assert_eq!(
             input_grads.len(),
             inputs.len(),

@@ -218,6 +218,7 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
     let mut strides: Vec<Vec<usize>> =
         views.iter().map(|v| v.as_ref().map_or_else(|| vec![0; shape.len()], |v| v.strides.clone())).collect();
     strides.push(out.strides().to_vec());
+    let logical = strides.clone();
     let dims = coalesce(shape, &mut strides);
     if dims.len() > MAX_RANK {
         panic!("wgrad: {}: views of rank {} are beyond the kernels' {MAX_RANK} dimensions", kernel.entry, dims.len());
@@ -278,16 +279,16 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
     };
     let operand = |slot: usize| {
         let t = inputs[slot].expect("operand present");
-        EwOperand { buffer: t.storage().buffer().clone(), offset: off(slot) as usize, strides: strides[slot].clone() }
+        EwOperand { buffer: t.storage().buffer().clone(), offset: off(slot) as usize, strides: logical[slot].clone() }
     };
     let info = EwInfo {
         expr,
-        dims: dims.clone(),
+        shape: shape.to_vec(),
         inputs: slots.into_iter().map(operand).collect(),
         out: EwOperand {
             buffer: out.storage().buffer().clone(),
             offset: out.layout().offset,
-            strides: strides[3].clone(),
+            strides: logical[3].clone(),
         },
     };
     out.device().inner.record_elementwise(&kernel, bindings, bytemuck::bytes_of(&params), groups, info);

@@ -95,6 +95,47 @@ pub(crate) enum Prim {
 }
 
 impl Prim {
+    /// The op's name, for messages.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Prim::Unary(op) => op.name(),
+            Prim::Binary(op) | Prim::BinaryScalar { op, .. } => op.name(),
+            Prim::Where => "where_",
+            Prim::Cast(_) => "cast",
+            Prim::Reduce { op, scale, .. } => {
+                if *scale == 1.0 {
+                    op.name()
+                } else {
+                    "mean"
+                }
+            }
+            Prim::ArgReduce { op, .. } => op.name(),
+            Prim::Softmax(_) => "softmax",
+            Prim::LogSoftmax(_) => "log_softmax",
+            Prim::LogSumExp { .. } => "logsumexp",
+            Prim::Matmul => "matmul",
+            Prim::Reshape(_) => "reshape",
+            Prim::Permute(_) => "permute",
+            Prim::Expand(_) => "expand",
+            Prim::Narrow { .. } => "narrow",
+            Prim::Contiguous => "contiguous",
+            Prim::Pad { .. } => "pad",
+            Prim::Cat { .. } => "cat",
+            Prim::Gather { .. } => "gather",
+            Prim::IndexSelect { .. } => "index_select",
+            Prim::ScatterAdd { .. } => "scatter_add",
+            Prim::OneHot(_) => "one_hot",
+            Prim::Custom(_) => "custom op",
+            Prim::Conv2d(_) => "conv2d",
+            Prim::Conv2dBackwardData(_) => "conv2d (input gradient)",
+            Prim::Conv2dBackwardWeight(_) => "conv2d (weight gradient)",
+            Prim::MaxPool2d(_) | Prim::MaxPoolSelect(_) => "max_pool2d",
+            Prim::MaxPoolScatter(_) => "max_pool2d (gradient)",
+            Prim::AvgPool2d(_) => "avg_pool2d",
+            Prim::AvgPoolBackward(_) => "avg_pool2d (gradient)",
+        }
+    }
+
     /// Records the forward kernel(s) of the primitive.
     pub(crate) fn forward(&self, x: &[&Tensor]) -> Tensor {
         match self {
