@@ -224,8 +224,8 @@ pub(crate) fn fused_elementwise(
     line!("    strides: array<vec4<u32>, {}>,", 2 * k);
     line!("}}");
     line!("@group(0) @binding(0) var<uniform> p: Fused;");
-    for j in 0..inputs.len() {
-        if written_as[j].is_none() {
+    for (j, w) in written_as.iter().enumerate() {
+        if w.is_none() {
             line!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;", 1 + j);
         }
     }
@@ -258,8 +258,8 @@ pub(crate) fn fused_elementwise(
             line!("    }}");
         }
     }
-    for j in 0..inputs.len() {
-        match written_as[j] {
+    for (j, w) in written_as.iter().enumerate() {
+        match w {
             Some(y) => line!("    let x{j}v = y{y}[o{j}];"),
             None => line!("    let x{j}v = x{j}[o{j}];"),
         }
