@@ -7,7 +7,7 @@
 
 mod support;
 
-use wgrad::{Params, Tensor, checkpoint, grad, nn, optim::Optimizer};
+use wgrad::{Params, Tensor, checkpoint, compile, grad, nn, optim::Optimizer};
 
 #[derive(Params)]
 struct Autoencoder {
@@ -44,18 +44,22 @@ fn main() -> wgrad::Result<()> {
         model = checkpoint::load(path, &model, Some(&mut opt))?;
         println!("resumed from {} after {} steps", path.display(), opt.steps()?);
     }
-    let df = grad(loss);
+    opt.init(&model);
+    let mut state = (model, opt);
+    let mut train = compile(|(m, opt): &mut (Autoencoder, Optimizer), x: &Tensor| {
+        let (g, l, ()) = grad(loss)(m, x);
+        *m = opt.step(m, &g);
+        l
+    });
     let mut history = support::History::new();
     let test: Vec<usize> = (0..data.test.len()).collect();
     let (test_x, _) = data.test.batch(&dev, &test);
     let mut recon = f32::NAN;
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, _labels| {
-            let (g, l, ()) = df(&model, &x);
-            model = opt.step(&model, &g);
-            l
+            support::step(&args, &mut train, &mut state, &x)
         });
-        recon = ((reconstruct(&model, &test_x) - &test_x).square().sum_all() / test.len() as f32).item()?;
+        recon = ((reconstruct(&state.0, &test_x) - &test_x).square().sum_all() / test.len() as f32).item()?;
         history.epoch(epoch, mean, None);
         println!("         test reconstruction loss {recon:.4} (squared error per digit)");
     }
@@ -63,7 +67,7 @@ fn main() -> wgrad::Result<()> {
     // 2 rows of 10 test digits, each above its reconstruction
     let shown: Vec<usize> = (0..20).collect();
     let (x, _) = data.test.batch(&dev, &shown);
-    let y = reconstruct(&model, &x);
+    let y = reconstruct(&state.0, &x);
     let (x, y): (Vec<f32>, Vec<f32>) = (x.to_vec()?, y.to_vec()?);
     let mut grid = Vec::with_capacity(40 * 784);
     for half in 0..2 {
@@ -72,7 +76,7 @@ fn main() -> wgrad::Result<()> {
         grid.extend_from_slice(&y[rows]);
     }
     support::save_grid(&args.out.join("autoencoder-reconstructions.png"), &grid, (4, 10), 28, 28);
-    checkpoint::save(args.out.join("autoencoder.safetensors"), &model, Some(&opt))?;
+    checkpoint::save(args.out.join("autoencoder.safetensors"), &state.0, Some(&state.1))?;
     println!("final reconstruction loss: {recon:.4}");
     Ok(())
 }

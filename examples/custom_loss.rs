@@ -6,7 +6,7 @@
 
 mod support;
 
-use wgrad::{Params, Tensor, checkpoint, grad, nn, optim::Optimizer};
+use wgrad::{Params, Tensor, checkpoint, compile, grad, nn, optim::Optimizer};
 
 #[derive(Params)]
 struct Net {
@@ -51,19 +51,30 @@ fn main() -> wgrad::Result<()> {
         model = checkpoint::load(path, &model, Some(&mut opt))?;
         println!("resumed from {} after {} steps", path.display(), opt.steps()?);
     }
-    let df = grad(loss);
+    opt.init(&model);
+    let mut state = (model, opt);
+    // the step returns the loss and its three terms (to report them)
+    let mut train = compile(|(m, opt): &mut (Net, Optimizer), batch: &(Tensor, Tensor)| {
+        let (g, l, (ce, h, w)) = grad(loss)(m, batch);
+        *m = opt.step(m, &g);
+        (l, [ce, h, w])
+    });
     let mut history = support::History::new();
     let mut terms = None;
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, labels| {
-            let (g, l, parts) = df(&model, &(x, labels));
-            model = opt.step(&model, &g);
+            let (l, parts) = if args.eager {
+                train.run_eager(&mut state, &(x, labels))
+            } else {
+                let out = train.run(&mut state, &(x, labels)).expect("training step");
+                (out.0.clone(), out.1.clone())
+            };
             terms = Some(parts);
             l
         });
-        let acc = support::accuracy(&dev, &data.test, |x| forward(&model, x).1);
+        let acc = support::accuracy(&dev, &data.test, |x| forward(&state.0, x).1);
         history.epoch(epoch, mean, Some(acc));
-        if let Some((ce, h, w)) = &terms {
+        if let Some([ce, h, w]) = &terms {
             println!(
                 "         last batch: cross-entropy {:.4} + hidden L2 {:.4} + weight L2 {:.4}",
                 ce.item::<f32>()?,
@@ -73,7 +84,7 @@ fn main() -> wgrad::Result<()> {
         }
     }
     history.plot(&args.out.join("custom_loss-loss.svg"), "cross-entropy + L2 penalties on MNIST");
-    checkpoint::save(args.out.join("custom_loss.safetensors"), &model, Some(&opt))?;
+    checkpoint::save(args.out.join("custom_loss.safetensors"), &state.0, Some(&state.1))?;
     println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
     Ok(())
 }

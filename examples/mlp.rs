@@ -6,7 +6,7 @@
 
 mod support;
 
-use wgrad::{Params, Tensor, checkpoint, grad, nn, optim::Optimizer};
+use wgrad::{Params, Tensor, checkpoint, compile, grad, nn, optim::Optimizer};
 
 #[derive(Params)]
 struct Mlp {
@@ -43,19 +43,23 @@ fn main() -> wgrad::Result<()> {
         model = checkpoint::load(path, &model, Some(&mut opt))?;
         println!("resumed from {} after {} steps", path.display(), opt.steps()?);
     }
-    let df = grad(loss);
+    opt.init(&model);
+    let mut state = (model, opt);
+    let mut train = compile(|(m, opt): &mut (Mlp, Optimizer), (x, labels): &(Tensor, Tensor)| {
+        let (g, l, _predictions) = grad(loss)(m, &(x.clone(), labels.one_hot(10)));
+        *m = opt.step(m, &g);
+        l
+    });
     let mut history = support::History::new();
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, labels| {
-            let (g, l, _predictions) = df(&model, &(x, labels.one_hot(10)));
-            model = opt.step(&model, &g);
-            l
+            support::step(&args, &mut train, &mut state, &(x, labels))
         });
-        let acc = support::accuracy(&dev, &data.test, |x| predict(&model, x));
+        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x));
         history.epoch(epoch, mean, Some(acc));
     }
     history.plot(&args.out.join("mlp-loss.svg"), "2-layer tanh MLP on MNIST");
-    checkpoint::save(args.out.join("mlp.safetensors"), &model, Some(&opt))?;
+    checkpoint::save(args.out.join("mlp.safetensors"), &state.0, Some(&state.1))?;
     println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
     Ok(())
 }

@@ -164,6 +164,12 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         Ok(&p.outputs)
     }
 
+    /// Runs the step function eagerly — op by op, without tracing or
+    /// replay — for comparison and debugging. Same results as [`run`](Self::run).
+    pub fn run_eager(&mut self, state: &mut S, inputs: &I) -> O {
+        (self.f)(state, inputs)
+    }
+
     /// The memory plan of the most recently run program.
     pub fn memory(&self) -> Option<MemoryPlan> {
         self.programs.first().map(|p| p.plan)

@@ -195,3 +195,127 @@ fn elementwise_chains_fuse_into_one_kernel() {
     let fused = modules.iter().find(|(label, _)| label.contains("fused")).expect("a generated module");
     assert!(fused.1.contains("fn fused(") && fused.1.contains("unary_bits(10u"), "tanh is called by its op code");
 }
+
+/// Trains `steps` steps eagerly and compiled from the same start and
+/// returns (eager, compiled) losses and final parameters.
+fn both<P: Params, I: Params>(
+    make: impl Fn() -> P,
+    loss: impl Fn(&P, &I) -> Tensor + Copy,
+    opt: impl Fn() -> Optimizer,
+    batches: &[I],
+) -> [(Vec<f32>, Vec<Vec<f32>>); 2] {
+    let flat = |p: &P| p.tensors().iter().map(|t| t.to_vec::<f32>().unwrap()).collect::<Vec<_>>();
+    let mut results = Vec::new();
+    for compiled in [false, true] {
+        let p = make();
+        let mut o = opt();
+        o.init(&p);
+        let mut state = (p, o);
+        let mut step = compile(|(p, o): &mut (P, Optimizer), b: &I| {
+            let (g, l, ()) = grad(loss)(p, b);
+            *p = o.step(p, &g);
+            l
+        });
+        let mut losses = Vec::new();
+        for b in batches {
+            let l = if compiled { step.run(&mut state, b).unwrap().clone() } else { step.run_eager(&mut state, b) };
+            losses.push(l.item::<f32>().unwrap());
+        }
+        results.push((losses, flat(&state.0)));
+    }
+    let c = results.pop().unwrap();
+    let e = results.pop().unwrap();
+    [e, c]
+}
+
+#[derive(Params)]
+struct Cnn {
+    c1: Tensor,
+    c2: Tensor,
+    w: Tensor,
+    b: Tensor,
+}
+
+/// Every example's model trains compiled with the same numbers as eager
+/// (bit for bit: the fused kernels compute the same operations in the same
+/// order on this adapter).
+#[test]
+fn every_example_model_compiles_to_the_same_numbers() {
+    let d = own_device();
+    d.manual_seed(11);
+    let images: Vec<(Tensor, Tensor)> = (0..4)
+        .map(|i| {
+            let labels: Vec<u32> = (0..8).map(|k| ((k * 3 + i) % 10) as u32).collect();
+            (Tensor::rand(&d, &[8, 784]), Tensor::from_slice(&d, &labels, &[8]))
+        })
+        .collect();
+    let onehot: Vec<(Tensor, Tensor)> = images.iter().map(|(x, y)| (x.clone(), y.one_hot(10))).collect();
+    let check = |name: &str, [(le, pe), (lc, pc)]: [(Vec<f32>, Vec<Vec<f32>>); 2]| {
+        assert_eq!(le, lc, "{name}: losses");
+        assert_eq!(pe, pc, "{name}: parameters");
+    };
+    // logistic regression (SGD)
+    let dev = d.clone();
+    check(
+        "logistic",
+        both(
+            || (Tensor::zeros(&dev, &[784, 10]), Tensor::zeros(&dev, &[10])),
+            |p: &(Tensor, Tensor), (x, y): &(Tensor, Tensor)| -((x.matmul(&p.0) + &p.1).log_softmax(-1) * y).sum_all(),
+            || Optimizer::sgd(0.1),
+            &onehot,
+        ),
+    );
+    // the MLP with tanh and the hand-written cross-entropy (momentum)
+    let mlp = || {
+        dev.manual_seed(1);
+        vec![Tensor::randn(&dev, &[784, 32]) * 0.05, Tensor::zeros(&dev, &[32]), Tensor::randn(&dev, &[32, 10]) * 0.05]
+    };
+    let mlp_loss = |p: &Vec<Tensor>, (x, y): &(Tensor, Tensor)| {
+        let h = (x.matmul(&p[0]) + &p[1]).tanh();
+        -(h.matmul(&p[2]).log_softmax(-1) * y).sum_all()
+    };
+    check("mlp", both(mlp, mlp_loss, || Optimizer::sgd(0.05).momentum(0.9), &onehot));
+    // custom loss: cross-entropy + L2 on hidden states and weights
+    let custom = |p: &Vec<Tensor>, (x, y): &(Tensor, Tensor)| {
+        let h = (x.matmul(&p[0]) + &p[1]).tanh();
+        let ce = nn::cross_entropy(&h.matmul(&p[2]), y, Reduction::Mean);
+        ce + h.square().mean_all() * 0.01 + (p[0].square().sum_all() + p[2].square().sum_all()) * 1e-4
+    };
+    check("custom_loss", both(mlp, custom, || Optimizer::sgd(0.05).momentum(0.9), &images));
+    // tied-weight autoencoder (Adam)
+    let xs: Vec<Tensor> = images.iter().map(|b| b.0.clone()).collect();
+    check(
+        "autoencoder",
+        both(
+            || {
+                dev.manual_seed(2);
+                (Tensor::randn(&dev, &[784, 16]) * 0.05, Tensor::zeros(&dev, &[16]), Tensor::zeros(&dev, &[784]))
+            },
+            |p: &(Tensor, Tensor, Tensor), x: &Tensor| {
+                let code = (x.matmul(&p.0) + &p.1).sigmoid();
+                let xhat = (code.matmul(&p.0.t()) + &p.2).sigmoid();
+                (xhat - x).square().sum_all() + p.0.square().sum_all() * 1e-4
+            },
+            || Optimizer::adam(0.01),
+            &xs,
+        ),
+    );
+    // the CNN (conv → tanh → pool, twice; linear; log-softmax)
+    let cnn_loss = |p: &Cnn, (x, y): &(Tensor, Tensor)| {
+        let same = nn::ConvOptions::default().padding(2);
+        let x = x.reshape(&[x.dim(0), 1, 28, 28]);
+        let h = nn::max_pool2d(&nn::conv2d(&x, &p.c1, None, same).tanh(), 2, 2, 0);
+        let h = nn::max_pool2d(&nn::conv2d(&h, &p.c2, None, same).tanh(), 2, 2, 0);
+        nn::nll_loss(&nn::linear(&h.flatten(1, -1), &p.w, Some(&p.b)).log_softmax(-1), y, Reduction::Mean)
+    };
+    let cnn = || {
+        dev.manual_seed(3);
+        Cnn {
+            c1: nn::init::kaiming_uniform(&dev, &[4, 1, 5, 5]),
+            c2: nn::init::kaiming_uniform(&dev, &[8, 4, 5, 5]),
+            w: nn::init::xavier_uniform(&dev, &[10, 8 * 7 * 7], 1.0),
+            b: Tensor::zeros(&dev, &[10]),
+        }
+    };
+    check("cnn", both(cnn, cnn_loss, || Optimizer::sgd(0.05).momentum(0.9), &images));
+}

@@ -23,6 +23,8 @@ pub struct Args {
     pub resume: Option<PathBuf>,
     /// Where the plot, images and trained model go.
     pub out: PathBuf,
+    /// Run the training step op by op instead of compiled (same results).
+    pub eager: bool,
 }
 
 /// Parses the command line (`--help` lists the options) over the example's
@@ -40,6 +42,7 @@ pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Ar
         println!("  --seed N       seed of initialisation and shuffling (default 1)");
         println!("  --resume FILE  continue from a checkpoint saved by a previous run");
         println!("  --out DIR      where the loss curve, images and model go (default out)");
+        println!("  --eager        run each step op by op instead of compiled (same numbers, slower)");
         std::process::exit(0);
     }
     let parsed = (|| -> Result<Args, pico_args::Error> {
@@ -53,6 +56,7 @@ pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Ar
             seed: p.opt_value_from_str("--seed")?.unwrap_or(1),
             resume: p.opt_value_from_str("--resume")?,
             out: p.opt_value_from_str("--out")?.unwrap_or_else(|| PathBuf::from("out")),
+            eager: p.contains("--eager"),
         };
         let rest = p.finish();
         if !rest.is_empty() {
@@ -193,6 +197,21 @@ impl History {
             .expect("draw");
         root.present().expect("write the chart");
         println!("loss curve: {}", path.display());
+    }
+}
+
+/// Runs a training step compiled (traced once, replayed with one submission)
+/// or, with `--eager`, op by op.
+pub fn step<S: wgrad::Params, I: wgrad::Params, F: FnMut(&mut S, &I) -> Tensor>(
+    args: &Args,
+    compiled: &mut wgrad::Compiled<S, I, Tensor, F>,
+    state: &mut S,
+    inputs: &I,
+) -> Tensor {
+    if args.eager {
+        compiled.run_eager(state, inputs)
+    } else {
+        compiled.run(state, inputs).expect("training step").clone()
     }
 }
 

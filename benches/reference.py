@@ -1,0 +1,64 @@
+"""CPU reference figures for wgrad's benchmark suite (benches/suite.rs):
+numpy (OpenBLAS) matmul GFLOP/s, and HIPS autograd on numpy for one training
+step (forward, backward, SGD) of the MLP 784-256-10 at batch 128 and 1.
+Prints JSON. Run by scripts/bench, which installs numpy and autograd."""
+
+import json
+import time
+
+import autograd.numpy as anp
+import numpy as np
+from autograd import grad
+
+
+def median_time(f, reps):
+    f()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def matmul(n):
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    t = median_time(lambda: a @ b, 7 if n < 2048 else 3)
+    return 2 * n**3 / t / 1e9
+
+
+def mlp_step(batch):
+    rng = np.random.default_rng(0)
+    params = [
+        (rng.standard_normal((784, 256)) * 0.05).astype(np.float32),
+        np.zeros(256, np.float32),
+        (rng.standard_normal((256, 10)) * 0.05).astype(np.float32),
+        np.zeros(10, np.float32),
+    ]
+    x = rng.random((batch, 784), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[np.arange(batch) % 10]
+
+    def loss(p, x, y):
+        h = anp.tanh(anp.dot(x, p[0]) + p[1])
+        z = anp.dot(h, p[2]) + p[3]
+        logp = z - anp.log(anp.sum(anp.exp(z - anp.max(z, axis=1, keepdims=True)), axis=1, keepdims=True)) \
+            - anp.max(z, axis=1, keepdims=True)
+        return -anp.sum(logp * y) / x.shape[0]
+
+    g = grad(loss)
+
+    def step():
+        grads = g(params, x, y)
+        for i in range(4):
+            params[i] = params[i] - 0.01 * grads[i]
+
+    return median_time(step, 50 if batch > 1 else 200) * 1e3
+
+
+print(json.dumps({
+    "numpy_matmul_gflops": {str(n): matmul(n) for n in (256, 512, 1024, 2048)},
+    "autograd_mlp_ms": {"128": mlp_step(128), "1": mlp_step(1)},
+}))
