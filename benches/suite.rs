@@ -98,16 +98,21 @@ fn step_row<P: Params>(
     });
     let read = |l: Tensor| l.item::<f32>().expect("read-back");
     step.run_eager(&mut state, &data);
+    dev.sync().expect("sync");
     let before = dev.counters();
     read(step.run_eager(&mut state, &data));
     let eager_dispatches = (dev.counters() - before).dispatches;
-    let eager_ms = time(reps, || drop(read(step.run_eager(&mut state, &data)))) * 1e3;
+    let eager_ms = time(reps, || {
+        read(step.run_eager(&mut state, &data));
+    }) * 1e3;
     step.run(&mut state, &data).expect("step");
     dev.sync().expect("sync");
     let before = dev.counters();
     step.run(&mut state, &data).expect("step");
     let c = dev.counters() - before;
-    let compiled_ms = time(reps, || drop(read(step.run(&mut state, &data).expect("step").clone()))) * 1e3;
+    let compiled_ms = time(reps, || {
+        read(step.run(&mut state, &data).expect("step").clone());
+    }) * 1e3;
     let overhead = step.profile(&mut state, &data).ok().map(|kernels| {
         let n = reps.max(5);
         dev.sync().expect("sync");
@@ -170,7 +175,9 @@ fn main() -> wgrad::Result<()> {
 
     println!("\ntiny ops\n");
     let x = Tensor::ones(&dev, &[1]);
-    let tiny = time(200, || drop((&x + 1.0).item::<f32>().expect("read-back")));
+    let tiny = time(200, || {
+        (&x + 1.0).item::<f32>().expect("read-back");
+    });
     let chain = time(20, || {
         let mut y = x.clone();
         for _ in 0..100 {
