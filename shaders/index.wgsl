@@ -3,7 +3,8 @@
 //
 // Index tensors are i32 or u32; both are read as u32, so a negative i32 is
 // out of range. An out-of-range index reads as 0 rather than touching memory
-// outside the tensor.
+// outside the tensor, and records the op's `tag` in `flags[1]` (the host
+// reports it at the next read-back: see src/check.rs).
 
 struct Index {
     numel: u32,
@@ -13,7 +14,7 @@ struct Index {
     off_x: u32,
     off_idx: u32,
     n_loop: u32,
-    _pad: u32,
+    tag: u32,
     shape: array<vec4<u32>, 2>,
     str_x: array<vec4<u32>, 2>,
     str_idx: array<vec4<u32>, 2>,
@@ -25,6 +26,11 @@ struct Index {
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read> idx: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
+@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;
+
+fn out_of_range() {
+    atomicMin(&flags[1], p.tag);
+}
 
 struct Coords {
     // offsets in x and idx of output element i, without the axis term of x
@@ -64,6 +70,8 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var v = 0u;
     if j < p.n_axis {
         v = x[c.x + j * p.str_x[p.axis / 4u][p.axis % 4u]];
+    } else {
+        out_of_range();
     }
     out[i] = v;
 }
@@ -83,8 +91,11 @@ fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let idx0 = c.idx - c.along * si;
     var acc = 0.0;
     for (var j = 0u; j < p.n_loop; j++) {
-        if idx[idx0 + j * si] == c.along {
+        let dest = idx[idx0 + j * si];
+        if dest == c.along {
             acc += bitcast<f32>(x[c.x + j * sx]);
+        } else if dest >= p.n_axis && c.along == 0u {
+            out_of_range(); // reported once, by the first output it could have hit
         }
     }
     out[i] = bitcast<u32>(acc);
@@ -97,5 +108,9 @@ fn one_hot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let i = linear_id(wg, nwg, lid);
     if i >= p.numel { return; }
     let c = coords(i);
-    out[i] = bitcast<u32>(select(0.0, 1.0, idx[c.idx] == c.along));
+    let k = idx[c.idx];
+    if k >= p.n_axis && c.along == 0u {
+        out_of_range();
+    }
+    out[i] = bitcast<u32>(select(0.0, 1.0, k == c.along));
 }

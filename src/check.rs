@@ -1,6 +1,13 @@
-//! A debug switch: check every op's f32 output for NaN and ±Inf on the GPU
-//! and name the first op that produced one — its name, the caller's line,
-//! and for gradients the forward op whose backward pass it belongs to.
+//! Errors the GPU detects, reported at the next read-back or sync with the
+//! op and the caller's line:
+//! - always: out-of-range indices (gather, index_select, embedding,
+//!   one_hot, scatter_add, class targets), flagged by the kernels;
+//! - in debug mode: NaN and ±Inf in any op's f32 output, naming the first
+//!   op that produced one and, for gradients, the forward op whose backward
+//!   pass it belongs to.
+//!
+//! Kernels record a *tag* (an index into the sites below) with `atomicMin`
+//! in a small flag buffer: word 0 for non-finite values, word 1 for indices.
 
 use std::cell::Cell;
 use std::panic::Location;
@@ -27,6 +34,16 @@ pub(crate) struct Site {
 thread_local! {
     /// While the backward pass runs a VJP rule: the forward op it differentiates.
     static BACKWARD_OF: Cell<Option<Site>> = const { Cell::new(None) };
+    /// While a primitive's forward kernels are recorded: that primitive.
+    static CURRENT: Cell<Option<Site>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (a primitive's forward) with `site` as the op being recorded.
+pub(crate) fn recording<R>(site: Site, f: impl FnOnce() -> R) -> R {
+    let previous = CURRENT.with(|c| c.replace(Some(site)));
+    let r = f();
+    CURRENT.with(|c| c.set(previous));
+    r
 }
 
 /// Runs `f` (a VJP rule) noting that its ops belong to `forward`'s backward pass.
@@ -42,6 +59,45 @@ pub(crate) fn in_backward_of<R>(forward: Site, f: impl FnOnce() -> R) -> R {
 pub(crate) struct Checks {
     flag: Option<Arc<Storage>>,
     sites: Vec<(Site, Option<Site>)>,
+    /// Tags of the sites already registered (by op and call site).
+    known: std::collections::HashMap<(&'static str, usize, Option<usize>), u32>,
+    /// A kernel that may set the index flag ran since the last check.
+    pub indices_pending: bool,
+}
+
+impl Checks {
+    fn flag(&mut self, dev: &Arc<DeviceInner>) -> Arc<Storage> {
+        self.flag
+            .get_or_insert_with(|| {
+                let f = dev.alloc(BufferClass::Storage, 8);
+                dev.queue.write_buffer(f.buffer(), 0, bytemuck::cast_slice(&[CLEAR, CLEAR]));
+                f
+            })
+            .clone()
+    }
+
+    fn tag(&mut self, site: Site, backward_of: Option<Site>) -> u32 {
+        let key = (site.op, site.location as *const _ as usize, backward_of.map(|b| b.location as *const _ as usize));
+        let next = self.sites.len() as u32;
+        let tag = *self.known.entry(key).or_insert(next);
+        if tag == next {
+            self.sites.push((site, backward_of));
+        }
+        tag
+    }
+}
+
+impl DeviceInner {
+    /// The flag buffer and the tag of the op being recorded, for a kernel
+    /// that validates its indices.
+    pub(crate) fn index_check(self: &Arc<Self>) -> (Arc<Storage>, u32) {
+        let site = CURRENT.with(Cell::get).unwrap_or(Site { op: "index op", location: Location::caller() });
+        let mut c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let flag = c.flag(self);
+        let tag = c.tag(site, BACKWARD_OF.with(Cell::get));
+        c.indices_pending = true;
+        (flag, tag)
+    }
 }
 
 #[repr(C)]
@@ -78,16 +134,8 @@ pub(crate) fn after_op(out: &Tensor, site: Site) {
     }
     let (flag, tag) = {
         let mut c = dev.checks.lock().unwrap_or_else(|p| p.into_inner());
-        let flag = c
-            .flag
-            .get_or_insert_with(|| {
-                let f = dev.alloc(BufferClass::Storage, 4);
-                dev.queue.write_buffer(f.buffer(), 0, bytemuck::bytes_of(&CLEAR));
-                f
-            })
-            .clone();
-        c.sites.push((site, BACKWARD_OF.with(Cell::get)));
-        (flag, (c.sites.len() - 1) as u32)
+        let flag = c.flag(dev);
+        (flag, c.tag(site, BACKWARD_OF.with(Cell::get)))
     };
     let l = out.layout();
     let mut strides = vec![l.strides.clone()];
@@ -109,25 +157,43 @@ pub(crate) fn after_op(out: &Tensor, site: Site) {
 }
 
 impl DeviceInner {
-    /// After the GPU finished: the first non-finite result flagged, if any.
+    /// After the GPU finished: the first error the kernels flagged, if any
+    /// (an out-of-range index first, then non-finite values).
     pub(crate) async fn take_check_error(self: &Arc<Self>) -> Result<()> {
-        if !self.check_finite.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let flag = self.checks.lock().unwrap_or_else(|p| p.into_inner()).flag.clone();
+        let flag = {
+            let mut c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+            let finite = self.check_finite.load(Ordering::Relaxed);
+            if !(finite || std::mem::take(&mut c.indices_pending)) {
+                return Ok(());
+            }
+            c.flag.clone()
+        };
         let Some(flag) = flag else { return Ok(()) };
-        let bytes = self.read_raw(&flag, 0, 4).await?;
-        let tag = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        if tag == CLEAR {
+        let bytes = self.read_raw(&flag, 0, 8).await?;
+        let words: [u32; 2] = bytemuck::pod_read_unaligned(&bytes);
+        if words == [CLEAR, CLEAR] {
             return Ok(());
         }
-        self.queue.write_buffer(flag.buffer(), 0, bytemuck::bytes_of(&CLEAR));
+        self.queue.write_buffer(flag.buffer(), 0, bytemuck::cast_slice(&[CLEAR, CLEAR]));
         let c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        let (site, backward_of) = c.sites[tag as usize];
+        if words[1] != CLEAR {
+            let (site, backward_of) = c.sites[words[1] as usize];
+            return Err(Error::IndexOutOfRange {
+                op: site.op,
+                location: site.location,
+                backward_of: backward_of.map(|b| (b.op, b.location)),
+            });
+        }
+        let (site, backward_of) = c.sites[words[0] as usize];
         Err(Error::NonFinite {
             op: site.op,
             location: site.location,
             backward_of: backward_of.map(|b| (b.op, b.location)),
         })
+    }
+
+    /// Marks that replayed kernels may have flagged indices.
+    pub(crate) fn indices_ran(&self) {
+        self.checks.lock().unwrap_or_else(|p| p.into_inner()).indices_pending = true;
     }
 }

@@ -103,6 +103,8 @@ struct Program<O> {
     write_back: Vec<(wgpu::Buffer, u64, wgpu::Buffer, u64, u64)>,
     outputs: O,
     plan: MemoryPlan,
+    /// Some kernel validates indices (its flag is checked at the next read).
+    checks_indices: bool,
     /// Graphviz DOT of the dispatches and the buffers between them.
     dot: String,
     /// (label, WGSL) of every module the program runs.
@@ -267,6 +269,10 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         live_out.extend(changed.iter().map(|(_, a)| a.storage().buffer().clone()));
         let nodes = crate::fusion::fuse(&device.inner, capture.nodes, &live_out);
         let dot = graph_dot(&device, &nodes, &slots, &before, &outputs);
+        let checks_indices = nodes.iter().any(|n| {
+            matches!(n, Node::Dispatch { pipeline, .. }
+                if pipeline.source == crate::shaders::Source::Builtin(crate::shaders::Shader::Index))
+        });
         let mut modules: Vec<(String, String)> = Vec::new();
         let mut seen: Vec<crate::shaders::Source> = Vec::new();
         for n in &nodes {
@@ -371,6 +377,7 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
             write_back,
             outputs,
             plan,
+            checks_indices,
             dot,
             modules,
             _arena: arena,
@@ -458,6 +465,9 @@ impl<O> Program<O> {
             dispatches
         };
         inner.flush_with(&[], Some(&mut encode))?;
+        if self.checks_indices {
+            inner.indices_ran();
+        }
         if !replaced.is_empty() {
             *state = state.rebuild(&mut self.state.iter().cloned());
         }

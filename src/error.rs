@@ -51,6 +51,13 @@ pub enum Error {
         location: &'static Location<'static>,
         backward_of: Option<(&'static str, &'static Location<'static>)>,
     },
+    /// A kernel met an index outside its tensor (it read zero instead).
+    #[error("wgrad: {op} at {location}: an index is out of range (read as zero){}", backward_of.map(|(o, l)| format!(" (in the backward pass of {o} at {l})")).unwrap_or_default())]
+    IndexOutOfRange {
+        op: &'static str,
+        location: &'static Location<'static>,
+        backward_of: Option<(&'static str, &'static Location<'static>)>,
+    },
     /// A read-back or sync did not complete in time.
     #[error("wgrad: the GPU did not finish within {0:?}")]
     Timeout(std::time::Duration),

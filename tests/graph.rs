@@ -176,3 +176,37 @@ fn debug_mode_names_the_first_non_finite_op() {
     let g: Vec<f32> = g.to_vec().unwrap();
     assert!(g[1].is_infinite());
 }
+
+/// Out-of-range indices are caught by the kernels and reported at the next
+/// read-back as an error naming the op and the caller's line; the result
+/// reads zero there, never memory outside the tensor.
+#[test]
+fn out_of_range_indices_are_errors() {
+    use wgrad::nn;
+    let d = own_device();
+    let x = Tensor::from_slice(&d, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let bad_u = Tensor::from_slice(&d, &[0u32, 3], &[2]);
+    let bad_i = Tensor::from_slice(&d, &[-1i32, 0], &[2]);
+    type Case<'a> = (Box<dyn Fn() -> Tensor + 'a>, u32, &'static str);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Box::new(|| x.gather(1, &bad_u.reshape(&[2, 1]))), line!(), "gather"),
+        (Box::new(|| x.index_select(0, &bad_i)), line!(), "index_select"),
+        (Box::new(|| nn::embedding(&bad_u, &x.t())), line!(), "index_select"),
+        (Box::new(|| bad_u.one_hot(3)), line!(), "one_hot"),
+        (Box::new(|| x.scatter_add(1, &bad_u.reshape(&[2, 1]), &x.narrow(1, 0, 1))), line!(), "scatter_add"),
+        (Box::new(|| nn::cross_entropy(&x, &bad_u, nn::Reduction::Mean)), line!(), "gather"),
+    ];
+    for (f, line, op) in cases {
+        let y = f();
+        let err = y.to_vec::<f32>().unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::IndexOutOfRange { .. }), "{msg}");
+        assert!(msg.contains(op) && msg.contains(&format!("tests/graph.rs:{line}:")), "{msg}");
+        // reported once; the device goes on
+        assert_eq!(x.sum_all().item::<f32>().unwrap(), 21.0);
+    }
+    // in range: no error, and the zero a bad index read is visible
+    let ok = Tensor::from_slice(&d, &[2u32, 0], &[2]);
+    assert_eq!(x.index_select(1, &ok).to_vec::<f32>().unwrap(), vec![3.0, 1.0, 6.0, 4.0]);
+}

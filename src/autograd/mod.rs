@@ -145,7 +145,7 @@ pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
     let site = crate::check::Site { op: prim.name(), location: std::panic::Location::caller() };
     let trace = inputs.iter().filter_map(|t| t.traced().map(|t| t.trace)).max();
     let Some(trace) = trace.filter(|_| NO_GRAD.with(Cell::get) == 0) else {
-        let out = prim.forward(inputs);
+        let out = crate::check::recording(site, || prim.forward(inputs));
         crate::check::after_op(&out, site);
         return out;
     };

@@ -19,7 +19,7 @@ struct IndexParams {
     off_x: u32,
     off_idx: u32,
     n_loop: u32,
-    _pad: u32,
+    tag: u32,
     shape: [u32; MAX_RANK],
     str_x: [u32; MAX_RANK],
     str_idx: [u32; MAX_RANK],
@@ -46,6 +46,7 @@ fn launch(
     if out.rank() > MAX_RANK {
         panic!("wgrad: {entry}: tensors of rank > {MAX_RANK} are not supported");
     }
+    let (flag, tag) = out.device().inner.index_check();
     let params = IndexParams {
         numel: n as u32,
         rank: out.rank() as u32,
@@ -54,7 +55,7 @@ fn launch(
         off_x: x.map_or(0, |x| x.layout().offset as u32),
         off_idx: idx.layout().offset as u32,
         n_loop: n_loop as u32,
-        _pad: 0,
+        tag,
         shape: pack(out.shape()),
         str_x: pack(x.map_or(&[][..], |x| x.strides())),
         str_idx: pack(idx_strides),
@@ -67,6 +68,7 @@ fn launch(
     }
     bindings.push((2, idx.storage().clone()));
     bindings.push((3, out.storage().clone()));
+    bindings.push((4, flag));
     let kernel = Kernel::new(Shader::Index, entry);
     out.device().inner.record(
         &kernel,
