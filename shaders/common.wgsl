@@ -36,13 +36,18 @@ fn is_nan(x: f32) -> bool {
 }
 
 // NaN-propagating max/min: WGSL leaves max(NaN, x) to the implementation,
-// PyTorch and numpy return NaN.
+// PyTorch and numpy return NaN. The NaN tests come first and on the bits:
+// some compilers (GL drivers) fold comparisons as if NaN did not exist.
 fn fmax(a: f32, b: f32) -> f32 {
-    return select(select(a, b, b > a), b, is_nan(b));
+    if is_nan(a) { return a; }
+    if is_nan(b) { return b; }
+    return select(a, b, b > a);
 }
 
 fn fmin(a: f32, b: f32) -> f32 {
-    return select(select(a, b, b < a), b, is_nan(b));
+    if is_nan(a) { return a; }
+    if is_nan(b) { return b; }
+    return select(a, b, b < a);
 }
 
 // High 32 bits of the 64-bit product a·b (WGSL has no 64-bit integers).

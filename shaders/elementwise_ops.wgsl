@@ -40,20 +40,21 @@ fn op_sin(x: f32) -> f32 { return sin(x); }
 fn op_cos(x: f32) -> f32 { return cos(x); }
 // tanh saturates to ±1 in f32 beyond |x| = 9; clamping keeps
 // implementations that compute (e^2x - 1)/(e^2x + 1) away from inf/inf.
-fn op_tanh(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+// NaN passes through explicitly: clamp/max of NaN is implementation-defined.
+fn op_tanh(x: f32) -> f32 { return select(tanh(clamp(x, -15.0, 15.0)), x, is_nan(x)); }
 // Two branches so exp never overflows.
 fn op_sigmoid(x: f32) -> f32 {
     let e = exp(-abs(x));
     return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
 }
 // relu(NaN) = NaN, as in PyTorch.
-fn op_relu(x: f32) -> f32 { return select(x, 0.0, x < 0.0); }
+fn op_relu(x: f32) -> f32 { return select(select(x, 0.0, x < 0.0), x, is_nan(x)); }
 // gelu(x) = x Φ(x) = x (1 + erf(x / √2)) / 2, the exact form (PyTorch's default).
 fn op_gelu(x: f32) -> f32 { return 0.5 * x * (1.0 + op_erf(x * 0.70710678118654752)); }
 // log(1 + e) for e in [0, 1], accurate when e is tiny.
 fn log1p_small(e: f32) -> f32 { return select(log(1.0 + e), e * (1.0 - 0.5 * e), e < 1e-4); }
 // softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), which never overflows.
-fn op_softplus(x: f32) -> f32 { return max(x, 0.0) + log1p_small(exp(-abs(x))); }
+fn op_softplus(x: f32) -> f32 { return select(max(x, 0.0) + log1p_small(exp(-abs(x))), x, is_nan(x)); }
 // erf: Maclaurin series near 0 (truncation < 1e-9 for |x| < 0.5), else
 // 1 - erfc with the Chebyshev fit of Numerical Recipes §6.2 (|error| < 1.2e-7).
 fn op_erf(x: f32) -> f32 {
@@ -197,10 +198,13 @@ fn binary_u32(op: u32, x: u32, y: u32) -> u32 {
 // ---- cast ----------------------------------------------------------------
 
 // The bits of x (of type `src`) converted to type `dst`. f32 → integer
-// conversions saturate and truncate towards zero (WGSL rules).
+// conversions truncate towards zero and saturate at the largest values f32
+// represents exactly (WGSL's rule, spelled out: GL backends do not saturate);
+// NaN becomes 0.
 fn cast_bits(src: u32, dst: u32, x: u32) -> u32 {
-    if src == F32 && dst == I32 { return bitcast<u32>(i32(bitcast<f32>(x))); }
-    if src == F32 && dst == U32 { return u32(bitcast<f32>(x)); }
+    let f = select(bitcast<f32>(x), 0.0, is_nan(bitcast<f32>(x)));
+    if src == F32 && dst == I32 { return bitcast<u32>(i32(clamp(f, -2147483648.0, 2147483520.0))); }
+    if src == F32 && dst == U32 { return u32(clamp(f, 0.0, 4294967040.0)); }
     if src == I32 && dst == F32 { return bitcast<u32>(f32(bitcast<i32>(x))); }
     if src == U32 && dst == F32 { return bitcast<u32>(f32(x)); }
     return x;

@@ -97,8 +97,10 @@ fn model(scale: f32) -> Model {
     }
 }
 
+/// A path in a folder of this process and file name, so that tests running
+/// in parallel never see each other's temporary files.
 fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgrad-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("wgrad-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
