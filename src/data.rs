@@ -94,18 +94,26 @@ pub struct Split {
 }
 
 impl Split {
-    fn new(images: Idx, labels: Idx) -> Result<Split> {
+    /// Pairs images with labels; `names` (of the two files) are used in errors.
+    fn new(images: Idx, labels: Idx, names: [&str; 2]) -> Result<Split> {
+        let [image_file, label_file] = names;
         let (n, rows, cols) = match images.dims[..] {
             [n, r, c] => (n, r, c),
             _ => {
-                return Err(Error::Format(format!("MNIST images must be 3-d, got dimensions {:?}", images.dims)));
+                return Err(Error::Format(format!(
+                    "{image_file}: MNIST images must be 3-d, got dimensions {:?}",
+                    images.dims
+                )));
             }
         };
         if labels.dims != [n] {
-            return Err(Error::Format(format!("{n} MNIST images but labels of dimensions {:?}", labels.dims)));
+            return Err(Error::Format(format!(
+                "{label_file}: {n} MNIST images but labels of dimensions {:?}",
+                labels.dims
+            )));
         }
         if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
-            return Err(Error::Format(format!("MNIST label {bad} is not a digit")));
+            return Err(Error::Format(format!("{label_file}: MNIST label {bad} is not a digit")));
         }
         Ok(Split { images: images.data, labels: labels.data, rows, cols })
     }
@@ -171,8 +179,14 @@ impl Mnist {
     /// Builds the dataset from the four IDX files' bytes (train images,
     /// train labels, test images, test labels), e.g. fetched by a web page.
     pub fn from_bytes(files: [&[u8]; 4]) -> Result<Mnist> {
-        let parse = |i: usize| Idx::parse(FILES[i], files[i]);
-        Ok(Mnist { train: Split::new(parse(0)?, parse(1)?)?, test: Split::new(parse(2)?, parse(3)?)? })
+        Mnist::parse(FILES.map(String::from), files)
+    }
+
+    /// Parses the four files, named `names` in errors.
+    fn parse(names: [String; 4], files: [&[u8]; 4]) -> Result<Mnist> {
+        let parse = |i: usize| Idx::parse(&names[i], files[i]);
+        let split = |i: usize| Split::new(parse(i)?, parse(i + 1)?, [&names[i], &names[i + 1]]);
+        Ok(Mnist { train: split(0)?, test: split(2)? })
     }
 
     /// Loads the four standard files from `dir` (each plain or `.gz`): the
@@ -190,7 +204,6 @@ impl Mnist {
             })?;
             bytes.push(data);
         }
-        let parse = |i: usize| Idx::parse(&dir.join(FILES[i]).display().to_string(), &bytes[i]);
-        Ok(Mnist { train: Split::new(parse(0)?, parse(1)?)?, test: Split::new(parse(2)?, parse(3)?)? })
+        Mnist::parse(FILES.map(|f| dir.join(f).display().to_string()), [&bytes[0], &bytes[1], &bytes[2], &bytes[3]])
     }
 }
