@@ -172,7 +172,8 @@ impl Device {
         let slot = gpu_error.clone();
         device.set_device_lost_callback(move |reason, message| {
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            *slot = Some(Error::DeviceLost(format!("{reason:?}: {message}")));
+            let why = if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") };
+            *slot = Some(Error::DeviceLost(why));
         });
         Ok(Device {
             inner: Arc::new(DeviceInner {
@@ -251,6 +252,13 @@ impl Device {
     /// returns [`Error::Timeout`] (native only; default: no limit).
     pub fn set_timeout(&self, timeout: Option<Duration>) {
         *self.inner.timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
+    }
+
+    /// Destroys the device now, releasing its memory without waiting for the
+    /// last handle to drop. Every later call on it or its tensors returns
+    /// [`Error::DeviceLost`], as after a driver reset.
+    pub fn destroy(&self) {
+        self.inner.device.destroy();
     }
 
     /// Submits all pending work and waits for the GPU to finish it.

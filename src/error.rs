@@ -23,12 +23,13 @@ pub enum Error {
     #[error("wgrad: could not create a device on adapter {adapter}: {reason}")]
     RequestDevice { adapter: String, reason: String },
     /// The device was lost (driver reset, removal, or `Device::destroy`).
-    #[error("wgrad: the GPU device was lost: {0}")]
+    #[error("wgrad: the GPU device was lost ({0}); its tensors are gone, create a new Device")]
     DeviceLost(String),
     /// A buffer larger than the adapter allows was requested.
     #[error(
-        "wgrad: {op} at {location}: a tensor of shape {shape:?} needs {bytes} bytes, \
-         more than this adapter's limit of {limit} bytes per storage binding"
+        "wgrad: {op} at {location}: a tensor of shape {shape:?} needs {} bytes, \
+         more than this adapter's limit of {limit} bytes per storage binding",
+        if *bytes == u64::MAX { "more than 2^64".to_string() } else { bytes.to_string() }
     )]
     TooLarge { op: &'static str, shape: Vec<usize>, bytes: u64, limit: u64, location: &'static Location<'static> },
     /// The GPU ran out of memory.
@@ -59,7 +60,9 @@ pub enum Error {
         backward_of: Option<(&'static str, &'static Location<'static>)>,
     },
     /// A read-back or sync did not complete in time.
-    #[error("wgrad: the GPU did not finish within {0:?}")]
+    #[error(
+        "wgrad: the GPU did not finish within {0:?} (the limit set with Device::set_timeout); the work goes on, and a later read-back waits for it"
+    )]
     Timeout(std::time::Duration),
     /// An error reported by the WebGPU implementation (a bug in wgrad if it happens).
     #[error("wgrad: GPU error: {0}")]

@@ -187,7 +187,7 @@ impl DeviceInner {
     /// limits — a placeholder, with the error kept for the next flush.
     #[track_caller]
     pub(crate) fn alloc_tensor(self: &Arc<Self>, op: &'static str, shape: &[usize]) -> Arc<Storage> {
-        let bytes = (crate::shape::numel(shape) * 4) as u64;
+        let bytes = (crate::shape::numel(shape) as u64).saturating_mul(4);
         let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > limit {
             self.poison(Error::TooLarge { op, shape: shape.to_vec(), bytes, limit, location: Location::caller() });
@@ -198,6 +198,20 @@ impl DeviceInner {
 
     /// Errors reported by wgpu since the last check. A lost device stays lost.
     pub(crate) fn check_error(&self) -> Result<()> {
+        let lost = |slot: &Option<Error>| matches!(slot, Some(Error::DeviceLost(_)));
+        let pending = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if pending {
+            // An error may be the symptom of a device destroyed or lost since
+            // the last poll: wgpu reports the loss itself (through the
+            // callback) only from a poll, so run one before choosing what to
+            // report.
+            let slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
+            if !lost(&slot) {
+                drop(slot);
+                #[cfg(not(target_arch = "wasm32"))]
+                let _ = self.device.poll(wgpu::PollType::Poll);
+            }
+        }
         let mut slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
         match slot.as_ref() {
             None => Ok(()),
@@ -308,11 +322,17 @@ impl DeviceInner {
     #[cfg(not(target_arch = "wasm32"))]
     async fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = *self.timeout.lock().unwrap_or_else(|p| p.into_inner());
-        self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout }).map_err(|e| match e {
+        let polled = self.device.poll(wgpu::PollType::Wait { submission_index: index, timeout });
+        if polled.is_err() && !matches!(polled, Err(wgpu::PollError::Timeout)) {
+            // a failed submission: if the device was lost, say so
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
+        self.check_error()?;
+        polled.map_err(|e| match e {
             wgpu::PollError::Timeout => Error::Timeout(timeout.unwrap_or_default()),
             other => Error::Gpu(other.to_string()),
         })?;
-        self.check_error()
+        Ok(())
     }
 
     /// In the browser the event loop runs callbacks; await the queue.
@@ -351,7 +371,14 @@ impl DeviceInner {
         staging.buffer().slice(..size).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait(index).await?;
+        if let Err(e) = self.wait(index).await {
+            // the staging buffer goes back to the pool: cancel its mapping
+            // (still waiting after a timeout) so that it can be used again
+            if !matches!(e, Error::DeviceLost(_)) {
+                staging.buffer().unmap();
+            }
+            return Err(e);
+        }
         rx.await
             .map_err(|_| Error::DeviceLost("the read-back was cancelled".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a read-back buffer failed: {e}")))?;

@@ -21,8 +21,10 @@ pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The number of elements, saturating: a shape too large to count is too
+/// large to allocate, and is refused as such.
 pub(crate) fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
 }
 
 impl Layout {

@@ -71,24 +71,6 @@ fn counters_track_pipelines_and_uploads() {
     assert_eq!(c.uploads, 0);
 }
 
-#[test]
-fn oversize_tensor_is_an_error_at_the_next_read_back() {
-    let d = own_device();
-    let limit = d.limits().max_storage_buffer_binding_size.min(d.limits().max_buffer_size);
-    let n = (limit / 4 + 1) as usize;
-    let line = line!() + 1;
-    let big = Tensor::zeros(&d, &[n]);
-    let y = (&big + 1.0).sum_all();
-    let err = y.item::<f32>().unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, Error::TooLarge { .. }), "{msg}");
-    assert!(msg.contains(&format!("[{n}]")) && msg.contains(&limit.to_string()), "{msg}");
-    assert!(msg.contains(&format!("tests/graph.rs:{line}")), "names the caller's line: {msg}");
-    // the device keeps working afterwards
-    let ok = Tensor::from_slice(&d, &[2.0f32], &[1]).square();
-    assert_eq!(ok.to_vec::<f32>().unwrap(), vec![4.0]);
-}
-
 /// Bad input panics when the op is recorded, naming the op, the shapes and
 /// the caller's line.
 #[test]
