@@ -141,7 +141,7 @@ impl DeviceInner {
     /// has checked `bytes` against the adapter's limits.
     pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
         let limit = self.limits.max_buffer_size;
-        let size = if class == BufferClass::Uniform { bytes.next_multiple_of(256) } else { bucket(bytes).min(limit) };
+        let size = bucket(bytes).min(limit);
         if let Some(arena) = crate::graph::capture_arena(self) {
             let mut a = arena.lock().unwrap_or_else(|p| p.into_inner());
             a.requested += size;
