@@ -35,6 +35,10 @@ fn is_nan(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
 }
 
+fn is_inf(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) == 0x7f800000u;
+}
+
 // NaN-propagating max/min: WGSL leaves max(NaN, x) to the implementation,
 // PyTorch and numpy return NaN. The NaN tests come first and on the bits:
 // some compilers (GL drivers) fold comparisons as if NaN did not exist.

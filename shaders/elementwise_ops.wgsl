@@ -123,18 +123,36 @@ fn op_add(x: f32, y: f32) -> f32 { return x + y; }
 fn op_sub(x: f32, y: f32) -> f32 { return x - y; }
 fn op_mul(x: f32, y: f32) -> f32 { return x * y; }
 fn op_div(x: f32, y: f32) -> f32 { return x / y; }
-// x^y with the real-valued cases of C's pow: negative bases need an integer
-// exponent (sign from its parity), 0^y is 0, 1 or inf, x^0 is 1.
+// x^y with every special case of C's pow (C99 F.9.4.4): x^±0 = 1 and
+// 1^y = 1 even for NaN; otherwise NaN in, NaN out; negative bases need an
+// integer exponent, whose parity gives the sign; zero and infinite bases and
+// exponents by their limits. The tests are on the bits and ordered so that
+// compilers assuming finite math cannot fold them away.
 fn op_pow(x: f32, y: f32) -> f32 {
-    if y == 0.0 { return 1.0; }
+    if y == 0.0 && !is_nan(y) { return 1.0; }
+    if x == 1.0 && !is_nan(x) { return 1.0; }
+    if is_nan(x) || is_nan(y) { return nan(); }
     if y == 1.0 { return x; }
     if y == 2.0 { return x * x; }
     let ax = abs(x);
-    if ax == 0.0 { return select(0.0, inf(), y < 0.0); }
+    let ay = abs(y);
+    if is_inf(y) {
+        if ax == 1.0 { return 1.0; }
+        return select(0.0, inf(), (ax > 1.0) == (y > 0.0));
+    }
+    let integer = fract(ay) == 0.0;
+    // odd integers below 2^24 (larger f32 values are all even)
+    let odd = integer && ay < 16777216.0 && (u32(ay) & 1u) == 1u;
+    let negative = bitcast<u32>(x) >= 0x80000000u;
+    if ax == 0.0 || is_inf(x) {
+        // 0^y and inf^y: a zero or an infinity, its sign the base's for odd y
+        let big = (ax == 0.0) == (y < 0.0);
+        let r = select(0.0, inf(), big);
+        return select(r, -r, negative && odd);
+    }
+    if negative && !integer { return nan(); }
     let r = exp2(y * log2(ax));
-    if x > 0.0 || is_nan(x) { return r; }
-    if fract(y) != 0.0 { return nan(); }
-    return select(r, -r, abs(y) % 2.0 == 1.0);
+    return select(r, -r, negative && odd);
 }
 fn op_maximum(x: f32, y: f32) -> f32 { return fmax(x, y); }
 fn op_minimum(x: f32, y: f32) -> f32 { return fmin(x, y); }
@@ -148,12 +166,22 @@ fn binary_f32(op: u32, x: f32, y: f32) -> u32 {
         case POW: { return bitcast<u32>(op_pow(x, y)); }
         case MAXIMUM: { return bitcast<u32>(op_maximum(x, y)); }
         case MINIMUM: { return bitcast<u32>(op_minimum(x, y)); }
-        case EQ: { return u32(x == y); }
-        case NE: { return u32(x != y); }
-        case LT: { return u32(x < y); }
-        case LE: { return u32(x <= y); }
-        case GT: { return u32(x > y); }
-        case GE: { return u32(x >= y); }
+        default: { return compare_f32(op, x, y); }
+    }
+}
+
+// IEEE comparisons: every one with a NaN is false except `!=`. Spelled out
+// because compilers that assume finite math lower `!=` to "ordered and
+// unequal".
+fn compare_f32(op: u32, x: f32, y: f32) -> u32 {
+    let unordered = is_nan(x) || is_nan(y);
+    switch op {
+        case EQ: { return u32(!unordered && x == y); }
+        case NE: { return u32(unordered || x != y); }
+        case LT: { return u32(!unordered && x < y); }
+        case LE: { return u32(!unordered && x <= y); }
+        case GT: { return u32(!unordered && x > y); }
+        case GE: { return u32(!unordered && x >= y); }
         default: { return 0u; }
     }
 }

@@ -128,6 +128,7 @@ fn logsumexp(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = row_base(row);
     let st = row_stats(base, a, live);
     if live && a.y == 0u {
-        out[row] = st.x + log(st.y);
+        // a row whose max is infinite sums to that infinity (st.x − st.x is NaN)
+        out[row] = select(st.x + log(st.y), st.x, is_inf(st.x));
     }
 }

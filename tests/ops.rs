@@ -505,3 +505,128 @@ fn random_matches_philox_and_is_reproducible() {
     let (lo, hi): (f32, f32) = (u.min(&[0], false).item().unwrap(), u.max(&[0], false).item().unwrap());
     assert!(lo >= -1.0 && hi < 3.0 && lo < -0.99 && hi > 2.99);
 }
+
+/// The special values of f32, each op applied to every one (and every pair):
+/// results follow IEEE 754 and C's math library (NaN in, NaN out; overflow to
+/// ±∞; invalid operations give NaN), with maximum/minimum propagating NaN as
+/// PyTorch does. Checked on every backend: WGSL leaves non-finite inputs to
+/// the implementation, so the kernels handle them explicitly.
+#[test]
+fn non_finite_values_propagate_as_ieee_says() {
+    let (inf, nan) = (f64::INFINITY, f64::NAN);
+    let specials = [nan, inf, -inf, 0.0, -0.0, 1.0, -1.0, 0.5, 3.0];
+    let same = |g: f32, w: f64| {
+        if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() || w == 0.0 {
+            g as f64 == w
+        } else {
+            ((g as f64 - w) / w).abs() < 1e-5
+        }
+    };
+    let x = Tensor::from_slice(dev(), &specials.map(|v| v as f32), &[specials.len()]);
+    let erf = |v: f64| libm::erf(v);
+    let unary: Vec<(&str, Tensor, fn(f64) -> f64)> = vec![
+        ("neg", -&x, |v| -v),
+        ("abs", x.abs(), f64::abs),
+        ("sign", x.sign(), |v| {
+            if v.is_nan() {
+                v
+            } else if v == 0.0 {
+                0.0
+            } else {
+                v.signum()
+            }
+        }),
+        ("exp", x.exp(), f64::exp),
+        ("log", x.log(), f64::ln),
+        ("sqrt", x.sqrt(), f64::sqrt),
+        ("rsqrt", x.rsqrt(), |v| 1.0 / v.sqrt()),
+        ("recip", x.recip(), |v| 1.0 / v),
+        ("sin", x.sin(), f64::sin),
+        ("cos", x.cos(), f64::cos),
+        ("tanh", x.tanh(), f64::tanh),
+        ("sigmoid", x.sigmoid(), |v| 1.0 / (1.0 + (-v).exp())),
+        ("relu", x.relu(), |v| if v < 0.0 { 0.0 } else { v }),
+        ("softplus", x.softplus(), |v| if v > 30.0 { v } else { v.exp().ln_1p() }),
+        ("erf", x.erf(), erf),
+        ("square", x.square(), |v| v * v),
+    ];
+    let mut wrong = Vec::new();
+    for (name, t, f) in unary {
+        for (&v, g) in specials.iter().zip(t.to_vec::<f32>().unwrap()) {
+            if !same(g, f(v)) {
+                wrong.push(format!("{name}({v}) = {g}, expected {}", f(v)));
+            }
+        }
+    }
+    let n = specials.len();
+    let a = x.reshape(&[n, 1]);
+    let b = x.reshape(&[1, n]);
+    let binary: Vec<(&str, Tensor, fn(f64, f64) -> f64)> = vec![
+        ("add", &a + &b, |p, q| p + q),
+        ("sub", &a - &b, |p, q| p - q),
+        ("mul", &a * &b, |p, q| p * q),
+        ("div", &a / &b, |p, q| p / q),
+        ("pow", a.pow(&b), f64::powf),
+        ("maximum", a.maximum(&b), |p, q| if p.is_nan() || q.is_nan() { f64::NAN } else { p.max(q) }),
+        ("minimum", a.minimum(&b), |p, q| if p.is_nan() || q.is_nan() { f64::NAN } else { p.min(q) }),
+        ("lt", a.lt(&b).cast(wgrad::DType::F32), |p, q| (p < q) as u8 as f64),
+        ("eq", a.eq(&b).cast(wgrad::DType::F32), |p, q| (p == q) as u8 as f64),
+        ("ne", a.ne(&b).cast(wgrad::DType::F32), |p, q| (p != q) as u8 as f64),
+        ("ge", a.ge(&b).cast(wgrad::DType::F32), |p, q| (p >= q) as u8 as f64),
+    ];
+    for (name, t, f) in binary {
+        let got = t.to_vec::<f32>().unwrap();
+        for (i, &p) in specials.iter().enumerate() {
+            for (j, &q) in specials.iter().enumerate() {
+                if !same(got[i * n + j], f(p, q)) {
+                    wrong.push(format!("{name}({p}, {q}) = {}, expected {}", got[i * n + j], f(p, q)));
+                }
+            }
+        }
+    }
+    // reductions, softmax and matmul: one non-finite value reaches exactly
+    // the results that depend on it
+    let rows: [[f64; 3]; 6] =
+        [[1.0, nan, 2.0], [inf, 1.0, 2.0], [inf, -inf, 0.0], [-inf, -inf, -inf], [1.0, 2.0, 3.0], [-inf, 0.0, 1.0]];
+    let t = Tensor::from_slice(dev(), &rows.concat().iter().map(|&v| v as f32).collect::<Vec<_>>(), &[6, 3]);
+    let by_row = |name: &str, got: Tensor, f: &dyn Fn(&[f64; 3]) -> f64, wrong: &mut Vec<String>| {
+        for (r, g) in rows.iter().zip(got.to_vec::<f32>().unwrap()) {
+            if !same(g, f(r)) {
+                wrong.push(format!("{name}({r:?}) = {g}, expected {}", f(r)));
+            }
+        }
+    };
+    let fold_max = |r: &[f64; 3]| r.iter().fold(-inf, |m, &v| if m.is_nan() || v.is_nan() { nan } else { m.max(v) });
+    let lse = move |r: &[f64; 3]| {
+        let m = fold_max(r);
+        if m.is_infinite() { m } else { m + r.iter().map(|v| (v - m).exp()).sum::<f64>().ln() }
+    };
+    by_row("sum", t.sum(&[-1], false), &|r| r.iter().sum(), &mut wrong);
+    by_row("mean", t.mean(&[-1], false), &|r| r.iter().sum::<f64>() / 3.0, &mut wrong);
+    by_row("max", t.max(&[-1], false), &fold_max, &mut wrong);
+    by_row("logsumexp", t.logsumexp(&[-1], false), &lse, &mut wrong);
+    let softmax = t.softmax(-1).to_vec::<f32>().unwrap();
+    for (r, g) in rows.iter().zip(softmax.chunks(3)) {
+        let m = fold_max(r);
+        let e: Vec<f64> = r.iter().map(|v| (v - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        for (k, &gv) in g.iter().enumerate() {
+            if !same(gv, e[k] / s) {
+                wrong.push(format!("softmax({r:?})[{k}] = {gv}, expected {}", e[k] / s));
+            }
+        }
+    }
+    let eye = Tensor::from_slice(dev(), &[1.0f32, 0.0, 0.0, 1.0, 0.0, 0.0], &[3, 2]);
+    let mm = t.matmul(&eye).to_vec::<f32>().unwrap();
+    for (r, g) in rows.iter().zip(mm.chunks(2)) {
+        for (c, &gv) in g.iter().enumerate() {
+            let w: f64 = (0..3).map(|k| r[k] * [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]][k][c]).sum();
+            if !same(gv, w) {
+                wrong.push(format!("matmul row {r:?} column {c} = {gv}, expected {w}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} wrong:\n{}", wrong.len(), wrong.join("\n"));
+}
