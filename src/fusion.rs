@@ -89,13 +89,24 @@ impl Group<'_> {
 /// step (its outputs and the new state).
 pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::Buffer]) -> Vec<Node> {
     let accesses: Vec<_> = nodes.iter().map(|n| access(dev, n)).collect();
-    // Is the value in `buffer` read after node `after`, before being overwritten?
-    let needed = |buffer: &wgpu::Buffer, after: usize| {
-        for (reads, writes) in &accesses[after + 1..] {
+    // Is the value of `numel` elements in `buffer` read after node `after`,
+    // before being overwritten? Only a dense elementwise write of at least
+    // as many elements overwrites it: after a partial write (a copy into
+    // the interior of a padded tensor) the rest of the value is still read.
+    let overwrites = |node: &Node, buffer: &wgpu::Buffer, numel: usize| match node {
+        Node::Dispatch { ew: Some(info), .. } => {
+            info.out.buffer == *buffer
+                && dense(&info.out, &info.shape)
+                && info.shape.iter().product::<usize>() >= numel
+        }
+        _ => false,
+    };
+    let needed = |buffer: &wgpu::Buffer, numel: usize, after: usize| {
+        for (node, (reads, _)) in nodes[after + 1..].iter().zip(&accesses[after + 1..]) {
             if reads.contains(buffer) {
                 return true;
             }
-            if writes.contains(buffer) {
+            if overwrites(node, buffer, numel) {
                 return false;
             }
         }
@@ -153,7 +164,7 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
                 // stored only if something after the group reads it (and no
                 // later member overwrites it)
                 let overwritten = infos[k + 1..].iter().any(|m| m.out.buffer == info.out.buffer);
-                let store = !overwritten && needed(&info.out.buffer, last);
+                let store = !overwritten && needed(&info.out.buffer, info.shape.iter().product(), last);
                 FusedMember { expr: info.expr.clone(), operands, out: store.then(|| info.out.clone()) }
             })
             .collect();
