@@ -31,14 +31,19 @@ struct Opt {
 }
 
 @group(0) @binding(0) var<uniform> o: Opt;
-@group(0) @binding(1) var<storage, read> param: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+// Parameters, gradients and state are read and written four at a time: on
+// CPU adapters every load is issued lane by lane, so a vec4 load does the
+// work of four. Their buffers are dense from offset 0 and pooled in sizes
+// that are multiples of 64 bytes, so the last vec4 stays inside the buffer;
+// its lanes past `n` compute garbage that nothing reads.
+@group(0) @binding(1) var<storage, read> param: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grad: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> scale: array<f32>;
-@group(0) @binding(4) var<storage, read> s1: array<f32>;
-@group(0) @binding(5) var<storage, read> s2: array<f32>;
-@group(0) @binding(6) var<storage, read_write> param_out: array<f32>;
-@group(0) @binding(7) var<storage, read_write> s1_out: array<f32>;
-@group(0) @binding(8) var<storage, read_write> s2_out: array<f32>;
+@group(0) @binding(4) var<storage, read> s1: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> s2: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> param_out: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> s1_out: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> s2_out: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> t: array<f32>;
 
 // The learning rate after `done` steps.
@@ -64,7 +69,7 @@ fn expm1(x: f32) -> f32 {
 }
 
 // g + λ·p (L2 weight decay folded into the gradient)
-fn decayed_grad(i: u32) -> f32 {
+fn decayed_grad(i: u32) -> vec4<f32> {
     return grad[i] * scale[0] + o.weight_decay * param[i];
 }
 
@@ -73,7 +78,7 @@ fn decayed_grad(i: u32) -> f32 {
 fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if i >= o.n { return; }
+    if i >= (o.n + 3u) / 4u { return; }
     param_out[i] = param[i] - rate(t[0]) * decayed_grad(i);
 }
 
@@ -82,7 +87,7 @@ fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
 fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if i >= o.n { return; }
+    if i >= (o.n + 3u) / 4u { return; }
     let d = decayed_grad(i);
     let buf = o.momentum * s1[i] + d;
     s1_out[i] = buf;
@@ -97,7 +102,7 @@ fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if i >= o.n { return; }
+    if i >= (o.n + 3u) / 4u { return; }
     let lr = rate(t[0]);
     let steps = t[0] + 1.0;
     let bc1 = -expm1(steps * o.ln_beta1);
@@ -121,7 +126,7 @@ fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 fn rmsprop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if i >= o.n { return; }
+    if i >= (o.n + 3u) / 4u { return; }
     let g = decayed_grad(i);
     let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
     s1_out[i] = v;
@@ -133,7 +138,7 @@ fn rmsprop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn rmsprop_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
-    if i >= o.n { return; }
+    if i >= (o.n + 3u) / 4u { return; }
     let g = decayed_grad(i);
     let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
     let b = o.momentum * s2[i] + g / (sqrt(v) + o.eps);

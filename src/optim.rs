@@ -377,7 +377,8 @@ fn update(
     }
     bindings.push((6, out.storage().clone()));
     let kernel = Kernel::new(Shader::Optim, entry);
-    let groups = crate::graph::grid((p.numel() as u32).div_ceil(256));
+    // one invocation per four elements (the kernels read vec4s)
+    let groups = crate::graph::grid((p.numel() as u32).div_ceil(4 * 256));
     p.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
     *state = new_state;
     out
