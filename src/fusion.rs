@@ -95,9 +95,7 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
     // the interior of a padded tensor) the rest of the value is still read.
     let overwrites = |node: &Node, buffer: &wgpu::Buffer, numel: usize| match node {
         Node::Dispatch { ew: Some(info), .. } => {
-            info.out.buffer == *buffer
-                && dense(&info.out, &info.shape)
-                && info.shape.iter().product::<usize>() >= numel
+            info.out.buffer == *buffer && dense(&info.out, &info.shape) && info.shape.iter().product::<usize>() >= numel
         }
         _ => false,
     };

@@ -298,7 +298,10 @@ fn model() -> Model {
 
 /// An independent reading of a safetensors file (the header's JSON and the
 /// bytes at each entry's offsets), as name → (dtype, shape, bytes).
-fn safetensors_reference(bytes: &[u8]) -> Option<BTreeMap<String, (String, Vec<usize>, Vec<u8>)>> {
+/// One entry of a safetensors file: dtype name, shape, bytes.
+type Entry = (String, Vec<usize>, Vec<u8>);
+
+fn safetensors_reference(bytes: &[u8]) -> Option<BTreeMap<String, Entry>> {
     let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
     let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
     let data = &bytes[8 + n..];
@@ -435,7 +438,7 @@ fn mutated_checkpoints_are_errors_or_exactly_their_bytes() {
                         let (d, s, data) = &reference[name];
                         prop_assert_eq!(d.as_str(), dtype.to_string().to_uppercase());
                         prop_assert_eq!(s, shape);
-                        prop_assert_eq!(&tensor_bytes(&t), data, "{}", name);
+                        prop_assert_eq!(&tensor_bytes(t), data, "{}", name);
                     }
                 }
                 Err(Error::Format(msg)) => prop_assert!(msg.starts_with("checkpoint:"), "{msg}"),

@@ -526,7 +526,9 @@ fn non_finite_values_propagate_as_ieee_says() {
     };
     let x = Tensor::from_slice(dev(), &specials.map(|v| v as f32), &[specials.len()]);
     let erf = |v: f64| libm::erf(v);
-    let unary: Vec<(&str, Tensor, fn(f64) -> f64)> = vec![
+    type Unary = (&'static str, Tensor, fn(f64) -> f64);
+    type Binary = (&'static str, Tensor, fn(f64, f64) -> f64);
+    let unary: Vec<Unary> = vec![
         ("neg", -&x, |v| -v),
         ("abs", x.abs(), f64::abs),
         ("sign", x.sign(), |v| {
@@ -563,7 +565,7 @@ fn non_finite_values_propagate_as_ieee_says() {
     let n = specials.len();
     let a = x.reshape(&[n, 1]);
     let b = x.reshape(&[1, n]);
-    let binary: Vec<(&str, Tensor, fn(f64, f64) -> f64)> = vec![
+    let binary: Vec<Binary> = vec![
         ("add", &a + &b, |p, q| p + q),
         ("sub", &a - &b, |p, q| p - q),
         ("mul", &a * &b, |p, q| p * q),
