@@ -97,9 +97,16 @@ fn a_read_back_past_its_timeout_is_an_error_and_the_device_recovers() {
     let slow = || a.matmul(&b).matmul(&b).matmul(&b).sum_all();
     d.set_timeout(Some(Duration::from_micros(1)));
     let s = slow();
-    let e = s.item::<f32>().unwrap_err();
-    assert!(matches!(e, Error::Timeout(t) if t == Duration::from_micros(1)), "{e}");
-    eprintln!("{e}");
+    match s.item::<f32>() {
+        Err(e) => {
+            assert!(matches!(e, Error::Timeout(t) if t == Duration::from_micros(1)), "{e}");
+            eprintln!("{e}");
+        }
+        // wgpu's GL backend runs the commands inside the submit: by the
+        // time a read-back waits, there is nothing left to wait for
+        Ok(_) if d.adapter_info().backend == wgpu::Backend::Gl => eprintln!("GL: the work ran inside the submit"),
+        Ok(v) => panic!("no timeout, read {v}"),
+    }
     // the work finishes in the background; without the limit the same
     // tensor reads back, and the device goes on working
     d.set_timeout(None);
