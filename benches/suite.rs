@@ -78,6 +78,8 @@ struct StepRow {
     compiled_submits: u64,
     /// wall ms per pipelined compiled step, Σ kernel ms
     overhead: Option<(f64, f64)>,
+    /// compiled kernels by label: (label, count, Σ ms), slowest first
+    kernels: Vec<(String, usize, f64)>,
 }
 
 fn step_row<P: Params>(
@@ -113,7 +115,16 @@ fn step_row<P: Params>(
     let compiled_ms = time(reps, || {
         read(step.run(&mut state, &data).expect("step").clone());
     }) * 1e3;
-    let overhead = step.profile(&mut state, &data).ok().map(|kernels| {
+    let profile = step.profile(&mut state, &data).ok();
+    let mut kernels: Vec<(String, usize, f64)> = Vec::new();
+    for (label, us) in profile.iter().flatten() {
+        match kernels.iter_mut().find(|k| &k.0 == label) {
+            Some(k) => (k.1, k.2) = (k.1 + 1, k.2 + us / 1e3),
+            None => kernels.push((label.clone(), 1, us / 1e3)),
+        }
+    }
+    kernels.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let overhead = profile.map(|kernels| {
         let n = reps.max(5);
         dev.sync().expect("sync");
         let t = Instant::now();
@@ -131,6 +142,7 @@ fn step_row<P: Params>(
         compiled_dispatches: c.dispatches,
         compiled_submits: c.submits,
         overhead,
+        kernels,
     }
 }
 
@@ -249,6 +261,15 @@ fn main() -> wgrad::Result<()> {
         match r.overhead {
             Some((wall, kernels)) => println!("| {} | {wall:.2} | {kernels:.2} | {:.2} |", r.name, wall / kernels),
             None => println!("| {} | – | – | no timestamp queries |", r.name),
+        }
+    }
+    println!("\nwhere the compiled steps spend their time (the five slowest kernels)\n");
+    println!("| step | kernel | dispatches | ms | share |");
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        let total: f64 = r.kernels.iter().map(|k| k.2).sum();
+        for (label, n, ms) in r.kernels.iter().take(5) {
+            println!("| {} | {label} | {n} | {ms:.2} | {:.0} % |", r.name, 100.0 * ms / total);
         }
     }
     Ok(())
