@@ -134,8 +134,13 @@ impl Split {
     }
 
     /// The examples `indices` as tensors: images [B, rows·cols] scaled to
-    /// [0, 1] (f32) and labels [B] (u32). Two uploads.
+    /// [0, 1] (f32) and labels [B] (u32). Two uploads. An index past the
+    /// split is a mistake in the caller and panics, naming it.
+    #[track_caller]
     pub fn batch(&self, device: &Device, indices: &[usize]) -> (Tensor, Tensor) {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            panic!("wgrad: batch: example index {i} is out of range for a split of {} examples", self.len());
+        }
         let px = self.pixels();
         let mut x = Vec::with_capacity(indices.len() * px);
         let mut y = Vec::with_capacity(indices.len());

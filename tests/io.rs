@@ -36,6 +36,10 @@ fn shipped_mnist_loads() {
     all.sort();
     assert_eq!(all, (0..8000).collect::<Vec<_>>());
     assert_eq!(m.train.batches(128, 7), batches, "a seed fixes the order");
+    let line = line!() + 1;
+    let (msg, at) = panic_of(std::panic::AssertUnwindSafe(|| drop(m.train.batch(dev(), &[7999, 8000]))));
+    assert!(msg.contains("batch") && msg.contains("8000") && msg.contains("8000 examples"), "{msg}");
+    assert_eq!(at, format!("tests/io.rs:{line}"));
 }
 
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {

@@ -238,7 +238,7 @@ function buildBars() {
 
 function setUpPad() {
   const pad = $('pad');
-  const ctx = pad.getContext('2d');
+  const ctx = pad.getContext('2d', { willReadFrequently: true });
   clearPad();
   let drawing = false;
   let last = null;
@@ -270,7 +270,7 @@ function setUpPad() {
 }
 
 function clearPad() {
-  const ctx = $('pad').getContext('2d');
+  const ctx = $('pad').getContext('2d', { willReadFrequently: true });
   ctx.fillStyle = '#000';
   ctx.fillRect(0, 0, 280, 280);
   $('guess').textContent = '?';
@@ -281,7 +281,7 @@ function clearPad() {
 // placed so its centre of mass sits at the centre of a 28×28 image.
 function padPixels() {
   const pad = $('pad');
-  const src = pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data;
+  const src = pad.getContext('2d', { willReadFrequently: true }).getImageData(0, 0, pad.width, pad.height).data;
   let [x0, y0, x1, y1] = [pad.width, pad.height, -1, -1];
   for (let y = 0; y < pad.height; y++) {
     for (let x = 0; x < pad.width; x++) {
@@ -295,7 +295,7 @@ function padPixels() {
   const scale = 20 / side;
   const small = document.createElement('canvas');
   small.width = small.height = 28;
-  const sctx = small.getContext('2d');
+  const sctx = small.getContext('2d', { willReadFrequently: true });
   sctx.imageSmoothingQuality = 'high';
   const dw = (x1 - x0 + 1) * scale;
   const dh = (y1 - y0 + 1) * scale;
