@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::{Cell, RefCell};
+
 use common::*;
 use wgrad::nn::{self, Reduction};
 use wgrad::optim::Optimizer;
@@ -14,6 +17,72 @@ struct Mlp {
     b1: Tensor,
     w2: Tensor,
     b2: Tensor,
+}
+
+/// Watches the heap allocations made by the current thread while it
+/// measures, and which function made each: the innermost frame of its stack
+/// outside the allocator and the standard library.
+struct Counting;
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static MADE_BY: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn watch() {
+    // `try_with`: the allocator runs during thread teardown too
+    let _ = MEASURING.try_with(|m| {
+        if m.replace(false) {
+            let trace = std::backtrace::Backtrace::force_capture().to_string();
+            let innermost = trace
+                .lines()
+                .filter_map(|l| l.trim_start().split_once(": ").map(|(_, f)| f.to_string()))
+                .find(|f| {
+                    ![
+                        "std::",
+                        "core::",
+                        "alloc::",
+                        "<alloc::",
+                        "<std::",
+                        "__rust",
+                        "compile::Counting",
+                        "<compile::Counting",
+                    ]
+                    .iter()
+                    .any(|p| f.starts_with(p))
+                        && !f.contains("watch")
+                })
+                .unwrap_or_default();
+            MADE_BY.with(|v| v.borrow_mut().push(innermost));
+            m.set(true);
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        watch();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        watch();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The functions that made each heap allocation on this thread while `f` ran.
+fn allocations(f: impl FnOnce()) -> Vec<String> {
+    MADE_BY.with(|v| v.borrow_mut().clear());
+    MEASURING.with(|m| m.set(true));
+    f();
+    MEASURING.with(|m| m.set(false));
+    MADE_BY.with(|v| v.take())
 }
 
 fn mlp(d: &Device) -> Mlp {
@@ -103,8 +172,15 @@ fn a_replay_is_one_submit_and_creates_nothing() {
     d.sync().unwrap();
     for b in &data[1..] {
         let before = d.counters();
-        step.run(&mut state, b).unwrap();
+        let made_by = allocations(|| {
+            step.run(&mut state, b).unwrap();
+        });
         let c = d.counters() - before;
+        // wgpu allocates while it encodes and submits (command buffers,
+        // barrier tracking); wgrad's replay itself allocates nothing
+        let ours: Vec<&String> = made_by.iter().filter(|f| f.starts_with("wgrad::")).collect();
+        assert!(ours.is_empty(), "host allocations made by wgrad in one replay: {ours:#?}");
+        eprintln!("one replay: {} host allocations, all inside wgpu", made_by.len());
         assert_eq!(c.submits, 1, "{c:?}");
         assert_eq!((c.buffers_created, c.bind_groups, c.pipelines), (0, 0, 0), "{c:?}");
         assert_eq!(c.tensors_created, 0, "{c:?}");
