@@ -4,7 +4,7 @@
 //! from 1–3 inputs of rank 0–3 (dims 1..=5, data uniform in [−2, 2));
 //! matmul weights and broadcasting partners add inputs on the way (at most
 //! 6). The ops: tanh, sigmoid, exp (of values below 4), sin (below 3),
-//! square; +, −, × with broadcasting, ÷ by 1.5 + sigmoid(·); × and + with
+//! square, relu, abs; +, −, × with broadcasting, ÷ by 1.5 + sigmoid(·); × and + with
 //! scalars; permute (as transpose/t when one swap), narrow, reshape, expand,
 //! unsqueeze, pad, cat; sum, mean, max and logsumexp over random axes (with
 //! or without keepdim, rarely none); softmax and log_softmax; matmul
@@ -19,8 +19,8 @@
 //! 2. gradients: ∂L/∂(each input) from `grad`, elementwise, against central
 //!    differences of the f64 loss (h = 1e-6) and against the gradient of a
 //!    reverse pass over the f64 reference, which also carries the bound on
-//!    the GPU's error. Skipped when a max has a near-tie (a kink: about 1%
-//!    of the programs);
+//!    the GPU's error. Skipped when a max has a near-tie or a relu or abs
+//!    an operand near 0 (kinks);
 //! 3. compiled: the same `grad` step under `compile`, traced and replayed:
 //!    both runs against the reference within the bounds of fused kernels
 //!    (one more ULP per elementwise op: a fused kernel may contract a·b + c
@@ -37,7 +37,7 @@
 //! error bound that any result used.
 //!
 //! ```text
-//! cargo test --release --test fuzz                  # CI: fixed seed, 300 cases, ~20 s
+//! cargo test --release --test fuzz                  # CI: fixed seed, 300 cases, ~30 s
 //! WGRAD_FUZZ_CASES=5000 cargo test --release --test fuzz -- --nocapture      # ~5 min
 //! WGRAD_FUZZ_SEED=7 WGRAD_FUZZ_CASES=5000 cargo test --release --test fuzz -- --nocapture
 //! ```
@@ -119,7 +119,8 @@ impl Kernels {
 
 // ---- programs -------------------------------------------------------------------
 
-/// Smooth unary maps (no kinks: finite differences stay meaningful).
+/// Unary maps. Relu and abs have a kink at 0: programs that bring one
+/// near it skip the gradient check, as near-ties of a max do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum UnaryFn {
     Tanh,
@@ -129,6 +130,8 @@ enum UnaryFn {
     /// Only on values bounded by 3 < π, where WGSL bounds its error.
     Sin,
     Square,
+    Relu,
+    Abs,
 }
 
 /// Broadcasting binary maps.
@@ -440,6 +443,7 @@ fn magnitude(op: &Op, m: &[f64], s: &[Vec<usize>]) -> f64 {
         Op::Unary(Tanh | Sigmoid | Sin, _) => 1.0,
         Op::Unary(Exp, x) => m[x].exp(),
         Op::Unary(Square, x) => m[x] * m[x],
+        Op::Unary(Relu | Abs, x) => m[x],
         Op::Binary(Add | Sub, a, b) => m[a] + m[b],
         Op::Binary(Mul, a, b) => m[a] * m[b],
         Op::Binary(Div, a, _) => m[a] / 1.5,
@@ -552,12 +556,12 @@ impl Builder {
     }
 
     fn unary(&mut self, x: usize, r: &mut Rng) {
-        let f = [Tanh, Sigmoid, Exp, Sin, Square][r.below(5)];
+        let f = [Tanh, Sigmoid, Exp, Sin, Square, Relu, Abs][r.below(7)];
         let limit = match f {
             Exp => 4.0,
             Sin => 3.0,
             Square => 30.0,
-            Tanh | Sigmoid => f64::INFINITY,
+            Tanh | Sigmoid | Relu | Abs => f64::INFINITY,
         };
         let x = if self.mags[x] > limit { self.squash(x) } else { x };
         self.push(Op::Unary(f, x));
@@ -852,6 +856,8 @@ fn gpu_op(op: &Op, v: &[Tensor], inputs: &[Tensor]) -> Tensor {
             Exp => v[*x].exp(),
             Sin => v[*x].sin(),
             Square => v[*x].square(),
+            Relu => v[*x].relu(),
+            Abs => v[*x].abs(),
         },
         Op::Binary(f, a, b) => match f {
             Add => &v[*a] + &v[*b],
@@ -977,6 +983,8 @@ fn eval(op: &Op, v: &[Array], inputs: &[Array]) -> Array {
                 Exp => f64::exp,
                 Sin => f64::sin,
                 Square => |x| x * x,
+                Relu => |x| x.max(0.0),
+                Abs => f64::abs,
             };
             v[*x].map(f)
         }
@@ -1105,6 +1113,8 @@ fn forward_bound(op: &Op, v: &[Array], e: &[Array], y: &Array, k: Kernels) -> Ar
                 // |sin(x + δ) − sin x| ≤ |cos x|·|δ| + δ²/2; WGSL: 2⁻¹¹ absolute on [−π, π]
                 Sin => zip(x, ex, |x, e| x.cos().abs() * e + e * e / 2.0) + k.rounding(y, 0.0) + SIN_ABS,
                 Square => prod(x, ex, x, ex) + k.rounding(y, 0.5),
+                // exact, and 1-Lipschitz: the operand's error carries over
+                Relu | Abs => ex + &k.rounding(y, 0.0),
             }
         }
         Op::Binary(f, a, b) => {
@@ -1181,6 +1191,13 @@ fn near_tie(x: &Array, ex: &Array, axes: &[usize]) -> bool {
     gap.data.iter().zip(&reach.data).any(|(&g, &r)| g > 0.0 && g <= r)
 }
 
+/// Elements of a relu's or abs's operand within rounding (or finite-
+/// difference) reach of their kink at 0: the GPU's value may lie on the
+/// other side, and the differences straddle it.
+fn near_zero(x: &Array, ex: &Array) -> bool {
+    x.data.iter().zip(&ex.data).any(|(&x, &e)| x.abs() <= 2.0 * e + 1e-4)
+}
+
 // ---- the f64 reference: gradients and their error bounds ---------------------------
 
 /// `g` summed down to `shape`, undoing broadcasting (as wgrad's driver does),
@@ -1253,6 +1270,10 @@ fn backward(op: &Op, v: &[Array], e: &[Array], i: usize, g: &Array, eg: &Array, 
                     let ed = zip(xv, ex, |x, e| x.sin().abs() * e + e * e / 2.0) + k.rounding(&d, 0.0) + SIN_ABS;
                     (d, ed)
                 }
+                // [x > 0] and sign(x): exact, on the same side of the kink as
+                // the reference (programs near it skip this check)
+                Relu => (xv.map(|x| if x > 0.0 { 1.0 } else { 0.0 }), zeros(&xv.shape)),
+                Abs => (xv.map(|x| if x == 0.0 { 0.0 } else { x.signum() }), zeros(&xv.shape)),
                 // x·x is a product with x twice: two contributions g·x
                 Square => {
                     let (c, err) = times(xv, ex);
@@ -1434,10 +1455,13 @@ fn analyse(p: &Program, xs: &[Array], k: Kernels) -> Analysis {
     for (i, op) in p.ops.iter().enumerate() {
         let y = eval(op, &values, xs);
         let e = forward_bound(op, &values, &bounds, &y, k);
-        if let Op::Reduce { x, f: Max, axes, .. } = op {
-            if near_tie(&values[*x], &bounds[*x], axes) {
-                kink = kink.or(Some(i));
-            }
+        let near = match op {
+            Op::Reduce { x, f: Max, axes, .. } => near_tie(&values[*x], &bounds[*x], axes),
+            Op::Unary(Relu | Abs, x) => near_zero(&values[*x], &bounds[*x]),
+            _ => false,
+        };
+        if near {
+            kink = kink.or(Some(i));
         }
         values.push(y);
         bounds.push(e);
