@@ -14,7 +14,8 @@
 use std::fmt::Write;
 
 /// The kernel's bindings and uniform match `shaders/matmul.wgsl`, so the host
-/// side is shared.
+/// side is shared. `{A}`, `{B}`: the element types of the operands' arrays
+/// (`f32`, or `vec4<f32>` where four consecutive elements load at once).
 const HEADER: &str = "
 struct Mm {
     m: u32, n: u32, k: u32, batch_rank: u32,
@@ -25,18 +26,27 @@ struct Mm {
     b_bstr: array<vec4<u32>, 2>,
 }
 @group(0) @binding(0) var<uniform> p: Mm;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<{A}>;
+@group(0) @binding(2) var<storage, read> b: array<{B}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{B}>;
 ";
 
 /// Tile shape of the subgroup matmul: `rows` (a multiple of 8) × 8·`cols`
 /// (`cols` a multiple of 4), `unroll` k steps per iteration.
+///
+/// `vec_a`: A's rows are contiguous along k, k is a multiple of 4 and every
+/// offset and stride of A too, so a lane loads four k steps of its row at
+/// once (`unroll` is then 4). `vec_b`: likewise B's rows along n: a lane
+/// owns four adjacent columns per vector and loads (and stores C) by vec4.
+/// On lavapipe, where every storage access is issued lane by lane, this
+/// divides the loads by four.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MatmulTile {
     pub rows: usize,
     pub cols: usize,
     pub unroll: usize,
+    pub vec_a: bool,
+    pub vec_b: bool,
 }
 
 impl MatmulTile {
@@ -51,11 +61,12 @@ impl MatmulTile {
 
 /// WGSL of the subgroup-broadcast matmul with entry point `matmul`.
 pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
-    assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
+    assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1 && (!t.vec_a || t.unroll == 4), "{t:?}");
     // vec4 accumulators (four columns each): measured 8× faster on lavapipe
     // than the same arithmetic on scalars.
     let (rq, nv) = (t.rows / 8, t.cols / 4);
-    let mut s = String::from(HEADER);
+    let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
+    let mut s = HEADER.replace("{A}", ty(t.vec_a)).replace("{B}", ty(t.vec_b));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -74,14 +85,30 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     line!("        rem = rem / n;");
     line!("    }}");
     line!("    let r0 = wg.y * {}u;", t.rows);
-    line!("    let c0 = wg.x * {}u + l;", t.tile_n());
+    // the columns of vector v of this lane: c0 + 8j (j = 4v..4v+3) when
+    // scalar, c0 + 32v + 0..3 when vec_b
+    if t.vec_b {
+        line!("    let c0 = wg.x * {}u + 4u * l;", t.tile_n());
+    } else {
+        line!("    let c0 = wg.x * {}u + l;", t.tile_n());
+    }
     // row offsets of the A rows this lane loads, column offsets of its B columns
     // (clamped, so edge tiles read valid memory and skip their writes)
     for q in 0..rq {
-        line!("    let ar{q} = ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs;", 8 * q);
+        if t.vec_a {
+            line!("    let ar{q} = (ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs) / 4u;", 8 * q);
+        } else {
+            line!("    let ar{q} = ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs;", 8 * q);
+        }
     }
-    for j in 0..t.cols {
-        line!("    let bc{j} = bo + min(c0 + {}u, p.n - 1u) * p.b_cs;", 8 * j);
+    if t.vec_b {
+        for v in 0..nv {
+            line!("    let bc{v} = (bo + min(c0 + {}u, p.n - 4u)) / 4u;", 32 * v);
+        }
+    } else {
+        for j in 0..t.cols {
+            line!("    let bc{j} = bo + min(c0 + {}u, p.n - 1u) * p.b_cs;", 8 * j);
+        }
     }
     for r in 0..t.rows {
         for v in 0..nv {
@@ -91,19 +118,35 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     let body = |w: &mut String, u: usize, step: &str| {
         macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
         for i in 0..u {
-            line!("        let ka{i} = (k + {i}u) * p.a_cs;");
-            line!("        let kb{i} = (k + {i}u) * p.b_rs;");
-            for v in 0..nv {
-                let cols: Vec<String> = (0..4).map(|e| format!("b[bc{} + kb{i}]", 4 * v + e)).collect();
-                line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
+            if t.vec_b {
+                line!("        let kb{i} = (k + {i}u) * p.b_rs / 4u;");
+                for v in 0..nv {
+                    line!("        let b{i}_{v} = b[bc{v} + kb{i}];");
+                }
+            } else {
+                line!("        let kb{i} = (k + {i}u) * p.b_rs;");
+                for v in 0..nv {
+                    let cols: Vec<String> = (0..4).map(|e| format!("b[bc{} + kb{i}]", 4 * v + e)).collect();
+                    line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
+                }
             }
+            if !t.vec_a {
+                line!("        let ka{i} = (k + {i}u) * p.a_cs;");
+                for q in 0..rq {
+                    line!("        let a{i}_{q} = a[ar{q} + ka{i}];");
+                }
+            }
+        }
+        if t.vec_a {
+            // four k steps of each row in one load; component i is step i
             for q in 0..rq {
-                line!("        let a{i}_{q} = a[ar{q} + ka{i}];");
+                line!("        let a_{q} = a[ar{q} + k / 4u];");
             }
         }
         for r in 0..t.rows {
             for i in 0..u {
-                line!("        let x{i}_{r} = vec4<f32>(subgroupBroadcast(a{i}_{}, {}u));", r / 8, r % 8);
+                let a = if t.vec_a { format!("a_{}[{i}]", r / 8) } else { format!("a{i}_{}", r / 8) };
+                line!("        let x{i}_{r} = vec4<f32>(subgroupBroadcast({a}, {}u));", r % 8);
             }
             for v in 0..nv {
                 let mut e = format!("acc{r}_{v}");
@@ -115,7 +158,12 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         }
         line!("        k += {step}u;");
     };
-    line!("    let chunk = (p.k + p.k_split - 1u) / p.k_split;");
+    if t.vec_a {
+        // slices of k start at multiples of 4, like the vector loads
+        line!("    let chunk = ((p.k + p.k_split - 1u) / p.k_split + 3u) / 4u * 4u;");
+    } else {
+        line!("    let chunk = (p.k + p.k_split - 1u) / p.k_split;");
+    }
     line!("    let k_end = min((slice + 1u) * chunk, p.k);");
     line!("    var k = slice * chunk;");
     if t.unroll > 1 {
@@ -123,20 +171,32 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         body(w, t.unroll, &t.unroll.to_string());
         line!("    }}");
     }
-    line!("    while k < k_end {{");
-    body(w, 1, "1");
-    line!("    }}");
+    if !t.vec_a {
+        line!("    while k < k_end {{");
+        body(w, 1, "1");
+        line!("    }}");
+    }
     line!("    let base = wg.z * p.m * p.n;");
     for r in 0..t.rows {
         line!("    if r0 + {r}u < p.m {{");
-        for j in 0..t.cols {
-            line!(
-                "        if c0 + {}u < p.n {{ c[base + (r0 + {r}u) * p.n + c0 + {}u] = acc{r}_{}[{}]; }}",
-                8 * j,
-                8 * j,
-                j / 4,
-                j % 4
-            );
+        if t.vec_b {
+            for v in 0..nv {
+                line!(
+                    "        if c0 + {}u < p.n {{ c[(base + (r0 + {r}u) * p.n + c0 + {}u) / 4u] = acc{r}_{v}; }}",
+                    32 * v,
+                    32 * v
+                );
+            }
+        } else {
+            for j in 0..t.cols {
+                line!(
+                    "        if c0 + {}u < p.n {{ c[base + (r0 + {r}u) * p.n + c0 + {}u] = acc{r}_{}[{}]; }}",
+                    8 * j,
+                    8 * j,
+                    j / 4,
+                    j % 4
+                );
+            }
         }
         line!("    }}");
     }
@@ -332,7 +392,13 @@ mod tests {
     /// Generated kernels parse and validate (with subgroups) for several tiles.
     #[test]
     fn subgroup_matmul_validates() {
-        for t in [MatmulTile { rows: 8, cols: 4, unroll: 1 }, MatmulTile { rows: 64, cols: 8, unroll: 2 }] {
+        let tile = |rows, cols, unroll, vec_a, vec_b| MatmulTile { rows, cols, unroll, vec_a, vec_b };
+        for t in [
+            tile(8, 4, 1, false, false),
+            tile(64, 8, 2, false, false),
+            tile(64, 8, 4, true, true),
+            tile(16, 4, 2, false, true),
+        ] {
             let src = matmul_subgroup(t);
             crate::shaders::DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));
         }

@@ -323,7 +323,9 @@ impl DeviceInner {
     /// with subgroups (lavapipe) get generated register-blocked kernels whose
     /// tile fits the output (narrow outputs waste no lanes); other adapters
     /// the portable tiled kernel in `shaders/matmul.wgsl`.
-    pub(crate) fn matmul_kernel(&self, m: usize, n: usize) -> MatmulKernel {
+    /// `vec_a`, `vec_b`: the operands allow four-wide loads (see
+    /// [`crate::codegen::MatmulTile`]).
+    pub(crate) fn matmul_kernel(&self, m: usize, n: usize, vec_a: bool, vec_b: bool) -> MatmulKernel {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         if cpu && self.features.contains(wgpu::Features::SUBGROUP) {
             let rows = match m {
@@ -333,7 +335,8 @@ impl DeviceInner {
                 _ => 64,
             };
             let cols = if n > 32 { 8 } else { 4 };
-            let tile = crate::codegen::MatmulTile { rows, cols, unroll: 2 };
+            let unroll = if vec_a { 4 } else { 2 };
+            let tile = crate::codegen::MatmulTile { rows, cols, unroll, vec_a, vec_b };
             let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());
             let shader = cache.entry(tile).or_insert_with(|| {
                 let src = crate::codegen::matmul_subgroup(tile);

@@ -22,17 +22,20 @@ fn views(a: &Array) -> Vec<(String, Tensor, Array)> {
         // Upload the transpose, then view it transposed back: same values, strided.
         let t = upload(&a.t()).t();
         out.push(("transposed".into(), t, a.clone()));
-        let mut wide = a.shape.clone();
-        wide[r - 1] += 3;
-        let big = Array::new(&wide, (0..wide.iter().product()).map(|i| (i % 17) as f64 - 8.0).collect());
-        let mut big = big;
-        // write a into big[..., 1..1+n]
-        let n = a.shape[r - 1];
-        for i in 0..a.numel() {
-            let (row, col) = (i / n, i % n);
-            big.data[row * wide[r - 1] + 1 + col] = a.data[i];
+        // a inside a wider array, at start 1 (no row aligned to four
+        // elements) and at start 4 with rows of a multiple of four where a's
+        // are (aligned: the four-wide loads of matmul apply)
+        for (extra, start) in [(3, 1), (8, 4)] {
+            let mut wide = a.shape.clone();
+            wide[r - 1] += extra;
+            let mut big = Array::new(&wide, (0..wide.iter().product()).map(|i| (i % 17) as f64 - 8.0).collect());
+            let n = a.shape[r - 1];
+            for i in 0..a.numel() {
+                let (row, col) = (i / n, i % n);
+                big.data[row * wide[r - 1] + start + col] = a.data[i];
+            }
+            out.push((format!("narrowed at {start}"), upload(&big).narrow(-1, start, n), a.clone()));
         }
-        out.push(("narrowed".into(), upload(&big).narrow(-1, 1, n), a.clone()));
     }
     out
 }
@@ -347,6 +350,9 @@ fn matmul_shapes() {
         (&[1, 1], &[1, 1]), (&[3, 5], &[5, 7]), (&[65, 33], &[33, 70]), (&[128, 784], &[784, 10]),
         (&[2, 3, 4], &[4, 5]), (&[4, 5], &[2, 5, 3]), (&[2, 1, 3, 4], &[5, 4, 2]), (&[0, 3], &[3, 2]),
         (&[3, 0], &[0, 2]), (&[300, 200], &[200, 130]), (&[7, 3000], &[3000, 5]), (&[2, 9, 1100], &[1100, 40]),
+        // multiples of four: rows of A and B load four at a time, over edge
+        // tiles, broadcast batches and a k split into slices
+        (&[65, 36], &[36, 132]), (&[3, 1, 8, 12], &[2, 12, 20]), (&[1, 1028], &[1028, 4]),
     ];
     for (sa, sb) in cases {
         let (a, b) = (rng.array(sa, -1.0, 1.0), rng.array(sb, -1.0, 1.0));

@@ -40,14 +40,6 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         crate::ops::elementwise::fill(&out, 0);
         return out;
     }
-    let mk = a.device().inner.matmul_kernel(m, n);
-    let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
-    // Few output tiles over a long k leave most of the GPU idle: split k so
-    // that enough workgroups run, each over at least 256 steps of k.
-    let busy = a.device().inner.busy_workgroups();
-    let k_split = if tiles < busy { busy.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
-    let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { out_shape };
-    let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
     let bview = |t: &Tensor| {
         let r = t.rank();
         let l = crate::shape::Layout {
@@ -63,6 +55,19 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         panic!("wgrad: matmul: more than {MAX_RANK} batch dimensions after merging");
     }
     let (sa, sb) = (a.strides(), b.strides());
+    // four-wide loads where a row (of A along k, of B along n) is
+    // contiguous and every offset and stride keeps vectors aligned
+    let aligned = |off: usize, strides: &[usize]| off % 4 == 0 && strides.iter().all(|s| s % 4 == 0);
+    let vec_a = k % 4 == 0 && sa[ra - 1] == 1 && aligned(a.layout().offset, &[&strides[0][..], &[sa[ra - 2]]].concat());
+    let vec_b = n % 4 == 0 && sb[rb - 1] == 1 && aligned(b.layout().offset, &[&strides[1][..], &[sb[rb - 2]]].concat());
+    let mk = a.device().inner.matmul_kernel(m, n, vec_a, vec_b);
+    let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
+    // Few output tiles over a long k leave most of the GPU idle: split k so
+    // that enough workgroups run, each over at least 256 steps of k.
+    let busy = a.device().inner.busy_workgroups();
+    let k_split = if tiles < busy { busy.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
+    let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { out_shape };
+    let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
     let params = MmParams {
         m: m as u32,
         n: n as u32,
