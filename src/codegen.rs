@@ -36,8 +36,10 @@ struct Mm {
 ///
 /// `vec_a`: A's rows are contiguous along k, k is a multiple of 4 and every
 /// offset and stride of A too, so a lane loads four k steps of its row at
-/// once (`unroll` is then 4). `vec_b`: likewise B's rows along n: a lane
-/// owns four adjacent columns per vector and loads (and stores C) by vec4.
+/// once (`unroll` is then 4). `vec_at`: A's columns are contiguous along m
+/// (a transposed view) and aligned likewise, so a lane loads four rows at
+/// once (`rows` a multiple of 32). `vec_b`: B's rows along n: a lane owns
+/// four adjacent columns per vector and loads (and stores C) by vec4.
 /// On lavapipe, where every storage access is issued lane by lane, this
 /// divides the loads by four.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,6 +48,7 @@ pub(crate) struct MatmulTile {
     pub cols: usize,
     pub unroll: usize,
     pub vec_a: bool,
+    pub vec_at: bool,
     pub vec_b: bool,
 }
 
@@ -61,12 +64,13 @@ impl MatmulTile {
 
 /// WGSL of the subgroup-broadcast matmul with entry point `matmul`.
 pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
-    assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1 && (!t.vec_a || t.unroll == 4), "{t:?}");
+    assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
+    assert!((!t.vec_a || t.unroll == 4) && (!t.vec_at || (t.rows % 32 == 0 && !t.vec_a)), "{t:?}");
     // vec4 accumulators (four columns each): measured 8× faster on lavapipe
     // than the same arithmetic on scalars.
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
-    let mut s = HEADER.replace("{A}", ty(t.vec_a)).replace("{B}", ty(t.vec_b));
+    let mut s = HEADER.replace("{A}", ty(t.vec_a || t.vec_at)).replace("{B}", ty(t.vec_b));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -94,7 +98,13 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     }
     // row offsets of the A rows this lane loads, column offsets of its B columns
     // (clamped, so edge tiles read valid memory and skip their writes)
-    for q in 0..rq {
+    if t.vec_at {
+        // lane l loads rows r0 + 32j + 4l .. + 3
+        for j in 0..t.rows / 32 {
+            line!("    let ar{j} = (ao + min(r0 + {}u + 4u * l, p.m - 4u)) / 4u;", 32 * j);
+        }
+    }
+    for q in 0..rq * usize::from(!t.vec_at) {
         if t.vec_a {
             line!("    let ar{q} = (ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs) / 4u;", 8 * q);
         } else {
@@ -130,7 +140,12 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
                     line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
                 }
             }
-            if !t.vec_a {
+            if t.vec_at {
+                line!("        let ka{i} = (k + {i}u) * p.a_cs / 4u;");
+                for j in 0..t.rows / 32 {
+                    line!("        let a{i}_{j} = a[ar{j} + ka{i}];");
+                }
+            } else if !t.vec_a {
                 line!("        let ka{i} = (k + {i}u) * p.a_cs;");
                 for q in 0..rq {
                     line!("        let a{i}_{q} = a[ar{q} + ka{i}];");
@@ -145,8 +160,13 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         }
         for r in 0..t.rows {
             for i in 0..u {
-                let a = if t.vec_a { format!("a_{}[{i}]", r / 8) } else { format!("a{i}_{}", r / 8) };
-                line!("        let x{i}_{r} = vec4<f32>(subgroupBroadcast({a}, {}u));", r % 8);
+                // the lane that loaded row r, and where it holds it
+                let (a, lane) = match (t.vec_a, t.vec_at) {
+                    (true, _) => (format!("a_{}[{i}]", r / 8), r % 8),
+                    (_, true) => (format!("a{i}_{}[{}]", r / 32, r % 4), r % 32 / 4),
+                    _ => (format!("a{i}_{}", r / 8), r % 8),
+                };
+                line!("        let x{i}_{r} = vec4<f32>(subgroupBroadcast({a}, {lane}u));");
             }
             for v in 0..nv {
                 let mut e = format!("acc{r}_{v}");
@@ -392,12 +412,13 @@ mod tests {
     /// Generated kernels parse and validate (with subgroups) for several tiles.
     #[test]
     fn subgroup_matmul_validates() {
-        let tile = |rows, cols, unroll, vec_a, vec_b| MatmulTile { rows, cols, unroll, vec_a, vec_b };
+        let tile = |rows, cols, unroll, vec_a, vec_at, vec_b| MatmulTile { rows, cols, unroll, vec_a, vec_at, vec_b };
         for t in [
-            tile(8, 4, 1, false, false),
-            tile(64, 8, 2, false, false),
-            tile(64, 8, 4, true, true),
-            tile(16, 4, 2, false, true),
+            tile(8, 4, 1, false, false, false),
+            tile(64, 8, 2, false, false, false),
+            tile(64, 8, 4, true, false, true),
+            tile(16, 4, 2, false, false, true),
+            tile(32, 8, 2, false, true, false),
         ] {
             let src = matmul_subgroup(t);
             crate::shaders::DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));
