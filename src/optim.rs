@@ -79,6 +79,8 @@ pub struct Optimizer {
     state: Vec<[Option<Tensor>; 2]>,
     /// Steps taken, as an f32 [1] tensor on the GPU (created by the first step).
     t: Option<Tensor>,
+    /// The gradients' scale when nothing clips them: 1, made once.
+    one: Option<Tensor>,
 }
 
 #[repr(C)]
@@ -106,7 +108,7 @@ struct OptParams {
 
 impl Optimizer {
     fn with_rule(rule: Rule, lr: f32) -> Optimizer {
-        Optimizer { rule, lr, schedule: Schedule::Constant, clip: None, state: Vec::new(), t: None }
+        Optimizer { rule, lr, schedule: Schedule::Constant, clip: None, state: Vec::new(), t: None, one: None }
     }
 
     /// Plain SGD with learning rate `lr`.
@@ -254,6 +256,7 @@ impl Optimizer {
         let slots = self.slots();
         self.state = ps.iter().map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like()))).collect();
         self.t = Some(Tensor::zeros(first.device(), &[1]));
+        self.one = Some(Tensor::ones(first.device(), &[1]));
     }
 
     /// State tensors by parameter index and slot, and the step counter, for checkpoints.
@@ -309,7 +312,7 @@ impl Optimizer {
                         gs.iter().map(|g| g.detach().square().sum_all()).reduce(|a, b| a + b).expect("non-empty");
                     ((sq.sqrt() + 1e-6).recip() * max_norm).minimum(1.0)
                 }
-                None => Tensor::ones(&device, &[1]),
+                None => self.one.get_or_insert_with(|| Tensor::ones(&device, &[1])).clone(),
             };
             let mut params_out = Vec::with_capacity(ps.len());
             for ((p, g), state) in ps.iter().zip(&gs).zip(self.state.iter_mut()) {

@@ -29,6 +29,38 @@ fn one_submit_per_read_back() {
     assert_eq!((d.counters() - before).submits, 1);
 }
 
+/// Work that needs no kernel records none: a reduction over axes of size 1
+/// (the bias gradient at batch 1) is a view, and an optimizer step without
+/// clipping records exactly its updates and the step count.
+#[test]
+fn nothing_to_compute_records_no_dispatch() {
+    let d = own_device();
+    let x = Tensor::from_slice(&d, &[1.0f32, -0.5, 3.0], &[1, 3, 1]);
+    let b = Tensor::from_slice(&d, &[0.25f32, 0.5, 1.0], &[3]);
+    d.sync().unwrap();
+    let before = d.counters();
+    let views = [x.sum(&[0], false), x.mean(&[0, 2], false), x.max(&[2], true), x.min(&[0], true)];
+    d.sync().unwrap();
+    assert_eq!((d.counters() - before).dispatches, 0);
+    let shapes: Vec<&[usize]> = views.iter().map(|v| v.shape()).collect();
+    assert_eq!(shapes, [&[3, 1][..], &[3], &[1, 3, 1], &[1, 3, 1]]);
+    for v in &views {
+        assert_eq!(v.to_vec::<f32>().unwrap(), vec![1.0, -0.5, 3.0]);
+    }
+    // the gradient still flows through: d/db Σ (x·b summed over the batch)
+    let f = |b: &Tensor, x: &Tensor| (&x.reshape(&[1, 3]) * b).sum(&[0], false).sum_all();
+    let (g, _, ()) = wgrad::grad(f)(&b, &x);
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![1.0, -0.5, 3.0]);
+    let mut opt = wgrad::optim::Optimizer::sgd(0.1);
+    let params = vec![b.clone(), x.clone()];
+    opt.init(&params);
+    d.sync().unwrap();
+    let before = d.counters();
+    let _ = opt.step(&params, &params);
+    d.sync().unwrap();
+    assert_eq!((d.counters() - before).dispatches, 3, "two updates and the step count");
+}
+
 #[test]
 fn pool_memory_is_flat_over_ten_thousand_steps() {
     let d = own_device();

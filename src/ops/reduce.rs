@@ -276,6 +276,10 @@ impl Tensor {
             panic!("wgrad: {name}: cannot reduce an empty axis of shape {:?}", self.shape());
         }
         let n: usize = axes.iter().map(|&d| self.shape()[d]).product();
+        if axes.iter().all(|&d| self.shape()[d] == 1) {
+            // nothing to reduce (e.g. the bias gradient at batch 1): a view
+            return if keepdim { self.clone() } else { self.reshape(&reduced_shape(self.shape(), &axes, false)) };
+        }
         let scale = if mean { 1.0 / n as f32 } else { 1.0 };
         apply(Prim::Reduce { op, axes, keepdim, scale }, &[self])
     }
