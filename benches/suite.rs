@@ -104,17 +104,23 @@ fn step_row<P: Params>(
     let before = dev.counters();
     read(step.run_eager(&mut state, &data));
     let eager_dispatches = (dev.counters() - before).dispatches;
-    let eager_ms = time(reps, || {
-        read(step.run_eager(&mut state, &data));
-    }) * 1e3;
     step.run(&mut state, &data).expect("step");
     dev.sync().expect("sync");
     let before = dev.counters();
     step.run(&mut state, &data).expect("step");
     let c = dev.counters() - before;
-    let compiled_ms = time(reps, || {
+    // eager and compiled steps alternate, so that both see the same machine
+    // (a shared CPU's speed drifts over seconds)
+    let (mut eager, mut compiled) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let t = Instant::now();
+        read(step.run_eager(&mut state, &data));
+        eager.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
         read(step.run(&mut state, &data).expect("step").clone());
-    }) * 1e3;
+        compiled.push(t.elapsed().as_secs_f64());
+    }
+    let (eager_ms, compiled_ms) = (median(eager) * 1e3, median(compiled) * 1e3);
     let profile = step.profile(&mut state, &data).ok();
     let mut kernels: Vec<(String, usize, f64)> = Vec::new();
     for (label, us) in profile.iter().flatten() {
