@@ -41,11 +41,8 @@ fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
     return at;
 }
 
-@compute @workgroup_size(256)
-fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
+// The work of one element; the entry point below walks all of them.
+fn max_pool2d_at(idx: u32) {
     let j = idx % p.ow;
     let i = (idx / p.ow) % p.oh;
     let plane = idx / (p.ow * p.oh);
@@ -53,12 +50,17 @@ fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     out[idx] = select(v[at], 0.0, at == 0xffffffffu);
 }
 
-// v = g over the outputs; out over the inputs.
 @compute @workgroup_size(256)
-fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
+fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
+        max_pool2d_at(idx);
+    }
+}
+
+// v = g over the outputs; out over the inputs.
+// The work of one element; the entry point below walks all of them.
+fn max_pool2d_scatter_at(idx: u32) {
     let q = idx % p.w;
     let r = (idx / p.w) % p.h;
     let plane = idx / (p.w * p.h);
@@ -79,10 +81,15 @@ fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
 }
 
 @compute @workgroup_size(256)
-fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
+fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
+        max_pool2d_scatter_at(idx);
+    }
+}
+
+// The work of one element; the entry point below walks all of them.
+fn avg_pool2d_at(idx: u32) {
     let j = idx % p.ow;
     let i = (idx / p.ow) % p.oh;
     let plane = idx / (p.ow * p.oh);
@@ -99,13 +106,18 @@ fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     out[idx] = acc / f32(p.kh * p.kw);
 }
 
+@compute @workgroup_size(256)
+fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
+        avg_pool2d_at(idx);
+    }
+}
+
 // x = g over the outputs; out over the inputs: each input receives g/k² from
 // every window that covers it.
-@compute @workgroup_size(256)
-fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
+// The work of one element; the entry point below walks all of them.
+fn avg_pool2d_backward_at(idx: u32) {
     let q = idx % p.w;
     let r = (idx / p.w) % p.h;
     let plane = idx / (p.w * p.h);
@@ -120,4 +132,12 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
         }
     }
     out[idx] = acc / f32(p.kh * p.kw);
+}
+
+@compute @workgroup_size(256)
+fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
+        avg_pool2d_backward_at(idx);
+    }
 }

@@ -112,12 +112,7 @@ fn conv_launch(entry: &'static str, g: &ConvGeom, src: &Tensor, out_shape: &[usi
     let params = g.params(total, strided_src.then_some(&src));
     let bindings = vec![(1, src.storage().clone()), (2, out.storage().clone())];
     let kernel = Kernel::new(Shader::Conv, entry);
-    out.device().inner.record(
-        &kernel,
-        bindings,
-        bytemuck::bytes_of(&params),
-        crate::graph::grid(total.div_ceil(256) as u32),
-    );
+    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), out.device().inner.stride_groups(total));
     out
 }
 
@@ -285,12 +280,7 @@ fn pool_launch(entry: &'static str, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>
     }
     bindings.push((3, out.storage().clone()));
     let kernel = Kernel::new(Shader::Pool, entry);
-    out.device().inner.record(
-        &kernel,
-        bindings,
-        bytemuck::bytes_of(&params),
-        crate::graph::grid(total.div_ceil(256) as u32),
-    );
+    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), out.device().inner.stride_groups(total));
     out
 }
 
