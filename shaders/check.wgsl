@@ -16,8 +16,11 @@ struct Check {
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> flag: array<atomic<u32>>;
 
-// The work of one element; the entry point below walks all of them.
-fn check_finite_at(i: u32) {
+@compute @workgroup_size(256)
+fn check_finite(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
     var rem = i;
     var o = p.offset;
     for (var d = i32(p.rank) - 1; d >= 0; d--) {
@@ -30,13 +33,5 @@ fn check_finite_at(i: u32) {
     // exponent all ones: NaN or infinity
     if (x[o] & 0x7f800000u) == 0x7f800000u {
         atomicMin(&flag[0], p.tag);
-    }
-}
-
-@compute @workgroup_size(256)
-fn check_finite(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        check_finite_at(i);
     }
 }

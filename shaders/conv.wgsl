@@ -27,8 +27,11 @@ struct Conv {
 // dst = cols [groups, N·OH·OW, Cg·KH·KW], src = x (strided). One
 // invocation per (group, row, channel) writes that channel's KH·KW window,
 // so index arithmetic (integer division) is paid once per window.
-// The work of one element; the entry point below walks all of them.
-fn im2col_at(idx: u32) {
+@compute @workgroup_size(256)
+fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
     let cg = p.c / p.groups;
     let rows = p.n * p.oh * p.ow;
     let ci = idx % cg;
@@ -54,17 +57,12 @@ fn im2col_at(idx: u32) {
     }
 }
 
-@compute @workgroup_size(256)
-fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
-        im2col_at(idx);
-    }
-}
-
 // dst = dx [N, C, H, W] (contiguous), src = dcols [groups, N·OH·OW, Cg·KH·KW]
-// The work of one element; the entry point below walks all of them.
-fn col2im_at(idx: u32) {
+@compute @workgroup_size(256)
+fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
     let q = idx % p.w;
     let pp = (idx / p.w) % p.h;
     let c = (idx / (p.w * p.h)) % p.c;
@@ -91,12 +89,4 @@ fn col2im_at(idx: u32) {
         }
     }
     dst[idx] = acc;
-}
-
-@compute @workgroup_size(256)
-fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
-        col2im_at(idx);
-    }
 }

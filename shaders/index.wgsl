@@ -60,8 +60,11 @@ fn coords(i: u32) -> Coords {
 }
 
 // out[c] = x[c with c[axis] replaced by idx[c]]
-// The work of one element; the entry point below walks all of them.
-fn gather_at(i: u32) {
+@compute @workgroup_size(256)
+fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
     let c = coords(i);
     let j = idx[c.idx];
     var v = 0u;
@@ -73,19 +76,14 @@ fn gather_at(i: u32) {
     out[i] = v;
 }
 
-@compute @workgroup_size(256)
-fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        gather_at(i);
-    }
-}
-
 // out[c] = Σ_j src[c with c[axis] = j] over the j whose idx equals c[axis].
 // Each output element owns its sum, so no atomics are needed and the order
 // of additions is fixed (deterministic). x is the f32 source.
-// The work of one element; the entry point below walks all of them.
-fn scatter_add_at(i: u32) {
+@compute @workgroup_size(256)
+fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
     let c = coords(i);
     let sx = p.str_x[p.axis / 4u][p.axis % 4u];
     let si = p.str_idx[p.axis / 4u][p.axis % 4u];
@@ -103,29 +101,16 @@ fn scatter_add_at(i: u32) {
     out[i] = bitcast<u32>(acc);
 }
 
-@compute @workgroup_size(256)
-fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        scatter_add_at(i);
-    }
-}
-
 // out[..., k] = 1.0 if idx[...] == k else 0.0; the class axis is the last.
-// The work of one element; the entry point below walks all of them.
-fn one_hot_at(i: u32) {
+@compute @workgroup_size(256)
+fn one_hot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
     let c = coords(i);
     let k = idx[c.idx];
     if k >= p.n_axis && c.along == 0u {
         out_of_range();
     }
     out[i] = bitcast<u32>(select(0.0, 1.0, k == c.along));
-}
-
-@compute @workgroup_size(256)
-fn one_hot(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        one_hot_at(i);
-    }
 }

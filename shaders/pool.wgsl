@@ -41,8 +41,11 @@ fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
     return at;
 }
 
-// The work of one element; the entry point below walks all of them.
-fn max_pool2d_at(idx: u32) {
+@compute @workgroup_size(256)
+fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
     let j = idx % p.ow;
     let i = (idx / p.ow) % p.oh;
     let plane = idx / (p.ow * p.oh);
@@ -50,17 +53,12 @@ fn max_pool2d_at(idx: u32) {
     out[idx] = select(v[at], 0.0, at == 0xffffffffu);
 }
 
-@compute @workgroup_size(256)
-fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
-        max_pool2d_at(idx);
-    }
-}
-
 // v = g over the outputs; out over the inputs.
-// The work of one element; the entry point below walks all of them.
-fn max_pool2d_scatter_at(idx: u32) {
+@compute @workgroup_size(256)
+fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
     let q = idx % p.w;
     let r = (idx / p.w) % p.h;
     let plane = idx / (p.w * p.h);
@@ -81,15 +79,10 @@ fn max_pool2d_scatter_at(idx: u32) {
 }
 
 @compute @workgroup_size(256)
-fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
-        max_pool2d_scatter_at(idx);
-    }
-}
-
-// The work of one element; the entry point below walks all of them.
-fn avg_pool2d_at(idx: u32) {
+fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
     let j = idx % p.ow;
     let i = (idx / p.ow) % p.oh;
     let plane = idx / (p.ow * p.oh);
@@ -106,18 +99,13 @@ fn avg_pool2d_at(idx: u32) {
     out[idx] = acc / f32(p.kh * p.kw);
 }
 
-@compute @workgroup_size(256)
-fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
-        avg_pool2d_at(idx);
-    }
-}
-
 // x = g over the outputs; out over the inputs: each input receives g/k² from
 // every window that covers it.
-// The work of one element; the entry point below walks all of them.
-fn avg_pool2d_backward_at(idx: u32) {
+@compute @workgroup_size(256)
+fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
     let q = idx % p.w;
     let r = (idx / p.w) % p.h;
     let plane = idx / (p.w * p.h);
@@ -132,12 +120,4 @@ fn avg_pool2d_backward_at(idx: u32) {
         }
     }
     out[idx] = acc / f32(p.kh * p.kw);
-}
-
-@compute @workgroup_size(256)
-fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    for (var idx = linear_id(wg, nwg, lid); idx < p.total; idx += grid_stride(nwg)) {
-        avg_pool2d_backward_at(idx);
-    }
 }

@@ -38,8 +38,11 @@ fn unit(w: u32) -> f32 {
     return f32(w >> 8u) * 5.9604644775390625e-8;
 }
 
-// The work of one element; the entry point below walks all of them.
-fn random_at(i: u32) {
+@compute @workgroup_size(256)
+fn random(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i * 4u >= p.numel { return; }
     let w = philox(vec4<u32>(i, p.pos_lo, p.pos_hi, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
     var v: vec4<f32>;
     if p.kind == NORMAL {
@@ -55,13 +58,5 @@ fn random_at(i: u32) {
     v = p.a * v + vec4<f32>(p.b);
     for (var j = 0u; j < 4u; j++) {
         if i * 4u + j < p.numel { out[i * 4u + j] = v[j]; }
-    }
-}
-
-@compute @workgroup_size(256)
-fn random(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i * 4u < p.numel; i += grid_stride(nwg)) {
-        random_at(i);
     }
 }

@@ -152,7 +152,7 @@ pub(crate) fn after_op(out: &Tensor, site: Site) {
         shift,
     };
     let kernel = Kernel::new(Shader::Check, "check_finite");
-    let groups = dev.stride_groups(out.numel());
+    let groups = crate::graph::grid(out.numel().div_ceil(256) as u32);
     dev.record(&kernel, vec![(1, out.storage().clone()), (2, flag)], bytemuck::bytes_of(&params), groups);
 }
 

@@ -403,7 +403,7 @@ pub(crate) fn fused_elementwise(
         pipeline,
         bindings,
         uniform: bytemuck::cast_slice(&words).to_vec(),
-        groups: dev.stride_groups(numel),
+        groups: crate::graph::grid((numel.div_ceil(256) as u32).min(dev.stride_workgroups())),
         random: false,
         ew: None,
     })

@@ -319,15 +319,11 @@ impl DeviceInner {
         }
     }
 
-    /// The dispatch of a 256-wide kernel that walks `items` items with a
-    /// grid-stride loop (`grid_stride` in shaders/common.wgsl). On CPU
-    /// adapters each workgroup costs a fixed overhead and a few per core keep
-    /// them busy; GPUs get one invocation per item.
-    pub(crate) fn stride_groups(&self, items: usize) -> [u32; 3] {
-        let wanted = items.div_ceil(256).min(u32::MAX as usize) as u32;
-        let cap =
-            if self.info.device_type == wgpu::DeviceType::Cpu { 4 * self.busy_workgroups() as u32 } else { u32::MAX };
-        crate::graph::grid(wanted.min(cap))
+    /// Workgroups for a kernel that walks its elements with a grid-stride
+    /// loop. On CPU adapters each workgroup costs a fixed overhead and a
+    /// few per core keep them busy; GPUs get one invocation per element.
+    pub(crate) fn stride_workgroups(&self) -> u32 {
+        if self.info.device_type == wgpu::DeviceType::Cpu { 4 * self.busy_workgroups() as u32 } else { u32::MAX }
     }
 
     /// The matmul kernel for an [m, n] output on this adapter. CPU adapters

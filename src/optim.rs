@@ -380,8 +380,10 @@ fn update(
     }
     bindings.push((6, out.storage().clone()));
     let kernel = Kernel::new(Shader::Optim, entry);
-    // one item per four elements (the kernels read vec4s)
-    let groups = p.device().inner.stride_groups(p.numel().div_ceil(4));
+    // one invocation per four elements (the kernels read vec4s), in at most
+    // as many workgroups as keep the adapter busy (the kernels loop)
+    let wanted = (p.numel() as u32).div_ceil(4 * 256);
+    let groups = crate::graph::grid(wanted.min(p.device().inner.stride_workgroups()));
     p.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
     *state = new_state;
     out

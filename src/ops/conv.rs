@@ -112,7 +112,12 @@ fn conv_launch(entry: &'static str, g: &ConvGeom, src: &Tensor, out_shape: &[usi
     let params = g.params(total, strided_src.then_some(&src));
     let bindings = vec![(1, src.storage().clone()), (2, out.storage().clone())];
     let kernel = Kernel::new(Shader::Conv, entry);
-    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), out.device().inner.stride_groups(total));
+    out.device().inner.record(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        crate::graph::grid(total.div_ceil(256) as u32),
+    );
     out
 }
 
@@ -280,7 +285,12 @@ fn pool_launch(entry: &'static str, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>
     }
     bindings.push((3, out.storage().clone()));
     let kernel = Kernel::new(Shader::Pool, entry);
-    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), out.device().inner.stride_groups(total));
+    out.device().inner.record(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        crate::graph::grid(total.div_ceil(256) as u32),
+    );
     out
 }
 

@@ -70,7 +70,12 @@ fn launch(
     bindings.push((3, out.storage().clone()));
     bindings.push((4, flag));
     let kernel = Kernel::new(Shader::Index, entry);
-    out.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), out.device().inner.stride_groups(n));
+    out.device().inner.record(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        crate::graph::grid(n.div_ceil(256) as u32),
+    );
 }
 
 pub(crate) fn gather_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {

@@ -36,7 +36,7 @@ fn random(device: &Device, op: &'static str, shape: &[usize], normal: bool, a: f
         b,
     };
     let kernel = Kernel::new(Shader::Rng, "random");
-    let groups = device.inner.stride_groups(n.div_ceil(4));
+    let groups = crate::graph::grid(n.div_ceil(4).div_ceil(256) as u32);
     device.inner.record(&kernel, vec![(1, out.storage().clone())], bytemuck::bytes_of(&params), groups);
     out
 }
