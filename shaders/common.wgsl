@@ -10,14 +10,6 @@ fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * WG + lid;
 }
 
-// Invocations in the dispatch: the step of a grid-stride loop. Kernels that
-// loop over their elements can be dispatched with fewer workgroups than
-// elements; CPU adapters (lavapipe) pay a fixed cost per workgroup, so the
-// host gives them a few per core (DeviceInner::stride_workgroups).
-fn grid_stride(nwg: vec3<u32>) -> u32 {
-    return nwg.x * nwg.y * WG;
-}
-
 fn linear_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wg.y * nwg.x + wg.x;
 }

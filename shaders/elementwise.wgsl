@@ -71,10 +71,10 @@ fn offsets(i: u32) -> vec4<u32> {
 @compute @workgroup_size(256)
 fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        let o = offsets(i);
-        out[o.w] = unary_bits(OP, DT, a[o.x]);
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let o = offsets(i);
+    out[o.w] = unary_bits(OP, DT, a[o.x]);
 }
 
 // ---- binary ------------------------------------------------------------
@@ -82,24 +82,24 @@ fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(256)
 fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        let o = offsets(i);
-        var x = p.scalar;
-        var y = p.scalar;
-        if SCALAR != 2u { x = a[o.x]; }
-        if SCALAR != 1u { y = b[o.y]; }
-        out[o.w] = binary_bits(OP, DT, x, y);
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let o = offsets(i);
+    var x = p.scalar;
+    var y = p.scalar;
+    if SCALAR != 2u { x = a[o.x]; }
+    if SCALAR != 1u { y = b[o.y]; }
+    out[o.w] = binary_bits(OP, DT, x, y);
 }
 
 // where(c, a, b): a where the mask c is non-zero, else b.
 @compute @workgroup_size(256)
 fn where_(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        let o = offsets(i);
-        out[o.w] = select(b[o.y], a[o.x], c[o.z] != 0u);
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let o = offsets(i);
+    out[o.w] = select(b[o.y], a[o.x], c[o.z] != 0u);
 }
 
 // ---- cast, copy, fill --------------------------------------------------
@@ -107,10 +107,10 @@ fn where_(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(256)
 fn cast_(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        let o = offsets(i);
-        out[o.w] = cast_bits(FROM, DT, a[o.x]);
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let o = offsets(i);
+    out[o.w] = cast_bits(FROM, DT, a[o.x]);
 }
 
 // Strided read of a, strided write of out: contiguous(), and the pieces of
@@ -118,16 +118,16 @@ fn cast_(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(256)
 fn copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        let o = offsets(i);
-        out[o.w] = a[o.x];
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    let o = offsets(i);
+    out[o.w] = a[o.x];
 }
 
 @compute @workgroup_size(256)
 fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {
-        out[offsets(i).w] = p.scalar;
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+    out[offsets(i).w] = p.scalar;
 }

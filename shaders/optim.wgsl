@@ -79,6 +79,10 @@ fn decayed_grad(i: u32, sc: f32) -> vec4<f32> {
 // one invocation per vec4. The per-step scalars (learning rate, bias
 // corrections, gradient scale) are computed once per invocation.
 
+fn stride(nwg: vec3<u32>) -> u32 {
+    return nwg.x * nwg.y * WG;
+}
+
 fn vectors() -> u32 {
     return (o.n + 3u) / 4u;
 }
@@ -89,7 +93,7 @@ fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
        @builtin(local_invocation_index) lid: u32) {
     let lr = rate(t[0]);
     let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += grid_stride(nwg)) {
+    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
         param_out[i] = param[i] - lr * decayed_grad(i, sc);
     }
 }
@@ -100,7 +104,7 @@ fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
                 @builtin(local_invocation_index) lid: u32) {
     let lr = rate(t[0]);
     let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += grid_stride(nwg)) {
+    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
         let d = decayed_grad(i, sc);
         let buf = o.momentum * s1[i] + d;
         s1_out[i] = buf;
@@ -120,7 +124,7 @@ fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let bc1 = -expm1(steps * o.ln_beta1);
     let bc2 = -expm1(steps * o.ln_beta2);
     let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += grid_stride(nwg)) {
+    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
         var g = grad[i] * sc;
         var keep = 1.0;
         if o.decoupled != 0u {
@@ -142,7 +146,7 @@ fn rmsprop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
            @builtin(local_invocation_index) lid: u32) {
     let lr = rate(t[0]);
     let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += grid_stride(nwg)) {
+    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
         let g = decayed_grad(i, sc);
         let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
         s1_out[i] = v;
@@ -156,7 +160,7 @@ fn rmsprop_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
                     @builtin(local_invocation_index) lid: u32) {
     let lr = rate(t[0]);
     let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += grid_stride(nwg)) {
+    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
         let g = decayed_grad(i, sc);
         let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
         let b = o.momentum * s2[i] + g / (sqrt(v) + o.eps);

@@ -312,8 +312,11 @@ pub(crate) fn fused_elementwise(
     for j in 0..outputs.len() {
         line!("@group(0) @binding({}) var<storage, read_write> y{j}: array<u32>;", 1 + inputs.len() + j);
     }
-    // the members for element i; the entry point walks the elements
-    line!("fn element(i: u32) {{");
+    line!("@compute @workgroup_size(256)");
+    line!("fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    line!("         @builtin(local_invocation_index) lid: u32) {{");
+    line!("    let i = linear_id(wg, nwg, lid);");
+    line!("    if i >= p.numel {{ return; }}");
     for j in 0..k {
         line!("    var o{j} = p.offs[{}][{}];", j / 4, j % 4);
     }
@@ -369,13 +372,6 @@ pub(crate) fn fused_elementwise(
         line!("    y{j}[o{}] = t{m};", inputs.len() + j);
     }
     line!("}}");
-    line!("@compute @workgroup_size(256)");
-    line!("fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
-    line!("         @builtin(local_invocation_index) lid: u32) {{");
-    line!("    for (var i = linear_id(wg, nwg, lid); i < p.numel; i += grid_stride(nwg)) {{");
-    line!("        element(i);");
-    line!("    }}");
-    line!("}}");
 
     let shader = dev.fused_shader(&s)?;
     let numel: usize = dims.iter().product();
@@ -403,7 +399,7 @@ pub(crate) fn fused_elementwise(
         pipeline,
         bindings,
         uniform: bytemuck::cast_slice(&words).to_vec(),
-        groups: crate::graph::grid((numel.div_ceil(256) as u32).min(dev.stride_workgroups())),
+        groups: crate::graph::grid(numel.div_ceil(256) as u32),
         random: false,
         ew: None,
     })

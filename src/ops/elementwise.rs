@@ -259,7 +259,7 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
         bindings.push((slot as u32 + 1, t.storage().clone()));
     }
     bindings.push((4, out.storage().clone()));
-    let groups = crate::graph::grid((n.div_ceil(256) as u32).min(out.device().inner.stride_workgroups()));
+    let groups = crate::graph::grid(n.div_ceil(256) as u32);
     // What the node computes, for fusing it into a generated kernel later.
     let constant = |k: &str| kernel.constants.iter().find(|c| c.0 == k).map_or(0, |c| c.1);
     let (expr, slots) = match kernel.entry.as_ref() {
