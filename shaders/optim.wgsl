@@ -68,49 +68,31 @@ fn expm1(x: f32) -> f32 {
     return exp(x) - 1.0;
 }
 
-// g·scale + λ·p (L2 weight decay folded into the gradient)
-fn decayed_grad(i: u32, sc: f32) -> vec4<f32> {
-    return grad[i] * sc + o.weight_decay * param[i];
-}
-
-// Each entry point walks the parameter with a grid-stride loop: adapters
-// that run invocations on CPU cores (lavapipe) get few workgroups, each
-// doing many vec4s, which halves the per-element overhead there; GPUs get
-// one invocation per vec4. The per-step scalars (learning rate, bias
-// corrections, gradient scale) are computed once per invocation.
-
-fn stride(nwg: vec3<u32>) -> u32 {
-    return nwg.x * nwg.y * WG;
-}
-
-fn vectors() -> u32 {
-    return (o.n + 3u) / 4u;
+// g + λ·p (L2 weight decay folded into the gradient)
+fn decayed_grad(i: u32) -> vec4<f32> {
+    return grad[i] * scale[0] + o.weight_decay * param[i];
 }
 
 // p ← p − lr·(g + λp)
 @compute @workgroup_size(256)
 fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
-    let lr = rate(t[0]);
-    let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
-        param_out[i] = param[i] - lr * decayed_grad(i, sc);
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    param_out[i] = param[i] - rate(t[0]) * decayed_grad(i);
 }
 
 // b ← μ·b + d;  p ← p − lr·(d + μ·b if Nesterov else b)
 @compute @workgroup_size(256)
 fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
-    let lr = rate(t[0]);
-    let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
-        let d = decayed_grad(i, sc);
-        let buf = o.momentum * s1[i] + d;
-        s1_out[i] = buf;
-        let step = select(buf, d + o.momentum * buf, o.nesterov != 0u);
-        param_out[i] = param[i] - lr * step;
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let d = decayed_grad(i);
+    let buf = o.momentum * s1[i] + d;
+    s1_out[i] = buf;
+    let step = select(buf, d + o.momentum * buf, o.nesterov != 0u);
+    param_out[i] = param[i] - rate(t[0]) * step;
 }
 
 // Adam, or AdamW when `decoupled` (weight_decay then shrinks p directly):
@@ -119,53 +101,48 @@ fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(256)
 fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
     let lr = rate(t[0]);
     let steps = t[0] + 1.0;
     let bc1 = -expm1(steps * o.ln_beta1);
     let bc2 = -expm1(steps * o.ln_beta2);
-    let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
-        var g = grad[i] * sc;
-        var keep = 1.0;
-        if o.decoupled != 0u {
-            keep = 1.0 - lr * o.weight_decay;
-        } else {
-            g += o.weight_decay * param[i];
-        }
-        let m = o.beta1 * s1[i] + (1.0 - o.beta1) * g;
-        let v = o.beta2 * s2[i] + (1.0 - o.beta2) * g * g;
-        s1_out[i] = m;
-        s2_out[i] = v;
-        param_out[i] = param[i] * keep - lr * (m / bc1) / (sqrt(v / bc2) + o.eps);
+    var g = grad[i] * scale[0];
+    var keep = 1.0;
+    if o.decoupled != 0u {
+        keep = 1.0 - lr * o.weight_decay;
+    } else {
+        g += o.weight_decay * param[i];
     }
+    let m = o.beta1 * s1[i] + (1.0 - o.beta1) * g;
+    let v = o.beta2 * s2[i] + (1.0 - o.beta2) * g * g;
+    s1_out[i] = m;
+    s2_out[i] = v;
+    param_out[i] = param[i] * keep - lr * (m / bc1) / (sqrt(v / bc2) + o.eps);
 }
 
 // RMSprop: v ← αv + (1−α)g²;  p ← p − lr·g/(√v + ε)
 @compute @workgroup_size(256)
 fn rmsprop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-    let lr = rate(t[0]);
-    let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
-        let g = decayed_grad(i, sc);
-        let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
-        s1_out[i] = v;
-        param_out[i] = param[i] - lr * g / (sqrt(v) + o.eps);
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let g = decayed_grad(i);
+    let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
+    s1_out[i] = v;
+    param_out[i] = param[i] - rate(t[0]) * g / (sqrt(v) + o.eps);
 }
 
 // RMSprop with momentum: b ← μb + g/(√v + ε);  p ← p − lr·b
 @compute @workgroup_size(256)
 fn rmsprop_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
-    let lr = rate(t[0]);
-    let sc = scale[0];
-    for (var i = linear_id(wg, nwg, lid); i < vectors(); i += stride(nwg)) {
-        let g = decayed_grad(i, sc);
-        let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
-        let b = o.momentum * s2[i] + g / (sqrt(v) + o.eps);
-        s1_out[i] = v;
-        s2_out[i] = b;
-        param_out[i] = param[i] - lr * b;
-    }
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let g = decayed_grad(i);
+    let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
+    let b = o.momentum * s2[i] + g / (sqrt(v) + o.eps);
+    s1_out[i] = v;
+    s2_out[i] = b;
+    param_out[i] = param[i] - rate(t[0]) * b;
 }

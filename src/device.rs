@@ -319,13 +319,6 @@ impl DeviceInner {
         }
     }
 
-    /// Workgroups for a kernel that walks its elements with a grid-stride
-    /// loop. On CPU adapters each workgroup costs a fixed overhead and a
-    /// few per core keep them busy; GPUs get one invocation per element.
-    pub(crate) fn stride_workgroups(&self) -> u32 {
-        if self.info.device_type == wgpu::DeviceType::Cpu { 4 * self.busy_workgroups() as u32 } else { u32::MAX }
-    }
-
     /// The matmul kernel for an [m, n] output on this adapter. CPU adapters
     /// with subgroups (lavapipe) get generated register-blocked kernels whose
     /// tile fits the output (narrow outputs waste no lanes); other adapters

@@ -380,10 +380,8 @@ fn update(
     }
     bindings.push((6, out.storage().clone()));
     let kernel = Kernel::new(Shader::Optim, entry);
-    // one invocation per four elements (the kernels read vec4s), in at most
-    // as many workgroups as keep the adapter busy (the kernels loop)
-    let wanted = (p.numel() as u32).div_ceil(4 * 256);
-    let groups = crate::graph::grid(wanted.min(p.device().inner.stride_workgroups()));
+    // one invocation per four elements (the kernels read vec4s)
+    let groups = crate::graph::grid((p.numel() as u32).div_ceil(4 * 256));
     p.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
     *state = new_state;
     out
