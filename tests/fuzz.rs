@@ -4,7 +4,7 @@
 //! from 1–3 inputs of rank 0–3 (dims 1..=5, data uniform in [−2, 2));
 //! matmul weights and broadcasting partners add inputs on the way (at most
 //! 6). The ops: tanh, sigmoid, exp (of values below 4), sin (below 3),
-//! square, relu, abs; +, −, × with broadcasting, ÷ by 1.5 + sigmoid(·); × and + with
+//! square, relu, abs; maximum, +, −, × with broadcasting, ÷ by 1.5 + sigmoid(·); × and + with
 //! scalars; permute (as transpose/t when one swap), narrow, reshape, expand,
 //! unsqueeze, pad, cat; sum, mean, max and logsumexp over random axes (with
 //! or without keepdim, rarely none); softmax and log_softmax; matmul
@@ -19,8 +19,8 @@
 //! 2. gradients: ∂L/∂(each input) from `grad`, elementwise, against central
 //!    differences of the f64 loss (h = 1e-6) and against the gradient of a
 //!    reverse pass over the f64 reference, which also carries the bound on
-//!    the GPU's error. Skipped when a max has a near-tie or a relu or abs
-//!    an operand near 0 (kinks);
+//!    the GPU's error. Skipped when a max or maximum has a near-tie or a
+//!    relu or abs an operand near 0 (kinks);
 //! 3. compiled: the same `grad` step under `compile`, traced and replayed:
 //!    both runs against the reference within the bounds of fused kernels
 //!    (one more ULP per elementwise op: a fused kernel may contract a·b + c
@@ -142,6 +142,9 @@ enum BinaryFn {
     Mul,
     /// The generator divides only by `1.5 + sigmoid(·)`, in (1.5, 2.5).
     Div,
+    /// Kinks where the operands tie: programs with a near-tie skip the
+    /// gradient check.
+    Maximum,
 }
 
 /// Maps with an f32 scalar.
@@ -295,6 +298,7 @@ impl fmt::Display for Program {
             let text = match op {
                 Op::Input(j) => format!("input {j}"),
                 Op::Unary(u, x) => format!("{u:?}(v{x})").to_lowercase(),
+                Op::Binary(Maximum, x, y) => format!("maximum(v{x}, v{y})"),
                 Op::Binary(b, x, y) => {
                     let sym = ["+", "-", "*", "/"][*b as usize];
                     format!("v{x} {sym} v{y}")
@@ -446,6 +450,7 @@ fn magnitude(op: &Op, m: &[f64], s: &[Vec<usize>]) -> f64 {
         Op::Unary(Relu | Abs, x) => m[x],
         Op::Binary(Add | Sub, a, b) => m[a] + m[b],
         Op::Binary(Mul, a, b) => m[a] * m[b],
+        Op::Binary(Maximum, a, b) => m[a].max(m[b]),
         Op::Binary(Div, a, _) => m[a] / 1.5,
         Op::Scalar(Times, c, x) => c.abs() * m[x],
         Op::Scalar(Plus, c, x) => m[x] + c.abs(),
@@ -585,7 +590,7 @@ impl Builder {
             self.input(shape)
         };
         let (a, b) = if r.below(2) == 0 { (x, y) } else { (y, x) };
-        match [Add, Sub, Mul, Div][r.below(4)] {
+        match [Add, Sub, Mul, Div, Maximum][r.below(5)] {
             Div => {
                 let s = self.push(Op::Unary(Sigmoid, b));
                 let d = self.push(Op::Scalar(Plus, 1.5, s));
@@ -864,6 +869,7 @@ fn gpu_op(op: &Op, v: &[Tensor], inputs: &[Tensor]) -> Tensor {
             Sub => &v[*a] - &v[*b],
             Mul => &v[*a] * &v[*b],
             Div => &v[*a] / &v[*b],
+            Maximum => v[*a].maximum(&v[*b]),
         },
         Op::Scalar(Times, c, x) => &v[*x] * *c as f32,
         Op::Scalar(Plus, c, x) => &v[*x] + *c as f32,
@@ -993,6 +999,7 @@ fn eval(op: &Op, v: &[Array], inputs: &[Array]) -> Array {
             Sub => &v[*a] - &v[*b],
             Mul => &v[*a] * &v[*b],
             Div => &v[*a] / &v[*b],
+            Maximum => zip(&v[*a], &v[*b], f64::max),
         },
         Op::Scalar(Times, c, x) => &v[*x] * *c,
         Op::Scalar(Plus, c, x) => &v[*x] + *c,
@@ -1124,6 +1131,8 @@ fn forward_bound(op: &Op, v: &[Array], e: &[Array], y: &Array, k: Kernels) -> Ar
                 Mul => prod(a, ea, b, eb) + k.rounding(y, 0.5),
                 // WGSL x / y: 2.5 ULP
                 Div => quot(a, ea, b, eb) + k.rounding(y, 2.5),
+                // exact, and 1-Lipschitz in each operand
+                Maximum => zip(ea, eb, f64::max) + k.rounding(y, 0.0),
             }
         }
         Op::Scalar(Times, c, x) => &e[*x] * c.abs() + k.rounding(y, 0.5),
@@ -1305,6 +1314,15 @@ fn backward(op: &Op, v: &[Array], e: &[Array], i: usize, g: &Array, eg: &Array, 
                     let (cb, eb2) = times(&t, &et);
                     vec![to_operand(*a, ca, ea2), to_operand(*b, cb * -1.0, eb2)]
                 }
+                // g to the larger operand (no ties: programs near one skip
+                // this check)
+                Maximum => {
+                    let wins = zip(av, bv, |x, y| if x > y { 1.0 } else { 0.0 });
+                    let ga = g * &wins;
+                    let gb = g - &ga;
+                    let (e_a, e_b) = (eg * &wins, eg - &(eg * &wins));
+                    vec![to_operand(*a, ga, e_a), to_operand(*b, gb, e_b)]
+                }
             }
         }
         Op::Scalar(Times, c, x) => {
@@ -1458,6 +1476,7 @@ fn analyse(p: &Program, xs: &[Array], k: Kernels) -> Analysis {
         let near = match op {
             Op::Reduce { x, f: Max, axes, .. } => near_tie(&values[*x], &bounds[*x], axes),
             Op::Unary(Relu | Abs, x) => near_zero(&values[*x], &bounds[*x]),
+            Op::Binary(Maximum, a, b) => near_zero(&(&values[*a] - &values[*b]), &(&bounds[*a] + &bounds[*b])),
             _ => false,
         };
         if near {
