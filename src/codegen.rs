@@ -31,24 +31,31 @@ struct Mm {
 @group(0) @binding(3) var<storage, read_write> c: array<{B}>;
 ";
 
+/// How a lane loads A. Four-wide loads need the vectors contiguous and
+/// every offset and stride of A a multiple of 4; on lavapipe, where every
+/// storage access is issued lane by lane, they divide the loads by four.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ALoad {
+    /// One element of its row per k step.
+    Scalar,
+    /// Rows contiguous along k (k a multiple of 4): four k steps of its row
+    /// at once (`unroll` is then 4).
+    AlongK,
+    /// Columns contiguous along m (a transposed view): four rows at once
+    /// (`rows` a multiple of 32).
+    AlongM,
+}
+
 /// Tile shape of the subgroup matmul: `rows` (a multiple of 8) × 8·`cols`
-/// (`cols` a multiple of 4), `unroll` k steps per iteration.
-///
-/// `vec_a`: A's rows are contiguous along k, k is a multiple of 4 and every
-/// offset and stride of A too, so a lane loads four k steps of its row at
-/// once (`unroll` is then 4). `vec_at`: A's columns are contiguous along m
-/// (a transposed view) and aligned likewise, so a lane loads four rows at
-/// once (`rows` a multiple of 32). `vec_b`: B's rows along n: a lane owns
-/// four adjacent columns per vector and loads (and stores C) by vec4.
-/// On lavapipe, where every storage access is issued lane by lane, this
-/// divides the loads by four.
+/// (`cols` a multiple of 4), `unroll` k steps per iteration, how A loads,
+/// and `vec_b`: B's rows contiguous along n, so a lane owns four adjacent
+/// columns per vector and loads (and stores C) by vec4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MatmulTile {
     pub rows: usize,
     pub cols: usize,
     pub unroll: usize,
-    pub vec_a: bool,
-    pub vec_at: bool,
+    pub a: ALoad,
     pub vec_b: bool,
 }
 
@@ -65,12 +72,16 @@ impl MatmulTile {
 /// WGSL of the subgroup-broadcast matmul with entry point `matmul`.
 pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
-    assert!((!t.vec_a || t.unroll == 4) && (!t.vec_at || (t.rows % 32 == 0 && !t.vec_a)), "{t:?}");
+    match t.a {
+        ALoad::Scalar => {}
+        ALoad::AlongK => assert_eq!(t.unroll, 4, "{t:?}"),
+        ALoad::AlongM => assert_eq!(t.rows % 32, 0, "{t:?}"),
+    }
     // vec4 accumulators (four columns each): measured 8× faster on lavapipe
     // than the same arithmetic on scalars.
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
-    let mut s = HEADER.replace("{A}", ty(t.vec_a || t.vec_at)).replace("{B}", ty(t.vec_b));
+    let mut s = HEADER.replace("{A}", ty(t.a != ALoad::Scalar)).replace("{B}", ty(t.vec_b));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -98,17 +109,22 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     }
     // row offsets of the A rows this lane loads, column offsets of its B columns
     // (clamped, so edge tiles read valid memory and skip their writes)
-    if t.vec_at {
-        // lane l loads rows r0 + 32j + 4l .. + 3
-        for j in 0..t.rows / 32 {
-            line!("    let ar{j} = (ao + min(r0 + {}u + 4u * l, p.m - 4u)) / 4u;", 32 * j);
+    match t.a {
+        ALoad::Scalar => {
+            for q in 0..rq {
+                line!("    let ar{q} = ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs;", 8 * q);
+            }
         }
-    }
-    for q in 0..rq * usize::from(!t.vec_at) {
-        if t.vec_a {
-            line!("    let ar{q} = (ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs) / 4u;", 8 * q);
-        } else {
-            line!("    let ar{q} = ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs;", 8 * q);
+        ALoad::AlongK => {
+            for q in 0..rq {
+                line!("    let ar{q} = (ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs) / 4u;", 8 * q);
+            }
+        }
+        // lane l loads rows r0 + 32j + 4l .. + 3
+        ALoad::AlongM => {
+            for j in 0..t.rows / 32 {
+                line!("    let ar{j} = (ao + min(r0 + {}u + 4u * l, p.m - 4u)) / 4u;", 32 * j);
+            }
         }
     }
     if t.vec_b {
@@ -140,19 +156,23 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
                     line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
                 }
             }
-            if t.vec_at {
-                line!("        let ka{i} = (k + {i}u) * p.a_cs / 4u;");
-                for j in 0..t.rows / 32 {
-                    line!("        let a{i}_{j} = a[ar{j} + ka{i}];");
+            match t.a {
+                ALoad::Scalar => {
+                    line!("        let ka{i} = (k + {i}u) * p.a_cs;");
+                    for q in 0..rq {
+                        line!("        let a{i}_{q} = a[ar{q} + ka{i}];");
+                    }
                 }
-            } else if !t.vec_a {
-                line!("        let ka{i} = (k + {i}u) * p.a_cs;");
-                for q in 0..rq {
-                    line!("        let a{i}_{q} = a[ar{q} + ka{i}];");
+                ALoad::AlongM => {
+                    line!("        let ka{i} = (k + {i}u) * p.a_cs / 4u;");
+                    for j in 0..t.rows / 32 {
+                        line!("        let a{i}_{j} = a[ar{j} + ka{i}];");
+                    }
                 }
+                ALoad::AlongK => {} // below, once for all u steps
             }
         }
-        if t.vec_a {
+        if t.a == ALoad::AlongK {
             // four k steps of each row in one load; component i is step i
             for q in 0..rq {
                 line!("        let a_{q} = a[ar{q} + k / 4u];");
@@ -161,10 +181,10 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         for r in 0..t.rows {
             for i in 0..u {
                 // the lane that loaded row r, and where it holds it
-                let (a, lane) = match (t.vec_a, t.vec_at) {
-                    (true, _) => (format!("a_{}[{i}]", r / 8), r % 8),
-                    (_, true) => (format!("a{i}_{}[{}]", r / 32, r % 4), r % 32 / 4),
-                    _ => (format!("a{i}_{}", r / 8), r % 8),
+                let (a, lane) = match t.a {
+                    ALoad::Scalar => (format!("a{i}_{}", r / 8), r % 8),
+                    ALoad::AlongK => (format!("a_{}[{i}]", r / 8), r % 8),
+                    ALoad::AlongM => (format!("a{i}_{}[{}]", r / 32, r % 4), r % 32 / 4),
                 };
                 line!("        let x{i}_{r} = vec4<f32>(subgroupBroadcast({a}, {lane}u));");
             }
@@ -178,7 +198,7 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         }
         line!("        k += {step}u;");
     };
-    if t.vec_a {
+    if t.a == ALoad::AlongK {
         // slices of k start at multiples of 4, like the vector loads
         line!("    let chunk = ((p.k + p.k_split - 1u) / p.k_split + 3u) / 4u * 4u;");
     } else {
@@ -191,7 +211,7 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         body(w, t.unroll, &t.unroll.to_string());
         line!("    }}");
     }
-    if !t.vec_a {
+    if t.a != ALoad::AlongK {
         line!("    while k < k_end {{");
         body(w, 1, "1");
         line!("    }}");
@@ -412,13 +432,13 @@ mod tests {
     /// Generated kernels parse and validate (with subgroups) for several tiles.
     #[test]
     fn subgroup_matmul_validates() {
-        let tile = |rows, cols, unroll, vec_a, vec_at, vec_b| MatmulTile { rows, cols, unroll, vec_a, vec_at, vec_b };
+        let tile = |rows, cols, unroll, a, vec_b| MatmulTile { rows, cols, unroll, a, vec_b };
         for t in [
-            tile(8, 4, 1, false, false, false),
-            tile(64, 8, 2, false, false, false),
-            tile(64, 8, 4, true, false, true),
-            tile(16, 4, 2, false, false, true),
-            tile(32, 8, 2, false, true, false),
+            tile(8, 4, 1, ALoad::Scalar, false),
+            tile(64, 8, 2, ALoad::Scalar, false),
+            tile(64, 8, 4, ALoad::AlongK, true),
+            tile(16, 4, 2, ALoad::Scalar, true),
+            tile(32, 8, 2, ALoad::AlongM, false),
         ] {
             let src = matmul_subgroup(t);
             crate::shaders::DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));

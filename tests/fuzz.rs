@@ -1696,9 +1696,9 @@ fn prune(p: &Program) -> Program {
     Program::new(p.inputs.clone(), ops, p.seed)
 }
 
-/// The values an op reads.
-fn operands(op: &Op) -> Vec<usize> {
-    match *op {
+/// The values an op reads, as places to rename them.
+fn operands_mut(op: &mut Op) -> Vec<&mut usize> {
+    match op {
         Op::Input(_) => vec![],
         Op::Binary(_, a, b) | Op::Matmul(a, b) => vec![a, b],
         Op::Unary(_, x)
@@ -1713,29 +1713,20 @@ fn operands(op: &Op) -> Vec<usize> {
         | Op::Gather { x, .. }
         | Op::IndexSelect { x, .. }
         | Op::Pad { x, .. } => vec![x],
-        Op::Cat { ref xs, .. } => xs.clone(),
+        Op::Cat { xs, .. } => xs.iter_mut().collect(),
     }
+}
+
+/// The values an op reads.
+fn operands(op: &Op) -> Vec<usize> {
+    operands_mut(&mut op.clone()).into_iter().map(|x| *x).collect()
 }
 
 /// `op` with its operands renamed by `to`.
 fn renumber(op: &Op, to: &[usize]) -> Op {
     let mut op = op.clone();
-    match &mut op {
-        Op::Input(_) => {}
-        Op::Binary(_, a, b) | Op::Matmul(a, b) => (*a, *b) = (to[*a], to[*b]),
-        Op::Unary(_, x)
-        | Op::Scalar(_, _, x)
-        | Op::Permute(x, _)
-        | Op::Narrow { x, .. }
-        | Op::Reshape(x, _)
-        | Op::Expand(x, _)
-        | Op::Unsqueeze(x, _)
-        | Op::Reduce { x, .. }
-        | Op::Softmax { x, .. }
-        | Op::Gather { x, .. }
-        | Op::IndexSelect { x, .. }
-        | Op::Pad { x, .. } => *x = to[*x],
-        Op::Cat { xs, .. } => xs.iter_mut().for_each(|x| *x = to[*x]),
+    for x in operands_mut(&mut op) {
+        *x = to[*x];
     }
     op
 }

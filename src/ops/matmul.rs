@@ -3,6 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::codegen::ALoad;
 use crate::ops::{Prim, apply, need_f32, same_device};
 use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
 use crate::tensor::Tensor;
@@ -58,12 +59,18 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     // four-wide loads where a row (of A along k, of B along n) or a column
     // of A (along m) is contiguous and every offset and stride keeps
     // vectors aligned
-    let aligned = |off: usize, strides: &[usize]| off % 4 == 0 && strides.iter().all(|s| s % 4 == 0);
-    let vec_a = k % 4 == 0 && sa[ra - 1] == 1 && aligned(a.layout().offset, &[&strides[0][..], &[sa[ra - 2]]].concat());
-    let vec_at =
-        m % 4 == 0 && sa[ra - 2] == 1 && aligned(a.layout().offset, &[&strides[0][..], &[sa[ra - 1]]].concat());
-    let vec_b = n % 4 == 0 && sb[rb - 1] == 1 && aligned(b.layout().offset, &[&strides[1][..], &[sb[rb - 2]]].concat());
-    let mk = a.device().inner.matmul_kernel(m, n, [vec_a, vec_at, vec_b]);
+    let aligned = |off: usize, batch: &[usize], stride: usize| {
+        off % 4 == 0 && stride % 4 == 0 && batch.iter().all(|s| s % 4 == 0)
+    };
+    let a_load = if k % 4 == 0 && sa[ra - 1] == 1 && aligned(a.layout().offset, &strides[0], sa[ra - 2]) {
+        ALoad::AlongK
+    } else if m % 4 == 0 && sa[ra - 2] == 1 && aligned(a.layout().offset, &strides[0], sa[ra - 1]) {
+        ALoad::AlongM
+    } else {
+        ALoad::Scalar
+    };
+    let vec_b = n % 4 == 0 && sb[rb - 1] == 1 && aligned(b.layout().offset, &strides[1], sb[rb - 2]);
+    let mk = a.device().inner.matmul_kernel(m, n, a_load, vec_b);
     let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
     // Few output tiles over a long k leave most of the GPU idle: split k so
     // that enough workgroups run, each over at least 256 steps of k.
