@@ -14,8 +14,10 @@
 use std::fmt::Write;
 
 /// The kernel's bindings and uniform match `shaders/matmul.wgsl`, so the host
-/// side is shared. `{A}`, `{B}`: the element types of the operands' arrays
-/// (`f32`, or `vec4<f32>` where four consecutive elements load at once).
+/// side is shared; an epilogue appends its fields to the uniform and its
+/// buffers after binding 3. `{A}`, `{B}`: the element types of the
+/// operands' arrays (`f32`, or `vec4<f32>` where four consecutive elements
+/// load at once); `{EPILOGUE}`: the epilogue's uniform fields.
 const HEADER: &str = "
 struct Mm {
     m: u32, n: u32, k: u32, batch_rank: u32,
@@ -24,7 +26,7 @@ struct Mm {
     batch_shape: array<vec4<u32>, 2>,
     a_bstr: array<vec4<u32>, 2>,
     b_bstr: array<vec4<u32>, 2>,
-}
+{EPILOGUE}}
 @group(0) @binding(0) var<uniform> p: Mm;
 @group(0) @binding(1) var<storage, read> a: array<{A}>;
 @group(0) @binding(2) var<storage, read> b: array<{B}>;
@@ -71,6 +73,11 @@ impl MatmulTile {
 
 /// WGSL of the subgroup-broadcast matmul with entry point `matmul`.
 pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
+    matmul_source(t, None)
+}
+
+/// The matmul, with `epilogue` run on every element of its result.
+fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
     assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
     match t.a {
         ALoad::Scalar => {}
@@ -81,7 +88,19 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
     // than the same arithmetic on scalars.
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
-    let mut s = HEADER.replace("{A}", ty(t.a != ALoad::Scalar)).replace("{B}", ty(t.vec_b));
+    let fields = epilogue.map_or(String::new(), |e| e.fields("e_"));
+    let mut s = String::new();
+    if let Some(e) = epilogue {
+        s += crate::shaders::FUSED_PRELUDE;
+        s += &e.declarations(4);
+    }
+    s += &HEADER.replace("{EPILOGUE}", &fields);
+    let mut s = s.replace("{A}", ty(t.a != ALoad::Scalar)).replace("{B}", ty(t.vec_b));
+    if let Some(e) = epilogue {
+        s += "fn epilogue(i: u32, acc: f32) {\n";
+        s += &e.body("p.e_");
+        s += "}\n";
+    }
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -240,6 +259,31 @@ pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
         }
         line!("    }}");
     }
+    if epilogue.is_some() {
+        // The epilogue runs in a loop over the elements this lane just
+        // stored, reading each back: its code appears once. (Calling it on
+        // the accumulators, unrolled or through a local array, made the
+        // module take seconds to compile.)
+        line!("    for (var q = 0u; q < {}u; q++) {{", t.rows * nv);
+        line!("        let row = r0 + q / {nv}u;");
+        line!("        for (var e = 0u; e < 4u; e++) {{");
+        // the column of component e of this lane's vector q % nv (see c0)
+        if t.vec_b {
+            line!("            let col = c0 + 32u * (q % {nv}u) + e;");
+        } else {
+            line!("            let col = c0 + 32u * (q % {nv}u) + 8u * e;");
+        }
+        line!("            if row < p.m && col < p.n {{");
+        line!("                let i = base + row * p.n + col;");
+        if t.vec_b {
+            line!("                epilogue(i, c[i / 4u][i % 4u]);");
+        } else {
+            line!("                epilogue(i, c[i]);");
+        }
+        line!("            }}");
+        line!("        }}");
+        line!("    }}");
+    }
     line!("}}");
     s
 }
@@ -252,6 +296,8 @@ pub(crate) enum FusedOperand {
     Member(usize),
     /// A load from a buffer.
     External(crate::graph::EwOperand),
+    /// The element of the matmul result the chain is the epilogue of.
+    Accumulator,
 }
 
 /// One node of a fused chain: what it computes, from where, and where its
@@ -260,6 +306,210 @@ pub(crate) struct FusedMember {
     pub expr: crate::graph::EwExpr,
     pub operands: Vec<FusedOperand>,
     pub out: Option<crate::graph::EwOperand>,
+}
+
+/// Where a member's operand is read from in generated code.
+#[derive(Clone, Copy)]
+enum Ref {
+    Input(usize),
+    Member(usize),
+    Accumulator,
+}
+
+/// A fused chain laid out for code generation: its distinct external
+/// operands (inputs), its stored outputs, and one iteration space in which
+/// dimensions every operand walks contiguously are merged. The code runs
+/// per element `i` (a linear index of the chain's shape): in a kernel of
+/// its own, or as the epilogue of a matmul.
+struct Chain<'a> {
+    members: &'a [FusedMember],
+    inputs: Vec<&'a crate::graph::EwOperand>,
+    refs: Vec<Vec<Ref>>,
+    /// (member, where it is stored)
+    outputs: Vec<(usize, &'a crate::graph::EwOperand)>,
+    /// WebGPU forbids binding a buffer both read-only and writable in one
+    /// dispatch: an input that is also an output is read through the output.
+    written_as: Vec<Option<usize>>,
+    dims: Vec<usize>,
+    /// Per operand (inputs, then outputs), over `dims`.
+    strides: Vec<Vec<usize>>,
+}
+
+impl<'a> Chain<'a> {
+    /// `None` when the iteration space has too many dimensions.
+    fn new(shape: &[usize], members: &'a [FusedMember]) -> Option<Chain<'a>> {
+        let mut inputs: Vec<&crate::graph::EwOperand> = Vec::new();
+        let mut refs = Vec::new();
+        for m in members {
+            let mut ids = Vec::new();
+            for o in &m.operands {
+                ids.push(match o {
+                    FusedOperand::Member(k) => Ref::Member(*k),
+                    FusedOperand::Accumulator => Ref::Accumulator,
+                    FusedOperand::External(e) => {
+                        let same = |x: &&crate::graph::EwOperand| {
+                            x.buffer == e.buffer && x.offset == e.offset && x.strides == e.strides
+                        };
+                        Ref::Input(match inputs.iter().position(same) {
+                            Some(j) => j,
+                            None => {
+                                inputs.push(e);
+                                inputs.len() - 1
+                            }
+                        })
+                    }
+                });
+            }
+            refs.push(ids);
+        }
+        let outputs: Vec<(usize, &crate::graph::EwOperand)> =
+            members.iter().enumerate().filter_map(|(k, m)| m.out.as_ref().map(|o| (k, o))).collect();
+        let written_as = inputs.iter().map(|i| outputs.iter().position(|(_, o)| o.buffer == i.buffer)).collect();
+        let mut strides: Vec<Vec<usize>> =
+            inputs.iter().copied().chain(outputs.iter().map(|o| o.1)).map(|o| o.strides.clone()).collect();
+        let dims = crate::shape::coalesce(shape, &mut strides);
+        (dims.len() <= crate::shape::MAX_RANK).then_some(Chain {
+            members,
+            inputs,
+            refs,
+            outputs,
+            written_as,
+            dims,
+            strides,
+        })
+    }
+
+    fn operands(&self) -> impl Iterator<Item = &crate::graph::EwOperand> {
+        self.inputs.iter().copied().chain(self.outputs.iter().map(|o| o.1))
+    }
+
+    fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Its uniform's WGSL struct fields, names prefixed with `pre`.
+    fn fields(&self, pre: &str) -> String {
+        let k = self.strides.len();
+        format!(
+            "    {pre}numel: u32, {pre}rank: u32, {pre}pad0: u32, {pre}pad1: u32,
+    {pre}shape: array<vec4<u32>, 2>,
+    {pre}magic: array<vec4<u32>, 2>,
+    {pre}shift: array<vec4<u32>, 2>,
+    {pre}offs: array<vec4<u32>, {}>,
+    {pre}strides: array<vec4<u32>, {}>,\n",
+            k.div_ceil(4),
+            2 * k
+        )
+    }
+
+    /// The uniform's words, in the order of [`fields`](Self::fields).
+    fn words(&self) -> Vec<u32> {
+        let (magic, shift) = crate::shape::pack_divisors(&self.dims);
+        let mut words: Vec<u32> = vec![self.numel() as u32, self.dims.len() as u32, 0, 0];
+        words.extend(crate::shape::pack(&self.dims));
+        words.extend(magic);
+        words.extend(shift);
+        let mut offs = vec![0u32; 4 * self.strides.len().div_ceil(4)];
+        for (j, o) in self.operands().enumerate() {
+            offs[j] = o.offset as u32;
+        }
+        words.extend(offs);
+        for st in &self.strides {
+            words.extend(crate::shape::pack(st));
+        }
+        words
+    }
+
+    /// WGSL declarations of its buffers, bindings from `first`.
+    fn declarations(&self, first: u32) -> String {
+        let mut s = String::new();
+        for (j, w) in self.written_as.iter().enumerate() {
+            if w.is_none() {
+                s += &format!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;\n", first + j as u32);
+            }
+        }
+        for j in 0..self.outputs.len() {
+            let b = first + (self.inputs.len() + j) as u32;
+            s += &format!("@group(0) @binding({b}) var<storage, read_write> y{j}: array<u32>;\n");
+        }
+        s
+    }
+
+    /// Its buffers by binding number, bindings from `first`.
+    fn bindings(&self, first: u32) -> Vec<(u32, wgpu::Buffer)> {
+        self.operands()
+            .enumerate()
+            .filter(|(j, _)| *j >= self.inputs.len() || self.written_as[*j].is_none())
+            .map(|(j, o)| (first + j as u32, o.buffer.clone()))
+            .collect()
+    }
+
+    /// WGSL computing element `i` (a `u32` in scope; `acc`, an `f32`, too in
+    /// an epilogue): loads, the members' arithmetic, stores. `u`: the
+    /// uniform's field prefix (`p.` or `p.e_`).
+    fn body(&self, u: &str) -> String {
+        use crate::graph::EwExpr;
+        let mut s = String::new();
+        let w = &mut s;
+        macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
+        let k = self.strides.len();
+        for j in 0..k {
+            line!("    var o{j} = {u}offs[{}][{}];", j / 4, j % 4);
+        }
+        if self.dims.len() <= 1 {
+            for j in 0..k {
+                line!("    o{j} += i * {u}strides[{}][0];", 2 * j);
+            }
+        } else {
+            line!("    var rem = i;");
+            for d in (0..self.dims.len()).rev() {
+                let (q, r) = (d / 4, d % 4);
+                line!("    {{");
+                line!("        let quot = fast_div(rem, {u}magic[{q}][{r}], {u}shift[{q}][{r}]);");
+                line!("        let coord = rem - quot * {u}shape[{q}][{r}];");
+                line!("        rem = quot;");
+                for j in 0..k {
+                    line!("        o{j} += coord * {u}strides[{}][{r}];", 2 * j + q);
+                }
+                line!("    }}");
+            }
+        }
+        for (j, w) in self.written_as.iter().enumerate() {
+            match w {
+                Some(y) => line!("    let x{j}v = y{y}[o{j}];"),
+                None => line!("    let x{j}v = x{j}[o{j}];"),
+            }
+        }
+        let operand = |m: usize, slot: usize| match self.refs[m][slot] {
+            Ref::Input(j) => format!("x{j}v"),
+            Ref::Member(member) => format!("t{member}"),
+            Ref::Accumulator => "bitcast<u32>(acc)".to_string(),
+        };
+        for (m, member) in self.members.iter().enumerate() {
+            let a = || operand(m, 0);
+            let e = match &member.expr {
+                EwExpr::Unary { op, dt } => format!("unary_bits({op}u, {dt}u, {})", a()),
+                EwExpr::Binary { op, dt, scalar: None } => {
+                    format!("binary_bits({op}u, {dt}u, {}, {})", a(), operand(m, 1))
+                }
+                EwExpr::Binary { op, dt, scalar: Some((bits, false)) } => {
+                    format!("binary_bits({op}u, {dt}u, {}, {bits}u)", a())
+                }
+                EwExpr::Binary { op, dt, scalar: Some((bits, true)) } => {
+                    format!("binary_bits({op}u, {dt}u, {bits}u, {})", a())
+                }
+                EwExpr::Where => format!("select({}, {}, {} != 0u)", operand(m, 1), a(), operand(m, 2)),
+                EwExpr::Cast { from, to } => format!("cast_bits({from}u, {to}u, {})", a()),
+                EwExpr::Copy => a(),
+                EwExpr::Fill { bits } => format!("{bits}u"),
+            };
+            line!("    let t{m} = {e};");
+        }
+        for (j, (m, _)) in self.outputs.iter().enumerate() {
+            line!("    y{j}[o{}] = t{m};", self.inputs.len() + j);
+        }
+        s
+    }
 }
 
 /// A dispatch running `members` per element of `shape` in one kernel, built
@@ -271,157 +521,55 @@ pub(crate) fn fused_elementwise(
     shape: &[usize],
     members: &[FusedMember],
 ) -> Option<crate::graph::Node> {
-    use crate::graph::EwExpr;
-    // distinct external operands, then stored outputs
-    let mut inputs: Vec<&crate::graph::EwOperand> = Vec::new();
-    let mut input_of = Vec::new();
-    for m in members {
-        let mut ids = Vec::new();
-        for o in &m.operands {
-            ids.push(match o {
-                FusedOperand::Member(k) => Err(*k),
-                FusedOperand::External(e) => {
-                    let same = |x: &&crate::graph::EwOperand| {
-                        x.buffer == e.buffer && x.offset == e.offset && x.strides == e.strides
-                    };
-                    Ok(match inputs.iter().position(same) {
-                        Some(j) => j,
-                        None => {
-                            inputs.push(e);
-                            inputs.len() - 1
-                        }
-                    })
-                }
-            });
-        }
-        input_of.push(ids);
-    }
-    let outputs: Vec<(usize, &crate::graph::EwOperand)> =
-        members.iter().enumerate().filter_map(|(k, m)| m.out.as_ref().map(|o| (k, o))).collect();
-    // WebGPU forbids binding a buffer both read-only and writable in one
-    // dispatch: an input that is also an output is read through the output.
-    let written_as: Vec<Option<usize>> =
-        inputs.iter().map(|i| outputs.iter().position(|(_, o)| o.buffer == i.buffer)).collect();
-    let operands: Vec<&crate::graph::EwOperand> = inputs.iter().copied().chain(outputs.iter().map(|o| o.1)).collect();
-    let k = operands.len();
-    // one iteration space for all operands, with dimensions every operand
-    // walks contiguously merged
-    let mut strides: Vec<Vec<usize>> = operands.iter().map(|o| o.strides.clone()).collect();
-    let dims = crate::shape::coalesce(shape, &mut strides);
-    let rank = dims.len();
-    if rank > crate::shape::MAX_RANK {
-        return None;
-    }
+    let chain = Chain::new(shape, members)?;
     let mut s = String::from(crate::shaders::FUSED_PRELUDE);
-    let w = &mut s;
-    macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
-    line!("struct Fused {{");
-    line!("    numel: u32, rank: u32, _pad0: u32, _pad1: u32,");
-    line!("    shape: array<vec4<u32>, 2>,");
-    line!("    magic: array<vec4<u32>, 2>,");
-    line!("    shift: array<vec4<u32>, 2>,");
-    line!("    offs: array<vec4<u32>, {}>,", k.div_ceil(4));
-    line!("    strides: array<vec4<u32>, {}>,", 2 * k);
-    line!("}}");
-    line!("@group(0) @binding(0) var<uniform> p: Fused;");
-    for (j, w) in written_as.iter().enumerate() {
-        if w.is_none() {
-            line!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;", 1 + j);
-        }
-    }
-    for j in 0..outputs.len() {
-        line!("@group(0) @binding({}) var<storage, read_write> y{j}: array<u32>;", 1 + inputs.len() + j);
-    }
-    line!("@compute @workgroup_size(256)");
-    line!("fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
-    line!("         @builtin(local_invocation_index) lid: u32) {{");
-    line!("    let i = linear_id(wg, nwg, lid);");
-    line!("    if i >= p.numel {{ return; }}");
-    for j in 0..k {
-        line!("    var o{j} = p.offs[{}][{}];", j / 4, j % 4);
-    }
-    if rank <= 1 {
-        for j in 0..k {
-            line!("    o{j} += i * p.strides[{}][0];", 2 * j);
-        }
-    } else {
-        line!("    var rem = i;");
-        for d in (0..rank).rev() {
-            let (q, r) = (d / 4, d % 4);
-            line!("    {{");
-            line!("        let quot = fast_div(rem, p.magic[{q}][{r}], p.shift[{q}][{r}]);");
-            line!("        let c = rem - quot * p.shape[{q}][{r}];");
-            line!("        rem = quot;");
-            for j in 0..k {
-                line!("        o{j} += c * p.strides[{}][{r}];", 2 * j + q);
-            }
-            line!("    }}");
-        }
-    }
-    for (j, w) in written_as.iter().enumerate() {
-        match w {
-            Some(y) => line!("    let x{j}v = y{y}[o{j}];"),
-            None => line!("    let x{j}v = x{j}[o{j}];"),
-        }
-    }
-    let operand = |m: usize, slot: usize| match input_of[m][slot] {
-        Ok(j) => format!("x{j}v"),
-        Err(member) => format!("t{member}"),
-    };
-    for (m, member) in members.iter().enumerate() {
-        let a = || operand(m, 0);
-        let e = match &member.expr {
-            EwExpr::Unary { op, dt } => format!("unary_bits({op}u, {dt}u, {})", a()),
-            EwExpr::Binary { op, dt, scalar: None } => {
-                format!("binary_bits({op}u, {dt}u, {}, {})", a(), operand(m, 1))
-            }
-            EwExpr::Binary { op, dt, scalar: Some((bits, false)) } => {
-                format!("binary_bits({op}u, {dt}u, {}, {bits}u)", a())
-            }
-            EwExpr::Binary { op, dt, scalar: Some((bits, true)) } => {
-                format!("binary_bits({op}u, {dt}u, {bits}u, {})", a())
-            }
-            EwExpr::Where => format!("select({}, {}, {} != 0u)", operand(m, 1), a(), operand(m, 2)),
-            EwExpr::Cast { from, to } => format!("cast_bits({from}u, {to}u, {})", a()),
-            EwExpr::Copy => a(),
-            EwExpr::Fill { bits } => format!("{bits}u"),
-        };
-        line!("    let t{m} = {e};");
-    }
-    for (j, (m, _)) in outputs.iter().enumerate() {
-        line!("    y{j}[o{}] = t{m};", inputs.len() + j);
-    }
-    line!("}}");
-
-    let shader = dev.fused_shader(&s)?;
-    let numel: usize = dims.iter().product();
-    let (magic, shift) = crate::shape::pack_divisors(&dims);
-    let mut words: Vec<u32> = vec![numel as u32, rank as u32, 0, 0];
-    words.extend(crate::shape::pack(&dims));
-    words.extend(magic);
-    words.extend(shift);
-    let mut offs = vec![0u32; 4 * k.div_ceil(4)];
-    for (j, o) in operands.iter().enumerate() {
-        offs[j] = o.offset as u32;
-    }
-    words.extend(offs);
-    for st in &strides {
-        words.extend(crate::shape::pack(st));
-    }
-    let pipeline = dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "fused"));
-    let bindings = operands
-        .iter()
-        .enumerate()
-        .filter(|(j, _)| *j >= inputs.len() || written_as[*j].is_none())
-        .map(|(j, o)| (1 + j as u32, o.buffer.clone()))
-        .collect();
+    s += &format!("struct Fused {{\n{}}}\n", chain.fields(""));
+    s += "@group(0) @binding(0) var<uniform> p: Fused;\n";
+    s += &chain.declarations(1);
+    s += "@compute @workgroup_size(256)
+fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= p.numel { return; }
+";
+    s += &chain.body("p.");
+    s += "}\n";
+    let shader = dev.fused_shader("fused elementwise", &s, false)?;
     Some(crate::graph::Node::Dispatch {
-        pipeline,
-        bindings,
-        uniform: bytemuck::cast_slice(&words).to_vec(),
-        groups: crate::graph::grid(numel.div_ceil(256) as u32),
+        pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "fused")),
+        bindings: chain.bindings(1),
+        uniform: bytemuck::cast_slice(&chain.words()).to_vec(),
+        groups: crate::graph::grid(chain.numel().div_ceil(256) as u32),
         random: false,
-        ew: None,
+        fusable: None,
+    })
+}
+
+/// The matmul node `mm` (its `uniform` and workgroup `groups`) with
+/// `members` as its epilogue, run per element of its result, which they
+/// see as a dense tensor of `shape`. `None` if the generated module fails
+/// validation.
+pub(crate) fn matmul_epilogue(
+    dev: &std::sync::Arc<crate::device::DeviceInner>,
+    mm: &crate::graph::MmInfo,
+    uniform: &[u8],
+    groups: [u32; 3],
+    shape: &[usize],
+    members: &[FusedMember],
+) -> Option<crate::graph::Node> {
+    let chain = Chain::new(shape, members)?;
+    let shader = dev.fused_shader("matmul + epilogue", &matmul_source(mm.tile, Some(&chain)), true)?;
+    let mut bindings = vec![(1, mm.a.clone()), (2, mm.b.clone()), (3, mm.c.clone())];
+    bindings.extend(chain.bindings(4));
+    let mut uniform = uniform.to_vec();
+    uniform.extend_from_slice(bytemuck::cast_slice(&chain.words()));
+    Some(crate::graph::Node::Dispatch {
+        pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "matmul")),
+        bindings,
+        uniform,
+        groups,
+        random: false,
+        fusable: None,
     })
 }
 

@@ -53,6 +53,8 @@ pub(crate) struct MatmulKernel {
     pub kernel: Kernel,
     pub tile_m: usize,
     pub tile_n: usize,
+    /// The tile of a generated kernel (`None`: the portable one).
+    pub generated: Option<crate::codegen::MatmulTile>,
 }
 
 /// A compute pipeline and the layout of its bind group 0.
@@ -349,10 +351,16 @@ impl DeviceInner {
                     kernel: Kernel::dynamic(shader.clone(), "matmul"),
                     tile_m: tile.tile_m(),
                     tile_n: tile.tile_n(),
+                    generated: Some(tile),
                 };
             }
         }
-        MatmulKernel { kernel: Kernel::new(crate::shaders::Shader::Matmul, "matmul"), tile_m: 64, tile_n: 64 }
+        MatmulKernel {
+            kernel: Kernel::new(crate::shaders::Shader::Matmul, "matmul"),
+            tile_m: 64,
+            tile_n: 64,
+            generated: None,
+        }
     }
 
     /// Bindings a module declares writable (`var<storage, read_write>`):
@@ -379,11 +387,16 @@ impl DeviceInner {
     }
 
     /// The module of a generated fused kernel, validated once per source.
-    pub(crate) fn fused_shader(&self, wgsl: &str) -> Option<Arc<crate::shaders::DynamicShader>> {
+    pub(crate) fn fused_shader(
+        &self,
+        label: &str,
+        wgsl: &str,
+        subgroups: bool,
+    ) -> Option<Arc<crate::shaders::DynamicShader>> {
         let mut cache = self.fused.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .entry(wgsl.to_string())
-            .or_insert_with(|| crate::shaders::DynamicShader::new("fused elementwise", wgsl, false).ok())
+            .or_insert_with(|| crate::shaders::DynamicShader::new(label, wgsl, subgroups).ok())
             .clone()
     }
 

@@ -4,14 +4,18 @@
 //! generated kernel (`codegen::fused_elementwise`): a value one member
 //! writes densely and a later member reads densely stays in a register, and
 //! it is stored only if something after the group (or the step's caller)
-//! reads it. The arithmetic is the eager kernels' own: the generated code
-//! calls the functions of `shaders/elementwise_ops.wgsl`.
+//! reads it. A chain that reads the product of a matmul shortly before it
+//! becomes that matmul's epilogue (`codegen::matmul_epilogue`): each lane
+//! runs it on the elements of the tile it has just stored, so bias and
+//! activation take no dispatch and no pass over memory of their own. The
+//! arithmetic is the eager kernels' own: the generated code calls the
+//! functions of `shaders/elementwise_ops.wgsl`.
 
 use std::sync::Arc;
 
 use crate::codegen::{self, FusedMember, FusedOperand};
 use crate::device::DeviceInner;
-use crate::graph::{EwInfo, Node};
+use crate::graph::{EwInfo, Fusable, MmInfo, Node};
 use crate::shape::contiguous_strides;
 
 /// At most this many storage buffers per fused kernel (the browser's limit
@@ -22,7 +26,7 @@ const MAX_BUFFERS: usize = 8;
 pub(crate) fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
     match node {
         Node::Upload { dst, .. } => (Vec::new(), vec![dst.clone()]),
-        Node::Dispatch { ew: Some(info), .. } => {
+        Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
             (info.inputs.iter().map(|o| o.buffer.clone()).collect(), vec![info.out.buffer.clone()])
         }
         Node::Dispatch { pipeline, bindings, .. } => {
@@ -94,7 +98,7 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
     // as many elements overwrites it: after a partial write (a copy into
     // the interior of a padded tensor) the rest of the value is still read.
     let overwrites = |node: &Node, buffer: &wgpu::Buffer, numel: usize| match node {
-        Node::Dispatch { ew: Some(info), .. } => {
+        Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
             info.out.buffer == *buffer && dense(&info.out, &info.shape) && info.shape.iter().product::<usize>() >= numel
         }
         _ => false,
@@ -114,7 +118,7 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
     let mut current: Option<Group> = None;
     for (i, n) in nodes.iter().enumerate() {
         let info = match n {
-            Node::Dispatch { ew: Some(info), .. } => Some(&**info),
+            Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => Some(&**info),
             _ => None,
         };
         match (info, current.as_mut()) {
@@ -135,18 +139,30 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
     if let Some(g) = current.take() {
         groups.push(g.members.iter().map(|m| m.0).collect());
     }
-    // Build the fused nodes; single-node groups stay as they are.
+    // Build the fused nodes: a chain after a matmul that reads its result
+    // becomes its epilogue; other single-node groups stay as they are.
     let mut fused: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
     let mut skip = vec![false; nodes.len()];
-    for g in groups.iter().filter(|g| g.len() > 1) {
+    for g in &groups {
         let last = *g.last().expect("non-empty");
         let infos: Vec<&EwInfo> = g
             .iter()
             .map(|&i| match &nodes[i] {
-                Node::Dispatch { ew: Some(info), .. } => &**info,
+                Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => &**info,
                 _ => unreachable!("groups hold elementwise nodes"),
             })
             .collect();
+        let matmul = producer(&nodes, &accesses, g).and_then(|i| match &nodes[i] {
+            Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), uniform, groups, .. }
+                if !skip[i] && fused[i].is_none() && epilogue_fits(mm, &infos) =>
+            {
+                Some((i, &**mm, uniform, *groups))
+            }
+            _ => None,
+        });
+        if g.len() == 1 && matmul.is_none() {
+            continue;
+        }
         let members: Vec<FusedMember> = infos
             .iter()
             .enumerate()
@@ -156,6 +172,7 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
                     .iter()
                     .map(|input| match infos[..k].iter().rposition(|m| m.out.buffer == input.buffer) {
                         Some(m) => FusedOperand::Member(m),
+                        None if matmul.is_some_and(|mm| mm.1.c == input.buffer) => FusedOperand::Accumulator,
                         None => FusedOperand::External(input.clone()),
                     })
                     .collect();
@@ -166,12 +183,76 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
                 FusedMember { expr: info.expr.clone(), operands, out: store.then(|| info.out.clone()) }
             })
             .collect();
-        if let Some(node) = codegen::fused_elementwise(dev, &infos[0].shape, &members) {
-            fused[g[0]] = Some(node);
-            for &i in &g[1..] {
+        let node = match matmul {
+            Some((i, mm, uniform, groups)) => {
+                codegen::matmul_epilogue(dev, mm, uniform, groups, &infos[0].shape, &members).map(|node| (i, node))
+            }
+            None => codegen::fused_elementwise(dev, &infos[0].shape, &members).map(|node| (g[0], node)),
+        };
+        if let Some((at, node)) = node {
+            fused[at] = Some(node);
+            for &i in g.iter().filter(|&&i| i != at) {
                 skip[i] = true;
             }
         }
     }
     nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| fused[i].take().unwrap_or(n)).collect()
+}
+
+/// The matmul node that group `g` could run in as its epilogue: the
+/// nearest one before it whose product the chain reads, if the chain can
+/// move up to it (no node in between writes a buffer the chain touches or
+/// reads one it writes), at most a few nodes back.
+fn producer(nodes: &[Node], accesses: &[(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)], g: &[usize]) -> Option<usize> {
+    let (mut reads, mut writes): (Vec<&wgpu::Buffer>, Vec<&wgpu::Buffer>) = (Vec::new(), Vec::new());
+    for &i in g {
+        reads.extend(&accesses[i].0);
+        writes.extend(&accesses[i].1);
+    }
+    for i in (g[0].saturating_sub(8)..g[0]).rev() {
+        if let Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), .. } = &nodes[i] {
+            if reads.contains(&&mm.c) {
+                return Some(i);
+            }
+        }
+        let (r, w) = &accesses[i];
+        if w.iter().any(|b| reads.contains(&b) || writes.contains(&b)) || r.iter().any(|b| writes.contains(&b)) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Can the chain `infos` run as the epilogue of matmul `mm`? It must read
+/// the product, each element where it was written (so only the lane that
+/// stored an element reads it), over as many elements; write neither A nor
+/// B (other workgroups still read them while the epilogue runs), and the
+/// product's buffer only element by element (a buffer reused by liveness);
+/// and fit the buffer limit with them.
+fn epilogue_fits(mm: &MmInfo, infos: &[&EwInfo]) -> bool {
+    let shape = &infos[0].shape;
+    let reads: Vec<&crate::graph::EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
+    if shape.iter().product::<usize>() != mm.numel || !reads.iter().any(|o| o.buffer == mm.c) {
+        return false;
+    }
+    if reads.iter().any(|o| o.buffer == mm.c && !dense(o, shape)) {
+        return false;
+    }
+    if infos
+        .iter()
+        .any(|e| e.out.buffer == mm.a || e.out.buffer == mm.b || e.out.buffer == mm.c && !dense(&e.out, shape))
+    {
+        return false;
+    }
+    // the product's buffer is bound twice when the chain writes it
+    let mut buffers: Vec<&wgpu::Buffer> = vec![&mm.a, &mm.b, &mm.c];
+    if infos.iter().any(|e| e.out.buffer == mm.c) {
+        buffers.push(&mm.c);
+    }
+    for b in infos.iter().flat_map(|e| std::iter::once(&e.out.buffer).chain(e.inputs.iter().map(|i| &i.buffer))) {
+        if !buffers.contains(&b) {
+            buffers.push(b);
+        }
+    }
+    buffers.len() <= MAX_BUFFERS
 }

@@ -28,8 +28,8 @@ pub(crate) enum Node {
         /// The uniform holds a random-number position, renewed on every
         /// replay of a compiled step.
         random: bool,
-        /// What an elementwise node computes, for fusion in compiled steps.
-        ew: Option<Box<EwInfo>>,
+        /// What the node computes, for fusion in compiled steps.
+        fusable: Option<Fusable>,
     },
     /// Host data staged in `staging`, copied to `dst` in recording order.
     Upload { staging: Arc<Storage>, dst: wgpu::Buffer, size: u64 },
@@ -66,6 +66,26 @@ pub(crate) enum EwExpr {
     Fill {
         bits: u32,
     },
+}
+
+/// What fusion in compiled steps needs to know of a node.
+#[derive(Clone, Debug)]
+pub(crate) enum Fusable {
+    Elementwise(Box<EwInfo>),
+    /// A generated matmul writing its whole result (no split of k): an
+    /// elementwise chain that follows can become its epilogue.
+    Matmul(Box<MmInfo>),
+}
+
+/// A matmul node: its tile (to generate it again with an epilogue), the
+/// buffers it reads and writes, and its output's element count.
+#[derive(Clone, Debug)]
+pub(crate) struct MmInfo {
+    pub tile: crate::codegen::MatmulTile,
+    pub a: wgpu::Buffer,
+    pub b: wgpu::Buffer,
+    pub c: wgpu::Buffer,
+    pub numel: usize,
 }
 
 /// A strided operand of an elementwise node over its output's shape.
@@ -114,16 +134,16 @@ impl DeviceInner {
         self.record_node(kernel, bindings, uniform, groups, None);
     }
 
-    /// [`record`](Self::record) for an elementwise kernel, with what it computes.
-    pub(crate) fn record_elementwise(
+    /// [`record`](Self::record) for a node that fusion may merge with others.
+    pub(crate) fn record_fusable(
         self: &Arc<Self>,
         kernel: &Kernel,
         bindings: Vec<(u32, Arc<Storage>)>,
         uniform: &[u8],
         groups: [u32; 3],
-        info: EwInfo,
+        info: Fusable,
     ) {
-        self.record_node(kernel, bindings, uniform, groups, Some(Box::new(info)));
+        self.record_node(kernel, bindings, uniform, groups, Some(info));
     }
 
     fn record_node(
@@ -132,7 +152,7 @@ impl DeviceInner {
         bindings: Vec<(u32, Arc<Storage>)>,
         uniform: &[u8],
         groups: [u32; 3],
-        ew: Option<Box<EwInfo>>,
+        fusable: Option<Fusable>,
     ) {
         if groups.contains(&0) {
             return;
@@ -140,7 +160,7 @@ impl DeviceInner {
         let pipeline = self.pipeline(kernel);
         let random = kernel.entry == "random";
         let bindings = bindings.into_iter().map(|(b, s)| (b, s.buffer().clone())).collect();
-        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random, ew });
+        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random, fusable });
     }
 
     /// Records a copy of host data into `dst` (from its start).

@@ -272,6 +272,47 @@ fn elementwise_chains_fuse_into_one_kernel() {
     assert!(fused.1.contains("fn fused(") && fused.1.contains("unary_bits(10u"), "tanh is called by its op code");
 }
 
+#[test]
+fn matmul_epilogues_fold_bias_and_activation() {
+    let d = own_device();
+    d.manual_seed(5);
+    let r = |shape: &[usize]| Tensor::randn(&d, shape);
+    // odd sizes (edge tiles, scalar loads), a transposed B, a product also
+    // returned, a batched product, and aligned sizes (four-wide loads)
+    let xs = [r(&[37, 19]), r(&[3, 8, 16]), r(&[64, 128])];
+    let ws = [r(&[19, 45]), r(&[30, 45]), r(&[16, 32]), r(&[32]), r(&[128, 64]), r(&[64]), r(&[45])];
+    let f = |ws: &[Tensor; 7], xs: &[Tensor; 3]| {
+        let h = (xs[0].matmul(&ws[0]) + &ws[6]).tanh();
+        let y = h.matmul(&ws[1].t()) + 1.0;
+        let z = xs[1].matmul(&ws[2]);
+        let s = (&z + &ws[3]).sigmoid() * 2.0;
+        let g = (xs[2].matmul(&ws[4]) + &ws[5]).gelu();
+        vec![h, y, z, s, g]
+    };
+    let eager: Vec<Vec<f32>> = f(&ws, &xs).iter().map(|t| t.to_vec().unwrap()).collect();
+    let mut step = compile(move |ws: &mut [Tensor; 7], xs: &[Tensor; 3]| f(ws, xs));
+    let mut state = ws.clone();
+    let out: Vec<Vec<f32>> = step.run(&mut state, &xs).unwrap().iter().map(|t| t.to_vec().unwrap()).collect();
+    // an epilogue computes what the separate kernels did, on the same
+    // product; the compiler may contract a multiply and an add of its ops
+    // into one fma (at most one rounding of difference per op, ≤ 3 ops)
+    for (k, (o, e)) in out.iter().zip(&eager).enumerate() {
+        assert_eq!(o.len(), e.len());
+        for (g, w) in o.iter().zip(e) {
+            assert!((g - w).abs() <= 3.0 * f32::EPSILON * w.abs().max(1.0), "output {k}: {g} vs {w}");
+        }
+    }
+    let modules = step.wgsl().unwrap();
+    let generated = modules.iter().any(|(label, _)| label.contains("matmul (subgroup)") || label.contains("epilogue"));
+    if generated {
+        // each product and what follows it is one dispatch: the four
+        // products, nothing else
+        assert_eq!(step.memory().unwrap().dispatches, 4, "{:?}", step.memory());
+        let epilogue = modules.iter().find(|(label, _)| label.contains("epilogue")).expect("an epilogue");
+        assert!(epilogue.1.contains("fn epilogue("));
+    }
+}
+
 /// Trains `steps` steps eagerly and compiled from the same start and
 /// returns (eager, compiled) losses and final parameters.
 fn both<P: Params, I: Params>(

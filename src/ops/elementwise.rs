@@ -291,7 +291,13 @@ pub(crate) fn launch(kernel: Kernel, out: &Tensor, inputs: [Option<&Tensor>; 3],
             strides: logical[3].clone(),
         },
     };
-    out.device().inner.record_elementwise(&kernel, bindings, bytemuck::bytes_of(&params), groups, info);
+    out.device().inner.record_fusable(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        groups,
+        crate::graph::Fusable::Elementwise(Box::new(info)),
+    );
 }
 
 fn kernel(entry: &'static str, op: u32, dtype: DType) -> Kernel {

@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::codegen::ALoad;
+use crate::graph::{Fusable, MmInfo};
 use crate::ops::{Prim, apply, need_f32, same_device};
 use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
 use crate::tensor::Tensor;
@@ -97,7 +98,20 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     };
     let bindings = vec![(1, a.storage().clone()), (2, b.storage().clone()), (3, out.storage().clone())];
     let groups = [n.div_ceil(mk.tile_n) as u32, m.div_ceil(mk.tile_m) as u32, (nb * k_split) as u32];
-    a.device().inner.record(&mk.kernel, bindings, bytemuck::bytes_of(&params), groups);
+    let uniform = bytemuck::bytes_of(&params);
+    match mk.generated {
+        Some(tile) if k_split == 1 => {
+            let info = MmInfo {
+                tile,
+                a: a.storage().buffer().clone(),
+                b: b.storage().buffer().clone(),
+                c: out.storage().buffer().clone(),
+                numel: out.numel(),
+            };
+            a.device().inner.record_fusable(&mk.kernel, bindings, uniform, groups, Fusable::Matmul(Box::new(info)));
+        }
+        _ => a.device().inner.record(&mk.kernel, bindings, uniform, groups),
+    }
     if k_split > 1 {
         // partial products [nb, k_split, m, n], summed in a fixed order
         let mut shape = batch;
