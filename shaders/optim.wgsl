@@ -47,7 +47,7 @@ struct Opt {
 @group(0) @binding(9) var<storage, read> t: array<f32>;
 
 // The learning rate after `done` steps.
-fn rate(done: f32) -> f32 {
+fn rate(o: Opt, done: f32) -> f32 {
     switch o.schedule {
         case 1u: { return o.lr * pow(o.gamma, floor(done / f32(o.every))); }
         case 2u: {
@@ -68,81 +68,120 @@ fn expm1(x: f32) -> f32 {
     return exp(x) - 1.0;
 }
 
-// g + λ·p (L2 weight decay folded into the gradient)
-fn decayed_grad(i: u32) -> vec4<f32> {
-    return grad[i] * scale[0] + o.weight_decay * param[i];
+// What one update produces: the new parameter and state (four elements
+// each; unused state is zero).
+struct Updated {
+    p: vec4<f32>,
+    s1: vec4<f32>,
+    s2: vec4<f32>,
 }
 
+// The update rules, one function each, on values: `o` the hyper-parameters,
+// `done` the steps taken (t[0]), `scale` the gradient's factor (scale[0]),
+// `p` the parameter, `g` the gradient and `s1`, `s2` the state. The entry
+// points below and the multi-tensor kernels generated for compiled steps
+// (which update several parameters in place in one dispatch) call these.
+
 // p ← p − lr·(g + λp)
-@compute @workgroup_size(256)
-fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
-    if i >= (o.n + 3u) / 4u { return; }
-    param_out[i] = param[i] - rate(t[0]) * decayed_grad(i);
+fn sgd_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>) -> Updated {
+    let d = g * scale + o.weight_decay * p;
+    return Updated(p - rate(o, done) * d, s1, s2);
 }
 
 // b ← μ·b + d;  p ← p − lr·(d + μ·b if Nesterov else b)
-@compute @workgroup_size(256)
-fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let i = linear_id(wg, nwg, lid);
-    if i >= (o.n + 3u) / 4u { return; }
-    let d = decayed_grad(i);
-    let buf = o.momentum * s1[i] + d;
-    s1_out[i] = buf;
+fn sgd_momentum_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g: vec4<f32>, s1: vec4<f32>,
+                     s2: vec4<f32>) -> Updated {
+    let d = g * scale + o.weight_decay * p;
+    let buf = o.momentum * s1 + d;
     let step = select(buf, d + o.momentum * buf, o.nesterov != 0u);
-    param_out[i] = param[i] - rate(t[0]) * step;
+    return Updated(p - rate(o, done) * step, buf, s2);
 }
 
 // Adam, or AdamW when `decoupled` (weight_decay then shrinks p directly):
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²
 //   p ← p·(1 − lr·λ if AdamW) − lr·(m/bc₁) / (√(v/bc₂) + ε),  bcₖ = 1 − βₖᵗ
+fn adam_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>) -> Updated {
+    let lr = rate(o, done);
+    let steps = done + 1.0;
+    let bc1 = -expm1(steps * o.ln_beta1);
+    let bc2 = -expm1(steps * o.ln_beta2);
+    var g = g0 * scale;
+    var keep = 1.0;
+    if o.decoupled != 0u {
+        keep = 1.0 - lr * o.weight_decay;
+    } else {
+        g += o.weight_decay * p;
+    }
+    let m = o.beta1 * s1 + (1.0 - o.beta1) * g;
+    let v = o.beta2 * s2 + (1.0 - o.beta2) * g * g;
+    return Updated(p * keep - lr * (m / bc1) / (sqrt(v / bc2) + o.eps), m, v);
+}
+
+// RMSprop: v ← αv + (1−α)g²;  p ← p − lr·g/(√v + ε)
+fn rmsprop_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>) -> Updated {
+    let g = g0 * scale + o.weight_decay * p;
+    let v = o.alpha * s1 + (1.0 - o.alpha) * g * g;
+    return Updated(p - rate(o, done) * g / (sqrt(v) + o.eps), v, s2);
+}
+
+// RMSprop with momentum: b ← μb + g/(√v + ε);  p ← p − lr·b
+fn rmsprop_momentum_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g0: vec4<f32>, s1: vec4<f32>,
+                         s2: vec4<f32>) -> Updated {
+    let g = g0 * scale + o.weight_decay * p;
+    let v = o.alpha * s1 + (1.0 - o.alpha) * g * g;
+    let b = o.momentum * s2 + g / (sqrt(v) + o.eps);
+    return Updated(p - rate(o, done) * b, v, b);
+}
+
+// The entry points: one parameter tensor per dispatch, out of place.
+
+@compute @workgroup_size(256)
+fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let z = vec4<f32>();
+    param_out[i] = sgd_rule(o, t[0], scale[0], param[i], grad[i], z, z).p;
+}
+
+@compute @workgroup_size(256)
+fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let u = sgd_momentum_rule(o, t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
+    s1_out[i] = u.s1;
+    param_out[i] = u.p;
+}
+
 @compute @workgroup_size(256)
 fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let lr = rate(t[0]);
-    let steps = t[0] + 1.0;
-    let bc1 = -expm1(steps * o.ln_beta1);
-    let bc2 = -expm1(steps * o.ln_beta2);
-    var g = grad[i] * scale[0];
-    var keep = 1.0;
-    if o.decoupled != 0u {
-        keep = 1.0 - lr * o.weight_decay;
-    } else {
-        g += o.weight_decay * param[i];
-    }
-    let m = o.beta1 * s1[i] + (1.0 - o.beta1) * g;
-    let v = o.beta2 * s2[i] + (1.0 - o.beta2) * g * g;
-    s1_out[i] = m;
-    s2_out[i] = v;
-    param_out[i] = param[i] * keep - lr * (m / bc1) / (sqrt(v / bc2) + o.eps);
+    let u = adam_rule(o, t[0], scale[0], param[i], grad[i], s1[i], s2[i]);
+    s1_out[i] = u.s1;
+    s2_out[i] = u.s2;
+    param_out[i] = u.p;
 }
 
-// RMSprop: v ← αv + (1−α)g²;  p ← p − lr·g/(√v + ε)
 @compute @workgroup_size(256)
 fn rmsprop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let g = decayed_grad(i);
-    let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
-    s1_out[i] = v;
-    param_out[i] = param[i] - rate(t[0]) * g / (sqrt(v) + o.eps);
+    let u = rmsprop_rule(o, t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
+    s1_out[i] = u.s1;
+    param_out[i] = u.p;
 }
 
-// RMSprop with momentum: b ← μb + g/(√v + ε);  p ← p − lr·b
 @compute @workgroup_size(256)
 fn rmsprop_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let g = decayed_grad(i);
-    let v = o.alpha * s1[i] + (1.0 - o.alpha) * g * g;
-    let b = o.momentum * s2[i] + g / (sqrt(v) + o.eps);
-    s1_out[i] = v;
-    s2_out[i] = b;
-    param_out[i] = param[i] - rate(t[0]) * b;
+    let u = rmsprop_momentum_rule(o, t[0], scale[0], param[i], grad[i], s1[i], s2[i]);
+    s1_out[i] = u.s1;
+    s2_out[i] = u.s2;
+    param_out[i] = u.p;
 }

@@ -573,6 +573,84 @@ pub(crate) fn matmul_epilogue(
     })
 }
 
+// ---- optimizer updates in place --------------------------------------------
+
+/// One dispatch applying the update rule of `infos` (all one rule, with
+/// hyper-parameters `uniform`) to each of their parameter tensors, in
+/// place: the parameter and state buffers they read are the ones written.
+/// Built on the rule functions of `shaders/optim.wgsl`. `None` if the
+/// generated module fails validation.
+pub(crate) fn optimizer_in_place(
+    dev: &std::sync::Arc<crate::device::DeviceInner>,
+    uniform: &[u8],
+    infos: &[&crate::graph::OptInfo],
+) -> Option<crate::graph::Node> {
+    let entry = infos[0].entry;
+    let mut s = crate::shaders::Shader::Optim.source().to_string();
+    let w = &mut s;
+    macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
+    let mut bindings = vec![(3, infos[0].scale.clone()), (9, infos[0].t.clone())];
+    for (k, info) in infos.iter().enumerate() {
+        let first = 10 + 4 * k as u32;
+        line!("@group(0) @binding({first}) var<storage, read_write> p{k}: array<vec4<f32>>;");
+        line!("@group(0) @binding({}) var<storage, read> g{k}: array<vec4<f32>>;", first + 1);
+        bindings.push((first, info.updates[0].0.clone()));
+        bindings.push((first + 1, info.grad.clone()));
+        for (slot, (read, _)) in info.updates[1..].iter().enumerate() {
+            line!(
+                "@group(0) @binding({}) var<storage, read_write> s{}_{k}: array<vec4<f32>>;",
+                first + 2 + slot as u32,
+                slot + 1
+            );
+            bindings.push((first + 2 + slot as u32, read.clone()));
+        }
+    }
+    line!("@compute @workgroup_size(256)");
+    line!("fn in_place(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
+    line!("            @builtin(local_invocation_index) lid: u32) {{");
+    line!("    let group = linear_group(wg, nwg);");
+    line!("    let i = linear_id(wg, nwg, lid);");
+    line!("    let done = t[0];");
+    line!("    let factor = scale[0];");
+    line!("    let z = vec4<f32>();");
+    // each tensor has workgroups of its own (on a GPU, no workgroup then
+    // diverges); `start`: its first workgroup
+    let mut start = 0;
+    for (k, info) in infos.iter().enumerate() {
+        let end = start + info.numel.div_ceil(4 * 256);
+        line!("    if group >= {start}u && group < {end}u && i - {start}u * 256u < {}u {{", info.numel.div_ceil(4));
+        line!("        let j = i - {start}u * 256u;");
+        let state = |slot: usize| {
+            if slot < info.updates.len() { format!("s{slot}_{k}[j]") } else { "z".to_string() }
+        };
+        line!("        let u = {entry}_rule(o, done, factor, p{k}[j], g{k}[j], {}, {});", state(1), state(2));
+        // lanes past the tensor's end keep their values: the buffer may
+        // hold another tensor there
+        let keep = if info.numel % 4 == 0 {
+            "vec4<bool>(true)".to_string()
+        } else {
+            format!("4u * j + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>({}u)", info.numel)
+        };
+        line!("        let live = {keep};");
+        line!("        p{k}[j] = select(p{k}[j], u.p, live);");
+        for slot in 1..info.updates.len() {
+            line!("        s{slot}_{k}[j] = select(s{slot}_{k}[j], u.s{slot}, live);");
+        }
+        line!("    }}");
+        start = end;
+    }
+    line!("}}");
+    let shader = dev.fused_shader("optimizer in place", &s, false)?;
+    Some(crate::graph::Node::Dispatch {
+        pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "in_place")),
+        bindings,
+        uniform: uniform.to_vec(),
+        groups: crate::graph::grid(start as u32),
+        random: false,
+        fusable: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

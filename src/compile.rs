@@ -99,8 +99,8 @@ struct Program<O> {
     slots: Vec<Tensor>,
     /// The state's own tensors (updated in place).
     state: Vec<Tensor>,
-    /// (from, to) buffer copies writing the new state back, and their bytes.
-    write_back: Vec<(wgpu::Buffer, u64, wgpu::Buffer, u64, u64)>,
+    /// Buffer copies writing the new state back.
+    write_back: Vec<WriteBack>,
     outputs: O,
     plan: MemoryPlan,
     /// Some kernel validates indices (its flag is checked at the next read).
@@ -113,6 +113,10 @@ struct Program<O> {
     _arena: Arc<Mutex<Arena>>,
     _staging: Vec<Arc<Storage>>,
 }
+
+/// A copy writing a new state tensor back into the state's own buffer:
+/// (from, its byte offset, to, its byte offset, bytes).
+pub(crate) type WriteBack = (wgpu::Buffer, u64, wgpu::Buffer, u64, u64);
 
 /// A hash of the shapes and dtypes of the state and inputs.
 fn signature<S: Params, I: Params>(state: &S, inputs: &I) -> u64 {
@@ -267,7 +271,22 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         let mut live_out: Vec<wgpu::Buffer> = Vec::new();
         outputs.visit(&mut |t| live_out.push(t.storage().buffer().clone()));
         live_out.extend(changed.iter().map(|(_, a)| a.storage().buffer().clone()));
+        let mut write_back: Vec<WriteBack> = changed
+            .iter()
+            .map(|(i, a)| {
+                let b = &before[*i];
+                (
+                    a.storage().buffer().clone(),
+                    (a.layout().offset * 4) as u64,
+                    b.storage().buffer().clone(),
+                    (b.layout().offset * 4) as u64,
+                    (b.numel() * 4) as u64,
+                )
+            })
+            .collect();
         let nodes = crate::fusion::fuse(&device.inner, capture.nodes, &live_out);
+        let returned = &live_out[..live_out.len() - changed.len()];
+        let nodes = crate::fusion::optimizers_in_place(&device.inner, nodes, &mut write_back, returned);
         let dot = graph_dot(&device, &nodes, &slots, &before, &outputs);
         let checks_indices = nodes.iter().any(|n| {
             matches!(n, Node::Dispatch { pipeline, .. }
@@ -348,19 +367,6 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
                 }
             }
         }
-        let write_back = changed
-            .iter()
-            .map(|(i, a)| {
-                let b = &before[*i];
-                (
-                    a.storage().buffer().clone(),
-                    (a.layout().offset * 4) as u64,
-                    b.storage().buffer().clone(),
-                    (b.layout().offset * 4) as u64,
-                    (b.numel() * 4) as u64,
-                )
-            })
-            .collect();
         let arena = capture.arena;
         let plan = {
             let a = arena.lock().unwrap_or_else(|p| p.into_inner());

@@ -15,12 +15,16 @@ use std::sync::Arc;
 
 use crate::codegen::{self, FusedMember, FusedOperand};
 use crate::device::DeviceInner;
-use crate::graph::{EwInfo, Fusable, MmInfo, Node};
+use crate::graph::{EwInfo, Fusable, MmInfo, Node, OptInfo};
 use crate::shape::contiguous_strides;
 
 /// At most this many storage buffers per fused kernel (the browser's limit
 /// is 10 per shader stage; keep margin).
 const MAX_BUFFERS: usize = 8;
+
+/// On CPU adapters, optimizer updates of tensors up to this many elements
+/// share a dispatch (see `optimizers_in_place`).
+const SMALL_UPDATE: usize = 1 << 14;
 
 /// The buffers a node reads and writes.
 pub(crate) fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
@@ -255,4 +259,88 @@ fn epilogue_fits(mm: &MmInfo, infos: &[&EwInfo]) -> bool {
         }
     }
     buffers.len() <= MAX_BUFFERS
+}
+
+/// Optimizer updates in place: an update whose new parameter and state are
+/// only copied back into the tensors it read (and nothing after it reads
+/// either) writes them directly, and consecutive such updates of one rule
+/// run in one generated dispatch (`codegen::optimizer_in_place`). Their
+/// copies leave `write_back`. `returned`: the buffers of the step's outputs.
+pub(crate) fn optimizers_in_place(
+    dev: &Arc<DeviceInner>,
+    nodes: Vec<Node>,
+    write_back: &mut Vec<crate::compile::WriteBack>,
+    returned: &[wgpu::Buffer],
+) -> Vec<Node> {
+    let accesses: Vec<_> = nodes.iter().map(|n| access(dev, n)).collect();
+    let in_place = |j: usize, info: &OptInfo| {
+        info.updates.iter().all(|(read, written)| {
+            let copied_back = write_back.iter().any(|(from, from_off, to, to_off, bytes)| {
+                from == written && to == read && *from_off == 0 && *to_off == 0 && *bytes == 4 * info.numel as u64
+            });
+            let untouched = accesses[j + 1..]
+                .iter()
+                .all(|(r, w)| !(r.contains(read) || w.contains(read) || r.contains(written) || w.contains(written)));
+            copied_back && untouched && !returned.contains(written)
+        })
+    };
+    // runs of in-place updates of one rule (and one step counter and
+    // gradient scale), within the adapter's storage-buffer limit
+    let limit = dev.limits.max_storage_buffers_per_shader_stage as usize;
+    // CPU adapters run every branch of a kernel for every invocation (with
+    // the lanes masked), so there one dispatch over a large tensor and
+    // small ones costs more than the dispatches it saves: large tensors
+    // are updated alone.
+    let cpu = dev.info.device_type == wgpu::DeviceType::Cpu;
+    let alone = |info: &OptInfo| cpu && info.numel > SMALL_UPDATE;
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut bindings = 0;
+    for (j, node) in nodes.iter().enumerate() {
+        let Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), uniform, .. } = node else { continue };
+        if !in_place(j, info) {
+            continue;
+        }
+        let joins = runs.last().and_then(|run| run.last()).is_some_and(|&last| match &nodes[last] {
+            Node::Dispatch { fusable: Some(Fusable::Optimizer(prev)), uniform: u, .. } => {
+                last + 1 == j
+                    && !alone(prev)
+                    && !alone(info)
+                    && prev.entry == info.entry
+                    && prev.scale == info.scale
+                    && prev.t == info.t
+                    && u[4..] == uniform[4..] // all but the element count
+                    && bindings + 1 + info.updates.len() <= limit
+            }
+            _ => false,
+        });
+        if joins {
+            runs.last_mut().expect("joined").push(j);
+            bindings += 1 + info.updates.len();
+        } else {
+            runs.push(vec![j]);
+            bindings = 2 + 1 + info.updates.len(); // step counter, scale; gradient and updates
+        }
+    }
+    let mut replaced: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
+    let mut skip = vec![false; nodes.len()];
+    for run in &runs {
+        let infos: Vec<&OptInfo> = run
+            .iter()
+            .map(|&j| match &nodes[j] {
+                Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), .. } => &**info,
+                _ => unreachable!("runs hold optimizer nodes"),
+            })
+            .collect();
+        let Node::Dispatch { uniform, .. } = &nodes[run[0]] else { unreachable!("a dispatch") };
+        if let Some(node) = codegen::optimizer_in_place(dev, uniform, &infos) {
+            for info in &infos {
+                write_back.retain(|(from, ..)| !info.updates.iter().any(|(_, written)| written == from));
+            }
+            replaced[run[0]] = Some(node);
+            for &j in &run[1..] {
+                skip[j] = true;
+            }
+        }
+    }
+    nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| replaced[i].take().unwrap_or(n)).collect()
 }

@@ -75,6 +75,22 @@ pub(crate) enum Fusable {
     /// A generated matmul writing its whole result (no split of k): an
     /// elementwise chain that follows can become its epilogue.
     Matmul(Box<MmInfo>),
+    /// An optimizer update of one parameter tensor: where its parameter
+    /// and state are written back, several can run in place in one dispatch.
+    Optimizer(Box<OptInfo>),
+}
+
+/// An optimizer node (`shaders/optim.wgsl`, entry point `entry`).
+#[derive(Clone, Debug)]
+pub(crate) struct OptInfo {
+    pub entry: &'static str,
+    /// (read, written) buffers of the parameter, then of the state slots
+    /// the rule uses.
+    pub updates: Vec<(wgpu::Buffer, wgpu::Buffer)>,
+    pub grad: wgpu::Buffer,
+    pub scale: wgpu::Buffer,
+    pub t: wgpu::Buffer,
+    pub numel: usize,
 }
 
 /// A matmul node: its tile (to generate it again with an epilogue), the

@@ -8,6 +8,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{Params, no_grad};
+use crate::graph::{Fusable, OptInfo};
 use crate::ops::layout::dense_from_zero;
 use crate::shaders::{Kernel, Shader};
 use crate::tensor::Tensor;
@@ -368,6 +369,8 @@ fn update(
         (3, scale.storage().clone()),
         (9, t.storage().clone()),
     ];
+    let buffer = |s: &Tensor| s.storage().buffer().clone();
+    let mut updates = vec![(buffer(&p), buffer(&out))];
     let mut new_state: [Option<Tensor>; 2] = [None, None];
     for (k, s) in state.iter().enumerate() {
         if let Some(s) = s {
@@ -375,14 +378,22 @@ fn update(
             let next = Tensor::empty(p.device(), "optimizer state", p.shape(), crate::DType::F32);
             bindings.push((4 + k as u32, s.storage().clone()));
             bindings.push((7 + k as u32, next.storage().clone()));
+            updates.push((buffer(&s), buffer(&next)));
             new_state[k] = Some(next);
         }
     }
     bindings.push((6, out.storage().clone()));
+    let info = OptInfo { entry, updates, grad: buffer(&g), scale: buffer(scale), t: buffer(t), numel: p.numel() };
     let kernel = Kernel::new(Shader::Optim, entry);
     // one invocation per four elements (the kernels read vec4s)
     let groups = crate::graph::grid((p.numel() as u32).div_ceil(4 * 256));
-    p.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&u), groups);
+    p.device().inner.record_fusable(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&u),
+        groups,
+        Fusable::Optimizer(Box::new(info)),
+    );
     *state = new_state;
     out
 }

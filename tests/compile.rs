@@ -313,6 +313,81 @@ fn matmul_epilogues_fold_bias_and_activation() {
     }
 }
 
+#[derive(Params)]
+struct Mixed {
+    big: Tensor,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+}
+
+#[test]
+fn optimizer_updates_run_in_place_with_eager_results() {
+    let d = own_device();
+    d.manual_seed(9);
+    // one tensor past the size CPU adapters update alone, small ones that
+    // share a dispatch; sizes that are not multiples of four
+    let make = || Mixed {
+        big: Tensor::randn(&d, &[130, 131]),
+        a: Tensor::randn(&d, &[5]),
+        b: Tensor::randn(&d, &[3, 7]),
+        c: Tensor::randn(&d, &[1]),
+    };
+    let start = make();
+    let copy = |t: &Tensor| t.detach().contiguous();
+    let make = || Mixed { big: copy(&start.big), a: copy(&start.a), b: copy(&start.b), c: copy(&start.c) };
+    let loss = |p: &Mixed, x: &Tensor| {
+        (&p.big * x).tanh().sum_all() + p.a.square().sum_all() + p.b.sin().sum_all() + p.c.exp().sum_all()
+    };
+    let xs: Vec<Tensor> = (0..4).map(|_| Tensor::randn(&d, &[130, 131])).collect();
+    let rules = [
+        Optimizer::sgd(0.1),
+        Optimizer::sgd(0.1).momentum(0.9).nesterov().weight_decay(0.01),
+        Optimizer::adam(0.01),
+        Optimizer::adamw(0.01, 0.1),
+        Optimizer::rmsprop(0.01),
+        Optimizer::rmsprop(0.01).momentum(0.5),
+    ];
+    for rule in rules {
+        // the same rule functions on the same values: the same bits
+        let [eager, compiled] = both(make, loss, || rule.clone(), &xs);
+        assert_eq!(compiled, eager, "{:?}", rule.rule());
+    }
+}
+
+#[test]
+fn an_update_in_place_keeps_the_rest_of_a_shared_buffer() {
+    let d = own_device();
+    d.manual_seed(2);
+    // the parameter is the first 7 of 20 elements of one buffer: updating
+    // it in place four at a time must leave element 7 on as it was (AdamW's
+    // decay would change it even where the gradient reads zero)
+    let whole = Tensor::randn(&d, &[20]);
+    let before: Vec<f32> = whole.to_vec().unwrap();
+    let w = whole.narrow(0, 0, 7);
+    let mut opt = Optimizer::adamw(0.1, 0.5);
+    opt.init(&w);
+    let mut state = (w, opt);
+    let mut step = compile(|(w, o): &mut (Tensor, Optimizer), x: &Tensor| {
+        let (g, l, ()) = grad(|w: &Tensor, x: &Tensor| (w * x).sum_all())(w, x);
+        *w = o.step(w, &g);
+        l
+    });
+    let x = Tensor::ones(&d, &[7]);
+    for _ in 0..3 {
+        step.run(&mut state, &x).unwrap();
+    }
+    let after: Vec<f32> = whole.to_vec().unwrap();
+    assert_eq!(after[7..], before[7..]);
+    for (a, b) in after[..7].iter().zip(&before[..7]) {
+        // AdamW's first steps: w ← w·(1 − lr·λ) − lr (the gradient is 1)
+        let want = (0..3).fold(*b, |w, _| w * (1.0 - 0.1 * 0.5) - 0.1);
+        assert!((a - want).abs() < 1e-5, "{b} → {a}, want {want}");
+    }
+    let modules = step.wgsl().unwrap();
+    assert!(modules.iter().any(|(label, _)| label.contains("optimizer in place")), "updated in place");
+}
+
 /// Trains `steps` steps eagerly and compiled from the same start and
 /// returns (eager, compiled) losses and final parameters.
 fn both<P: Params, I: Params>(
