@@ -609,7 +609,6 @@ pub(crate) fn optimizer_in_place(
     line!("fn in_place(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
     line!("            @builtin(local_invocation_index) lid: u32) {{");
     line!("    let group = linear_group(wg, nwg);");
-    line!("    let i = linear_id(wg, nwg, lid);");
     line!("    let done = t[0];");
     line!("    let factor = scale[0];");
     line!("    let z = vec4<f32>();");
@@ -617,24 +616,28 @@ pub(crate) fn optimizer_in_place(
     // diverges); `start`: its first workgroup
     let mut start = 0;
     for (k, info) in infos.iter().enumerate() {
-        let end = start + info.numel.div_ceil(4 * 256);
-        line!("    if group >= {start}u && group < {end}u && i - {start}u * 256u < {}u {{", info.numel.div_ceil(4));
-        line!("        let j = i - {start}u * 256u;");
+        let vectors = info.numel.div_ceil(4);
+        let end = start + vectors.div_ceil(256);
+        line!("    let j{k} = (group - {start}u) * 256u + lid;");
+        line!("    if group >= {start}u && group < {end}u && j{k} < {vectors}u {{");
+        line!("        let j = j{k};");
         let state = |slot: usize| {
             if slot < info.updates.len() { format!("s{slot}_{k}[j]") } else { "z".to_string() }
         };
         line!("        let u = {entry}_rule(o, done, factor, p{k}[j], g{k}[j], {}, {});", state(1), state(2));
-        // lanes past the tensor's end keep their values: the buffer may
-        // hold another tensor there
-        let keep = if info.numel % 4 == 0 {
-            "vec4<bool>(true)".to_string()
+        if info.numel % 4 == 0 {
+            line!("        p{k}[j] = u.p;");
+            for slot in 1..info.updates.len() {
+                line!("        s{slot}_{k}[j] = u.s{slot};");
+            }
         } else {
-            format!("4u * j + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>({}u)", info.numel)
-        };
-        line!("        let live = {keep};");
-        line!("        p{k}[j] = select(p{k}[j], u.p, live);");
-        for slot in 1..info.updates.len() {
-            line!("        s{slot}_{k}[j] = select(s{slot}_{k}[j], u.s{slot}, live);");
+            // lanes past the tensor's end keep their values: the buffer
+            // may hold another tensor there
+            line!("        let live = 4u * j + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>({}u);", info.numel);
+            line!("        p{k}[j] = select(p{k}[j], u.p, live);");
+            for slot in 1..info.updates.len() {
+                line!("        s{slot}_{k}[j] = select(s{slot}_{k}[j], u.s{slot}, live);");
+            }
         }
         line!("    }}");
         start = end;
