@@ -284,7 +284,10 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
                 )
             })
             .collect();
-        let nodes = crate::fusion::fuse(&device.inner, capture.nodes, &live_out);
+        let mut pinned = live_out.clone();
+        pinned.extend(before.iter().chain(&slots).map(|t| t.storage().buffer().clone()));
+        let mut fresh = |size: u64| capture.arena.lock().unwrap_or_else(|p| p.into_inner()).fresh(&device.inner, size);
+        let nodes = crate::fusion::fuse(&device.inner, capture.nodes, &live_out, &pinned, &mut fresh);
         let returned = &live_out[..live_out.len() - changed.len()];
         let nodes = crate::fusion::optimizers_in_place(&device.inner, nodes, &mut write_back, returned);
         let dot = graph_dot(&device, &nodes, &slots, &before, &outputs);

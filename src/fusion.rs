@@ -58,8 +58,9 @@ struct Group<'a> {
 impl Group<'_> {
     /// Can `e` join? Same iteration space, values produced in the group read
     /// with the layout they were written in, no write over a buffer the
-    /// group reads or writes, and few enough buffers.
-    fn admits(&self, e: &EwInfo) -> bool {
+    /// group reads or writes, and few enough buffers. `fresh_out`: as if
+    /// `e` wrote a buffer of its own.
+    fn admits(&self, e: &EwInfo, fresh_out: bool) -> bool {
         let first = self.members[0].1;
         if e.shape != first.shape {
             return false;
@@ -78,47 +79,27 @@ impl Group<'_> {
         let out = &e.out.buffer;
         let touched = self.members.iter().flat_map(|m| std::iter::once(&m.1.out).chain(&m.1.inputs));
         let conflict = touched.filter(|o| o.buffer == *out).any(|o| !(dense(o, &e.shape) && dense(&e.out, &e.shape)));
-        if conflict || e.inputs.iter().any(|i| i.buffer == *out) {
+        if !fresh_out && (conflict || e.inputs.iter().any(|i| i.buffer == *out)) {
             return false;
         }
         let mut buffers: Vec<&wgpu::Buffer> = Vec::new();
         for m in self.members.iter().map(|m| m.1).chain([e]) {
-            for b in std::iter::once(&m.out.buffer).chain(m.inputs.iter().map(|i| &i.buffer)) {
+            let out = (!fresh_out || !std::ptr::eq(m, e)).then_some(&m.out.buffer);
+            for b in out.into_iter().chain(m.inputs.iter().map(|i| &i.buffer)) {
                 if !buffers.contains(&b) {
                     buffers.push(b);
                 }
             }
         }
-        buffers.len() <= MAX_BUFFERS
+        buffers.len() + fresh_out as usize <= MAX_BUFFERS
     }
 }
 
-/// Fuses elementwise chains in `nodes`. `live_out`: buffers read after the
-/// step (its outputs and the new state).
-pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::Buffer]) -> Vec<Node> {
-    let accesses: Vec<_> = nodes.iter().map(|n| access(dev, n)).collect();
-    // Is the value of `numel` elements in `buffer` read after node `after`,
-    // before being overwritten? Only a dense elementwise write of at least
-    // as many elements overwrites it: after a partial write (a copy into
-    // the interior of a padded tensor) the rest of the value is still read.
-    let overwrites = |node: &Node, buffer: &wgpu::Buffer, numel: usize| match node {
-        Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
-            info.out.buffer == *buffer && dense(&info.out, &info.shape) && info.shape.iter().product::<usize>() >= numel
-        }
-        _ => false,
-    };
-    let needed = |buffer: &wgpu::Buffer, numel: usize, after: usize| {
-        for (node, (reads, _)) in nodes[after + 1..].iter().zip(&accesses[after + 1..]) {
-            if reads.contains(buffer) {
-                return true;
-            }
-            if overwrites(node, buffer, numel) {
-                return false;
-            }
-        }
-        live_out.contains(buffer)
-    };
+/// Groups of consecutive elementwise nodes that can fuse, and the nodes
+/// kept out of the group before them only by the buffer they write.
+fn chains(nodes: &[Node]) -> (Vec<Vec<usize>>, Vec<usize>) {
     let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut blocked = Vec::new();
     let mut current: Option<Group> = None;
     for (i, n) in nodes.iter().enumerate() {
         let info = match n {
@@ -126,8 +107,11 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
             _ => None,
         };
         match (info, current.as_mut()) {
-            (Some(e), Some(g)) if g.admits(e) => g.members.push((i, e)),
-            (Some(e), _) => {
+            (Some(e), Some(g)) if g.admits(e, false) => g.members.push((i, e)),
+            (Some(e), previous) => {
+                if previous.is_some_and(|g| g.admits(e, true)) {
+                    blocked.push(i);
+                }
                 if let Some(g) = current.take() {
                     groups.push(g.members.iter().map(|m| m.0).collect());
                 }
@@ -143,6 +127,127 @@ pub(crate) fn fuse(dev: &Arc<DeviceInner>, nodes: Vec<Node>, live_out: &[wgpu::B
     if let Some(g) = current.take() {
         groups.push(g.members.iter().map(|m| m.0).collect());
     }
+    (groups, blocked)
+}
+
+/// One past the last element operand `o` reads over `shape`.
+fn extent(o: &crate::graph::EwOperand, shape: &[usize]) -> usize {
+    if shape.contains(&0) {
+        return 0;
+    }
+    o.offset + shape.iter().zip(&o.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
+}
+
+/// Does `node` overwrite all `numel` elements of the value in `buffer`?
+/// Only a dense elementwise write of at least as many elements is known
+/// to: after a partial write (a copy into the interior of a padded tensor)
+/// the rest of the value is still read.
+fn overwrites(node: &Node, buffer: &wgpu::Buffer, numel: usize) -> bool {
+    match node {
+        Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
+            info.out.buffer == *buffer && dense(&info.out, &info.shape) && info.shape.iter().product::<usize>() >= numel
+        }
+        _ => false,
+    }
+}
+
+/// Gives the value elementwise node `i` writes the buffer `fresh` instead
+/// of the one liveness chose, rewriting its readers up to the node that
+/// next overwrites that buffer. `false` (nothing changed) when that cannot
+/// be done safely: the buffer outlives the step (`pinned`); node `i` does
+/// not write a whole value (dense from the start) or a reader reads past
+/// it (the value may be pieced together by several writes, as `cat` and
+/// `pad` do); a reader is not elementwise (its extent is unknown); or a
+/// later node writes part of the buffer.
+fn rename_output(
+    dev: &DeviceInner,
+    nodes: &mut [Node],
+    i: usize,
+    pinned: &[wgpu::Buffer],
+    fresh: &mut dyn FnMut(u64) -> wgpu::Buffer,
+) -> bool {
+    let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = &nodes[i] else { return false };
+    let (old, numel) = (e.out.buffer.clone(), e.shape.iter().product::<usize>());
+    if pinned.contains(&old) || !dense(&e.out, &e.shape) {
+        return false;
+    }
+    // the readers of this value: up to (and including) a full overwrite
+    let mut end = nodes.len();
+    for (j, node) in nodes.iter().enumerate().skip(i + 1) {
+        let (reads, writes) = access(dev, node);
+        if reads.contains(&old) {
+            let Node::Dispatch { fusable: Some(Fusable::Elementwise(r)), .. } = node else { return false };
+            if r.inputs.iter().any(|o| o.buffer == old && extent(o, &r.shape) > numel) {
+                return false;
+            }
+        }
+        if writes.contains(&old) {
+            if !overwrites(node, &old, numel) {
+                return false;
+            }
+            end = j + 1;
+            break;
+        }
+    }
+    let new = fresh(old.size());
+    for (j, node) in nodes[i..end].iter_mut().enumerate() {
+        let Node::Dispatch { pipeline, bindings, fusable, .. } = node else { continue };
+        let writable = dev.writable_bindings(&pipeline.source);
+        // node i: its writes; the others: their reads
+        let rewrite = |binding: u32| writable.contains(&binding) == (j == 0);
+        for (_, b) in bindings.iter_mut().filter(|(n, b)| *b == old && rewrite(*n)) {
+            *b = new.clone();
+        }
+        let swap = |b: &mut wgpu::Buffer| {
+            if *b == old {
+                *b = new.clone()
+            }
+        };
+        // (only elementwise nodes read the value, checked above)
+        if let Some(Fusable::Elementwise(info)) = fusable {
+            match j {
+                0 => swap(&mut info.out.buffer),
+                _ => info.inputs.iter_mut().for_each(|o| swap(&mut o.buffer)),
+            }
+        }
+    }
+    true
+}
+
+/// Fuses elementwise chains in `nodes`. `live_out`: buffers read after the
+/// step (its outputs and the new state); `pinned`: those and every other
+/// buffer that outlives the step. Where the buffer liveness gave a value
+/// keeps its node out of a chain, the value gets a buffer of its own from
+/// `fresh`.
+pub(crate) fn fuse(
+    dev: &Arc<DeviceInner>,
+    mut nodes: Vec<Node>,
+    live_out: &[wgpu::Buffer],
+    pinned: &[wgpu::Buffer],
+    fresh: &mut dyn FnMut(u64) -> wgpu::Buffer,
+) -> Vec<Node> {
+    let mut tried = Vec::new();
+    loop {
+        let (_, blocked) = chains(&nodes);
+        let Some(i) = blocked.into_iter().find(|i| !tried.contains(i)) else { break };
+        tried.push(i);
+        rename_output(dev, &mut nodes, i, pinned, fresh);
+    }
+    let accesses: Vec<_> = nodes.iter().map(|n| access(dev, n)).collect();
+    // Is the value of `numel` elements in `buffer` read after node `after`,
+    // before being overwritten?
+    let needed = |buffer: &wgpu::Buffer, numel: usize, after: usize| {
+        for (node, (reads, _)) in nodes[after + 1..].iter().zip(&accesses[after + 1..]) {
+            if reads.contains(buffer) {
+                return true;
+            }
+            if overwrites(node, buffer, numel) {
+                return false;
+            }
+        }
+        live_out.contains(buffer)
+    };
+    let (groups, _) = chains(&nodes);
     // Build the fused nodes: a chain after a matmul that reads its result
     // becomes its epilogue; other single-node groups stay as they are.
     let mut fused: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();

@@ -90,6 +90,17 @@ pub(crate) struct Arena {
     pub requested: u64,
 }
 
+impl Arena {
+    /// One more buffer for the step, outside the liveness plan (fusion
+    /// gives a value one where a shared buffer would keep a chain apart).
+    pub(crate) fn fresh(&mut self, dev: &DeviceInner, size: u64) -> wgpu::Buffer {
+        let b = dev.create_buffer(BufferClass::Storage, size);
+        self.buffers.push(b.clone());
+        self.pool.bytes_held += size;
+        b
+    }
+}
+
 /// Free buffers by (class, bucket size), with byte counts for the counters.
 #[derive(Default)]
 pub(crate) struct BufferPool {

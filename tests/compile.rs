@@ -313,6 +313,49 @@ fn matmul_epilogues_fold_bias_and_activation() {
     }
 }
 
+#[test]
+fn values_get_their_own_buffer_where_sharing_would_split_a_chain() {
+    // In the backward pass of this loss, y·(−1/n) reads the scalar gradient
+    // of the sum through a broadcast, and exp(log_softmax) comes right
+    // after it; liveness gives exp's result the scalar's buffer, which
+    // would keep the two in separate kernels. Fusion moves exp's result to
+    // a buffer of its own, and the results stay eager's.
+    let d = own_device();
+    d.manual_seed(4);
+    let f = |p: &Mlp, (x, y): &(Tensor, Tensor)| {
+        let h = (x.matmul(&p.w1) + &p.b1).tanh();
+        -((h.matmul(&p.w2) + &p.b2).log_softmax(-1) * y).sum_all() / x.dim(0) as f32
+    };
+    let make = || Mlp {
+        w1: Tensor::full(&d, &[20, 64], 0.05),
+        b1: Tensor::zeros(&d, &[64]),
+        w2: Tensor::full(&d, &[64, 5], -0.03),
+        b2: Tensor::zeros(&d, &[5]),
+    };
+    let one_hot = |i: f32| Tensor::arange(&d, 0.0, 5.0, 1.0).eq(i).cast(wgrad::DType::F32).reshape(&[1, 5]);
+    let data: Vec<(Tensor, Tensor)> = (0..3).map(|i| (Tensor::randn(&d, &[1, 20]), one_hot(i as f32))).collect();
+    let [eager, compiled] = both(make, f, || Optimizer::sgd(0.1), &data);
+    assert_eq!(compiled, eager);
+    let p = make();
+    let mut o = Optimizer::sgd(0.1);
+    o.init(&p);
+    let mut state = (p, o);
+    let mut step = compile(|(p, o): &mut (Mlp, Optimizer), b: &(Tensor, Tensor)| {
+        let (g, l, ()) = grad(f)(p, b);
+        *p = o.step(p, &g);
+        l
+    });
+    step.run(&mut state, &data[0]).unwrap();
+    let modules = step.wgsl().unwrap();
+    if modules.iter().any(|(label, _)| label.contains("epilogue")) {
+        // forward: 2 matmuls with their epilogues, log_softmax, ·y, sum,
+        // the loss's scalar ops; backward: ·(−1/n) and exp fused, the sum
+        // over classes, its chain, 3 matmuls (one with an epilogue); the
+        // update; the step count
+        assert_eq!(step.memory().unwrap().dispatches, 14, "{}", step.dot().unwrap());
+    }
+}
+
 #[derive(Params)]
 struct Mixed {
     big: Tensor,

@@ -1905,6 +1905,21 @@ fn compiled_pad_keeps_its_zero_fill() {
     }
 }
 
+/// Found by the fuzzer (CI seed) while fusion learned to give a value a
+/// buffer of its own: the second piece of a `cat` was moved to a new buffer
+/// without the first, so the mean read half a tensor. A value may be moved
+/// only where one node writes all of what its readers read.
+#[test]
+fn compiled_cat_keeps_every_piece() {
+    let x = Tensor::from_slice(dev(), &[1.0f32, -3.0], &[1, 1, 2]);
+    let f = |x: &Tensor| Tensor::cat(&[x, x], 1).mean(&[2], true);
+    assert_eq!(f(&x).to_vec::<f32>().unwrap(), vec![-1.0, -1.0], "eager");
+    let mut step = compile(|_: &mut (), x: &Tensor| f(x));
+    for run in 1..=2 {
+        assert_eq!(step.run(&mut (), &x).unwrap().to_vec::<f32>().unwrap(), vec![-1.0, -1.0], "compiled run {run}");
+    }
+}
+
 /// Found by the fuzzer (seed 5): lavapipe compiles the fused kernel of
 /// (x + x) + (−1) as x + (x + (−1)) (SPIR-V lets drivers reassociate what is
 /// not marked NoContraction), one ULP away from eager mode and not correctly
