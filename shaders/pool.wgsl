@@ -78,6 +78,29 @@ fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     out[idx] = acc;
 }
 
+// The same when the windows tile the input (stride = kernel, no padding,
+// sizes divisible): each input lies in exactly one window, so one
+// invocation per window finds its argmax once and writes the window's
+// inputs (the general kernel finds each window's argmax once per input).
+// `0.0 + g` as there, so a −0 gradient reads +0 in both.
+@compute @workgroup_size(256)
+fn max_pool2d_scatter_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let j = idx % p.ow;
+    let i = (idx / p.ow) % p.oh;
+    let plane = idx / (p.ow * p.oh);
+    let at = argmax_of(plane, i, j);
+    let g = 0.0 + v[idx];
+    for (var a = 0u; a < p.kh; a++) {
+        for (var b = 0u; b < p.kw; b++) {
+            let k = (plane * p.h + i * p.kh + a) * p.w + j * p.kw + b;
+            out[k] = select(0.0, g, k == at);
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {

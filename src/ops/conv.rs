@@ -260,10 +260,15 @@ fn pool_launch(entry: &'static str, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>
     let x = dense_from_zero(x);
     let v = v.map(dense_from_zero);
     let out = Tensor::empty(x.device(), entry, out_shape, DType::F32);
-    let total = out.numel();
-    if total == 0 {
+    if out.numel() == 0 {
         return out;
     }
+    // windows that tile the input: one invocation per window
+    let tiles = g.stride == g.kernel && g.padding == (0, 0) && g.h == g.oh * g.kernel.0 && g.w == g.ow * g.kernel.1;
+    let (entry, total) = match entry {
+        "max_pool2d_scatter" if tiles => ("max_pool2d_scatter_tiles", g.planes() * g.oh * g.ow),
+        _ => (entry, out.numel()),
+    };
     let d = [
         g.planes(),
         g.h,
