@@ -109,6 +109,48 @@ fn check_layer(name: &str, xs: &[Array], gpu: &dyn Fn(&[Tensor]) -> Tensor, cpu:
 }
 
 #[test]
+fn conv2d_of_a_batch_too_big_for_one_pass_matches_image_by_image() {
+    // 8 images whose receptive fields take 6.6 MB each: convolved in
+    // slices of the batch (32 MB of columns at a time). Each image's
+    // output and input gradient, and the sum of the weight gradients, must
+    // match the same convolution of that image alone. The two differ only
+    // in how the products' sums are split (k slices chosen per shape), so
+    // each value may differ by its number of terms × ε × the sum of its
+    // terms' magnitudes — the same computation on |x|, |w| and |v|.
+    let d = dev();
+    d.manual_seed(12);
+    let (x, w) = (Tensor::randn(d, &[8, 16, 64, 64]), Tensor::randn(d, &[4, 16, 5, 5]) * 0.1);
+    let v = Tensor::randn(d, &[8, 4, 64, 64]);
+    let o = ConvOptions::default().padding(2);
+    let f = |p: &Vec<Tensor>, v: &Tensor| (nn::conv2d(&p[0], &p[1], None, o) * v).sum_all();
+    let run = |x: &Tensor, w: &Tensor, v: &Tensor| {
+        let (g, _, ()) = grad(f)(&vec![x.clone(), w.clone()], v);
+        let y = nn::conv2d(x, w, None, o);
+        [y, g[0].clone(), g[1].clone()].map(|t| t.to_vec::<f32>().unwrap())
+    };
+    let [y, gx, gw] = run(&x, &w, &v);
+    let [ya, gxa, gwa] = run(&x.abs(), &w.abs(), &v.abs());
+    let eps = f32::EPSILON;
+    let close = |what: &str, got: &[f32], want: &[f32], size: &[f32], terms: f32| {
+        for (k, ((g, w), s)) in got.iter().zip(want).zip(size).enumerate() {
+            assert!((g - w).abs() <= terms * eps * s, "{what}[{k}]: {g} vs {w} (scale {s})");
+        }
+    };
+    let mut gw_sum = vec![0.0f32; gw.len()];
+    for n in 0..8 {
+        let one = |t: &Tensor| t.narrow(0, n, 1).contiguous();
+        let [yn, gxn, gwn] = run(&one(&x), &w, &one(&v));
+        let (ny, nx) = (yn.len(), gxn.len());
+        close("y", &y[n * ny..(n + 1) * ny], &yn, &ya[n * ny..(n + 1) * ny], 2.0 * 400.0);
+        close("dx", &gx[n * nx..(n + 1) * nx], &gxn, &gxa[n * nx..(n + 1) * nx], 2.0 * 100.0);
+        for (s, g) in gw_sum.iter_mut().zip(gwn) {
+            *s += g;
+        }
+    }
+    close("dw", &gw, &gw_sum, &gwa, 2.0 * 8.0 * 4096.0);
+}
+
+#[test]
 fn conv2d_matches_reference() {
     let mut rng = Rng::new(41);
     #[rustfmt::skip]

@@ -44,10 +44,6 @@ impl ConvGeom {
         [self.n, self.c, self.h, self.w]
     }
 
-    pub fn w_shape(&self) -> [usize; 4] {
-        [self.o, self.c / self.groups, self.kh, self.kw]
-    }
-
     /// Rows and width of one group's column matrix.
     fn cols_shape(&self) -> [usize; 3] {
         [self.groups, self.n * self.oh * self.ow, self.c / self.groups * self.kh * self.kw]
@@ -83,20 +79,6 @@ impl ConvGeom {
     fn w_matrix(&self, w: &Tensor) -> Tensor {
         let [g, _, width] = self.cols_shape();
         w.reshape(&[g, self.o / g, width])
-    }
-
-    /// dy [N, O, OH, OW] rearranged as `perm` of [G, N, OH·OW, Og] axes and
-    /// made dense: the operand layouts the two gradient products need.
-    fn dy_matrix(&self, dy: &Tensor, rows_first: bool) -> Tensor {
-        let g = self.groups;
-        let v = dy.reshape(&[self.n, g, self.o / g, self.oh * self.ow]);
-        if rows_first {
-            // [G, N·OH·OW, Og]
-            v.permute(&[1, 0, 3, 2]).contiguous().reshape(&[g, self.n * self.oh * self.ow, self.o / g])
-        } else {
-            // [G, Og, N·OH·OW]
-            v.permute(&[1, 2, 0, 3]).contiguous().reshape(&[g, self.o / g, self.n * self.oh * self.ow])
-        }
     }
 }
 
@@ -141,49 +123,24 @@ impl ConvGeom {
     }
 }
 
-/// y = conv(x, w): one matmul per group, cols [NHW, CKK] · Wᵀ [CKK, Og].
-/// The result is a permuted view of the product ([N, OH, OW, O] in memory).
-pub(crate) fn conv2d_forward(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
-    let parts: Vec<Tensor> = g
-        .slices()
-        .into_iter()
-        .map(|(start, len)| {
+/// y = conv(x, w) = im2col(x) · Wᵀ per group ([N·OH·OW, Cg·KH·KW] ·
+/// [Cg·KH·KW, Og]), batch slice by batch slice, written with ops: the
+/// gradient is the matmul's and col2im's, and the columns the forward pass
+/// built are the ones the weight gradient reuses. The result is a permuted
+/// view of the product ([N, OH, OW, O] in memory).
+pub(crate) fn conv2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
+    let slices = g.slices();
+    let parts: Vec<Tensor> = slices
+        .iter()
+        .map(|&(start, len)| {
             let gs = g.with_n(len);
-            let cols = conv_launch("im2col", &gs, &x.narrow(0, start, len), &gs.cols_shape());
+            let x = if slices.len() == 1 { x.clone() } else { x.narrow(0, start, len) };
+            let cols = apply(Prim::Im2col(gs), &[&x]);
             let y = cols.matmul(&gs.w_matrix(w).t()); // [G, NHW, Og]
             let og = g.o / g.groups;
             y.reshape(&[g.groups, len, g.oh, g.ow, og]).permute(&[1, 0, 4, 2, 3]).reshape(&[len, g.o, g.oh, g.ow])
         })
         .collect();
-    join(parts)
-}
-
-/// dx = col2im(dy · W): dcols [NHW, CKK] summed back into the image.
-pub(crate) fn conv2d_backward_data_forward(g: &ConvGeom, dy: &Tensor, w: &Tensor) -> Tensor {
-    let parts: Vec<Tensor> = g
-        .slices()
-        .into_iter()
-        .map(|(start, len)| {
-            let gs = g.with_n(len);
-            let dcols = gs.dy_matrix(&dy.narrow(0, start, len), true).matmul(&gs.w_matrix(w)); // [G, NHW, CKK]
-            conv_launch("col2im", &gs, &dcols, &gs.x_shape())
-        })
-        .collect();
-    join(parts)
-}
-
-/// dw = dyᵀ · cols per group: [Og, NHW] · [NHW, CKK], summed over slices.
-pub(crate) fn conv2d_backward_weight_forward(g: &ConvGeom, x: &Tensor, dy: &Tensor) -> Tensor {
-    let parts = g.slices().into_iter().map(|(start, len)| {
-        let gs = g.with_n(len);
-        let cols = conv_launch("im2col", &gs, &x.narrow(0, start, len), &gs.cols_shape());
-        gs.dy_matrix(&dy.narrow(0, start, len), false).matmul(&cols).reshape(&g.w_shape())
-    });
-    parts.reduce(|acc, p| &acc + &p).expect("at least one slice")
-}
-
-/// Concatenates per-slice results along the batch axis.
-fn join(parts: Vec<Tensor>) -> Tensor {
     if parts.len() == 1 {
         return parts.into_iter().next().expect("one part");
     }
@@ -191,28 +148,12 @@ fn join(parts: Vec<Tensor>) -> Tensor {
     Tensor::cat(&refs, 0)
 }
 
-/// VJPs of the three convolution primitives. With ⟨·,·⟩ the sum of
-/// elementwise products: ⟨conv(x, w), g⟩ = ⟨x, data(g, w)⟩ = ⟨w, weight(x, g)⟩.
-pub(crate) fn conv_vjp(prim: &Prim, g: &Tensor, x: &[&Tensor], needs: &[bool]) -> Vec<Option<Tensor>> {
-    let call = |p: Prim, a: &Tensor, b: &Tensor| apply(p, &[a, b]);
-    match prim {
-        // y = conv(x, w)
-        Prim::Conv2d(geom) => vec![
-            needs[0].then(|| call(Prim::Conv2dBackwardData(*geom), g, x[1])),
-            needs[1].then(|| call(Prim::Conv2dBackwardWeight(*geom), x[0], g)),
-        ],
-        // dx = data(dy, w)
-        Prim::Conv2dBackwardData(geom) => vec![
-            needs[0].then(|| call(Prim::Conv2d(*geom), g, x[1])),
-            needs[1].then(|| call(Prim::Conv2dBackwardWeight(*geom), g, x[0])),
-        ],
-        // dw = weight(x, dy)
-        Prim::Conv2dBackwardWeight(geom) => vec![
-            needs[0].then(|| call(Prim::Conv2dBackwardData(*geom), x[1], g)),
-            needs[1].then(|| call(Prim::Conv2d(*geom), x[0], g)),
-        ],
-        _ => unreachable!("conv_vjp of {prim:?}"),
-    }
+pub(crate) fn im2col_forward(g: &ConvGeom, x: &Tensor) -> Tensor {
+    conv_launch("im2col", g, x, &g.cols_shape())
+}
+
+pub(crate) fn col2im_forward(g: &ConvGeom, cols: &Tensor) -> Tensor {
+    conv_launch("col2im", g, cols, &g.x_shape())
 }
 
 // ---- pooling -------------------------------------------------------------------

@@ -79,12 +79,12 @@ pub(crate) enum Prim {
     },
     OneHot(usize),
     Custom(crate::custom::CustomPrim),
-    /// inputs: x, w
-    Conv2d(conv::ConvGeom),
-    /// inputs: dy, w; output: dx
-    Conv2dBackwardData(conv::ConvGeom),
-    /// inputs: x, dy; output: dw
-    Conv2dBackwardWeight(conv::ConvGeom),
+    /// input: x [N, C, H, W]; output: its receptive fields as rows
+    /// [groups, N·OH·OW, C/groups·KH·KW] (a convolution is these times the
+    /// weights)
+    Im2col(conv::ConvGeom),
+    /// The adjoint of `Im2col`: rows summed back into an image.
+    Col2im(conv::ConvGeom),
     MaxPool2d(conv::PoolGeom),
     /// inputs: x (picks the argmax), v (the values taken there)
     MaxPoolSelect(conv::PoolGeom),
@@ -126,9 +126,8 @@ impl Prim {
             Prim::ScatterAdd { .. } => "scatter_add",
             Prim::OneHot(_) => "one_hot",
             Prim::Custom(_) => "custom op",
-            Prim::Conv2d(_) => "conv2d",
-            Prim::Conv2dBackwardData(_) => "conv2d (input gradient)",
-            Prim::Conv2dBackwardWeight(_) => "conv2d (weight gradient)",
+            Prim::Im2col(_) => "conv2d (im2col)",
+            Prim::Col2im(_) => "conv2d (col2im)",
             Prim::MaxPool2d(_) | Prim::MaxPoolSelect(_) => "max_pool2d",
             Prim::MaxPoolScatter(_) => "max_pool2d (gradient)",
             Prim::AvgPool2d(_) => "avg_pool2d",
@@ -164,9 +163,8 @@ impl Prim {
             Prim::ScatterAdd { axis, size } => index::scatter_add_forward(x[0], x[1], *axis, *size),
             Prim::OneHot(n) => index::one_hot_forward(x[0], *n),
             Prim::Custom(op) => op.0.forward(x),
-            Prim::Conv2d(g) => conv::conv2d_forward(g, x[0], x[1]),
-            Prim::Conv2dBackwardData(g) => conv::conv2d_backward_data_forward(g, x[0], x[1]),
-            Prim::Conv2dBackwardWeight(g) => conv::conv2d_backward_weight_forward(g, x[0], x[1]),
+            Prim::Im2col(g) => conv::im2col_forward(g, x[0]),
+            Prim::Col2im(g) => conv::col2im_forward(g, x[0]),
             Prim::MaxPool2d(_)
             | Prim::MaxPoolSelect(_)
             | Prim::MaxPoolScatter(_)
@@ -248,9 +246,9 @@ impl Prim {
             }
             Prim::ScatterAdd { axis, .. } => vec![None, Some(g.gather(*axis as isize, x[0]))],
             Prim::Custom(op) => op.0.vjp(g, x, y),
-            Prim::Conv2d(_) | Prim::Conv2dBackwardData(_) | Prim::Conv2dBackwardWeight(_) => {
-                conv::conv_vjp(self, g, x, needs)
-            }
+            // linear maps, each the other's adjoint
+            Prim::Im2col(geom) => vec![Some(apply(Prim::Col2im(*geom), &[g]))],
+            Prim::Col2im(geom) => vec![Some(apply(Prim::Im2col(*geom), &[g]))],
             Prim::MaxPool2d(_)
             | Prim::MaxPoolSelect(_)
             | Prim::MaxPoolScatter(_)
