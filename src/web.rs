@@ -13,7 +13,7 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::data::Mnist;
 use crate::nn::{self, ConvOptions, Reduction};
 use crate::optim::Optimizer;
-use crate::{Device, Params, Tensor, grad};
+use crate::{Compiled, Device, Params, Tensor, compile, grad};
 
 #[derive(Params)]
 struct Mlp {
@@ -33,30 +33,74 @@ struct Cnn {
     b: Tensor,
 }
 
+/// A batch: images [B, 784] and labels [B].
+type Batch = (Tensor, Tensor);
+
+/// A compiled training step (forward, backward, Adam) over parameters `P`.
+type Step<P> = Compiled<(P, Optimizer), Batch, Tensor, fn(&mut (P, Optimizer), &Batch) -> Tensor>;
+
+/// A model, its optimizer (together, the step's state) and its step.
 enum Model {
-    Mlp(Mlp),
-    Cnn(Cnn),
+    Mlp((Mlp, Optimizer), Step<Mlp>),
+    Cnn((Cnn, Optimizer), Step<Cnn>),
 }
 
 impl Model {
     fn new(dev: &Device, kind: &str) -> Result<Model, JsError> {
+        fn adam<P: Params>(p: &P) -> Optimizer {
+            let mut opt = Optimizer::adam(1e-3);
+            opt.init(p);
+            opt
+        }
         Ok(match kind {
-            "mlp" => Model::Mlp(Mlp {
-                w1: nn::init::xavier_uniform(dev, &[256, 784], 1.0),
-                b1: Tensor::zeros(dev, &[256]),
-                w2: nn::init::xavier_uniform(dev, &[10, 256], 1.0),
-                b2: Tensor::zeros(dev, &[10]),
-            }),
-            "cnn" => Model::Cnn(Cnn {
-                conv1: nn::init::kaiming_uniform(dev, &[16, 1, 5, 5]),
-                b1: Tensor::zeros(dev, &[16]),
-                conv2: nn::init::kaiming_uniform(dev, &[32, 16, 5, 5]),
-                b2: Tensor::zeros(dev, &[32]),
-                w: nn::init::xavier_uniform(dev, &[10, 32 * 7 * 7], 1.0),
-                b: Tensor::zeros(dev, &[10]),
-            }),
+            "mlp" => {
+                let p = Mlp {
+                    w1: nn::init::xavier_uniform(dev, &[256, 784], 1.0),
+                    b1: Tensor::zeros(dev, &[256]),
+                    w2: nn::init::xavier_uniform(dev, &[10, 256], 1.0),
+                    b2: Tensor::zeros(dev, &[10]),
+                };
+                let opt = adam(&p);
+                Model::Mlp(
+                    (p, opt),
+                    compile(|(p, opt), batch| {
+                        let f = |p: &Mlp, (x, y): &Batch| nn::cross_entropy(&mlp_logits(p, x), y, Reduction::Mean);
+                        let (g, loss, ()) = grad(f)(p, batch);
+                        *p = opt.step(p, &g);
+                        loss
+                    }),
+                )
+            }
+            "cnn" => {
+                let p = Cnn {
+                    conv1: nn::init::kaiming_uniform(dev, &[16, 1, 5, 5]),
+                    b1: Tensor::zeros(dev, &[16]),
+                    conv2: nn::init::kaiming_uniform(dev, &[32, 16, 5, 5]),
+                    b2: Tensor::zeros(dev, &[32]),
+                    w: nn::init::xavier_uniform(dev, &[10, 32 * 7 * 7], 1.0),
+                    b: Tensor::zeros(dev, &[10]),
+                };
+                let opt = adam(&p);
+                Model::Cnn(
+                    (p, opt),
+                    compile(|(p, opt), batch| {
+                        let f = |p: &Cnn, (x, y): &Batch| nn::cross_entropy(&cnn_logits(p, x), y, Reduction::Mean);
+                        let (g, loss, ()) = grad(f)(p, batch);
+                        *p = opt.step(p, &g);
+                        loss
+                    }),
+                )
+            }
             other => return Err(JsError::new(&format!("unknown model {other:?}: use \"mlp\" or \"cnn\""))),
         })
+    }
+
+    /// One training step (recorded, not waited for); its loss.
+    fn train(&mut self, batch: &Batch) -> crate::Result<Tensor> {
+        match self {
+            Model::Mlp(state, step) => step.run(state, batch).cloned(),
+            Model::Cnn(state, step) => step.run(state, batch).cloned(),
+        }
     }
 }
 
@@ -76,8 +120,8 @@ fn cnn_logits(p: &Cnn, x: &Tensor) -> Tensor {
 
 fn logits(m: &Model, x: &Tensor) -> Tensor {
     match m {
-        Model::Mlp(p) => mlp_logits(p, x),
-        Model::Cnn(p) => cnn_logits(p, x),
+        Model::Mlp((p, _), _) => mlp_logits(p, x),
+        Model::Cnn((p, _), _) => cnn_logits(p, x),
     }
 }
 
@@ -85,7 +129,6 @@ struct State {
     dev: Device,
     data: Mnist,
     model: Model,
-    opt: Optimizer,
     batch: usize,
     /// Position in the current epoch's shuffled batches.
     order: Vec<Vec<usize>>,
@@ -126,17 +169,7 @@ impl Demo {
             let dev = Device::new_async().await.map_err(js_err)?;
             dev.manual_seed(1);
             let model = Model::new(&dev, "mlp")?;
-            let state = State {
-                dev,
-                data,
-                model,
-                opt: Optimizer::adam(1e-3),
-                batch: 64,
-                order: Vec::new(),
-                next: 0,
-                epoch: 0,
-                steps: 0,
-            };
+            let state = State { dev, data, model, batch: 64, order: Vec::new(), next: 0, epoch: 0, steps: 0 };
             Ok(Demo { state: Rc::new(RefCell::new(state)) }.into())
         })
     }
@@ -160,7 +193,6 @@ impl Demo {
     pub fn set_model(&self, kind: &str) -> Result<(), JsError> {
         let mut s = self.state.borrow_mut();
         s.model = Model::new(&s.dev, kind)?;
-        s.opt = Optimizer::adam(1e-3);
         (s.order, s.next, s.epoch, s.steps) = (Vec::new(), 0, 0, 0);
         Ok(())
     }
@@ -178,7 +210,8 @@ impl Demo {
     }
 
     /// Records `steps` training steps (forward, backward, Adam update — all on
-    /// the GPU), then resolves to their mean loss: one read-back in all.
+    /// the GPU; each a compiled step, replayed), then resolves to their mean
+    /// loss: one read-back in all.
     pub fn train(&self, steps: u32) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
@@ -187,27 +220,9 @@ impl Demo {
                 let mut total = Tensor::zeros(&s.dev, &[]);
                 for _ in 0..steps {
                     let idx = s.next_batch();
-                    let (x, y) = s.data.train.batch(&s.dev, &idx);
-                    let s = &mut *s;
-                    let loss = match &mut s.model {
-                        Model::Mlp(p) => {
-                            let f = |p: &Mlp, (x, y): &(Tensor, Tensor)| {
-                                nn::cross_entropy(&mlp_logits(p, x), y, Reduction::Mean)
-                            };
-                            let (g, loss, ()) = grad(f)(p, &(x, y));
-                            *p = s.opt.step(p, &g);
-                            loss
-                        }
-                        Model::Cnn(p) => {
-                            let f = |p: &Cnn, (x, y): &(Tensor, Tensor)| {
-                                nn::cross_entropy(&cnn_logits(p, x), y, Reduction::Mean)
-                            };
-                            let (g, loss, ()) = grad(f)(p, &(x, y));
-                            *p = s.opt.step(p, &g);
-                            loss
-                        }
-                    };
-                    total = total + loss;
+                    let batch = s.data.train.batch(&s.dev, &idx);
+                    // the loss is overwritten by the next step: add it first
+                    total = total + s.model.train(&batch).map_err(js_err)?;
                     s.steps += 1;
                 }
                 total
