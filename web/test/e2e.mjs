@@ -5,8 +5,9 @@
 //
 //   node web/test/e2e.mjs   (after scripts/build-web; scripts/test-web does both)
 //
-// Environment: CHROMIUM (default /usr/bin/chromium), STEPS (default 150),
-// MIN_ACCURACY (default 0.85), SCREENSHOT (default ci-artifacts/web-demo.png).
+// Environment: CHROMIUM (default /usr/bin/chromium), MODEL (mlp or cnn,
+// default mlp), STEPS (default 150), MIN_ACCURACY (default 0.85),
+// SCREENSHOT (default ci-artifacts/web-demo.png).
 
 import { spawn } from 'node:child_process';
 import { mkdirSync, copyFileSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { chromium } from 'playwright-core';
 
 const web = join(dirname(fileURLToPath(import.meta.url)), '..');
 const root = join(web, '..');
+const model = process.env.MODEL || 'mlp';
 const steps = parseInt(process.env.STEPS || '150', 10);
 const minAccuracy = parseFloat(process.env.MIN_ACCURACY || '0.85');
 const shot = process.env.SCREENSHOT || join(root, 'ci-artifacts', 'web-demo.png');
@@ -50,7 +52,7 @@ try {
   });
   page.on('pageerror', (e) => errors.push(String(e)));
   const t0 = Date.now();
-  await page.goto(`http://127.0.0.1:${port}/index.html?model=mlp&steps=${steps}`);
+  await page.goto(`http://127.0.0.1:${port}/index.html?model=${model}&steps=${steps}`);
 
   await page.waitForFunction(() => window.wgradState && (window.wgradState.adapter || window.wgradState.error), null, { timeout: 120_000 });
   const adapter = await page.evaluate(() => window.wgradState.adapter);
@@ -86,7 +88,7 @@ try {
   await page.screenshot({ path: shot, fullPage: true });
   copyFileSync(shot, join(web, 'screenshot.png'));
   console.log(`screenshot: ${shot} (and web/screenshot.png)`);
-  console.log(`summary: ${steps} MLP steps at ${s.rate.toFixed(1)} steps/s, first epoch after ${s.firstEpoch?.toFixed(1)} s, ` +
+  console.log(`summary: ${steps} ${model.toUpperCase()} steps at ${s.rate.toFixed(1)} steps/s, first epoch after ${s.firstEpoch?.toFixed(1)} s, ` +
     `page load to done ${((Date.now() - t0) / 1000).toFixed(1)} s, accuracy ${(100 * s.accuracy).toFixed(2)}%`);
 } catch (e) {
   failed = true;
