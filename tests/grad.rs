@@ -238,3 +238,17 @@ fn sign_has_zero_gradient_and_integer_inputs_are_constants() {
     let (g, _, ()) = grad(|x: &Tensor, _: &()| x.argmax(0, false).cast(DType::F32) * 1.0)(&x, &());
     assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
 }
+
+#[test]
+fn a_weight_used_transposed_gets_its_gradient_in_its_own_layout() {
+    // y = x·wᵀ (as nn::linear): dL/dw = gᵀ·x, computed dense in w's [out, in]
+    // layout, so an optimizer reads it without a transposing copy
+    let x = Tensor::from_slice(dev(), &[1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0], &[2, 3]);
+    let w = Tensor::from_slice(dev(), &[0.5f32, -1.0, 2.0, 1.5, 0.25, -0.5, 1.0, 1.0, 1.0, -2.0, 0.0, 3.0], &[4, 3]);
+    let f = |w: &Tensor, x: &Tensor| (x.matmul(&w.t()) * Tensor::arange(dev(), 1.0, 5.0, 1.0)).sum_all();
+    let (g, _, ()) = grad(f)(&w, &x);
+    assert!(g.is_contiguous(), "strides {:?}", g.strides());
+    // dL/dw[o, i] = (o + 1)·Σ_b x[b, i]: column sums 0, 2.5, 5
+    let want: Vec<f32> = (1..=4).flat_map(|o| [0.0, 2.5, 5.0].map(|s| s * o as f32)).collect();
+    assert_eq!(g.to_vec::<f32>().unwrap(), want);
+}

@@ -204,8 +204,15 @@ impl Prim {
                 vec![Some(reduce::logsumexp_vjp(g, x[0], y, axes, *keepdim))]
             }
             Prim::Matmul => {
-                // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G (batch broadcasting is undone by the driver)
-                vec![needs[0].then(|| g.matmul(&x[1].t())), needs[1].then(|| x[0].t().matmul(g))]
+                // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G (batch broadcasting is undone
+                // by the driver). An operand read transposed (a weight w used
+                // as wᵀ, as `nn::linear` does) gets its gradient computed
+                // transposed too, dense in w's own layout: the optimizer then
+                // reads it without a transposing copy.
+                let transposed = |t: &Tensor| !t.is_contiguous() && t.t().is_contiguous();
+                let da = |a: &Tensor| if transposed(a) { x[1].matmul(&g.t()).t() } else { g.matmul(&x[1].t()) };
+                let db = |b: &Tensor| if transposed(b) { g.t().matmul(x[0]).t() } else { x[0].t().matmul(g) };
+                vec![needs[0].then(|| da(x[0])), needs[1].then(|| db(x[1]))]
             }
             Prim::Reshape(_) | Prim::Contiguous => vec![Some(g.reshape(x[0].shape()))],
             Prim::Permute(perm) => {
