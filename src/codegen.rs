@@ -17,7 +17,8 @@ use std::fmt::Write;
 /// side is shared; an epilogue appends its fields to the uniform and its
 /// buffers after binding 3. `{A}`, `{B}`: the element types of the
 /// operands' arrays (`f32`, or `vec4<f32>` where four consecutive elements
-/// load at once); `{EPILOGUE}`: the epilogue's uniform fields.
+/// load at once), `{C}` the result's; `{EPILOGUE}`: the epilogue's uniform
+/// fields.
 const HEADER: &str = "
 struct Mm {
     m: u32, n: u32, k: u32, batch_rank: u32,
@@ -30,7 +31,7 @@ struct Mm {
 @group(0) @binding(0) var<uniform> p: Mm;
 @group(0) @binding(1) var<storage, read> a: array<{A}>;
 @group(0) @binding(2) var<storage, read> b: array<{B}>;
-@group(0) @binding(3) var<storage, read_write> c: array<{B}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{C}>;
 ";
 
 /// How a lane loads A. Four-wide loads need the vectors contiguous and
@@ -48,17 +49,29 @@ pub(crate) enum ALoad {
     AlongM,
 }
 
+/// How a lane loads B (the same alignment rules as [`ALoad`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum BLoad {
+    /// One element of each of its columns per k step.
+    Scalar,
+    /// Rows contiguous along n: a lane owns four adjacent columns per
+    /// vector and loads them (and stores C) four at a time.
+    AlongN,
+    /// Columns contiguous along k (a transposed view, as the weights of
+    /// `x·wᵀ`): four k steps of each column at once (`unroll` is then 4).
+    AlongK,
+}
+
 /// Tile shape of the subgroup matmul: `rows` (a multiple of 8) × 8·`cols`
-/// (`cols` a multiple of 4), `unroll` k steps per iteration, how A loads,
-/// and `vec_b`: B's rows contiguous along n, so a lane owns four adjacent
-/// columns per vector and loads (and stores C) by vec4.
+/// (`cols` a multiple of 4), `unroll` k steps per iteration, and how A and
+/// B load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MatmulTile {
     pub rows: usize,
     pub cols: usize,
     pub unroll: usize,
     pub a: ALoad,
-    pub vec_b: bool,
+    pub b: BLoad,
 }
 
 impl MatmulTile {
@@ -84,6 +97,12 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
         ALoad::AlongK => assert_eq!(t.unroll, 4, "{t:?}"),
         ALoad::AlongM => assert_eq!(t.rows % 32, 0, "{t:?}"),
     }
+    if t.b == BLoad::AlongK {
+        assert_eq!(t.unroll, 4, "{t:?}");
+    }
+    // both operands' four-wide loads along k need k a multiple of 4 and
+    // slices of k that start at multiples of 4
+    let along_k = t.a == ALoad::AlongK || t.b == BLoad::AlongK;
     // vec4 accumulators (four columns each): measured 8× faster on lavapipe
     // than the same arithmetic on scalars.
     let (rq, nv) = (t.rows / 8, t.cols / 4);
@@ -95,7 +114,9 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
         s += &e.declarations(4);
     }
     s += &HEADER.replace("{EPILOGUE}", &fields);
-    let mut s = s.replace("{A}", ty(t.a != ALoad::Scalar)).replace("{B}", ty(t.vec_b));
+    let vec_c = t.b == BLoad::AlongN;
+    let mut s =
+        s.replace("{A}", ty(t.a != ALoad::Scalar)).replace("{B}", ty(t.b != BLoad::Scalar)).replace("{C}", ty(vec_c));
     if let Some(e) = epilogue {
         s += "fn epilogue(i: u32, acc: f32) {\n";
         s += &e.body("p.e_");
@@ -119,9 +140,9 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
     line!("        rem = rem / n;");
     line!("    }}");
     line!("    let r0 = wg.y * {}u;", t.rows);
-    // the columns of vector v of this lane: c0 + 8j (j = 4v..4v+3) when
-    // scalar, c0 + 32v + 0..3 when vec_b
-    if t.vec_b {
+    // the columns of vector v of this lane: c0 + 8j (j = 4v..4v+3), or
+    // c0 + 32v + 0..3 when B loads along n
+    if t.b == BLoad::AlongN {
         line!("    let c0 = wg.x * {}u + 4u * l;", t.tile_n());
     } else {
         line!("    let c0 = wg.x * {}u + l;", t.tile_n());
@@ -146,13 +167,21 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
             }
         }
     }
-    if t.vec_b {
-        for v in 0..nv {
-            line!("    let bc{v} = (bo + min(c0 + {}u, p.n - 4u)) / 4u;", 32 * v);
+    match t.b {
+        BLoad::AlongN => {
+            for v in 0..nv {
+                line!("    let bc{v} = (bo + min(c0 + {}u, p.n - 4u)) / 4u;", 32 * v);
+            }
         }
-    } else {
-        for j in 0..t.cols {
-            line!("    let bc{j} = bo + min(c0 + {}u, p.n - 1u) * p.b_cs;", 8 * j);
+        BLoad::Scalar => {
+            for j in 0..t.cols {
+                line!("    let bc{j} = bo + min(c0 + {}u, p.n - 1u) * p.b_cs;", 8 * j);
+            }
+        }
+        BLoad::AlongK => {
+            for j in 0..t.cols {
+                line!("    let bc{j} = (bo + min(c0 + {}u, p.n - 1u) * p.b_cs) / 4u;", 8 * j);
+            }
         }
     }
     for r in 0..t.rows {
@@ -162,17 +191,32 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
     }
     let body = |w: &mut String, u: usize, step: &str| {
         macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
+        if t.b == BLoad::AlongK {
+            // four k steps of each column in one load; component i is step i
+            for j in 0..t.cols {
+                line!("        let bk{j} = b[bc{j} + k / 4u];");
+            }
+        }
         for i in 0..u {
-            if t.vec_b {
-                line!("        let kb{i} = (k + {i}u) * p.b_rs / 4u;");
-                for v in 0..nv {
-                    line!("        let b{i}_{v} = b[bc{v} + kb{i}];");
+            match t.b {
+                BLoad::AlongN => {
+                    line!("        let kb{i} = (k + {i}u) * p.b_rs / 4u;");
+                    for v in 0..nv {
+                        line!("        let b{i}_{v} = b[bc{v} + kb{i}];");
+                    }
                 }
-            } else {
-                line!("        let kb{i} = (k + {i}u) * p.b_rs;");
-                for v in 0..nv {
-                    let cols: Vec<String> = (0..4).map(|e| format!("b[bc{} + kb{i}]", 4 * v + e)).collect();
-                    line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
+                BLoad::Scalar => {
+                    line!("        let kb{i} = (k + {i}u) * p.b_rs;");
+                    for v in 0..nv {
+                        let cols: Vec<String> = (0..4).map(|e| format!("b[bc{} + kb{i}]", 4 * v + e)).collect();
+                        line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
+                    }
+                }
+                BLoad::AlongK => {
+                    for v in 0..nv {
+                        let cols: Vec<String> = (0..4).map(|e| format!("bk{}[{i}]", 4 * v + e)).collect();
+                        line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
+                    }
                 }
             }
             match t.a {
@@ -217,7 +261,7 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
         }
         line!("        k += {step}u;");
     };
-    if t.a == ALoad::AlongK {
+    if along_k {
         // slices of k start at multiples of 4, like the vector loads
         line!("    let chunk = ((p.k + p.k_split - 1u) / p.k_split + 3u) / 4u * 4u;");
     } else {
@@ -230,7 +274,7 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
         body(w, t.unroll, &t.unroll.to_string());
         line!("    }}");
     }
-    if t.a != ALoad::AlongK {
+    if !along_k {
         line!("    while k < k_end {{");
         body(w, 1, "1");
         line!("    }}");
@@ -238,7 +282,7 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
     line!("    let base = wg.z * p.m * p.n;");
     for r in 0..t.rows {
         line!("    if r0 + {r}u < p.m {{");
-        if t.vec_b {
+        if vec_c {
             for v in 0..nv {
                 line!(
                     "        if c0 + {}u < p.n {{ c[(base + (r0 + {r}u) * p.n + c0 + {}u) / 4u] = acc{r}_{v}; }}",
@@ -268,14 +312,14 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
         line!("        let row = r0 + q / {nv}u;");
         line!("        for (var e = 0u; e < 4u; e++) {{");
         // the column of component e of this lane's vector q % nv (see c0)
-        if t.vec_b {
+        if vec_c {
             line!("            let col = c0 + 32u * (q % {nv}u) + e;");
         } else {
             line!("            let col = c0 + 32u * (q % {nv}u) + 8u * e;");
         }
         line!("            if row < p.m && col < p.n {{");
         line!("                let i = base + row * p.n + col;");
-        if t.vec_b {
+        if vec_c {
             line!("                epilogue(i, c[i / 4u][i % 4u]);");
         } else {
             line!("                epilogue(i, c[i]);");
@@ -661,13 +705,15 @@ mod tests {
     /// Generated kernels parse and validate (with subgroups) for several tiles.
     #[test]
     fn subgroup_matmul_validates() {
-        let tile = |rows, cols, unroll, a, vec_b| MatmulTile { rows, cols, unroll, a, vec_b };
+        let tile = |rows, cols, unroll, a, b| MatmulTile { rows, cols, unroll, a, b };
         for t in [
-            tile(8, 4, 1, ALoad::Scalar, false),
-            tile(64, 8, 2, ALoad::Scalar, false),
-            tile(64, 8, 4, ALoad::AlongK, true),
-            tile(16, 4, 2, ALoad::Scalar, true),
-            tile(32, 8, 2, ALoad::AlongM, false),
+            tile(8, 4, 1, ALoad::Scalar, BLoad::Scalar),
+            tile(64, 8, 2, ALoad::Scalar, BLoad::Scalar),
+            tile(64, 8, 4, ALoad::AlongK, BLoad::AlongN),
+            tile(16, 4, 2, ALoad::Scalar, BLoad::AlongN),
+            tile(32, 8, 2, ALoad::AlongM, BLoad::Scalar),
+            tile(64, 8, 4, ALoad::AlongK, BLoad::AlongK),
+            tile(32, 4, 4, ALoad::AlongM, BLoad::AlongK),
         ] {
             let src = matmul_subgroup(t);
             crate::shaders::DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));

@@ -325,9 +325,15 @@ impl DeviceInner {
     /// with subgroups (lavapipe) get generated register-blocked kernels whose
     /// tile fits the output (narrow outputs waste no lanes); other adapters
     /// the portable tiled kernel in `shaders/matmul.wgsl`.
-    /// `a`, `vec_b`: the four-wide loads the operands allow (see
+    /// `a`, `b`: the four-wide loads the operands allow (see
     /// [`crate::codegen::MatmulTile`]).
-    pub(crate) fn matmul_kernel(&self, m: usize, n: usize, a: crate::codegen::ALoad, vec_b: bool) -> MatmulKernel {
+    pub(crate) fn matmul_kernel(
+        &self,
+        m: usize,
+        n: usize,
+        a: crate::codegen::ALoad,
+        b: crate::codegen::BLoad,
+    ) -> MatmulKernel {
         let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
         if cpu && self.features.contains(wgpu::Features::SUBGROUP) {
             let rows = match m {
@@ -337,10 +343,10 @@ impl DeviceInner {
                 _ => 64,
             };
             let cols = if n > 32 { 8 } else { 4 };
-            use crate::codegen::ALoad;
+            use crate::codegen::{ALoad, BLoad};
             let a = if a == ALoad::AlongM && rows % 32 != 0 { ALoad::Scalar } else { a };
-            let unroll = if a == ALoad::AlongK { 4 } else { 2 };
-            let tile = crate::codegen::MatmulTile { rows, cols, unroll, a, vec_b };
+            let unroll = if a == ALoad::AlongK || b == BLoad::AlongK { 4 } else { 2 };
+            let tile = crate::codegen::MatmulTile { rows, cols, unroll, a, b };
             let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());
             let shader = cache.entry(tile).or_insert_with(|| {
                 let src = crate::codegen::matmul_subgroup(tile);

@@ -352,7 +352,8 @@ fn matmul_shapes() {
         (&[3, 0], &[0, 2]), (&[300, 200], &[200, 130]), (&[7, 3000], &[3000, 5]), (&[2, 9, 1100], &[1100, 40]),
         // multiples of four: rows of A and B load four at a time, over edge
         // tiles, broadcast batches and a k split into slices
-        // (transposed views of A: four rows at a time)
+        // (transposed views of A: four rows at a time; of B: four k steps
+        // of a column at a time)
         (&[65, 36], &[36, 132]), (&[3, 1, 8, 12], &[2, 12, 20]), (&[1, 1028], &[1028, 4]), (&[2, 36, 8], &[8, 12]),
     ];
     for (sa, sb) in cases {

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::codegen::ALoad;
+use crate::codegen::{ALoad, BLoad};
 use crate::graph::{Fusable, MmInfo};
 use crate::ops::{Prim, apply, need_f32, same_device};
 use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
@@ -58,8 +58,8 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     }
     let (sa, sb) = (a.strides(), b.strides());
     // four-wide loads where a row (of A along k, of B along n) or a column
-    // of A (along m) is contiguous and every offset and stride keeps
-    // vectors aligned
+    // (of A along m, of B along k) is contiguous and every offset and stride
+    // keeps vectors aligned
     let aligned = |off: usize, batch: &[usize], stride: usize| {
         off % 4 == 0 && stride % 4 == 0 && batch.iter().all(|s| s % 4 == 0)
     };
@@ -70,8 +70,14 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     } else {
         ALoad::Scalar
     };
-    let vec_b = n % 4 == 0 && sb[rb - 1] == 1 && aligned(b.layout().offset, &strides[1], sb[rb - 2]);
-    let mk = a.device().inner.matmul_kernel(m, n, a_load, vec_b);
+    let b_load = if n % 4 == 0 && sb[rb - 1] == 1 && aligned(b.layout().offset, &strides[1], sb[rb - 2]) {
+        BLoad::AlongN
+    } else if k % 4 == 0 && sb[rb - 2] == 1 && aligned(b.layout().offset, &strides[1], sb[rb - 1]) {
+        BLoad::AlongK
+    } else {
+        BLoad::Scalar
+    };
+    let mk = a.device().inner.matmul_kernel(m, n, a_load, b_load);
     let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
     // Few output tiles over a long k leave most of the GPU idle: split k so
     // that enough workgroups run, each over at least 256 steps of k.
