@@ -57,6 +57,10 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// Stride 1 in both directions (the usual case): col2im needs no integer
+// division then, which CPU adapters run lane by lane.
+override UNIT_STRIDE: bool = false;
+
 // dst = dx [N, C, H, W] (contiguous), src = dcols [groups, N·OH·OW, Cg·KH·KW]
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -74,15 +78,20 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
         let ty = i32(pp + p.ph) - i32(a * p.dh);
-        // stride 1 (the usual case) needs no integer division
-        if ty < 0 || (p.sh != 1u && u32(ty) % p.sh != 0u) { continue; }
-        let i = select(u32(ty) / p.sh, u32(ty), p.sh == 1u);
-        if i >= p.oh { continue; }
+        var i = u32(ty);
+        if !UNIT_STRIDE {
+            if ty < 0 || u32(ty) % p.sh != 0u { continue; }
+            i = u32(ty) / p.sh;
+        }
+        if ty < 0 || i >= p.oh { continue; }
         for (var b = 0u; b < p.kw; b++) {
             let tx = i32(q + p.pw) - i32(b * p.dw);
-            if tx < 0 || (p.sw != 1u && u32(tx) % p.sw != 0u) { continue; }
-            let j = select(u32(tx) / p.sw, u32(tx), p.sw == 1u);
-            if j >= p.ow { continue; }
+            var j = u32(tx);
+            if !UNIT_STRIDE {
+                if tx < 0 || u32(tx) % p.sw != 0u { continue; }
+                j = u32(tx) / p.sw;
+            }
+            if tx < 0 || j >= p.ow { continue; }
             let row = (n * p.oh + i) * p.ow + j;
             let col = ((c % cg) * p.kh + a) * p.kw + b;
             acc += src[(g * rows + row) * width + col];

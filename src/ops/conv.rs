@@ -93,7 +93,7 @@ fn conv_launch(entry: &'static str, g: &ConvGeom, src: &Tensor, out_shape: &[usi
     }
     let params = g.params(total, strided_src.then_some(&src));
     let bindings = vec![(1, src.storage().clone()), (2, out.storage().clone())];
-    let kernel = Kernel::new(Shader::Conv, entry);
+    let kernel = Kernel::new(Shader::Conv, entry).with("UNIT_STRIDE", (g.stride == (1, 1)) as u32);
     out.device().inner.record(
         &kernel,
         bindings,
