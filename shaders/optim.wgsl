@@ -1,5 +1,6 @@
 // Fused optimizer updates: one dispatch updates one parameter tensor and its
-// state, reading the gradient once. Everything that changes from step to
+// state, reading the gradient once (compiled steps generate kernels that
+// call the same rule functions in place, for several tensors at once). Everything that changes from step to
 // step lives on the GPU, so a compiled (replayed) step stays correct:
 // `t[0]` counts the steps taken (the bias corrections and the learning-rate
 // schedule are computed from it here), and `scale[0]` multiplies the

@@ -7,9 +7,11 @@
 //! recording redirected: every dispatch goes into the step's program, every
 //! buffer comes from the step's arena (a buffer freed within the step is
 //! reused by the step's later ops: buffers are assigned by liveness). Then
-//! pipelines, bind groups and all uniforms are built once. A replay copies
-//! the inputs into the step's input buffers, encodes the recorded
-//! dispatches, and copies the updated state back into the state's own
+//! pipelines, bind groups and all uniforms are built once (after fusion:
+//! elementwise chains into generated kernels or matmul epilogues, optimizer
+//! updates in place; see `fusion.rs`). A replay copies the inputs into the
+//! step's input buffers, encodes the recorded dispatches, and copies the
+//! updated state that was not written in place back into the state's own
 //! buffers — one submission, no buffer, bind group, pipeline or tensor
 //! created. Reading a value back inside the step (`item`, `to_vec`, `sync`)
 //! panics: a branch on it would be frozen into the trace.

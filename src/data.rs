@@ -134,7 +134,7 @@ impl Split {
     }
 
     /// The examples `indices` as tensors: images [B, rows·cols] scaled to
-    /// [0, 1] (f32) and labels [B] (u32). Two uploads. An index past the
+    /// [0, 1] (f32) and labels `[B]` (u32). Two uploads. An index past the
     /// split is a mistake in the caller and panics, naming it.
     #[track_caller]
     pub fn batch(&self, device: &Device, indices: &[usize]) -> (Tensor, Tensor) {

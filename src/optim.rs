@@ -3,7 +3,9 @@
 //! (`shaders/optim.wgsl`). The step count is a GPU tensor too, from which the
 //! kernels compute bias corrections and the learning-rate schedule, and
 //! gradient clipping by global norm computes its factor on the GPU: a step
-//! never reads back, and a compiled step replays correctly.
+//! never reads back, and a compiled step replays correctly. In a compiled
+//! step the same update rules run in place, several tensors per dispatch
+//! (`fusion::optimizers_in_place`).
 
 use bytemuck::{Pod, Zeroable};
 

@@ -49,7 +49,7 @@ fn check_class_target(op: &str, scores: &Tensor, target: &Tensor) {
     }
 }
 
-/// Cross-entropy of `logits` [N, C] against class indices [N] (u32/i32) or
+/// Cross-entropy of `logits` [N, C] against class indices `[N]` (u32/i32) or
 /// class probabilities [N, C] (f32, e.g. one-hot): −Σ_c t_c · log_softmax(x)_c.
 ///
 /// ```
@@ -73,7 +73,7 @@ pub fn cross_entropy(logits: &Tensor, target: &Tensor, reduction: Reduction) -> 
     }
 }
 
-/// Negative log-likelihood of class indices [N] under `log_probs` [N, C].
+/// Negative log-likelihood of class indices `[N]` under `log_probs` [N, C].
 #[track_caller]
 pub fn nll_loss(log_probs: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
     check_class_target("nll_loss", log_probs, target);

@@ -16,7 +16,7 @@ use crate::ops::conv::{ConvGeom, PoolGeom};
 use crate::ops::{Prim, apply, need_f32, need_indices, same_device};
 use crate::tensor::Tensor;
 
-/// `x · wᵀ + b`, with `w` of shape [out, in] and `b` of shape [out] (PyTorch's
+/// `x · wᵀ + b`, with `w` of shape [out, in] and `b` of shape `[out]` (PyTorch's
 /// layout, so weights load from its checkpoints). `x` is [..., in].
 #[track_caller]
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
@@ -70,7 +70,7 @@ impl ConvOptions {
 }
 
 /// 2-d convolution (cross-correlation, as PyTorch) of `x` [N, C, H, W] with
-/// `w` [O, C/groups, KH, KW], plus `b` [O].
+/// `w` [O, C/groups, KH, KW], plus `b` `[O]`.
 ///
 /// ```
 /// use wgrad::{nn, Device, Tensor};
