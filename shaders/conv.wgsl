@@ -1,15 +1,16 @@
 // 2-d convolution (NCHW, cross-correlation as in PyTorch) lowered to matrix
-// products: im2col gathers every receptive field into a row, the product
-// with the weights is an ordinary (batched) matmul, and col2im sums the
-// columns' gradients back into the image.
+// products: im2col gathers every receptive field into a column, the product
+// of the weights with the columns is an ordinary (batched) matmul whose
+// result is the output in NCHW order, and col2im sums the columns'
+// gradients back into the image.
 //
-//   cols[g, (n,i,j), (c,a,b)] = x[n, g·Cg + c, i·sh − ph + a·dh, j·sw − pw + b·dw]
-//                               (0 outside the image)
-//   col2im: dx[n, g·Cg + c, p, q] = Σ_{a,b} dcols[g, (n,i,j), (c,a,b)]
-//                               over the (i, j) with i·sh − ph + a·dh = p, j·sw − pw + b·dw = q
+//   cols[n, g, (c,a,b), (i,j)] = x[n, g·Cg + c, i·sh − ph + a·dh, j·sw − pw + b·dw]
+//                                (0 outside the image)
+//   col2im: dx[n, g·Cg + c, p, q] = Σ_{a,b} dcols[n, g, (c,a,b), (i,j)]
+//                                over the (i, j) with i·sh − ph + a·dh = p, j·sw − pw + b·dw = q
 //
 // Each output element is one invocation summing in a fixed order, so results
-// are deterministic. The image may be any strided view.
+// are deterministic. Both sources may be any strided view (x_str, x_off).
 
 struct Conv {
     n: u32, c: u32, h: u32, w: u32,
@@ -24,24 +25,26 @@ struct Conv {
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-// dst = cols [groups, N·OH·OW, Cg·KH·KW], src = x (strided). One
-// invocation per (group, row, channel) writes that channel's KH·KW window,
-// so index arithmetic (integer division) is paid once per window.
+// dst = cols [N, groups, Cg·KH·KW, OH·OW], src = x (strided). One
+// invocation per (image, group, channel, position) writes that channel's
+// KH·KW window, so index arithmetic (integer division) is paid once per
+// window.
 @compute @workgroup_size(256)
 fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
     let cg = p.c / p.groups;
-    let rows = p.n * p.oh * p.ow;
-    let ci = idx % cg;
-    let row = (idx / cg) % rows;
-    let g = idx / (cg * rows);
-    let j = row % p.ow;
-    let i = (row / p.ow) % p.oh;
-    let n = row / (p.ow * p.oh);
+    let positions = p.oh * p.ow;
+    let pos = idx % positions;
+    let ci = (idx / positions) % cg;
+    let ng = idx / (positions * cg); // n·groups + g
+    let g = ng % p.groups;
+    let n = ng / p.groups;
+    let j = pos % p.ow;
+    let i = pos / p.ow;
     let xbase = p.x_off + n * p.x_str.x + (g * cg + ci) * p.x_str.y;
-    var out = ((g * rows + row) * cg + ci) * p.kh * p.kw;
+    var out = (ng * cg + ci) * p.kh * p.kw * positions + pos;
     for (var a = 0u; a < p.kh; a++) {
         let y = i32(i * p.sh + a * p.dh) - i32(p.ph);
         let row_ok = y >= 0 && y < i32(p.h);
@@ -52,7 +55,7 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 v = src[xbase + u32(y) * p.x_str.z + u32(x) * p.x_str.w];
             }
             dst[out] = v;
-            out += 1u;
+            out += positions;
         }
     }
 }
@@ -61,7 +64,7 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 // division then, which CPU adapters run lane by lane.
 override UNIT_STRIDE: bool = false;
 
-// dst = dx [N, C, H, W] (contiguous), src = dcols [groups, N·OH·OW, Cg·KH·KW]
+// dst = dx [N, C, H, W] (contiguous), src = dcols [N, groups, Cg·KH·KW, OH·OW]
 @compute @workgroup_size(256)
 fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -73,8 +76,7 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let n = idx / (p.w * p.h * p.c);
     let cg = p.c / p.groups;
     let g = c / cg;
-    let width = cg * p.kh * p.kw;
-    let rows = p.n * p.oh * p.ow;
+    let base = p.x_off + n * p.x_str.x + g * p.x_str.y;
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
         let ty = i32(pp + p.ph) - i32(a * p.dh);
@@ -92,9 +94,8 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 j = u32(tx) / p.sw;
             }
             if tx < 0 || j >= p.ow { continue; }
-            let row = (n * p.oh + i) * p.ow + j;
             let col = ((c % cg) * p.kh + a) * p.kw + b;
-            acc += src[(g * rows + row) * width + col];
+            acc += src[base + col * p.x_str.z + (i * p.ow + j) * p.x_str.w];
         }
     }
     dst[idx] = acc;

@@ -44,9 +44,10 @@ impl ConvGeom {
         [self.n, self.c, self.h, self.w]
     }
 
-    /// Rows and width of one group's column matrix.
-    fn cols_shape(&self) -> [usize; 3] {
-        [self.groups, self.n * self.oh * self.ow, self.c / self.groups * self.kh * self.kw]
+    /// The columns: per image and group, one row per weight of a filter
+    /// (Cg·KH·KW), one column per output position (OH·OW).
+    fn cols_shape(&self) -> [usize; 4] {
+        [self.n, self.groups, self.c / self.groups * self.kh * self.kw, self.oh * self.ow]
     }
 
     fn params(&self, total: usize, x: Option<&Tensor>) -> ConvParams {
@@ -72,26 +73,26 @@ impl ConvGeom {
             Some(x) => (std::array::from_fn(|i| x.strides()[i] as u32), x.layout().offset as u32),
             None => ([0; 4], 0),
         };
+        // (both kernels read their source through strides: x for im2col,
+        // the columns' gradient for col2im)
         ConvParams { dims: d.map(|v| v as u32), x_str, x_off, _pad: [0; 3] }
     }
 
     /// The weights as [groups, O/groups, Cg·KH·KW].
     fn w_matrix(&self, w: &Tensor) -> Tensor {
-        let [g, _, width] = self.cols_shape();
+        let [_, g, width, _] = self.cols_shape();
         w.reshape(&[g, self.o / g, width])
     }
 }
 
 fn conv_launch(entry: &'static str, g: &ConvGeom, src: &Tensor, out_shape: &[usize]) -> Tensor {
-    let strided_src = entry == "im2col";
-    let src = if strided_src { src.clone() } else { dense_from_zero(src) };
     let out = Tensor::empty(src.device(), entry, out_shape, DType::F32);
-    // im2col: one invocation per (group, row, channel) window
-    let total = if strided_src { out.numel() / (g.kh * g.kw).max(1) } else { out.numel() };
+    // im2col: one invocation per (image, group, channel, position) window
+    let total = if entry == "im2col" { out.numel() / (g.kh * g.kw).max(1) } else { out.numel() };
     if out.numel() == 0 {
         return out;
     }
-    let params = g.params(total, strided_src.then_some(&src));
+    let params = g.params(total, Some(src));
     let bindings = vec![(1, src.storage().clone()), (2, out.storage().clone())];
     let kernel = Kernel::new(Shader::Conv, entry).with("UNIT_STRIDE", (g.stride == (1, 1)) as u32);
     out.device().inner.record(
@@ -123,11 +124,11 @@ impl ConvGeom {
     }
 }
 
-/// y = conv(x, w) = im2col(x) · Wᵀ per group ([N·OH·OW, Cg·KH·KW] ·
-/// [Cg·KH·KW, Og]), batch slice by batch slice, written with ops: the
-/// gradient is the matmul's and col2im's, and the columns the forward pass
-/// built are the ones the weight gradient reuses. The result is a permuted
-/// view of the product ([N, OH, OW, O] in memory).
+/// y = conv(x, w) = W · im2col(x) per image and group ([Og, Cg·KH·KW] ·
+/// [Cg·KH·KW, OH·OW]: the product is the output in NCHW order), batch
+/// slice by batch slice, written with ops: the gradient is the matmul's
+/// and col2im's, and the columns the forward pass built are the ones the
+/// weight gradient reuses.
 pub(crate) fn conv2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
     let slices = g.slices();
     let parts: Vec<Tensor> = slices
@@ -135,10 +136,8 @@ pub(crate) fn conv2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
         .map(|&(start, len)| {
             let gs = g.with_n(len);
             let x = if slices.len() == 1 { x.clone() } else { x.narrow(0, start, len) };
-            let cols = apply(Prim::Im2col(gs), &[&x]);
-            let y = cols.matmul(&gs.w_matrix(w).t()); // [G, NHW, Og]
-            let og = g.o / g.groups;
-            y.reshape(&[g.groups, len, g.oh, g.ow, og]).permute(&[1, 0, 4, 2, 3]).reshape(&[len, g.o, g.oh, g.ow])
+            let cols = apply(Prim::Im2col(gs), &[&x]); // [N, G, Cg·KH·KW, OH·OW]
+            gs.w_matrix(w).matmul(&cols).reshape(&[len, g.o, g.oh, g.ow])
         })
         .collect();
     if parts.len() == 1 {
