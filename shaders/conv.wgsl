@@ -76,7 +76,8 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let n = idx / (p.w * p.h * p.c);
     let cg = p.c / p.groups;
     let g = c / cg;
-    let base = p.x_off + n * p.x_str.x + g * p.x_str.y;
+    // the channel's first column of this image and group
+    let base = p.x_off + n * p.x_str.x + g * p.x_str.y + (c % cg) * p.kh * p.kw * p.x_str.z;
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
         let ty = i32(pp + p.ph) - i32(a * p.dh);
@@ -86,6 +87,7 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             i = u32(ty) / p.sh;
         }
         if ty < 0 || i >= p.oh { continue; }
+        let row = base + a * p.kw * p.x_str.z + i * p.ow * p.x_str.w;
         for (var b = 0u; b < p.kw; b++) {
             let tx = i32(q + p.pw) - i32(b * p.dw);
             var j = u32(tx);
@@ -94,8 +96,7 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 j = u32(tx) / p.sw;
             }
             if tx < 0 || j >= p.ow { continue; }
-            let col = ((c % cg) * p.kh + a) * p.kw + b;
-            acc += src[base + col * p.x_str.z + (i * p.ow + j) * p.x_str.w];
+            acc += src[row + b * p.x_str.z + j * p.x_str.w];
         }
     }
     dst[idx] = acc;
