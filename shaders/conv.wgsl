@@ -19,6 +19,23 @@ struct Conv {
     dh: u32, dw: u32, groups: u32, total: u32,
     x_str: vec4<u32>,
     x_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    // fast_div constants of OW, OH·OW, C/groups, groups, W, H, C
+    magic: array<vec4<u32>, 2>,
+    shift: array<vec4<u32>, 2>,
+}
+
+const D_OW = 0u;
+const D_POSITIONS = 1u;
+const D_CG = 2u;
+const D_GROUPS = 3u;
+const D_W = 4u;
+const D_H = 5u;
+const D_C = 6u;
+
+// (x / d, x % d) for divisor `k` of the table above, whose value is d.
+fn divmod(x: u32, k: u32, d: u32) -> vec2<u32> {
+    let q = fast_div(x, p.magic[k / 4u][k % 4u], p.shift[k / 4u][k % 4u]);
+    return vec2<u32>(q, x - q * d);
 }
 
 @group(0) @binding(0) var<uniform> p: Conv;
@@ -36,13 +53,17 @@ fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if idx >= p.total { return; }
     let cg = p.c / p.groups;
     let positions = p.oh * p.ow;
-    let pos = idx % positions;
-    let ci = (idx / positions) % cg;
-    let ng = idx / (positions * cg); // n·groups + g
-    let g = ng % p.groups;
-    let n = ng / p.groups;
-    let j = pos % p.ow;
-    let i = pos / p.ow;
+    let a0 = divmod(idx, D_POSITIONS, positions);
+    let pos = a0.y;
+    let a1 = divmod(a0.x, D_CG, cg);
+    let ci = a1.y;
+    let ng = a1.x; // n·groups + g
+    let a2 = divmod(ng, D_GROUPS, p.groups);
+    let g = a2.y;
+    let n = a2.x;
+    let a3 = divmod(pos, D_OW, p.ow);
+    let j = a3.y;
+    let i = a3.x;
     let xbase = p.x_off + n * p.x_str.x + (g * cg + ci) * p.x_str.y;
     var out = (ng * cg + ci) * p.kh * p.kw * positions + pos;
     for (var a = 0u; a < p.kh; a++) {
@@ -70,14 +91,18 @@ fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
           @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let q = idx % p.w;
-    let pp = (idx / p.w) % p.h;
-    let c = (idx / (p.w * p.h)) % p.c;
-    let n = idx / (p.w * p.h * p.c);
+    let b0 = divmod(idx, D_W, p.w);
+    let q = b0.y;
+    let b1 = divmod(b0.x, D_H, p.h);
+    let pp = b1.y;
+    let b2 = divmod(b1.x, D_C, p.c);
+    let c = b2.y;
+    let n = b2.x;
     let cg = p.c / p.groups;
-    let g = c / cg;
+    let b3 = divmod(c, D_CG, cg);
+    let g = b3.x;
     // the channel's first column of this image and group
-    let base = p.x_off + n * p.x_str.x + g * p.x_str.y + (c % cg) * p.kh * p.kw * p.x_str.z;
+    let base = p.x_off + n * p.x_str.x + g * p.x_str.y + b3.y * p.kh * p.kw * p.x_str.z;
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
         let ty = i32(pp + p.ph) - i32(a * p.dh);

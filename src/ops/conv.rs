@@ -37,6 +37,10 @@ struct ConvParams {
     x_str: [u32; 4],
     x_off: u32,
     _pad: [u32; 3],
+    /// `fast_div` constants of the kernels' divisors: OW, OH·OW, C/groups,
+    /// groups, W, H, C (integer division runs lane by lane on CPU adapters)
+    magic: [u32; 8],
+    shift: [u32; 8],
 }
 
 impl ConvGeom {
@@ -75,7 +79,16 @@ impl ConvGeom {
         };
         // (both kernels read their source through strides: x for im2col,
         // the columns' gradient for col2im)
-        ConvParams { dims: d.map(|v| v as u32), x_str, x_off, _pad: [0; 3] }
+        let (magic, shift) = crate::shape::pack_divisors(&[
+            self.ow,
+            self.oh * self.ow,
+            self.c / self.groups,
+            self.groups,
+            self.w,
+            self.h,
+            self.c,
+        ]);
+        ConvParams { dims: d.map(|v| v as u32), x_str, x_off, _pad: [0; 3], magic, shift }
     }
 
     /// The weights as [groups, O/groups, Cg·KH·KW].
