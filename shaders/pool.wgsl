@@ -12,6 +12,18 @@ struct Pool {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kh: u32, kw: u32, sh: u32,
     sw: u32, ph: u32, pw: u32, total: u32,
+    // fast_div constants of OW, OH, W, H (integer division runs lane by
+    // lane on CPU adapters)
+    magic: vec4<u32>,
+    shift: vec4<u32>,
+}
+
+// (plane, row, column) of element `idx` of a [planes, rows, cols] array;
+// `k`: the magic constants of (cols, rows) are at k, k + 1.
+fn split(idx: u32, k: u32, rows: u32, cols: u32) -> vec3<u32> {
+    let a = fast_div(idx, p.magic[k], p.shift[k]);
+    let b = fast_div(a, p.magic[k + 1u], p.shift[k + 1u]);
+    return vec3<u32>(b, a - b * rows, idx - a * cols);
 }
 
 @group(0) @binding(0) var<uniform> p: Pool;
@@ -46,9 +58,10 @@ fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
               @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let j = idx % p.ow;
-    let i = (idx / p.ow) % p.oh;
-    let plane = idx / (p.ow * p.oh);
+    let at_out = split(idx, 0u, p.oh, p.ow);
+    let plane = at_out.x;
+    let i = at_out.y;
+    let j = at_out.z;
     let at = argmax_of(plane, i, j);
     out[idx] = select(v[at], 0.0, at == 0xffffffffu);
 }
@@ -59,9 +72,10 @@ fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
                       @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let q = idx % p.w;
-    let r = (idx / p.w) % p.h;
-    let plane = idx / (p.w * p.h);
+    let at_in = split(idx, 2u, p.h, p.w);
+    let plane = at_in.x;
+    let r = at_in.y;
+    let q = at_in.z;
     // windows i with i·sh − ph ≤ r < i·sh − ph + kh
     let i0 = u32(max(i32(r + p.ph) - i32(p.kh) + i32(p.sh), 0)) / p.sh;
     let i1 = min((r + p.ph) / p.sh + 1u, p.oh);
@@ -88,9 +102,10 @@ fn max_pool2d_scatter_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
                             @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let j = idx % p.ow;
-    let i = (idx / p.ow) % p.oh;
-    let plane = idx / (p.ow * p.oh);
+    let at_out = split(idx, 0u, p.oh, p.ow);
+    let plane = at_out.x;
+    let i = at_out.y;
+    let j = at_out.z;
     let at = argmax_of(plane, i, j);
     let g = 0.0 + v[idx];
     for (var a = 0u; a < p.kh; a++) {
@@ -106,9 +121,10 @@ fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
               @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let j = idx % p.ow;
-    let i = (idx / p.ow) % p.oh;
-    let plane = idx / (p.ow * p.oh);
+    let at_out = split(idx, 0u, p.oh, p.ow);
+    let plane = at_out.x;
+    let i = at_out.y;
+    let j = at_out.z;
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
         let y = i32(i * p.sh + a) - i32(p.ph);
@@ -129,9 +145,10 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
                        @builtin(local_invocation_index) lid: u32) {
     let idx = linear_id(wg, nwg, lid);
     if idx >= p.total { return; }
-    let q = idx % p.w;
-    let r = (idx / p.w) % p.h;
-    let plane = idx / (p.w * p.h);
+    let at_in = split(idx, 2u, p.h, p.w);
+    let plane = at_in.x;
+    let r = at_in.y;
+    let q = at_in.z;
     let i0 = u32(max(i32(r + p.ph) - i32(p.kh) + i32(p.sh), 0)) / p.sh;
     let i1 = min((r + p.ph) / p.sh + 1u, p.oh);
     let j0 = u32(max(i32(q + p.pw) - i32(p.kw) + i32(p.sw), 0)) / p.sw;

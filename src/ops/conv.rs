@@ -188,6 +188,9 @@ pub(crate) struct PoolGeom {
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct PoolParams {
     dims: [u32; 12],
+    /// `fast_div` constants of OW, OH, W, H
+    magic: [u32; 4],
+    shift: [u32; 4],
 }
 
 impl PoolGeom {
@@ -236,7 +239,12 @@ fn pool_launch(entry: &'static str, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>
         g.padding.1,
         total,
     ];
-    let params = PoolParams { dims: d.map(|x| x as u32) };
+    let (magic, shift) = crate::shape::pack_divisors(&[g.ow, g.oh, g.w, g.h]);
+    let params = PoolParams {
+        dims: d.map(|x| x as u32),
+        magic: std::array::from_fn(|i| magic[i]),
+        shift: std::array::from_fn(|i| shift[i]),
+    };
     let mut bindings = vec![(1, x.storage().clone())];
     if let Some(v) = &v {
         bindings.push((2, v.storage().clone()));
