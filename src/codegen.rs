@@ -624,10 +624,13 @@ pub(crate) fn matmul_epilogue(
 /// place: the parameter and state buffers they read are the ones written.
 /// Built on the rule functions of `shaders/optim.wgsl`. `None` if the
 /// generated module fails validation.
+/// `count`: where the advanced step count goes, and the bits of the f32
+/// added to it (the step count's own `t + 1`, taken on by this dispatch).
 pub(crate) fn optimizer_in_place(
     dev: &std::sync::Arc<crate::device::DeviceInner>,
     uniform: &[u8],
     infos: &[&crate::graph::OptInfo],
+    count: Option<(&wgpu::Buffer, u32)>,
 ) -> Option<crate::graph::Node> {
     let entry = infos[0].entry;
     let mut s = crate::shaders::Shader::Optim.source().to_string();
@@ -653,6 +656,13 @@ pub(crate) fn optimizer_in_place(
     line!("fn in_place(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,");
     line!("            @builtin(local_invocation_index) lid: u32) {{");
     line!("    let group = linear_group(wg, nwg);");
+    if let Some((buffer, bits)) = count {
+        let b = 10 + 4 * infos.len() as u32;
+        bindings.push((b, buffer.clone()));
+        let decl = format!("@group(0) @binding({b}) var<storage, read_write> count: array<f32>;\n");
+        w.insert_str(w.rfind("@compute").expect("an entry point"), &decl);
+        line!("    if group == 0u && lid == 0u {{ count[0] = t[0] + bitcast<f32>({bits}u); }}");
+    }
     line!("    let done = t[0];");
     line!("    let factor = scale[0];");
     line!("    let z = vec4<f32>();");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::codegen::{self, FusedMember, FusedOperand};
 use crate::device::DeviceInner;
-use crate::graph::{EwInfo, Fusable, MmInfo, Node, OptInfo};
+use crate::graph::{EwExpr, EwInfo, Fusable, MmInfo, Node, OptInfo};
 use crate::shape::contiguous_strides;
 
 /// At most this many storage buffers per fused kernel (the browser's limit
@@ -437,15 +437,30 @@ pub(crate) fn optimizers_in_place(
             })
             .collect();
         let Node::Dispatch { uniform, .. } = &nodes[run[0]] else { unreachable!("a dispatch") };
-        if let Some(node) = codegen::optimizer_in_place(dev, uniform, &infos) {
+        let count = step_count(&nodes, *run.last().expect("non-empty"), infos[0]);
+        let counted = count.as_ref().map(|(_, buffer, bits)| (buffer, *bits));
+        if let Some(node) = codegen::optimizer_in_place(dev, uniform, &infos, counted) {
             for info in &infos {
                 write_back.retain(|(from, ..)| !info.updates.iter().any(|(_, written)| written == from));
             }
             replaced[run[0]] = Some(node);
-            for &j in &run[1..] {
+            for &j in run[1..].iter().chain(count.as_ref().map(|c| &c.0)) {
                 skip[j] = true;
             }
         }
     }
     nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| replaced[i].take().unwrap_or(n)).collect()
+}
+
+/// The optimizer's step count advancing right after the update at node
+/// `last` (`t + 1`, which `Optimizer::step` records after its updates): its
+/// node, where it writes, and the bits of the 1 it adds. The updates'
+/// dispatch can take it on: one invocation writes the new count to that
+/// buffer while all of them read the old one.
+fn step_count(nodes: &[Node], last: usize, update: &OptInfo) -> Option<(usize, wgpu::Buffer, u32)> {
+    let Some(Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. }) = nodes.get(last + 1) else { return None };
+    let EwExpr::Binary { op: 0, dt: 0, scalar: Some((bits, false)) } = e.expr else { return None };
+    let reads_count = e.inputs.len() == 1 && e.inputs[0].buffer == update.t && e.inputs[0].offset == 0;
+    let own = e.out.offset == 0 && ![&update.t, &update.scale, &update.grad].contains(&&e.out.buffer);
+    (e.shape.iter().product::<usize>() == 1 && reads_count && own).then(|| (last + 1, e.out.buffer.clone(), bits))
 }
