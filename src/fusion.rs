@@ -305,7 +305,13 @@ pub(crate) fn fuse(
             }
         }
     }
-    nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| fused[i].take().unwrap_or(n)).collect()
+    splice(nodes, fused, &skip)
+}
+
+/// `nodes` with `new[i]` in place of node i where there is one, and without
+/// the nodes marked in `skip`.
+fn splice(nodes: Vec<Node>, mut new: Vec<Option<Node>>, skip: &[bool]) -> Vec<Node> {
+    nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| new[i].take().unwrap_or(n)).collect()
 }
 
 /// The matmul node that group `g` could run in as its epilogue: the
@@ -449,7 +455,7 @@ pub(crate) fn optimizers_in_place(
             }
         }
     }
-    nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| replaced[i].take().unwrap_or(n)).collect()
+    splice(nodes, replaced, &skip)
 }
 
 /// The optimizer's step count advancing right after the update at node

@@ -45,51 +45,65 @@ enum Model {
     Cnn((Cnn, Optimizer), Step<Cnn>),
 }
 
+/// A model of the demo: class scores [B, 10] of images [B, 784].
+trait Classifier: Params {
+    fn logits(&self, x: &Tensor) -> Tensor;
+}
+
+impl Classifier for Mlp {
+    fn logits(&self, x: &Tensor) -> Tensor {
+        let h = nn::linear(x, &self.w1, Some(&self.b1)).tanh();
+        nn::linear(&h, &self.w2, Some(&self.b2))
+    }
+}
+
+impl Classifier for Cnn {
+    fn logits(&self, x: &Tensor) -> Tensor {
+        let same = ConvOptions::default().padding(2);
+        let x = x.reshape(&[x.dim(0), 1, 28, 28]);
+        let h = nn::max_pool2d(&nn::conv2d(&x, &self.conv1, Some(&self.b1), same).tanh(), 2, 2, 0);
+        let h = nn::max_pool2d(&nn::conv2d(&h, &self.conv2, Some(&self.b2), same).tanh(), 2, 2, 0);
+        nn::linear(&h.flatten(1, -1), &self.w, Some(&self.b))
+    }
+}
+
+/// One training step: cross-entropy, its gradient, an Adam update.
+fn train_step<P: Classifier>((p, opt): &mut (P, Optimizer), batch: &Batch) -> Tensor {
+    let f = |p: &P, (x, y): &Batch| nn::cross_entropy(&p.logits(x), y, Reduction::Mean);
+    let (g, loss, ()) = grad(f)(p, batch);
+    *p = opt.step(p, &g);
+    loss
+}
+
+/// Fresh Adam state for `p`, and the compiled training step.
+fn trainer<P: Classifier>(p: P) -> ((P, Optimizer), Step<P>) {
+    let mut opt = Optimizer::adam(1e-3);
+    opt.init(&p);
+    ((p, opt), compile(train_step::<P> as fn(&mut (P, Optimizer), &Batch) -> Tensor))
+}
+
 impl Model {
     fn new(dev: &Device, kind: &str) -> Result<Model, JsError> {
-        fn adam<P: Params>(p: &P) -> Optimizer {
-            let mut opt = Optimizer::adam(1e-3);
-            opt.init(p);
-            opt
-        }
         Ok(match kind {
             "mlp" => {
-                let p = Mlp {
+                let (state, step) = trainer(Mlp {
                     w1: nn::init::xavier_uniform(dev, &[256, 784], 1.0),
                     b1: Tensor::zeros(dev, &[256]),
                     w2: nn::init::xavier_uniform(dev, &[10, 256], 1.0),
                     b2: Tensor::zeros(dev, &[10]),
-                };
-                let opt = adam(&p);
-                Model::Mlp(
-                    (p, opt),
-                    compile(|(p, opt), batch| {
-                        let f = |p: &Mlp, (x, y): &Batch| nn::cross_entropy(&mlp_logits(p, x), y, Reduction::Mean);
-                        let (g, loss, ()) = grad(f)(p, batch);
-                        *p = opt.step(p, &g);
-                        loss
-                    }),
-                )
+                });
+                Model::Mlp(state, step)
             }
             "cnn" => {
-                let p = Cnn {
+                let (state, step) = trainer(Cnn {
                     conv1: nn::init::kaiming_uniform(dev, &[16, 1, 5, 5]),
                     b1: Tensor::zeros(dev, &[16]),
                     conv2: nn::init::kaiming_uniform(dev, &[32, 16, 5, 5]),
                     b2: Tensor::zeros(dev, &[32]),
                     w: nn::init::xavier_uniform(dev, &[10, 32 * 7 * 7], 1.0),
                     b: Tensor::zeros(dev, &[10]),
-                };
-                let opt = adam(&p);
-                Model::Cnn(
-                    (p, opt),
-                    compile(|(p, opt), batch| {
-                        let f = |p: &Cnn, (x, y): &Batch| nn::cross_entropy(&cnn_logits(p, x), y, Reduction::Mean);
-                        let (g, loss, ()) = grad(f)(p, batch);
-                        *p = opt.step(p, &g);
-                        loss
-                    }),
-                )
+                });
+                Model::Cnn(state, step)
             }
             other => return Err(JsError::new(&format!("unknown model {other:?}: use \"mlp\" or \"cnn\""))),
         })
@@ -104,24 +118,10 @@ impl Model {
     }
 }
 
-/// Class scores [B, 10] of images [B, 784].
-fn mlp_logits(p: &Mlp, x: &Tensor) -> Tensor {
-    let h = nn::linear(x, &p.w1, Some(&p.b1)).tanh();
-    nn::linear(&h, &p.w2, Some(&p.b2))
-}
-
-fn cnn_logits(p: &Cnn, x: &Tensor) -> Tensor {
-    let same = ConvOptions::default().padding(2);
-    let x = x.reshape(&[x.dim(0), 1, 28, 28]);
-    let h = nn::max_pool2d(&nn::conv2d(&x, &p.conv1, Some(&p.b1), same).tanh(), 2, 2, 0);
-    let h = nn::max_pool2d(&nn::conv2d(&h, &p.conv2, Some(&p.b2), same).tanh(), 2, 2, 0);
-    nn::linear(&h.flatten(1, -1), &p.w, Some(&p.b))
-}
-
 fn logits(m: &Model, x: &Tensor) -> Tensor {
     match m {
-        Model::Mlp((p, _), _) => mlp_logits(p, x),
-        Model::Cnn((p, _), _) => cnn_logits(p, x),
+        Model::Mlp((p, _), _) => p.logits(x),
+        Model::Cnn((p, _), _) => p.logits(x),
     }
 }
 

@@ -29,6 +29,18 @@ struct MmParams {
     b_bstr: [u32; MAX_RANK],
 }
 
+/// Can matrix operand `t` (rank ≥ 2; `batch`: its batch strides, merged)
+/// be read four elements at a time along its last axis ([0]) or the one
+/// before ([1])? The axis must be contiguous, and its length, the offset,
+/// the other axis's stride and every batch stride multiples of 4, so that
+/// vectors stay aligned.
+fn four_wide(t: &Tensor, batch: &[usize]) -> [bool; 2] {
+    let (r, s, off) = (t.rank(), t.strides(), t.layout().offset);
+    let aligned = |other: usize| off % 4 == 0 && other % 4 == 0 && batch.iter().all(|b| b % 4 == 0);
+    let along = |axis: usize, other: usize| t.shape()[axis] % 4 == 0 && s[axis] == 1 && aligned(s[other]);
+    [along(r - 1, r - 2), along(r - 2, r - 1)]
+}
+
 /// Both operands have rank ≥ 2 here.
 pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     let (ra, rb) = (a.rank(), b.rank());
@@ -57,25 +69,15 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         panic!("wgrad: matmul: more than {MAX_RANK} batch dimensions after merging");
     }
     let (sa, sb) = (a.strides(), b.strides());
-    // four-wide loads where a row (of A along k, of B along n) or a column
-    // (of A along m, of B along k) is contiguous and every offset and stride
-    // keeps vectors aligned
-    let aligned = |off: usize, batch: &[usize], stride: usize| {
-        off % 4 == 0 && stride % 4 == 0 && batch.iter().all(|s| s % 4 == 0)
+    let a_load = match four_wide(a, &strides[0]) {
+        [true, _] => ALoad::AlongK,
+        [_, true] => ALoad::AlongM,
+        _ => ALoad::Scalar,
     };
-    let a_load = if k % 4 == 0 && sa[ra - 1] == 1 && aligned(a.layout().offset, &strides[0], sa[ra - 2]) {
-        ALoad::AlongK
-    } else if m % 4 == 0 && sa[ra - 2] == 1 && aligned(a.layout().offset, &strides[0], sa[ra - 1]) {
-        ALoad::AlongM
-    } else {
-        ALoad::Scalar
-    };
-    let b_load = if n % 4 == 0 && sb[rb - 1] == 1 && aligned(b.layout().offset, &strides[1], sb[rb - 2]) {
-        BLoad::AlongN
-    } else if k % 4 == 0 && sb[rb - 2] == 1 && aligned(b.layout().offset, &strides[1], sb[rb - 1]) {
-        BLoad::AlongK
-    } else {
-        BLoad::Scalar
+    let b_load = match four_wide(b, &strides[1]) {
+        [true, _] => BLoad::AlongN,
+        [_, true] => BLoad::AlongK,
+        _ => BLoad::Scalar,
     };
     let mk = a.device().inner.matmul_kernel(m, n, a_load, b_load);
     let tiles = nb * m.div_ceil(mk.tile_m) * n.div_ceil(mk.tile_n);
