@@ -33,6 +33,13 @@ struct Reduce {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
+// Element i of x, and what happens with result o (its bits `v`) once it is
+// stored. Compiled steps generate variants of this kernel that replace
+// these two lines: an elementwise chain computing x runs in `element` (x is
+// then never stored or loaded), a chain reading the results in `finished`.
+fn element(i: u32) -> f32 { return x[i]; }
+fn finished(i: u32, acc: f32) {}
+
 override OP: u32 = 0u;
 const SUM: u32 = 0u;
 const MAX: u32 = 1u;
@@ -110,20 +117,23 @@ fn reduce_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     var acc = identity();
     var arg = 0xffffffffu;
     for (var r = 0u; r < p.n_red; r++) {
-        let v = x[base + reduced_offset(r)];
+        let v = element(base + reduced_offset(r));
         if OP == ARGMAX || OP == ARGMIN {
             if better(acc, arg, v, r) { acc = v; arg = r; }
         } else {
             acc = combine(acc, v);
         }
     }
+    var bits: u32;
     if OP == ARGMAX || OP == ARGMIN {
-        out[o] = arg;
+        bits = arg;
     } else if OP == SUM {
-        out[o] = bitcast<u32>(acc * p.scale);
+        bits = bitcast<u32>(acc * p.scale);
     } else {
-        out[o] = bitcast<u32>(acc);
+        bits = bitcast<u32>(acc);
     }
+    out[o] = bits;
+    finished(o, bitcast<f32>(bits));
 }
 
 // One workgroup per output (or per chunk of one): for few, long reductions.
@@ -141,7 +151,7 @@ fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     var arg = 0xffffffffu;
     if live {
         for (var r = r0 + lid; r < r1; r += RWG) {
-            let v = x[base + reduced_offset(r)];
+            let v = element(base + reduced_offset(r));
             if OP == ARGMAX || OP == ARGMIN {
                 if better(acc, arg, v, r) { acc = v; arg = r; }
             } else {
@@ -166,12 +176,15 @@ fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
     }
     if lid == 0u && live {
+        var bits: u32;
         if OP == ARGMAX || OP == ARGMIN {
-            out[task] = idxs[0];
+            bits = idxs[0];
         } else if OP == SUM {
-            out[task] = bitcast<u32>(vals[0] * p.scale);
+            bits = bitcast<u32>(vals[0] * p.scale);
         } else {
-            out[task] = bitcast<u32>(vals[0]);
+            bits = bitcast<u32>(vals[0]);
         }
+        out[task] = bits;
+        finished(task, bitcast<f32>(bits));
     }
 }

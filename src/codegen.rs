@@ -377,6 +377,8 @@ struct Chain<'a> {
     dims: Vec<usize>,
     /// Per operand (inputs, then outputs), over `dims`.
     strides: Vec<Vec<usize>>,
+    /// Prefix of its buffers' names (two chains in one module).
+    tag: &'static str,
 }
 
 impl<'a> Chain<'a> {
@@ -420,6 +422,7 @@ impl<'a> Chain<'a> {
             written_as,
             dims,
             strides,
+            tag: "",
         })
     }
 
@@ -469,12 +472,16 @@ impl<'a> Chain<'a> {
         let mut s = String::new();
         for (j, w) in self.written_as.iter().enumerate() {
             if w.is_none() {
-                s += &format!("@group(0) @binding({}) var<storage, read> x{j}: array<u32>;\n", first + j as u32);
+                s += &format!(
+                    "@group(0) @binding({}) var<storage, read> {t}x{j}: array<u32>;\n",
+                    first + j as u32,
+                    t = self.tag
+                );
             }
         }
         for j in 0..self.outputs.len() {
             let b = first + (self.inputs.len() + j) as u32;
-            s += &format!("@group(0) @binding({b}) var<storage, read_write> y{j}: array<u32>;\n");
+            s += &format!("@group(0) @binding({b}) var<storage, read_write> {t}y{j}: array<u32>;\n", t = self.tag);
         }
         s
     }
@@ -520,8 +527,8 @@ impl<'a> Chain<'a> {
         }
         for (j, w) in self.written_as.iter().enumerate() {
             match w {
-                Some(y) => line!("    let x{j}v = y{y}[o{j}];"),
-                None => line!("    let x{j}v = x{j}[o{j}];"),
+                Some(y) => line!("    let x{j}v = {t}y{y}[o{j}];", t = self.tag),
+                None => line!("    let x{j}v = {t}x{j}[o{j}];", t = self.tag),
             }
         }
         let operand = |m: usize, slot: usize| match self.refs[m][slot] {
@@ -550,7 +557,7 @@ impl<'a> Chain<'a> {
             line!("    let t{m} = {e};");
         }
         for (j, (m, _)) in self.outputs.iter().enumerate() {
-            line!("    y{j}[o{}] = t{m};", self.inputs.len() + j);
+            line!("    {t}y{j}[o{}] = t{m};", self.inputs.len() + j, t = self.tag);
         }
         s
     }
@@ -609,6 +616,78 @@ pub(crate) fn matmul_epilogue(
     uniform.extend_from_slice(bytemuck::cast_slice(&chain.words()));
     Some(crate::graph::Node::Dispatch {
         pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "matmul")),
+        bindings,
+        uniform,
+        groups,
+        random: false,
+        fusable: None,
+    })
+}
+
+/// The reduction node `info` (its `uniform` and workgroup `groups`) with
+/// `prologue`, a chain of `shape` whose member `m` is the reduction's input
+/// (computed where it is read, never loaded), and `epilogue`, a chain run
+/// on each result as it is stored (`acc`). `None` if the generated module
+/// fails validation.
+pub(crate) fn reduction(
+    dev: &std::sync::Arc<crate::device::DeviceInner>,
+    info: &crate::graph::RedInfo,
+    uniform: &[u8],
+    groups: [u32; 3],
+    prologue: Option<(&[usize], &[FusedMember], usize)>,
+    epilogue: Option<(&[usize], &[FusedMember])>,
+) -> Option<crate::graph::Node> {
+    let pro = match prologue {
+        Some((shape, members, m)) => Some((Chain { tag: "q", ..Chain::new(shape, members)? }, m)),
+        None => None,
+    };
+    let epi = match epilogue {
+        Some((shape, members)) => Some(Chain::new(shape, members)?),
+        None => None,
+    };
+    const LAST_FIELD: &str = "    shift_red: array<vec4<u32>, 2>,\n";
+    const ELEMENT: &str = "fn element(i: u32) -> f32 { return x[i]; }\n";
+    const FINISHED: &str = "fn finished(i: u32, acc: f32) {}\n";
+    let mut fields = String::from(LAST_FIELD);
+    let mut source = crate::shaders::REDUCE.to_string();
+    let mut bindings = vec![(2, info.out.clone())];
+    let mut uniform = uniform.to_vec();
+    let mut next = 3;
+    let mut declarations = String::new();
+    match &pro {
+        Some((c, m)) => {
+            fields += &c.fields("q_");
+            source = source.replace(
+                ELEMENT,
+                &format!("fn element(i: u32) -> f32 {{\n{}    return bitcast<f32>(t{m});\n}}\n", c.body("p.q_")),
+            );
+            declarations += &c.declarations(next);
+            bindings.extend(c.bindings(next));
+            uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));
+            next += c.strides.len() as u32;
+        }
+        None => match epi.as_ref().and_then(|c| c.outputs.iter().position(|(_, o)| o.buffer == info.x)) {
+            // the epilogue overwrites the input (one result): read it
+            // through the epilogue's binding
+            Some(y) => {
+                source =
+                    source.replace(ELEMENT, &format!("fn element(i: u32) -> f32 {{ return bitcast<f32>(y{y}[i]); }}\n"))
+            }
+            None => bindings.push((1, info.x.clone())),
+        },
+    }
+    if let Some(c) = &epi {
+        fields += &c.fields("e_");
+        source = source.replace(FINISHED, &format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_")));
+        declarations += &c.declarations(next);
+        bindings.extend(c.bindings(next));
+        uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));
+    }
+    let s = format!("{}\n{}{declarations}", crate::shaders::FUSED_PRELUDE, source.replace(LAST_FIELD, &fields));
+    let shader = dev.fused_shader("reduction + chain", &s, false)?;
+    let kernel = crate::shaders::Kernel::dynamic(shader, info.entry).with("OP", info.op);
+    Some(crate::graph::Node::Dispatch {
+        pipeline: dev.pipeline(&kernel),
         bindings,
         uniform,
         groups,

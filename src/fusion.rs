@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::codegen::{self, FusedMember, FusedOperand};
 use crate::device::DeviceInner;
-use crate::graph::{EwExpr, EwInfo, Fusable, MmInfo, Node, OptInfo};
+use crate::graph::{EwExpr, EwInfo, Fusable, MmInfo, Node, OptInfo, RedInfo};
 use crate::shape::contiguous_strides;
 
 /// At most this many storage buffers per fused kernel (the browser's limit
@@ -151,14 +151,15 @@ fn overwrites(node: &Node, buffer: &wgpu::Buffer, numel: usize) -> bool {
     }
 }
 
-/// Gives the value elementwise node `i` writes the buffer `fresh` instead
-/// of the one liveness chose, rewriting its readers up to the node that
-/// next overwrites that buffer. `false` (nothing changed) when that cannot
-/// be done safely: the buffer outlives the step (`pinned`); node `i` does
-/// not write a whole value (dense from the start) or a reader reads past
-/// it (the value may be pieced together by several writes, as `cat` and
-/// `pad` do); a reader is not elementwise (its extent is unknown); or a
-/// later node writes part of the buffer.
+/// Gives the value node `i` (elementwise or a reduction) writes the buffer
+/// `fresh` instead of the one liveness chose, rewriting its readers up to
+/// the node that next overwrites that buffer. `false` (nothing changed)
+/// when that cannot be done safely: the value outlives the step (its
+/// buffer is `pinned` and nothing overwrites it); node `i` does not write a whole value (dense from the start)
+/// or a reader reads past it (the value may be pieced together by several
+/// writes, as `cat` and `pad` do); a reader is neither elementwise nor a
+/// reduction (its extent is unknown); or a later node writes part of the
+/// buffer.
 fn rename_output(
     dev: &DeviceInner,
     nodes: &mut [Node],
@@ -166,18 +167,26 @@ fn rename_output(
     pinned: &[wgpu::Buffer],
     fresh: &mut dyn FnMut(u64) -> wgpu::Buffer,
 ) -> bool {
-    let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = &nodes[i] else { return false };
-    let (old, numel) = (e.out.buffer.clone(), e.shape.iter().product::<usize>());
-    if pinned.contains(&old) || !dense(&e.out, &e.shape) {
-        return false;
-    }
+    let (old, numel) = match &nodes[i] {
+        Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } if dense(&e.out, &e.shape) => {
+            (e.out.buffer.clone(), e.shape.iter().product::<usize>())
+        }
+        Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => (r.out.clone(), r.outputs),
+        _ => return false,
+    };
     // the readers of this value: up to (and including) a full overwrite
     let mut end = nodes.len();
     for (j, node) in nodes.iter().enumerate().skip(i + 1) {
         let (reads, writes) = access(dev, node);
         if reads.contains(&old) {
-            let Node::Dispatch { fusable: Some(Fusable::Elementwise(r)), .. } = node else { return false };
-            if r.inputs.iter().any(|o| o.buffer == old && extent(o, &r.shape) > numel) {
+            let within = match node {
+                Node::Dispatch { fusable: Some(Fusable::Elementwise(r)), .. } => {
+                    r.inputs.iter().all(|o| o.buffer != old || extent(o, &r.shape) <= numel)
+                }
+                Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => r.extent <= numel,
+                _ => false,
+            };
+            if !within {
                 return false;
             }
         }
@@ -188,6 +197,9 @@ fn rename_output(
             end = j + 1;
             break;
         }
+    }
+    if end == nodes.len() && pinned.contains(&old) {
+        return false;
     }
     let new = fresh(old.size());
     for (j, node) in nodes[i..end].iter_mut().enumerate() {
@@ -203,12 +215,13 @@ fn rename_output(
                 *b = new.clone()
             }
         };
-        // (only elementwise nodes read the value, checked above)
-        if let Some(Fusable::Elementwise(info)) = fusable {
-            match j {
-                0 => swap(&mut info.out.buffer),
-                _ => info.inputs.iter_mut().for_each(|o| swap(&mut o.buffer)),
-            }
+        // (only elementwise nodes and reductions read the value, checked above)
+        match (fusable, j) {
+            (Some(Fusable::Elementwise(info)), 0) => swap(&mut info.out.buffer),
+            (Some(Fusable::Elementwise(info)), _) => info.inputs.iter_mut().for_each(|o| swap(&mut o.buffer)),
+            (Some(Fusable::Reduce(info)), 0) => swap(&mut info.out),
+            (Some(Fusable::Reduce(info)), _) => swap(&mut info.x),
+            _ => {}
         }
     }
     true
@@ -226,6 +239,33 @@ pub(crate) fn fuse(
     pinned: &[wgpu::Buffer],
     fresh: &mut dyn FnMut(u64) -> wgpu::Buffer,
 ) -> Vec<Node> {
+    // Liveness may give a chain after a reduction a buffer that the
+    // reduction, or the chain before it, reads: free by then, but not while
+    // they run in one kernel (as its epilogue and prologue): one of the two
+    // values moves to a buffer of its own. So may the reduction's results
+    // where they would overwrite what the chain before it reads.
+    for i in 0..nodes.len() {
+        let Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } = &nodes[i] else { continue };
+        let out = r.out.clone();
+        let mut read = vec![r.x.clone()];
+        for node in nodes[..i].iter().rev() {
+            let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = node else { break };
+            read.extend(e.inputs.iter().map(|o| o.buffer.clone()));
+        }
+        if read.contains(&out) {
+            rename_output(dev, &mut nodes, i, pinned, fresh);
+        }
+        for j in i + 1..nodes.len() {
+            let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = &nodes[j] else { break };
+            let written = e.out.buffer.clone();
+            if read.contains(&written) && !rename_output(dev, &mut nodes, j, pinned, fresh) {
+                // the value read moves instead
+                if let Some(w) = (0..i).rev().find(|&w| access(dev, &nodes[w]).1.contains(&written)) {
+                    rename_output(dev, &mut nodes, w, pinned, fresh);
+                }
+            }
+        }
+    }
     let mut tried = Vec::new();
     loop {
         let (_, blocked) = chains(&nodes);
@@ -248,31 +288,20 @@ pub(crate) fn fuse(
         live_out.contains(buffer)
     };
     let (groups, _) = chains(&nodes);
-    // Build the fused nodes: a chain after a matmul that reads its result
-    // becomes its epilogue; other single-node groups stay as they are.
-    let mut fused: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
-    let mut skip = vec![false; nodes.len()];
-    for g in &groups {
-        let last = *g.last().expect("non-empty");
-        let infos: Vec<&EwInfo> = g
-            .iter()
+    let infos_of = |g: &[usize]| -> Vec<&EwInfo> {
+        g.iter()
             .map(|&i| match &nodes[i] {
                 Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => &**info,
                 _ => unreachable!("groups hold elementwise nodes"),
             })
-            .collect();
-        let matmul = producer(&nodes, &accesses, g).and_then(|i| match &nodes[i] {
-            Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), uniform, groups, .. }
-                if !skip[i] && fused[i].is_none() && epilogue_fits(mm, &infos) =>
-            {
-                Some((i, &**mm, uniform, *groups))
-            }
-            _ => None,
-        });
-        if g.len() == 1 && matmul.is_none() {
-            continue;
-        }
-        let members: Vec<FusedMember> = infos
+            .collect()
+    };
+    // The members of a chain that runs at node `at` (its own first node, a
+    // matmul or a reduction), whose element of `acc` (the product or the
+    // result) is in a register. A value is stored only if something after
+    // the chain reads it (and no later member overwrites it).
+    let members = |infos: &[&EwInfo], acc: Option<&wgpu::Buffer>, after: usize| -> Vec<FusedMember> {
+        infos
             .iter()
             .enumerate()
             .map(|(k, info)| {
@@ -281,27 +310,81 @@ pub(crate) fn fuse(
                     .iter()
                     .map(|input| match infos[..k].iter().rposition(|m| m.out.buffer == input.buffer) {
                         Some(m) => FusedOperand::Member(m),
-                        None if matmul.is_some_and(|mm| mm.1.c == input.buffer) => FusedOperand::Accumulator,
+                        None if acc == Some(&input.buffer) => FusedOperand::Accumulator,
                         None => FusedOperand::External(input.clone()),
                     })
                     .collect();
-                // stored only if something after the group reads it (and no
-                // later member overwrites it)
                 let overwritten = infos[k + 1..].iter().any(|m| m.out.buffer == info.out.buffer);
-                let store = !overwritten && needed(&info.out.buffer, info.shape.iter().product(), last);
+                let store = !overwritten && needed(&info.out.buffer, info.shape.iter().product(), after);
                 FusedMember { expr: info.expr.clone(), operands, out: store.then(|| info.out.clone()) }
             })
-            .collect();
-        let node = match matmul {
-            Some((i, mm, uniform, groups)) => {
-                codegen::matmul_epilogue(dev, mm, uniform, groups, &infos[0].shape, &members).map(|node| (i, node))
+            .collect()
+    };
+    let mut fused: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
+    let mut skip = vec![false; nodes.len()];
+    // per reduction: the group computing its input (and the member that
+    // is), the group reading its results
+    let mut around: Vec<(Option<(usize, usize)>, Option<usize>)> = vec![(None, None); nodes.len()];
+    for (gi, g) in groups.iter().enumerate() {
+        let last = *g.last().expect("non-empty");
+        let infos = infos_of(g);
+        // a chain reading a matmul's product or a reduction's results just
+        // before it runs in that node, as its epilogue
+        match producer(&nodes, &accesses, g).map(|i| (i, &nodes[i])) {
+            Some((i, Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), uniform, groups, .. }))
+                if fused[i].is_none() && epilogue_fits(mm, &infos) =>
+            {
+                let members = members(&infos, Some(&mm.c), last);
+                if let Some(node) = codegen::matmul_epilogue(dev, mm, uniform, *groups, &infos[0].shape, &members) {
+                    fused[i] = Some(node);
+                    g.iter().for_each(|&j| skip[j] = true);
+                }
+                continue;
             }
-            None => codegen::fused_elementwise(dev, &infos[0].shape, &members).map(|node| (g[0], node)),
+            Some((i, Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. })) if around[i].1.is_none() => {
+                let prologue = around[i].0.map(|(p, _)| bound(&members(&infos_of(&groups[p]), None, i)));
+                if reduction_epilogue_fits(r, &infos, &bound(&members(&infos, Some(&r.out), last)), prologue) {
+                    around[i].1 = Some(gi);
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        // a chain computing the input of the reduction right after it runs
+        // in it, as its prologue
+        if let Some(Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. }) = nodes.get(last + 1) {
+            if let Some(m) = prologue_member(r, &infos, &bound(&members(&infos, None, last + 1))) {
+                around[last + 1].0 = Some((gi, m));
+                continue;
+            }
+        }
+        if g.len() > 1 {
+            if let Some(node) = codegen::fused_elementwise(dev, &infos[0].shape, &members(&infos, None, last)) {
+                fused[g[0]] = Some(node);
+                g[1..].iter().for_each(|&j| skip[j] = true);
+            }
+        }
+    }
+    for (i, &(pro, epi)) in around.iter().enumerate() {
+        let Node::Dispatch { fusable: Some(Fusable::Reduce(r)), uniform, groups: wgs, .. } = &nodes[i] else {
+            continue;
         };
-        if let Some((at, node)) = node {
-            fused[at] = Some(node);
-            for &i in g.iter().filter(|&&i| i != at) {
-                skip[i] = true;
+        if pro.is_none() && epi.is_none() {
+            continue;
+        }
+        let pro_infos = pro.map(|(p, _)| infos_of(&groups[p]));
+        let pro_members = pro_infos.as_ref().map(|infos| members(infos, None, i));
+        let epi_infos = epi.map(|e| infos_of(&groups[e]));
+        let epi_last = epi.map_or(i, |e| *groups[e].last().expect("non-empty"));
+        let epi_members = epi_infos.as_ref().map(|infos| members(infos, Some(&r.out), epi_last));
+        let prologue = (pro_infos.as_ref().zip(pro_members.as_deref()).zip(pro))
+            .map(|((infos, members), (_, m))| (&infos[0].shape[..], members, m));
+        let epilogue =
+            epi_infos.as_ref().zip(epi_members.as_deref()).map(|(infos, members)| (&infos[0].shape[..], members));
+        if let Some(node) = codegen::reduction(dev, r, uniform, *wgs, prologue, epilogue) {
+            fused[i] = Some(node);
+            for g in pro.map(|p| p.0).into_iter().chain(epi) {
+                groups[g].iter().for_each(|&j| skip[j] = true);
             }
         }
     }
@@ -314,10 +397,11 @@ fn splice(nodes: Vec<Node>, mut new: Vec<Option<Node>>, skip: &[bool]) -> Vec<No
     nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| new[i].take().unwrap_or(n)).collect()
 }
 
-/// The matmul node that group `g` could run in as its epilogue: the
-/// nearest one before it whose product the chain reads, if the chain can
-/// move up to it (no node in between writes a buffer the chain touches or
-/// reads one it writes), at most a few nodes back.
+/// The matmul or reduction node that group `g` could run in as its
+/// epilogue: the nearest one before it whose product or results the chain
+/// reads, if the chain can move up to it (no node in between writes a
+/// buffer the chain touches or reads one it writes), at most a few nodes
+/// back.
 fn producer(nodes: &[Node], accesses: &[(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)], g: &[usize]) -> Option<usize> {
     let (mut reads, mut writes): (Vec<&wgpu::Buffer>, Vec<&wgpu::Buffer>) = (Vec::new(), Vec::new());
     for &i in g {
@@ -325,10 +409,13 @@ fn producer(nodes: &[Node], accesses: &[(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)],
         writes.extend(&accesses[i].1);
     }
     for i in (g[0].saturating_sub(8)..g[0]).rev() {
-        if let Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), .. } = &nodes[i] {
-            if reads.contains(&&mm.c) {
-                return Some(i);
-            }
+        let result = match &nodes[i] {
+            Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), .. } => Some(&mm.c),
+            Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => Some(&r.out),
+            _ => None,
+        };
+        if result.is_some_and(|c| reads.contains(&c)) {
+            return Some(i);
         }
         let (r, w) = &accesses[i];
         if w.iter().any(|b| reads.contains(&b) || writes.contains(&b)) || r.iter().any(|b| writes.contains(&b)) {
@@ -370,6 +457,80 @@ fn epilogue_fits(mm: &MmInfo, infos: &[&EwInfo]) -> bool {
         }
     }
     buffers.len() <= MAX_BUFFERS
+}
+
+/// The buffers a generated chain binds: those it loads and those it
+/// stores (each once).
+fn bound(members: &[FusedMember]) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
+    let (mut reads, mut writes): (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) = (Vec::new(), Vec::new());
+    for m in members {
+        for o in &m.operands {
+            if let FusedOperand::External(e) = o {
+                if !reads.contains(&e.buffer) {
+                    reads.push(e.buffer.clone());
+                }
+            }
+        }
+        if let Some(out) = &m.out {
+            if !writes.contains(&out.buffer) {
+                writes.push(out.buffer.clone());
+            }
+        }
+    }
+    (reads, writes)
+}
+
+/// Which member of chain `infos` (right before reduction `r`; it loads
+/// and stores the buffers `bound`) computes the reduction's input, if the
+/// chain can run in the reduction as its prologue: the member writes the
+/// value whole (dense from the buffer's start) and the reduction reads only
+/// within it; where the chain stores values, the reduction visits each
+/// element exactly once; and the reduction's results go to a buffer the
+/// chain does not touch (other invocations are still computing it).
+fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)) -> Option<usize> {
+    let m = infos.iter().rposition(|e| e.out.buffer == r.x)?;
+    let (shape, numel) = (&infos[m].shape, infos[m].shape.iter().product::<usize>());
+    let whole = dense(&infos[m].out, shape) && r.extent <= numel;
+    let (reads, writes) = bound;
+    let once = writes.is_empty() || (r.reads == numel && !r.broadcast);
+    let apart = !reads.contains(&r.out) && !writes.contains(&r.out);
+    (whole && once && apart && 1 + reads.len() + writes.len() <= MAX_BUFFERS).then_some(m)
+}
+
+/// Can chain `infos` (loading and storing the buffers `bound`) run as the
+/// epilogue of reduction `r`, after a prologue that binds `prologue`, if
+/// it has one? The reduction must write its final results, as many as the
+/// chain's elements; the chain reads them only where they were written
+/// (each invocation its own) and writes them only there; neither chain
+/// writes what the other reads or writes, nor the reduction's input; and
+/// the buffers fit the limit.
+fn reduction_epilogue_fits(
+    r: &RedInfo,
+    infos: &[&EwInfo],
+    bound: &(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
+    prologue: Option<(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)>,
+) -> bool {
+    let shape = &infos[0].shape;
+    let reads: Vec<&crate::graph::EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
+    if !r.last || shape.iter().product::<usize>() != r.outputs || !reads.iter().any(|o| o.buffer == r.out) {
+        return false;
+    }
+    if reads.iter().any(|o| o.buffer == r.out && !dense(o, shape))
+        || infos.iter().any(|e| e.out.buffer == r.out && !dense(&e.out, shape))
+    {
+        return false;
+    }
+    let (read, written) = bound;
+    // With one result, all reads of the input are done when the epilogue
+    // runs (one invocation, or one workgroup past its barriers): it may
+    // overwrite the input, which the reduction then reads through its
+    // binding.
+    let own_input = r.outputs == 1 && written.contains(&r.x);
+    let (pro_read, pro_written) =
+        prologue.unwrap_or_else(|| (if own_input { Vec::new() } else { vec![r.x.clone()] }, Vec::new()));
+    let apart = written.iter().all(|b| !pro_read.contains(b) && !pro_written.contains(b))
+        && read.iter().all(|b| !pro_written.contains(b));
+    apart && 1 + pro_read.len() + pro_written.len() + read.len() + written.len() <= MAX_BUFFERS
 }
 
 /// Optimizer updates in place: an update whose new parameter and state are

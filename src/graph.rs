@@ -78,6 +78,26 @@ pub(crate) enum Fusable {
     /// An optimizer update of one parameter tensor: where its parameter
     /// and state are written back, several can run in place in one dispatch.
     Optimizer(Box<OptInfo>),
+    /// A reduction (`shaders/reduce.wgsl`): the chain computing its input
+    /// can run in it as a prologue, one reading its result as an epilogue.
+    Reduce(Box<RedInfo>),
+}
+
+/// A reduction node: it reads `reads` elements of `x` (a view below
+/// `extent`, `broadcast` if it visits some element more than once) and
+/// writes `outputs` elements of `out`, the final results if `last` (else
+/// the partial results of a two-pass reduction).
+#[derive(Clone, Debug)]
+pub(crate) struct RedInfo {
+    pub op: u32,
+    pub entry: &'static str,
+    pub x: wgpu::Buffer,
+    pub reads: usize,
+    pub extent: usize,
+    pub broadcast: bool,
+    pub out: wgpu::Buffer,
+    pub outputs: usize,
+    pub last: bool,
 }
 
 /// An optimizer node (`shaders/optim.wgsl`, entry point `entry`).

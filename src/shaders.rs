@@ -29,6 +29,9 @@ macro_rules! family {
 /// generated fused kernel.
 pub(crate) const FUSED_PRELUDE: &str = family!("elementwise_ops.wgsl");
 
+/// `reduce.wgsl` alone, for generated variants (which add the prelude).
+pub(crate) const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+
 impl Shader {
     #[cfg(test)]
     pub const ALL: [Shader; 10] = [

@@ -129,7 +129,25 @@ fn dispatch(
         ("reduce", crate::graph::grid((n_out * n_chunks) as u32))
     };
     let kernel = Kernel::new(Shader::Reduce, entry).with("OP", op as u32);
-    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), groups);
+    let dims = || kept.0.iter().zip(kept.1).chain(red.0.iter().zip(red.1));
+    let info = crate::graph::RedInfo {
+        op: op as u32,
+        entry,
+        x: x.storage().buffer().clone(),
+        reads: n_out * n_red,
+        extent: offset + dims().map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1,
+        broadcast: dims().any(|(&n, &s)| n > 1 && s == 0),
+        out: out.storage().buffer().clone(),
+        outputs: n_out * n_chunks,
+        last: n_chunks == 1,
+    };
+    x.device().inner.record_fusable(
+        &kernel,
+        bindings,
+        bytemuck::bytes_of(&params),
+        groups,
+        crate::graph::Fusable::Reduce(Box::new(info)),
+    );
 }
 
 /// Whether `outputs` reductions of `length` elements each run one per
