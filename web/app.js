@@ -29,6 +29,7 @@ const state = {
   firstEpochSeconds: null,
   done: false,
   error: null,
+  strokes: 0,      // strokes drawn on the pad
 };
 window.wgradState = state;
 
@@ -264,7 +265,11 @@ function setUpPad() {
     last = p;
     schedulePredict();
   });
-  const end = () => { drawing = false; schedulePredict(); };
+  const end = () => {
+    if (drawing) state.strokes += 1;
+    drawing = false;
+    schedulePredict();
+  };
   pad.addEventListener('pointerup', end);
   pad.addEventListener('pointercancel', end);
 }
@@ -321,6 +326,9 @@ function padPixels() {
 }
 
 let predictQueued = false;
+// Predictions run concurrently with drawing; only the latest one asked for
+// is shown (an older one, of a partial drawing, may finish after it).
+let predictAsked = 0;
 function schedulePredict() {
   if (predictQueued) return;
   predictQueued = true;
@@ -331,12 +339,15 @@ async function predictNow() {
   if (!state.demo) return;
   const pixels = padPixels();
   if (!pixels) return;
+  const asked = ++predictAsked;
+  const strokes = state.strokes;
   try {
     const probs = await state.demo.predict(pixels);
+    if (asked !== predictAsked) return;
     const best = probs.indexOf(Math.max(...probs));
     $('guess').textContent = String(best);
     probs.forEach((p, d) => showBar(d, p, d === best));
-    state.lastPrediction = { digit: best, probabilities: Array.from(probs), pixels: Array.from(pixels) };
+    state.lastPrediction = { digit: best, probabilities: Array.from(probs), pixels: Array.from(pixels), strokes };
   } catch (e) {
     fail('prediction', e);
   }

@@ -1,7 +1,8 @@
 // The demo in a real browser: Debian's Chromium, headless, with WebGPU.
 // Waits for the adapter, trains a fixed number of steps, checks that the loss
-// fell and the test accuracy passed a threshold, draws a digit and checks a
-// prediction appears, fails on any console error, and saves a screenshot.
+// fell and the test accuracy passed a threshold, draws a 7 and checks that the
+// prediction of the whole drawing is 7 (training and drawing are
+// deterministic), fails on any console error, and saves a screenshot.
 //
 //   node web/test/e2e.mjs   (after scripts/build-web; scripts/test-web does both)
 //
@@ -77,13 +78,16 @@ try {
   await page.mouse.down();
   for (const [x, y] of [[0.5, 0.2], [0.78, 0.2], [0.62, 0.5], [0.48, 0.85]]) await page.mouse.move(...P(x, y), { steps: 8 });
   await page.mouse.up();
-  await page.waitForFunction(() => window.wgradState.lastPrediction, null, { timeout: 60_000 });
+  // the prediction of the whole drawing (not of a part drawn so far)
+  await page.waitForFunction(() => window.wgradState.lastPrediction?.strokes === 1, null, { timeout: 60_000 });
   const guess = await page.locator('#guess').textContent();
   const pred = await page.evaluate(() => window.wgradState.lastPrediction);
   const total = pred.probabilities.reduce((a, b) => a + b, 0);
-  check(/^[0-9]$/.test(guess) && Math.abs(total - 1) < 1e-3, `a drawn 7 is classified as ${guess} (p = ${pred.probabilities[pred.digit].toFixed(2)})`);
+  check(guess === '7' && pred.digit === 7 && Math.abs(total - 1) < 1e-3,
+    `a drawn 7 is classified as ${guess} (p = ${pred.probabilities[pred.digit].toFixed(2)}, Σp = ${total.toFixed(4)})`);
 
   check(errors.length === 0, `no console errors${errors.length ? `: ${errors.join(' | ')}` : ''}`);
+  await page.waitForTimeout(300); // the probability bars' 0.12 s transition
   mkdirSync(dirname(shot), { recursive: true });
   await page.screenshot({ path: shot, fullPage: true });
   copyFileSync(shot, join(web, 'screenshot.png'));
