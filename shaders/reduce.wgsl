@@ -33,12 +33,16 @@ struct Reduce {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
-// Element i of x, and what happens with result o (its bits `v`) once it is
-// stored. Compiled steps generate variants of this kernel that replace
-// these two lines: an elementwise chain computing x runs in `element` (x is
-// then never stored or loaded), a chain reading the results in `finished`.
+// Element i of x, what happens with result i (`acc`) once it is stored,
+// and with the elements of x that made it (from offset `base`; one output
+// per invocation only). Compiled steps generate variants of this kernel
+// that replace these lines: an elementwise chain computing x runs in
+// `element` (x is then never stored or loaded), a chain reading the results
+// in `finished`, or one over x's shape reading them broadcast (as a
+// softmax's gradient does) in `revisit`.
 fn element(i: u32) -> f32 { return x[i]; }
 fn finished(i: u32, acc: f32) {}
+fn revisit(base: u32, acc: f32) {}
 
 override OP: u32 = 0u;
 const SUM: u32 = 0u;
@@ -134,6 +138,7 @@ fn reduce_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
     out[o] = bits;
     finished(o, bitcast<f32>(bits));
+    revisit(base, bitcast<f32>(bits));
 }
 
 // One workgroup per output (or per chunk of one): for few, long reductions.

@@ -374,6 +374,9 @@ struct Chain<'a> {
     /// WebGPU forbids binding a buffer both read-only and writable in one
     /// dispatch: an input that is also an output is read through the output.
     written_as: Vec<Option<usize>>,
+    /// Inputs another chain of the same kernel writes, read through its
+    /// array (named here) for the same reason.
+    elsewhere: Vec<Option<String>>,
     dims: Vec<usize>,
     /// Per operand (inputs, then outputs), over `dims`.
     strides: Vec<Vec<usize>>,
@@ -411,6 +414,7 @@ impl<'a> Chain<'a> {
         let outputs: Vec<(usize, &crate::graph::EwOperand)> =
             members.iter().enumerate().filter_map(|(k, m)| m.out.as_ref().map(|o| (k, o))).collect();
         let written_as = inputs.iter().map(|i| outputs.iter().position(|(_, o)| o.buffer == i.buffer)).collect();
+        let elsewhere = vec![None; inputs.len()];
         let mut strides: Vec<Vec<usize>> =
             inputs.iter().copied().chain(outputs.iter().map(|o| o.1)).map(|o| o.strides.clone()).collect();
         let dims = crate::shape::coalesce(shape, &mut strides);
@@ -420,6 +424,7 @@ impl<'a> Chain<'a> {
             refs,
             outputs,
             written_as,
+            elsewhere,
             dims,
             strides,
             tag: "",
@@ -471,7 +476,7 @@ impl<'a> Chain<'a> {
     fn declarations(&self, first: u32) -> String {
         let mut s = String::new();
         for (j, w) in self.written_as.iter().enumerate() {
-            if w.is_none() {
+            if w.is_none() && self.elsewhere[j].is_none() {
                 s += &format!(
                     "@group(0) @binding({}) var<storage, read> {t}x{j}: array<u32>;\n",
                     first + j as u32,
@@ -490,7 +495,7 @@ impl<'a> Chain<'a> {
     fn bindings(&self, first: u32) -> Vec<(u32, wgpu::Buffer)> {
         self.operands()
             .enumerate()
-            .filter(|(j, _)| *j >= self.inputs.len() || self.written_as[*j].is_none())
+            .filter(|(j, _)| *j >= self.inputs.len() || self.written_as[*j].is_none() && self.elsewhere[*j].is_none())
             .map(|(j, o)| (first + j as u32, o.buffer.clone()))
             .collect()
     }
@@ -526,9 +531,10 @@ impl<'a> Chain<'a> {
             }
         }
         for (j, w) in self.written_as.iter().enumerate() {
-            match w {
-                Some(y) => line!("    let x{j}v = {t}y{y}[o{j}];", t = self.tag),
-                None => line!("    let x{j}v = {t}x{j}[o{j}];", t = self.tag),
+            match (w, &self.elsewhere[j]) {
+                (Some(y), _) => line!("    let x{j}v = {t}y{y}[o{j}];", t = self.tag),
+                (None, Some(array)) => line!("    let x{j}v = {array}[o{j}];"),
+                (None, None) => line!("    let x{j}v = {t}x{j}[o{j}];", t = self.tag),
             }
         }
         let operand = |m: usize, slot: usize| match self.refs[m][slot] {
@@ -627,27 +633,29 @@ pub(crate) fn matmul_epilogue(
 /// The reduction node `info` (its `uniform` and workgroup `groups`) with
 /// `prologue`, a chain of `shape` whose member `m` is the reduction's input
 /// (computed where it is read, never loaded), and `epilogue`, a chain run
-/// on each result as it is stored (`acc`). `None` if the generated module
-/// fails validation.
+/// on each result as it is stored (`acc`) — or, if its flag is set, on each
+/// element of the input that made the result (`acc` its result). `None` if
+/// the generated module fails validation.
 pub(crate) fn reduction(
     dev: &std::sync::Arc<crate::device::DeviceInner>,
     info: &crate::graph::RedInfo,
     uniform: &[u8],
     groups: [u32; 3],
     prologue: Option<(&[usize], &[FusedMember], usize)>,
-    epilogue: Option<(&[usize], &[FusedMember])>,
+    epilogue: Option<(&[usize], &[FusedMember], bool)>,
 ) -> Option<crate::graph::Node> {
     let pro = match prologue {
         Some((shape, members, m)) => Some((Chain { tag: "q", ..Chain::new(shape, members)? }, m)),
         None => None,
     };
-    let epi = match epilogue {
-        Some((shape, members)) => Some(Chain::new(shape, members)?),
-        None => None,
+    let (mut epi, revisit) = match epilogue {
+        Some((shape, members, revisit)) => (Some(Chain::new(shape, members)?), revisit),
+        None => (None, false),
     };
     const LAST_FIELD: &str = "    shift_red: array<vec4<u32>, 2>,\n";
     const ELEMENT: &str = "fn element(i: u32) -> f32 { return x[i]; }\n";
     const FINISHED: &str = "fn finished(i: u32, acc: f32) {}\n";
+    const REVISIT: &str = "fn revisit(base: u32, acc: f32) {}\n";
     let mut fields = String::from(LAST_FIELD);
     let mut source = crate::shaders::REDUCE.to_string();
     let mut bindings = vec![(2, info.out.clone())];
@@ -676,9 +684,26 @@ pub(crate) fn reduction(
             None => bindings.push((1, info.x.clone())),
         },
     }
+    if let (Some(c), Some((p, _))) = (epi.as_mut(), &pro) {
+        // what the prologue stores, the epilogue reads through its arrays
+        for (j, input) in c.inputs.iter().enumerate() {
+            if let Some(y) = p.outputs.iter().position(|(_, o)| o.buffer == input.buffer) {
+                c.elsewhere[j] = Some(format!("{}y{y}", p.tag));
+            }
+        }
+    }
     if let Some(c) = &epi {
         fields += &c.fields("e_");
-        source = source.replace(FINISHED, &format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_")));
+        source = match revisit {
+            false => source.replace(FINISHED, &format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_"))),
+            true => source.replace(
+                REVISIT,
+                &format!(
+                    "fn revisit(base: u32, acc: f32) {{\n    for (var r = 0u; r < p.n_red; r++) {{\n        let i = base + reduced_offset(r);\n{}    }}\n}}\n",
+                    c.body("p.e_")
+                ),
+            ),
+        };
         declarations += &c.declarations(next);
         bindings.extend(c.bindings(next));
         uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));

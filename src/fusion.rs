@@ -248,9 +248,12 @@ pub(crate) fn fuse(
         let Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } = &nodes[i] else { continue };
         let out = r.out.clone();
         let mut read = vec![r.x.clone()];
-        for node in nodes[..i].iter().rev() {
-            let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = node else { break };
+        let mut start = i;
+        while let Some(Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. }) =
+            start.checked_sub(1).map(|s| &nodes[s])
+        {
             read.extend(e.inputs.iter().map(|o| o.buffer.clone()));
+            start -= 1;
         }
         if read.contains(&out) {
             rename_output(dev, &mut nodes, i, pinned, fresh);
@@ -259,9 +262,15 @@ pub(crate) fn fuse(
             let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = &nodes[j] else { break };
             let written = e.out.buffer.clone();
             if read.contains(&written) && !rename_output(dev, &mut nodes, j, pinned, fresh) {
-                // the value read moves instead
-                if let Some(w) = (0..i).rev().find(|&w| access(dev, &nodes[w]).1.contains(&written)) {
-                    rename_output(dev, &mut nodes, w, pinned, fresh);
+                // the values read move instead: those the chain before
+                // writes, and the one it finds
+                for w in (0..i).rev() {
+                    if access(dev, &nodes[w]).1.contains(&written) {
+                        rename_output(dev, &mut nodes, w, pinned, fresh);
+                        if w < start {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -324,7 +333,7 @@ pub(crate) fn fuse(
     let mut skip = vec![false; nodes.len()];
     // per reduction: the group computing its input (and the member that
     // is), the group reading its results
-    let mut around: Vec<(Option<(usize, usize)>, Option<usize>)> = vec![(None, None); nodes.len()];
+    let mut around: Vec<(Option<(usize, usize)>, Option<(usize, bool)>)> = vec![(None, None); nodes.len()];
     for (gi, g) in groups.iter().enumerate() {
         let last = *g.last().expect("non-empty");
         let infos = infos_of(g);
@@ -343,8 +352,20 @@ pub(crate) fn fuse(
             }
             Some((i, Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. })) if around[i].1.is_none() => {
                 let prologue = around[i].0.map(|(p, _)| bound(&members(&infos_of(&groups[p]), None, i)));
-                if reduction_epilogue_fits(r, &infos, &bound(&members(&infos, Some(&r.out), last)), prologue) {
-                    around[i].1 = Some(gi);
+                let bound = bound(&members(&infos, Some(&r.out), last));
+                if reduction_epilogue_fits(r, &infos, &bound, prologue.clone()) {
+                    around[i].1 = Some((gi, false));
+                    continue;
+                }
+                // what the prologue stores at the element it computes
+                let at_i = around[i].0.map_or(Vec::new(), |(p, _)| {
+                    let infos = infos_of(&groups[p]);
+                    let stored = members(&infos, None, i);
+                    let dense_out = |(e, m): (&&EwInfo, &FusedMember)| m.out.is_some() && dense(&e.out, &e.shape);
+                    infos.iter().zip(&stored).filter(|&x| dense_out(x)).map(|(e, _)| e.out.buffer.clone()).collect()
+                });
+                if revisit_fits(r, &infos, &bound, prologue, &at_i) {
+                    around[i].1 = Some((gi, true));
                     continue;
                 }
             }
@@ -374,16 +395,16 @@ pub(crate) fn fuse(
         }
         let pro_infos = pro.map(|(p, _)| infos_of(&groups[p]));
         let pro_members = pro_infos.as_ref().map(|infos| members(infos, None, i));
-        let epi_infos = epi.map(|e| infos_of(&groups[e]));
-        let epi_last = epi.map_or(i, |e| *groups[e].last().expect("non-empty"));
+        let epi_infos = epi.map(|(e, _)| infos_of(&groups[e]));
+        let epi_last = epi.map_or(i, |(e, _)| *groups[e].last().expect("non-empty"));
         let epi_members = epi_infos.as_ref().map(|infos| members(infos, Some(&r.out), epi_last));
         let prologue = (pro_infos.as_ref().zip(pro_members.as_deref()).zip(pro))
             .map(|((infos, members), (_, m))| (&infos[0].shape[..], members, m));
-        let epilogue =
-            epi_infos.as_ref().zip(epi_members.as_deref()).map(|(infos, members)| (&infos[0].shape[..], members));
+        let epilogue = (epi_infos.as_ref().zip(epi_members.as_deref()).zip(epi))
+            .map(|((infos, members), (_, revisit))| (&infos[0].shape[..], members, revisit));
         if let Some(node) = codegen::reduction(dev, r, uniform, *wgs, prologue, epilogue) {
             fused[i] = Some(node);
-            for g in pro.map(|p| p.0).into_iter().chain(epi) {
+            for g in pro.map(|p| p.0).into_iter().chain(epi.map(|e| e.0)) {
                 groups[g].iter().for_each(|&j| skip[j] = true);
             }
         }
@@ -531,6 +552,73 @@ fn reduction_epilogue_fits(
     let apart = written.iter().all(|b| !pro_read.contains(b) && !pro_written.contains(b))
         && read.iter().all(|b| !pro_written.contains(b));
     apart && 1 + pro_read.len() + pro_written.len() + read.len() + written.len() <= MAX_BUFFERS
+}
+
+/// Can chain `infos` (loading and storing the buffers `bound`) run over the
+/// input of reduction `r`, each invocation on the elements that made its
+/// result, after a prologue that binds `prologue`, if it has one? As a
+/// softmax's gradient reads a sum over its rows: the chain's shape is the
+/// input's, which is dense; it reads the results only broadcast over the
+/// reduced axes (element i sees the result it went into); and every
+/// buffer written in the dispatch that the chain touches, it touches at
+/// element i only — what the same invocation wrote or read. Its stores go
+/// to buffers nothing else in the dispatch reads, or that the prologue
+/// writes at element i only (`pro_at_i`: it is read there before it is
+/// overwritten).
+fn revisit_fits(
+    r: &RedInfo,
+    infos: &[&EwInfo],
+    bound: &(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
+    prologue: Option<(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)>,
+    pro_at_i: &[wgpu::Buffer],
+) -> bool {
+    let (shape, strides, offset, axes) = &r.view;
+    let chain = &infos[0].shape;
+    let input = crate::graph::EwOperand { buffer: r.x.clone(), offset: *offset, strides: strides.clone() };
+    if r.entry != "reduce_serial" || !r.last || chain != shape || !dense(&input, shape) {
+        return false;
+    }
+    // the results as the chain must read them: kept axes dense, reduced
+    // axes broadcast
+    let kept: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).map(|d| shape[d]).collect();
+    let kept_strides = contiguous_strides(&kept);
+    let mut k = 0;
+    let broadcast: Vec<usize> = (0..shape.len())
+        .map(|d| match axes.contains(&d) {
+            true => 0,
+            false => {
+                k += 1;
+                kept_strides[k - 1]
+            }
+        })
+        .collect();
+    let as_broadcast = |o: &crate::graph::EwOperand| {
+        o.offset == 0 && o.strides.iter().zip(&broadcast).zip(shape.iter()).all(|((&s, &b), &n)| n == 1 || s == b)
+    };
+    let (read, written) = bound;
+    let (pro_read, pro_written) = prologue.unwrap_or_else(|| (vec![r.x.clone()], Vec::new()));
+    let at_i = |o: &crate::graph::EwOperand| dense(o, shape);
+    for e in infos {
+        for o in &e.inputs {
+            let ok = if o.buffer == r.out {
+                as_broadcast(o)
+            } else {
+                !(pro_written.contains(&o.buffer) || written.contains(&o.buffer)) || at_i(o)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if written.contains(&e.out.buffer) && !at_i(&e.out) {
+            return false;
+        }
+    }
+    let apart = written
+        .iter()
+        .all(|b| !pro_read.contains(b) && (!pro_written.contains(b) || pro_at_i.contains(b)) && *b != r.out);
+    // (it reads what the prologue stores through the prologue's bindings)
+    let own_reads = read.iter().filter(|b| !pro_written.contains(b)).count();
+    apart && 1 + pro_read.len() + pro_written.len() + own_reads + written.len() <= MAX_BUFFERS
 }
 
 /// Optimizer updates in place: an update whose new parameter and state are

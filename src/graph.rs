@@ -86,12 +86,14 @@ pub(crate) enum Fusable {
 /// A reduction node: it reads `reads` elements of `x` (a view below
 /// `extent`, `broadcast` if it visits some element more than once) and
 /// writes `outputs` elements of `out`, the final results if `last` (else
-/// the partial results of a two-pass reduction).
+/// the partial results of a two-pass reduction). `view`: x as the
+/// reduction sees it (shape, strides, offset) and the axes it reduces.
 #[derive(Clone, Debug)]
 pub(crate) struct RedInfo {
     pub op: u32,
     pub entry: &'static str,
     pub x: wgpu::Buffer,
+    pub view: (Vec<usize>, Vec<usize>, usize, Vec<usize>),
     pub reads: usize,
     pub extent: usize,
     pub broadcast: bool,

@@ -351,9 +351,10 @@ fn values_get_their_own_buffer_where_sharing_would_split_a_chain() {
         // forward: 2 matmuls with their epilogues, log_softmax, the sum
         // (·y its prologue, the loss's scalar ops and the backward pass's
         // first ones its epilogue); backward: the sum over classes (·(−1/n)
-        // and exp its prologue), its chain, 3 matmuls (one with an
+        // and exp its prologue, the gradient of the logits, which reads it
+        // broadcast, run over each row after it), 3 matmuls (one with an
         // epilogue); the update, which also advances the step count
-        assert_eq!(step.memory().unwrap().dispatches, 10, "{}", step.dot().unwrap());
+        assert_eq!(step.memory().unwrap().dispatches, 9, "{}", step.dot().unwrap());
     }
 }
 
@@ -617,6 +618,20 @@ fn reductions_take_the_chains_around_them() {
     reduction_case(&d, &s, &x, broadcast);
     let recomputed = |s: &Tensor, _: &Tensor| vec![s.narrow(0, 0, 1).exp().expand(&[300, 7]).sum(&[0], false)];
     assert_eq!(reduction_case(&d, &s, &x, recomputed), 1);
+    // a chain over the input reading the results broadcast (a softmax's
+    // gradient): each invocation runs it on the row it reduced, reading
+    // what its prologue stored; over a permuted row it stays a kernel of
+    // its own
+    let softmax_grad = |s: &Tensor, x: &Tensor| {
+        let g = (x - s).sin();
+        vec![&g - &(x.exp() * g.sum(&[1], true))]
+    };
+    assert_eq!(reduction_case(&d, &s, &x, softmax_grad), 1);
+    let columns = |s: &Tensor, x: &Tensor| {
+        let g = (x - s).sin();
+        vec![&g - &(x.exp() * g.sum(&[0], true))]
+    };
+    assert_eq!(reduction_case(&d, &s, &x, columns), 2);
     // a reduction too long for one pass: the chain before runs in the
     // first pass, the chain after in the second
     let long = Tensor::randn(&d, &[1, 20000]);

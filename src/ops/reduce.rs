@@ -92,13 +92,14 @@ fn split(l: &Layout, axes: &[usize]) -> (Dims, Dims) {
 fn dispatch(
     op: ReduceOp,
     x: &Tensor,
-    offset: usize,
+    axes: &[usize],
     kept: (&[usize], &[usize]),
     red: (&[usize], &[usize]),
     n_chunks: usize,
     scale: f32,
     out: &Tensor,
 ) {
+    let offset = x.layout().offset;
     let n_out = shape::numel(kept.0);
     let n_red = shape::numel(red.0);
     if kept.0.len() > MAX_RANK || red.0.len() > MAX_RANK {
@@ -134,6 +135,7 @@ fn dispatch(
         op: op as u32,
         entry,
         x: x.storage().buffer().clone(),
+        view: (x.shape().to_vec(), x.strides().to_vec(), offset, axes.to_vec()),
         reads: n_out * n_red,
         extent: offset + dims().map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1,
         broadcast: dims().any(|(&n, &s)| n > 1 && s == 0),
@@ -178,13 +180,12 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
     // chunks, reduce the chunks, then reduce the partial results.
     let splittable = matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min);
     let n_chunks = if splittable && n_out < 256 && n_red > 2 * CHUNK { n_red.div_ceil(CHUNK).min(1024) } else { 1 };
-    let off = x.layout().offset;
     if n_chunks == 1 {
-        dispatch(op, x, off, (&ks, &kst), (&rs, &rst), 1, scale, &out);
+        dispatch(op, x, axes, (&ks, &kst), (&rs, &rst), 1, scale, &out);
     } else {
         let partial = Tensor::empty(x.device(), op.name(), &[n_out, n_chunks], DType::F32);
-        dispatch(op, x, off, (&ks, &kst), (&rs, &rst), n_chunks, 1.0, &partial);
-        dispatch(op, &partial, 0, (&[n_out], &[n_chunks]), (&[n_chunks], &[1]), 1, scale, &out);
+        dispatch(op, x, axes, (&ks, &kst), (&rs, &rst), n_chunks, 1.0, &partial);
+        dispatch(op, &partial, &[1], (&[n_out], &[n_chunks]), (&[n_chunks], &[1]), 1, scale, &out);
     }
     out
 }
