@@ -27,7 +27,7 @@ const MAX_BUFFERS: usize = 8;
 const SMALL_UPDATE: usize = 1 << 14;
 
 /// The buffers a node reads and writes.
-pub(crate) fn access(dev: &DeviceInner, node: &Node) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
+pub(crate) fn access(dev: &DeviceInner, node: &Node) -> Bound {
     match node {
         Node::Upload { dst, .. } => (Vec::new(), vec![dst.clone()]),
         Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
@@ -331,9 +331,7 @@ pub(crate) fn fuse(
     };
     let mut fused: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
     let mut skip = vec![false; nodes.len()];
-    // per reduction: the group computing its input (and the member that
-    // is), the group reading its results
-    let mut around: Vec<(Option<(usize, usize)>, Option<(usize, bool)>)> = vec![(None, None); nodes.len()];
+    let mut around: Vec<Around> = vec![Around::default(); nodes.len()];
     for (gi, g) in groups.iter().enumerate() {
         let last = *g.last().expect("non-empty");
         let infos = infos_of(g);
@@ -350,22 +348,22 @@ pub(crate) fn fuse(
                 }
                 continue;
             }
-            Some((i, Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. })) if around[i].1.is_none() => {
-                let prologue = around[i].0.map(|(p, _)| bound(&members(&infos_of(&groups[p]), None, i)));
+            Some((i, Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. })) if around[i].after.is_none() => {
+                let prologue = around[i].prologue.map(|(p, _)| bound(&members(&infos_of(&groups[p]), None, i)));
                 let bound = bound(&members(&infos, Some(&r.out), last));
                 if reduction_epilogue_fits(r, &infos, &bound, prologue.clone()) {
-                    around[i].1 = Some((gi, false));
+                    around[i].after = Some((gi, false));
                     continue;
                 }
                 // what the prologue stores at the element it computes
-                let at_i = around[i].0.map_or(Vec::new(), |(p, _)| {
+                let at_i = around[i].prologue.map_or(Vec::new(), |(p, _)| {
                     let infos = infos_of(&groups[p]);
                     let stored = members(&infos, None, i);
                     let dense_out = |(e, m): (&&EwInfo, &FusedMember)| m.out.is_some() && dense(&e.out, &e.shape);
                     infos.iter().zip(&stored).filter(|&x| dense_out(x)).map(|(e, _)| e.out.buffer.clone()).collect()
                 });
                 if revisit_fits(r, &infos, &bound, prologue, &at_i) {
-                    around[i].1 = Some((gi, true));
+                    around[i].after = Some((gi, true));
                     continue;
                 }
             }
@@ -375,7 +373,7 @@ pub(crate) fn fuse(
         // in it, as its prologue
         if let Some(Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. }) = nodes.get(last + 1) {
             if let Some(m) = prologue_member(r, &infos, &bound(&members(&infos, None, last + 1))) {
-                around[last + 1].0 = Some((gi, m));
+                around[last + 1].prologue = Some((gi, m));
                 continue;
             }
         }
@@ -386,7 +384,7 @@ pub(crate) fn fuse(
             }
         }
     }
-    for (i, &(pro, epi)) in around.iter().enumerate() {
+    for (i, &Around { prologue: pro, after: epi }) in around.iter().enumerate() {
         let Node::Dispatch { fusable: Some(Fusable::Reduce(r)), uniform, groups: wgs, .. } = &nodes[i] else {
             continue;
         };
@@ -423,7 +421,7 @@ fn splice(nodes: Vec<Node>, mut new: Vec<Option<Node>>, skip: &[bool]) -> Vec<No
 /// reads, if the chain can move up to it (no node in between writes a
 /// buffer the chain touches or reads one it writes), at most a few nodes
 /// back.
-fn producer(nodes: &[Node], accesses: &[(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)], g: &[usize]) -> Option<usize> {
+fn producer(nodes: &[Node], accesses: &[Bound], g: &[usize]) -> Option<usize> {
     let (mut reads, mut writes): (Vec<&wgpu::Buffer>, Vec<&wgpu::Buffer>) = (Vec::new(), Vec::new());
     for &i in g {
         reads.extend(&accesses[i].0);
@@ -480,10 +478,22 @@ fn epilogue_fits(mm: &MmInfo, infos: &[&EwInfo]) -> bool {
     buffers.len() <= MAX_BUFFERS
 }
 
+/// The buffers a generated chain loads and those it stores.
+type Bound = (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>);
+
+/// The chains a reduction takes on: the group computing its input (and
+/// which member that is), and the group reading its results (and whether
+/// it runs over the input, revisiting the reduced elements).
+#[derive(Clone, Copy, Default)]
+struct Around {
+    prologue: Option<(usize, usize)>,
+    after: Option<(usize, bool)>,
+}
+
 /// The buffers a generated chain binds: those it loads and those it
 /// stores (each once).
-fn bound(members: &[FusedMember]) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
-    let (mut reads, mut writes): (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) = (Vec::new(), Vec::new());
+fn bound(members: &[FusedMember]) -> Bound {
+    let (mut reads, mut writes): Bound = (Vec::new(), Vec::new());
     for m in members {
         for o in &m.operands {
             if let FusedOperand::External(e) = o {
@@ -508,7 +518,7 @@ fn bound(members: &[FusedMember]) -> (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>) {
 /// within it; where the chain stores values, the reduction visits each
 /// element exactly once; and the reduction's results go to a buffer the
 /// chain does not touch (other invocations are still computing it).
-fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)) -> Option<usize> {
+fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &Bound) -> Option<usize> {
     let m = infos.iter().rposition(|e| e.out.buffer == r.x)?;
     let (shape, numel) = (&infos[m].shape, infos[m].shape.iter().product::<usize>());
     let whole = dense(&infos[m].out, shape) && r.extent <= numel;
@@ -525,12 +535,7 @@ fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &(Vec<wgpu::Buffer>, V
 /// (each invocation its own) and writes them only there; neither chain
 /// writes what the other reads or writes, nor the reduction's input; and
 /// the buffers fit the limit.
-fn reduction_epilogue_fits(
-    r: &RedInfo,
-    infos: &[&EwInfo],
-    bound: &(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
-    prologue: Option<(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)>,
-) -> bool {
+fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Bound, prologue: Option<Bound>) -> bool {
     let shape = &infos[0].shape;
     let reads: Vec<&crate::graph::EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
     if !r.last || shape.iter().product::<usize>() != r.outputs || !reads.iter().any(|o| o.buffer == r.out) {
@@ -568,8 +573,8 @@ fn reduction_epilogue_fits(
 fn revisit_fits(
     r: &RedInfo,
     infos: &[&EwInfo],
-    bound: &(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>),
-    prologue: Option<(Vec<wgpu::Buffer>, Vec<wgpu::Buffer>)>,
+    bound: &Bound,
+    prologue: Option<Bound>,
     pro_at_i: &[wgpu::Buffer],
 ) -> bool {
     let (shape, strides, offset, axes) = &r.view;

@@ -564,12 +564,12 @@ fn bits(t: &Tensor) -> Vec<u32> {
 /// A compiled run of `f` against an eager one: every output bit for bit,
 /// and the compiled step's dispatch count.
 fn reduction_case(d: &Device, state: &Tensor, x: &Tensor, f: impl Fn(&Tensor, &Tensor) -> Vec<Tensor> + Copy) -> usize {
-    let eager: Vec<Vec<u32>> = f(state, x).iter().map(|t| bits(t)).collect();
+    let eager: Vec<Vec<u32>> = f(state, x).iter().map(bits).collect();
     let mut step = compile(move |s: &mut Tensor, x: &Tensor| f(s, x));
     let mut s = state.clone();
     for run in 0..2 {
         let out = step.run(&mut s, x).unwrap();
-        let out: Vec<Vec<u32>> = out.iter().map(|t| bits(t)).collect();
+        let out: Vec<Vec<u32>> = out.iter().map(bits).collect();
         assert_eq!(out, eager, "run {run}");
     }
     d.sync().unwrap();
