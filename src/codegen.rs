@@ -592,14 +592,27 @@ fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     s += &chain.body("p.");
     s += "}\n";
     let shader = dev.fused_shader("fused elementwise", &s, false)?;
-    Some(crate::graph::Node::Dispatch {
-        pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "fused")),
-        bindings: chain.bindings(1),
-        uniform: bytemuck::cast_slice(&chain.words()).to_vec(),
-        groups: crate::graph::grid(chain.numel().div_ceil(256) as u32),
+    let uniform = bytemuck::cast_slice(&chain.words()).to_vec();
+    let groups = crate::graph::grid(chain.numel().div_ceil(256) as u32);
+    Some(node(dev, crate::shaders::Kernel::dynamic(shader, "fused"), chain.bindings(1), uniform, groups))
+}
+
+/// The dispatch of a generated kernel.
+fn node(
+    dev: &crate::device::DeviceInner,
+    kernel: crate::shaders::Kernel,
+    bindings: Vec<(u32, wgpu::Buffer)>,
+    uniform: Vec<u8>,
+    groups: [u32; 3],
+) -> crate::graph::Node {
+    crate::graph::Node::Dispatch {
+        pipeline: dev.pipeline(&kernel),
+        bindings,
+        uniform,
+        groups,
         random: false,
         fusable: None,
-    })
+    }
 }
 
 /// The matmul node `mm` (its `uniform` and workgroup `groups`) with
@@ -620,14 +633,7 @@ pub(crate) fn matmul_epilogue(
     bindings.extend(chain.bindings(4));
     let mut uniform = uniform.to_vec();
     uniform.extend_from_slice(bytemuck::cast_slice(&chain.words()));
-    Some(crate::graph::Node::Dispatch {
-        pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "matmul")),
-        bindings,
-        uniform,
-        groups,
-        random: false,
-        fusable: None,
-    })
+    Some(node(dev, crate::shaders::Kernel::dynamic(shader, "matmul"), bindings, uniform, groups))
 }
 
 /// The reduction node `info` (its `uniform` and workgroup `groups`) with
@@ -656,6 +662,11 @@ pub(crate) fn reduction(
     const ELEMENT: &str = "fn element(i: u32) -> f32 { return x[i]; }\n";
     const FINISHED: &str = "fn finished(i: u32, acc: f32) {}\n";
     const REVISIT: &str = "fn revisit(base: u32, acc: f32) {}\n";
+    // reduce.wgsl's lines that a generated variant replaces
+    let hook = |source: &mut String, line: &str, with: String| {
+        assert!(source.contains(line), "reduce.wgsl lacks the line `{}`", line.trim_end());
+        *source = source.replace(line, &with);
+    };
     let mut fields = String::from(LAST_FIELD);
     let mut source = crate::shaders::REDUCE.to_string();
     let mut bindings = vec![(2, info.out.clone())];
@@ -665,23 +676,21 @@ pub(crate) fn reduction(
     match &pro {
         Some((c, m)) => {
             fields += &c.fields("q_");
-            source = source.replace(
-                ELEMENT,
-                &format!("fn element(i: u32) -> f32 {{\n{}    return bitcast<f32>(t{m});\n}}\n", c.body("p.q_")),
-            );
+            let element =
+                format!("fn element(i: u32) -> f32 {{\n{}    return bitcast<f32>(t{m});\n}}\n", c.body("p.q_"));
+            hook(&mut source, ELEMENT, element);
             declarations += &c.declarations(next);
             bindings.extend(c.bindings(next));
             uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));
             next += c.strides.len() as u32;
         }
-        None => match epi.as_ref().and_then(|c| c.outputs.iter().position(|(_, o)| o.buffer == info.x)) {
+        None => match epi.as_ref().and_then(|c| c.outputs.iter().position(|(_, o)| o.buffer == info.x.buffer)) {
             // the epilogue overwrites the input (one result): read it
             // through the epilogue's binding
             Some(y) => {
-                source =
-                    source.replace(ELEMENT, &format!("fn element(i: u32) -> f32 {{ return bitcast<f32>(y{y}[i]); }}\n"))
+                hook(&mut source, ELEMENT, format!("fn element(i: u32) -> f32 {{ return bitcast<f32>(y{y}[i]); }}\n"))
             }
-            None => bindings.push((1, info.x.clone())),
+            None => bindings.push((1, info.x.buffer.clone())),
         },
     }
     if let (Some(c), Some((p, _))) = (epi.as_mut(), &pro) {
@@ -694,31 +703,26 @@ pub(crate) fn reduction(
     }
     if let Some(c) = &epi {
         fields += &c.fields("e_");
-        source = match revisit {
-            false => source.replace(FINISHED, &format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_"))),
-            true => source.replace(
+        match revisit {
+            false => hook(&mut source, FINISHED, format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_"))),
+            true => hook(
+                &mut source,
                 REVISIT,
-                &format!(
+                format!(
                     "fn revisit(base: u32, acc: f32) {{\n    for (var r = 0u; r < p.n_red; r++) {{\n        let i = base + reduced_offset(r);\n{}    }}\n}}\n",
                     c.body("p.e_")
                 ),
             ),
-        };
+        }
         declarations += &c.declarations(next);
         bindings.extend(c.bindings(next));
         uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));
     }
-    let s = format!("{}\n{}{declarations}", crate::shaders::FUSED_PRELUDE, source.replace(LAST_FIELD, &fields));
+    hook(&mut source, LAST_FIELD, fields);
+    let s = format!("{}\n{source}{declarations}", crate::shaders::FUSED_PRELUDE);
     let shader = dev.fused_shader("reduction + chain", &s, false)?;
     let kernel = crate::shaders::Kernel::dynamic(shader, info.entry).with("OP", info.op);
-    Some(crate::graph::Node::Dispatch {
-        pipeline: dev.pipeline(&kernel),
-        bindings,
-        uniform,
-        groups,
-        random: false,
-        fusable: None,
-    })
+    Some(node(dev, kernel, bindings, uniform, groups))
 }
 
 // ---- optimizer updates in place --------------------------------------------
@@ -802,14 +806,8 @@ pub(crate) fn optimizer_in_place(
     }
     line!("}}");
     let shader = dev.fused_shader("optimizer in place", &s, false)?;
-    Some(crate::graph::Node::Dispatch {
-        pipeline: dev.pipeline(&crate::shaders::Kernel::dynamic(shader, "in_place")),
-        bindings,
-        uniform: uniform.to_vec(),
-        groups: crate::graph::grid(start as u32),
-        random: false,
-        fusable: None,
-    })
+    let kernel = crate::shaders::Kernel::dynamic(shader, "in_place");
+    Some(node(dev, kernel, bindings, uniform.to_vec(), crate::graph::grid(start as u32)))
 }
 
 #[cfg(test)]

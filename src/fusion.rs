@@ -183,7 +183,7 @@ fn rename_output(
                 Node::Dispatch { fusable: Some(Fusable::Elementwise(r)), .. } => {
                     r.inputs.iter().all(|o| o.buffer != old || extent(o, &r.shape) <= numel)
                 }
-                Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => r.extent <= numel,
+                Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => extent(&r.x, &r.shape) <= numel,
                 _ => false,
             };
             if !within {
@@ -220,7 +220,7 @@ fn rename_output(
             (Some(Fusable::Elementwise(info)), 0) => swap(&mut info.out.buffer),
             (Some(Fusable::Elementwise(info)), _) => info.inputs.iter_mut().for_each(|o| swap(&mut o.buffer)),
             (Some(Fusable::Reduce(info)), 0) => swap(&mut info.out),
-            (Some(Fusable::Reduce(info)), _) => swap(&mut info.x),
+            (Some(Fusable::Reduce(info)), _) => swap(&mut info.x.buffer),
             _ => {}
         }
     }
@@ -247,7 +247,7 @@ pub(crate) fn fuse(
     for i in 0..nodes.len() {
         let Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } = &nodes[i] else { continue };
         let out = r.out.clone();
-        let mut read = vec![r.x.clone()];
+        let mut read = vec![r.x.buffer.clone()];
         let mut start = i;
         while let Some(Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. }) =
             start.checked_sub(1).map(|s| &nodes[s])
@@ -519,11 +519,12 @@ fn bound(members: &[FusedMember]) -> Bound {
 /// element exactly once; and the reduction's results go to a buffer the
 /// chain does not touch (other invocations are still computing it).
 fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &Bound) -> Option<usize> {
-    let m = infos.iter().rposition(|e| e.out.buffer == r.x)?;
+    let m = infos.iter().rposition(|e| e.out.buffer == r.x.buffer)?;
     let (shape, numel) = (&infos[m].shape, infos[m].shape.iter().product::<usize>());
-    let whole = dense(&infos[m].out, shape) && r.extent <= numel;
+    let whole = dense(&infos[m].out, shape) && extent(&r.x, &r.shape) <= numel;
     let (reads, writes) = bound;
-    let once = writes.is_empty() || (r.reads == numel && !r.broadcast);
+    let broadcast = r.shape.iter().zip(&r.x.strides).any(|(&n, &s)| n > 1 && s == 0);
+    let once = writes.is_empty() || (r.shape.iter().product::<usize>() == numel && !broadcast);
     let apart = !reads.contains(&r.out) && !writes.contains(&r.out);
     (whole && once && apart && 1 + reads.len() + writes.len() <= MAX_BUFFERS).then_some(m)
 }
@@ -551,9 +552,9 @@ fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Bound, prolog
     // runs (one invocation, or one workgroup past its barriers): it may
     // overwrite the input, which the reduction then reads through its
     // binding.
-    let own_input = r.outputs == 1 && written.contains(&r.x);
+    let own_input = r.outputs == 1 && written.contains(&r.x.buffer);
     let (pro_read, pro_written) =
-        prologue.unwrap_or_else(|| (if own_input { Vec::new() } else { vec![r.x.clone()] }, Vec::new()));
+        prologue.unwrap_or_else(|| (if own_input { Vec::new() } else { vec![r.x.buffer.clone()] }, Vec::new()));
     let apart = written.iter().all(|b| !pro_read.contains(b) && !pro_written.contains(b))
         && read.iter().all(|b| !pro_written.contains(b));
     apart && 1 + pro_read.len() + pro_written.len() + read.len() + written.len() <= MAX_BUFFERS
@@ -577,10 +578,8 @@ fn revisit_fits(
     prologue: Option<Bound>,
     pro_at_i: &[wgpu::Buffer],
 ) -> bool {
-    let (shape, strides, offset, axes) = &r.view;
-    let chain = &infos[0].shape;
-    let input = crate::graph::EwOperand { buffer: r.x.clone(), offset: *offset, strides: strides.clone() };
-    if r.entry != "reduce_serial" || !r.last || chain != shape || !dense(&input, shape) {
+    let (shape, axes) = (&r.shape, &r.axes);
+    if r.entry != "reduce_serial" || !r.last || infos[0].shape != *shape || !dense(&r.x, shape) {
         return false;
     }
     // the results as the chain must read them: kept axes dense, reduced
@@ -601,7 +600,7 @@ fn revisit_fits(
         o.offset == 0 && o.strides.iter().zip(&broadcast).zip(shape.iter()).all(|((&s, &b), &n)| n == 1 || s == b)
     };
     let (read, written) = bound;
-    let (pro_read, pro_written) = prologue.unwrap_or_else(|| (vec![r.x.clone()], Vec::new()));
+    let (pro_read, pro_written) = prologue.unwrap_or_else(|| (vec![r.x.buffer.clone()], Vec::new()));
     let at_i = |o: &crate::graph::EwOperand| dense(o, shape);
     for e in infos {
         for o in &e.inputs {

@@ -83,20 +83,16 @@ pub(crate) enum Fusable {
     Reduce(Box<RedInfo>),
 }
 
-/// A reduction node: it reads `reads` elements of `x` (a view below
-/// `extent`, `broadcast` if it visits some element more than once) and
-/// writes `outputs` elements of `out`, the final results if `last` (else
-/// the partial results of a two-pass reduction). `view`: x as the
-/// reduction sees it (shape, strides, offset) and the axes it reduces.
+/// A reduction node: it reduces `axes` of its input `x`, a view of
+/// `shape`, and writes `outputs` elements of `out`, the final results if
+/// `last` (else the partial results of a two-pass reduction).
 #[derive(Clone, Debug)]
 pub(crate) struct RedInfo {
     pub op: u32,
     pub entry: &'static str,
-    pub x: wgpu::Buffer,
-    pub view: (Vec<usize>, Vec<usize>, usize, Vec<usize>),
-    pub reads: usize,
-    pub extent: usize,
-    pub broadcast: bool,
+    pub x: EwOperand,
+    pub shape: Vec<usize>,
+    pub axes: Vec<usize>,
     pub out: wgpu::Buffer,
     pub outputs: usize,
     pub last: bool,

@@ -130,15 +130,12 @@ fn dispatch(
         ("reduce", crate::graph::grid((n_out * n_chunks) as u32))
     };
     let kernel = Kernel::new(Shader::Reduce, entry).with("OP", op as u32);
-    let dims = || kept.0.iter().zip(kept.1).chain(red.0.iter().zip(red.1));
     let info = crate::graph::RedInfo {
         op: op as u32,
         entry,
-        x: x.storage().buffer().clone(),
-        view: (x.shape().to_vec(), x.strides().to_vec(), offset, axes.to_vec()),
-        reads: n_out * n_red,
-        extent: offset + dims().map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1,
-        broadcast: dims().any(|(&n, &s)| n > 1 && s == 0),
+        x: crate::graph::EwOperand { buffer: x.storage().buffer().clone(), offset, strides: x.strides().to_vec() },
+        shape: x.shape().to_vec(),
+        axes: axes.to_vec(),
         out: out.storage().buffer().clone(),
         outputs: n_out * n_chunks,
         last: n_chunks == 1,
