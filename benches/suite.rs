@@ -168,6 +168,9 @@ fn main() -> wgrad::Result<()> {
     let dev = Device::new()?;
     let info = dev.adapter_info();
     println!("adapter: {} ({:?}, {})\n", info.name, info.backend, info.driver_info);
+    if let Some(tuned) = dev.matmul_autotune() {
+        println!("{tuned}\n");
+    }
 
     println!("W1: matmul n×n·n×n\n");
     println!("| n | wgrad GFLOP/s | numpy GFLOP/s | wgrad / numpy |");

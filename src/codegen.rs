@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-/// The kernel's bindings and uniform match `shaders/matmul.wgsl`, so the host
+/// The matmul kernels' bindings and uniform (both variants), so the host
 /// side is shared; an epilogue appends its fields to the uniform and its
 /// buffers after binding 3. `{A}`, `{B}`: the element types of the
 /// operands' arrays (`f32`, or `vec4<f32>` where four consecutive elements
@@ -33,6 +33,38 @@ struct Mm {
 @group(0) @binding(2) var<storage, read> b: array<{B}>;
 @group(0) @binding(3) var<storage, read_write> c: array<{C}>;
 ";
+
+/// A matmul's first lines: its operands' offsets `ao`, `bo` in the batch of
+/// workgroup layer `wg.z`, and the `slice` of k it sums.
+const BATCH_OFFSETS: &str = "    var ao = p.a_off;
+    var bo = p.b_off;
+    let slice = wg.z % p.k_split;
+    var rem = wg.z / p.k_split;
+    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {
+        let q = u32(d) / 4u;
+        let r = u32(d) % 4u;
+        let n = p.batch_shape[q][r];
+        ao += (rem % n) * p.a_bstr[q][r];
+        bo += (rem % n) * p.b_bstr[q][r];
+        rem = rem / n;
+    }
+";
+
+/// [`HEADER`] with element types `a`, `b`, `c`, and the epilogue's
+/// prelude, bindings, fields and function where there is one.
+fn matmul_header(epilogue: Option<&Chain>, a: &str, b: &str, c: &str) -> String {
+    let mut s = String::new();
+    if let Some(e) = epilogue {
+        s += crate::shaders::FUSED_PRELUDE;
+        s += &e.declarations(4);
+    }
+    let fields = epilogue.map_or(String::new(), |e| e.fields("e_"));
+    s += &HEADER.replace("{EPILOGUE}", &fields).replace("{A}", a).replace("{B}", b).replace("{C}", c);
+    if let Some(e) = epilogue {
+        s += &format!("fn epilogue(i: u32, acc: f32) {{\n{}}}\n", e.body("p.e_"));
+    }
+    s
+}
 
 /// How a lane loads A. Four-wide loads need the vectors contiguous and
 /// every offset and stride of A a multiple of 4; on lavapipe, where every
@@ -84,9 +116,275 @@ impl MatmulTile {
     }
 }
 
-/// WGSL of the subgroup-broadcast matmul with entry point `matmul`.
-pub(crate) fn matmul_subgroup(t: MatmulTile) -> String {
-    matmul_source(t, None)
+/// Tile of the workgroup-tiled matmul ([`matmul_tiled`]): a
+/// `wx`×`wy` workgroup computes (`wy`·`tm`)×(`wx`·`tn`) outputs, each
+/// invocation `tm`×`tn`; `staged`: the workgroup stages `bk` steps of k of
+/// A and B at a time in workgroup memory (else each invocation reads its
+/// rows and columns from memory). Every tile gives the same bits (see
+/// [`matmul_tiled`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct WorkgroupTile {
+    pub wx: u32,
+    pub wy: u32,
+    pub tm: u32,
+    pub tn: u32,
+    pub bk: u32,
+    pub staged: bool,
+}
+
+impl WorkgroupTile {
+    /// The tile where none is measured on a GPU.
+    pub const DEFAULT: WorkgroupTile = WorkgroupTile { wx: 16, wy: 16, tm: 4, tn: 4, bk: 16, staged: true };
+
+    /// The tiles an adapter's autotune chooses from: large tiles for large
+    /// products (more FMAs per load), small ones where large tiles would
+    /// leave most of the adapter idle, and unstaged ones (what CPU
+    /// adapters need: a barrier makes llvmpipe compile a kernel for 20–40 s,
+    /// and their caches do what workgroup memory would).
+    pub const CANDIDATES: [WorkgroupTile; 10] = [
+        WorkgroupTile::DEFAULT,
+        WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 8, bk: 8, staged: true },
+        WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 8, bk: 16, staged: true },
+        WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16, staged: true },
+        WorkgroupTile { wx: 16, wy: 16, tm: 4, tn: 8, bk: 16, staged: true },
+        WorkgroupTile { wx: 16, wy: 16, tm: 2, tn: 2, bk: 16, staged: true },
+        WorkgroupTile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 16, staged: true },
+        WorkgroupTile::UNSTAGED,
+        WorkgroupTile { wx: 16, wy: 16, tm: 2, tn: 2, bk: 1, staged: false },
+        WorkgroupTile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 1, staged: false },
+    ];
+
+    /// The default where the tiles are not measured on a CPU adapter.
+    pub const UNSTAGED: WorkgroupTile = WorkgroupTile { wx: 16, wy: 16, tm: 4, tn: 4, bk: 1, staged: false };
+
+    pub fn tile_m(&self) -> usize {
+        (self.wy * self.tm) as usize
+    }
+
+    pub fn tile_n(&self) -> usize {
+        (self.wx * self.tn) as usize
+    }
+
+    /// Does a workgroup of this tile fit the adapter's limits?
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        let staged = 4 * self.bk * (self.wy * self.tm + 1 + self.wx * self.tn + 1);
+        self.wx * self.wy <= limits.max_compute_invocations_per_workgroup
+            && self.wx <= limits.max_compute_workgroup_size_x
+            && self.wy <= limits.max_compute_workgroup_size_y
+            && staged <= limits.max_compute_workgroup_storage_size
+    }
+}
+
+impl std::fmt::Display for WorkgroupTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (m, n, wx, wy, tm, tn) = (self.tile_m(), self.tile_n(), self.wx, self.wy, self.tm, self.tn);
+        write!(f, "{m}×{n} ({wx}×{wy} invocations of {tm}×{tn}")?;
+        match self.staged {
+            true => write!(f, ", staged by {} k)", self.bk),
+            false => write!(f, ", unstaged)"),
+        }
+    }
+}
+
+/// Which generated matmul a node runs, and its tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum MatmulVariant {
+    Subgroup(MatmulTile),
+    Workgroup(WorkgroupTile),
+}
+
+impl MatmulVariant {
+    pub fn tile_m(&self) -> usize {
+        match self {
+            MatmulVariant::Subgroup(t) => t.tile_m(),
+            MatmulVariant::Workgroup(t) => t.tile_m(),
+        }
+    }
+
+    pub fn tile_n(&self) -> usize {
+        match self {
+            MatmulVariant::Subgroup(t) => t.tile_n(),
+            MatmulVariant::Workgroup(t) => t.tile_n(),
+        }
+    }
+
+    /// WGSL of the kernel (entry point `matmul`), with `epilogue` run on
+    /// every element of its result.
+    pub fn source(&self, epilogue: Option<&Chain>) -> String {
+        match *self {
+            MatmulVariant::Subgroup(t) => matmul_source(t, epilogue),
+            MatmulVariant::Workgroup(t) => matmul_tiled(t, epilogue),
+        }
+    }
+
+    pub fn subgroups(&self) -> bool {
+        matches!(self, MatmulVariant::Subgroup(_))
+    }
+}
+
+/// Replaces `line` of a shader file's source by `with`. The line must be
+/// there: a silent miss would drop generated code.
+fn hook(source: &mut String, line: &str, with: &str) {
+    assert!(source.contains(line), "the shader lacks the line `{}`", line.trim_end());
+    *source = source.replace(line, with);
+}
+
+/// The workgroup-tiled matmul with tile `t`, and `epilogue` run on each
+/// element as it is stored: the kernel of every adapter but CPU ones with
+/// subgroups (GPUs, the browser).
+///
+/// A `wx`×`wy` workgroup computes a (`wy`·`tm`)×(`wx`·`tn`) tile of C,
+/// each invocation `tm`×`tn` outputs whose rows and columns are interleaved
+/// with strides `wy` and `wx` (neighbouring invocations store neighbouring
+/// columns). Staged: per `bk` steps of k the workgroup copies the slices of
+/// A and B it needs into workgroup memory, each element loaded once and
+/// walking each operand along its contiguous axis; then a k step costs
+/// `tm` + `tn` workgroup-memory loads for `tm`·`tn` FMAs. Unstaged: each
+/// invocation loads its rows and columns itself (no barrier: what CPU
+/// adapters need). The code is straight-line, an accumulator per output:
+/// accumulators in an array indexed in loops stay in memory (7× slower on
+/// an NVIDIA H200).
+///
+/// Each output is one fma chain over its slice of k in order, whatever the
+/// tile, so every tile gives the same bits. Rows and columns past the edge
+/// are staged as zeros (or read at a clamped, valid address) and not
+/// written; k past the slice is staged as −0 in A, and fma(−0, 0, x) = x
+/// for every x, ±0 included.
+fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
+    let WorkgroupTile { wx, wy, tm, tn, bk, staged } = t;
+    let (bm, bn, threads) = (wy * tm, wx * tn, wx * wy);
+    // accumulators: per row, tn / vw vectors of vw columns
+    let vw = tn.min(4);
+    assert!(tn % vw == 0 && (!staged || (bm * bk % threads == 0 && bn * bk % threads == 0)), "{t:?}");
+    let vt = if vw == 1 { "f32".to_string() } else { format!("vec{vw}<f32>") };
+    let nv = tn / vw;
+    let mut s = matmul_header(epilogue, "f32", "f32", "f32");
+    let w = &mut s;
+    // writeln! into a String cannot fail
+    macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
+    // workgroup-memory rows of A and B per k step, padded by one so that
+    // staging along k does not hit one bank
+    let (sa, sb) = (bm + 1, bn + 1);
+    if staged {
+        line!("var<workgroup> ta: array<f32, {}>;", bk * sa);
+        line!("var<workgroup> tb: array<f32, {}>;", bk * sb);
+    }
+    line!("@compute @workgroup_size({wx}, {wy})");
+    line!("fn matmul(");
+    line!("    @builtin(workgroup_id) wg: vec3<u32>,");
+    line!("    @builtin(local_invocation_id) l: vec3<u32>,");
+    line!("    @builtin(local_invocation_index) li: u32,");
+    line!(") {{");
+    *w += BATCH_OFFSETS;
+    line!("    let r_0 = wg.y * {bm}u;");
+    line!("    let c_0 = wg.x * {bn}u;");
+    line!("    let chunk = (p.k + p.k_split - 1u) / p.k_split;");
+    line!("    let k_begin = slice * chunk;");
+    line!("    let k_end = min(k_begin + chunk, p.k);");
+    for i in 0..tm {
+        for v in 0..nv {
+            line!("    var acc{i}_{v} = {vt}();");
+        }
+    }
+    // the columns of vector v: components e, at c_0 + l.x + (v·vw + e)·wx
+    let b_vector = |v: u32, at: &dyn Fn(u32) -> String| {
+        let cols: Vec<String> = (0..vw).map(|e| at((v * vw + e) * wx)).collect();
+        format!("{vt}({})", cols.join(", "))
+    };
+    let fmas = |w: &mut String, indent: &str| {
+        for i in 0..tm {
+            for v in 0..nv {
+                writeln!(w, "{indent}acc{i}_{v} = fma(a{i}, b{v}, acc{i}_{v});").expect("write to String");
+            }
+        }
+    };
+    if staged {
+        // stage A along k where its rows are contiguous, else along m; B
+        // along n where its rows are contiguous, else along k
+        line!("    let a_along_k = p.a_cs == 1u;");
+        line!("    let b_along_n = p.b_cs == 1u;");
+        line!("    for (var k0 = k_begin; k0 < k_end; k0 += {bk}u) {{");
+        for q in 0..bm * bk / threads {
+            line!("        {{");
+            line!("            let e = li + {}u;", q * threads);
+            line!("            let mm = select(e % {bm}u, e / {bk}u, a_along_k);");
+            line!("            let kk = select(e / {bm}u, e % {bk}u, a_along_k);");
+            line!("            var v = bitcast<f32>(0x80000000u);");
+            line!("            if r_0 + mm < p.m && k0 + kk < k_end {{");
+            line!("                v = a[ao + (r_0 + mm) * p.a_rs + (k0 + kk) * p.a_cs];");
+            line!("            }}");
+            line!("            ta[kk * {sa}u + mm] = v;");
+            line!("        }}");
+        }
+        for q in 0..bn * bk / threads {
+            line!("        {{");
+            line!("            let e = li + {}u;", q * threads);
+            line!("            let nn = select(e / {bk}u, e % {bn}u, b_along_n);");
+            line!("            let kk = select(e % {bk}u, e / {bn}u, b_along_n);");
+            line!("            var v = 0.0;");
+            line!("            if c_0 + nn < p.n && k0 + kk < k_end {{");
+            line!("                v = b[bo + (k0 + kk) * p.b_rs + (c_0 + nn) * p.b_cs];");
+            line!("            }}");
+            line!("            tb[kk * {sb}u + nn] = v;");
+            line!("        }}");
+        }
+        line!("        workgroupBarrier();");
+        line!("        for (var kk = 0u; kk < {bk}u; kk++) {{");
+        for i in 0..tm {
+            line!("            let a{i} = {vt}(ta[kk * {sa}u + l.y + {}u]);", i * wy);
+        }
+        for v in 0..nv {
+            line!("            let b{v} = {};", b_vector(v, &|c| format!("tb[kk * {sb}u + l.x + {c}u]")));
+        }
+        fmas(w, "            ");
+        line!("        }}");
+        line!("        workgroupBarrier();");
+        line!("    }}");
+    } else {
+        for i in 0..tm {
+            line!("    let ar{i} = ao + min(r_0 + l.y + {}u, p.m - 1u) * p.a_rs;", i * wy);
+        }
+        for j in 0..tn {
+            line!("    let bc{j} = bo + min(c_0 + l.x + {}u, p.n - 1u) * p.b_cs;", j * wx);
+        }
+        line!("    for (var k = k_begin; k < k_end; k++) {{");
+        line!("        let ka = k * p.a_cs;");
+        line!("        let kb = k * p.b_rs;");
+        for i in 0..tm {
+            line!("        let a{i} = {vt}(a[ar{i} + ka]);");
+        }
+        for v in 0..nv {
+            line!("        let b{v} = {};", b_vector(v, &|c| format!("b[bc{} + kb]", c / wx)));
+        }
+        fmas(w, "        ");
+        line!("    }}");
+    }
+    line!("    let base = wg.z * p.m * p.n;");
+    for i in 0..tm {
+        line!("    let r{i} = r_0 + l.y + {}u;", i * wy);
+    }
+    for j in 0..tn {
+        line!("    let c{j} = c_0 + l.x + {}u;", j * wx);
+    }
+    for i in 0..tm {
+        for j in 0..tn {
+            let e = if vw == 1 { String::new() } else { format!("[{}]", j % vw) };
+            line!("    if r{i} < p.m && c{j} < p.n {{ c[base + r{i} * p.n + c{j}] = acc{i}_{}{e}; }}", j / vw);
+        }
+    }
+    if epilogue.is_some() {
+        // a loop over the elements this invocation just stored, reading
+        // each back: the epilogue's code appears once
+        line!("    for (var q = 0u; q < {}u; q++) {{", tm * tn);
+        line!("        let row = r_0 + l.y + q / {tn}u * {wy}u;");
+        line!("        let col = c_0 + l.x + q % {tn}u * {wx}u;");
+        line!("        if row < p.m && col < p.n {{");
+        line!("            epilogue(base + row * p.n + col, c[base + row * p.n + col]);");
+        line!("        }}");
+        line!("    }}");
+    }
+    line!("}}");
+    s
 }
 
 /// The matmul, with `epilogue` run on every element of its result.
@@ -107,38 +405,14 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
     // than the same arithmetic on scalars.
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
-    let fields = epilogue.map_or(String::new(), |e| e.fields("e_"));
-    let mut s = String::new();
-    if let Some(e) = epilogue {
-        s += crate::shaders::FUSED_PRELUDE;
-        s += &e.declarations(4);
-    }
-    s += &HEADER.replace("{EPILOGUE}", &fields);
     let vec_c = t.b == BLoad::AlongN;
-    let mut s =
-        s.replace("{A}", ty(t.a != ALoad::Scalar)).replace("{B}", ty(t.b != BLoad::Scalar)).replace("{C}", ty(vec_c));
-    if let Some(e) = epilogue {
-        s += "fn epilogue(i: u32, acc: f32) {\n";
-        s += &e.body("p.e_");
-        s += "}\n";
-    }
+    let mut s = matmul_header(epilogue, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
     line!("@compute @workgroup_size(8)");
     line!("fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {{");
-    line!("    var ao = p.a_off;");
-    line!("    var bo = p.b_off;");
-    line!("    let slice = wg.z % p.k_split;");
-    line!("    var rem = wg.z / p.k_split;");
-    line!("    for (var d = i32(p.batch_rank) - 1; d >= 0; d--) {{");
-    line!("        let q = u32(d) / 4u;");
-    line!("        let r = u32(d) % 4u;");
-    line!("        let n = p.batch_shape[q][r];");
-    line!("        ao += (rem % n) * p.a_bstr[q][r];");
-    line!("        bo += (rem % n) * p.b_bstr[q][r];");
-    line!("        rem = rem / n;");
-    line!("    }}");
+    *w += BATCH_OFFSETS;
     line!("    let r0 = wg.y * {}u;", t.rows);
     // the columns of vector v of this lane: c0 + 8j (j = 4v..4v+3), or
     // c0 + 32v + 0..3 when B loads along n
@@ -365,7 +639,7 @@ enum Ref {
 /// dimensions every operand walks contiguously are merged. The code runs
 /// per element `i` (a linear index of the chain's shape): in a kernel of
 /// its own, or as the epilogue of a matmul.
-struct Chain<'a> {
+pub(crate) struct Chain<'a> {
     members: &'a [FusedMember],
     inputs: Vec<&'a crate::graph::EwOperand>,
     refs: Vec<Vec<Ref>>,
@@ -443,7 +717,7 @@ impl<'a> Chain<'a> {
     fn fields(&self, pre: &str) -> String {
         let k = self.strides.len();
         format!(
-            "    {pre}numel: u32, {pre}rank: u32, {pre}pad0: u32, {pre}pad1: u32,
+            "    {pre}numel: u32, {pre}rank: u32, {pre}zero: u32, {pre}pad1: u32,
     {pre}shape: array<vec4<u32>, 2>,
     {pre}magic: array<vec4<u32>, 2>,
     {pre}shift: array<vec4<u32>, 2>,
@@ -537,9 +811,15 @@ impl<'a> Chain<'a> {
                 (None, None) => line!("    let x{j}v = {t}x{j}[o{j}];", t = self.tag),
             }
         }
+        // A member's value passes to the next through `^ zero`, a uniform
+        // word the compiler cannot know is 0, as it passes through memory
+        // between eager kernels: else a driver may contract a product and
+        // the sum that uses it into one fma (one rounding instead of two)
+        // and the fused kernel's bits differ from eager mode's (seen on an
+        // NVIDIA H200's Vulkan driver; SPIR-V allows it by default).
         let operand = |m: usize, slot: usize| match self.refs[m][slot] {
             Ref::Input(j) => format!("x{j}v"),
-            Ref::Member(member) => format!("t{member}"),
+            Ref::Member(member) => format!("(t{member} ^ {u}zero)"),
             Ref::Accumulator => "bitcast<u32>(acc)".to_string(),
         };
         for (m, member) in self.members.iter().enumerate() {
@@ -628,7 +908,8 @@ pub(crate) fn matmul_epilogue(
     members: &[FusedMember],
 ) -> Option<crate::graph::Node> {
     let chain = Chain::new(shape, members)?;
-    let shader = dev.fused_shader("matmul + epilogue", &matmul_source(mm.tile, Some(&chain)), true)?;
+    let source = mm.variant.source(Some(&chain));
+    let shader = dev.fused_shader("matmul + epilogue", &source, mm.variant.subgroups())?;
     let mut bindings = vec![(1, mm.a.clone()), (2, mm.b.clone()), (3, mm.c.clone())];
     bindings.extend(chain.bindings(4));
     let mut uniform = uniform.to_vec();
@@ -662,11 +943,6 @@ pub(crate) fn reduction(
     const ELEMENT: &str = "fn element(i: u32) -> f32 { return x[i]; }\n";
     const FINISHED: &str = "fn finished(i: u32, acc: f32) {}\n";
     const REVISIT: &str = "fn revisit(base: u32, acc: f32) {}\n";
-    // reduce.wgsl's lines that a generated variant replaces
-    let hook = |source: &mut String, line: &str, with: String| {
-        assert!(source.contains(line), "reduce.wgsl lacks the line `{}`", line.trim_end());
-        *source = source.replace(line, &with);
-    };
     let mut fields = String::from(LAST_FIELD);
     let mut source = crate::shaders::REDUCE.to_string();
     let mut bindings = vec![(2, info.out.clone())];
@@ -676,9 +952,11 @@ pub(crate) fn reduction(
     match &pro {
         Some((c, m)) => {
             fields += &c.fields("q_");
-            let element =
-                format!("fn element(i: u32) -> f32 {{\n{}    return bitcast<f32>(t{m});\n}}\n", c.body("p.q_"));
-            hook(&mut source, ELEMENT, element);
+            let element = format!(
+                "fn element(i: u32) -> f32 {{\n{}    return bitcast<f32>(t{m} ^ p.q_zero);\n}}\n",
+                c.body("p.q_")
+            );
+            hook(&mut source, ELEMENT, &element);
             declarations += &c.declarations(next);
             bindings.extend(c.bindings(next));
             uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));
@@ -688,7 +966,7 @@ pub(crate) fn reduction(
             // the epilogue overwrites the input (one result): read it
             // through the epilogue's binding
             Some(y) => {
-                hook(&mut source, ELEMENT, format!("fn element(i: u32) -> f32 {{ return bitcast<f32>(y{y}[i]); }}\n"))
+                hook(&mut source, ELEMENT, &format!("fn element(i: u32) -> f32 {{ return bitcast<f32>(y{y}[i]); }}\n"))
             }
             None => bindings.push((1, info.x.buffer.clone())),
         },
@@ -704,11 +982,11 @@ pub(crate) fn reduction(
     if let Some(c) = &epi {
         fields += &c.fields("e_");
         match revisit {
-            false => hook(&mut source, FINISHED, format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_"))),
+            false => hook(&mut source, FINISHED, &format!("fn finished(i: u32, acc: f32) {{\n{}}}\n", c.body("p.e_"))),
             true => hook(
                 &mut source,
                 REVISIT,
-                format!(
+                &format!(
                     "fn revisit(base: u32, acc: f32) {{\n    for (var r = 0u; r < p.n_red; r++) {{\n        let i = base + reduced_offset(r);\n{}    }}\n}}\n",
                     c.body("p.e_")
                 ),
@@ -718,7 +996,7 @@ pub(crate) fn reduction(
         bindings.extend(c.bindings(next));
         uniform.extend_from_slice(bytemuck::cast_slice(&c.words()));
     }
-    hook(&mut source, LAST_FIELD, fields);
+    hook(&mut source, LAST_FIELD, &fields);
     let s = format!("{}\n{source}{declarations}", crate::shaders::FUSED_PRELUDE);
     let shader = dev.fused_shader("reduction + chain", &s, false)?;
     let kernel = crate::shaders::Kernel::dynamic(shader, info.entry).with("OP", info.op);
@@ -827,8 +1105,18 @@ mod tests {
             tile(64, 8, 4, ALoad::AlongK, BLoad::AlongK),
             tile(32, 4, 4, ALoad::AlongM, BLoad::AlongK),
         ] {
-            let src = matmul_subgroup(t);
+            let src = MatmulVariant::Subgroup(t).source(None);
             crate::shaders::DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        }
+    }
+
+    /// Every autotune candidate of the workgroup-tiled matmul validates
+    /// (without subgroups).
+    #[test]
+    fn workgroup_matmul_validates() {
+        for t in WorkgroupTile::CANDIDATES {
+            let src = MatmulVariant::Workgroup(t).source(None);
+            crate::shaders::DynamicShader::new("matmul", &src, false).unwrap_or_else(|e| panic!("{t}: {e}"));
         }
     }
 }

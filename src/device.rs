@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::codegen::{ALoad, BLoad, MatmulTile, MatmulVariant, WorkgroupTile};
 use crate::error::{Error, Result};
 use crate::graph::PendingGraph;
 use crate::pool::BufferPool;
@@ -44,17 +45,18 @@ pub(crate) struct DeviceInner {
     pub(crate) checks: Mutex<crate::check::Checks>,
     /// Generated fused kernels by source text (`None`: failed validation).
     fused: Mutex<HashMap<String, Option<Arc<crate::shaders::DynamicShader>>>>,
-    /// Generated matmul kernels by tile (`None`: generation failed, use the portable one).
-    pub(crate) matmul: Mutex<HashMap<crate::codegen::MatmulTile, Option<Arc<crate::shaders::DynamicShader>>>>,
+    /// Generated matmul kernels by variant (`None`: generation failed).
+    matmul: Mutex<HashMap<MatmulVariant, Option<Arc<crate::shaders::DynamicShader>>>>,
+    /// The workgroup-tiled matmul's tiles (`None`: this adapter runs the
+    /// subgroup kernel), and what the autotune that chose them did.
+    matmul_tiles: Mutex<Option<crate::autotune::MatmulTiles>>,
+    autotune: std::sync::OnceLock<String>,
 }
 
-/// A matmul pipeline key and the output tile one workgroup computes.
+/// A matmul pipeline key and the variant (and tile) it runs.
 pub(crate) struct MatmulKernel {
     pub kernel: Kernel,
-    pub tile_m: usize,
-    pub tile_n: usize,
-    /// The tile of a generated kernel (`None`: the portable one).
-    pub generated: Option<crate::codegen::MatmulTile>,
+    pub variant: MatmulVariant,
 }
 
 /// A compute pipeline and the layout of its bind group 0.
@@ -177,7 +179,8 @@ impl Device {
             let why = if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") };
             *slot = Some(Error::DeviceLost(why));
         });
-        Ok(Device {
+        let subgroup_matmul = info.device_type == wgpu::DeviceType::Cpu && features.contains(wgpu::Features::SUBGROUP);
+        let device = Device {
             inner: Arc::new(DeviceInner {
                 device,
                 queue,
@@ -193,12 +196,19 @@ impl Device {
                 gpu_error,
                 timeout: Mutex::new(None),
                 matmul: Mutex::default(),
+                matmul_tiles: Mutex::new(None),
+                autotune: Default::default(),
                 writable: Mutex::default(),
                 check_finite: Default::default(),
                 checks: Mutex::default(),
                 fused: Mutex::default(),
             }),
-        })
+        };
+        if !subgroup_matmul {
+            let report = crate::autotune::tune(&device).await?;
+            device.inner.autotune.get_or_init(|| report);
+        }
+        Ok(device)
     }
 
     /// Name, backend, device type and driver of the adapter.
@@ -209,6 +219,14 @@ impl Device {
     /// The adapter's limits (the device is created with all of them).
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
+    }
+
+    /// What the matmul's autotune chose for this adapter, and whether it
+    /// measured (with the times) or read its cache; `None` where the
+    /// matmul is not tuned (CPU adapters with subgroups, whose kernel's
+    /// tile follows the product's shape).
+    pub fn matmul_autotune(&self) -> Option<&str> {
+        self.inner.autotune.get().map(String::as_str)
     }
 
     /// Optional features in use (subgroups, timestamp queries).
@@ -321,52 +339,63 @@ impl DeviceInner {
         }
     }
 
-    /// The matmul kernel for an [m, n] output on this adapter. CPU adapters
-    /// with subgroups (lavapipe) get generated register-blocked kernels whose
-    /// tile fits the output (narrow outputs waste no lanes); other adapters
-    /// the portable tiled kernel in `shaders/matmul.wgsl`.
-    /// `a`, `b`: the four-wide loads the operands allow (see
-    /// [`crate::codegen::MatmulTile`]).
-    pub(crate) fn matmul_kernel(
-        &self,
-        m: usize,
-        n: usize,
-        a: crate::codegen::ALoad,
-        b: crate::codegen::BLoad,
-    ) -> MatmulKernel {
-        let cpu = self.info.device_type == wgpu::DeviceType::Cpu;
-        if cpu && self.features.contains(wgpu::Features::SUBGROUP) {
-            let rows = match m {
-                0..=8 => 8,
-                9..=16 => 16,
-                17..=32 => 32,
-                _ => 64,
-            };
-            let cols = if n > 32 { 8 } else { 4 };
-            use crate::codegen::{ALoad, BLoad};
-            let a = if a == ALoad::AlongM && rows % 32 != 0 { ALoad::Scalar } else { a };
-            let unroll = if a == ALoad::AlongK || b == BLoad::AlongK { 4 } else { 2 };
-            let tile = crate::codegen::MatmulTile { rows, cols, unroll, a, b };
-            let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());
-            let shader = cache.entry(tile).or_insert_with(|| {
-                let src = crate::codegen::matmul_subgroup(tile);
-                crate::shaders::DynamicShader::new("matmul (subgroup)", &src, true).ok()
-            });
-            if let Some(shader) = shader {
-                return MatmulKernel {
-                    kernel: Kernel::dynamic(shader.clone(), "matmul"),
-                    tile_m: tile.tile_m(),
-                    tile_n: tile.tile_n(),
-                    generated: Some(tile),
+    /// The matmul kernel for an [m, n] output (`outputs` elements with the
+    /// batches) on this adapter. CPU adapters with subgroups (lavapipe) get
+    /// generated register-blocked kernels whose tile fits the output
+    /// (narrow outputs waste no lanes); other adapters the workgroup-tiled
+    /// kernel (`codegen::matmul_tiled`) with the tile their autotune chose
+    /// for products of this size. `a`, `b`: the four-wide loads the
+    /// operands allow (see [`crate::codegen::MatmulTile`]).
+    pub(crate) fn matmul_kernel(&self, outputs: usize, m: usize, n: usize, a: ALoad, b: BLoad) -> MatmulKernel {
+        let tiles = *self.matmul_tiles.lock().unwrap_or_else(|p| p.into_inner());
+        let variant = match tiles {
+            Some(tiles) => MatmulVariant::Workgroup(tiles.for_outputs(outputs)),
+            None => {
+                let rows = match m {
+                    0..=8 => 8,
+                    9..=16 => 16,
+                    17..=32 => 32,
+                    _ => 64,
                 };
+                let cols = if n > 32 { 8 } else { 4 };
+                let a = if a == ALoad::AlongM && rows % 32 != 0 { ALoad::Scalar } else { a };
+                let unroll = if a == ALoad::AlongK || b == BLoad::AlongK { 4 } else { 2 };
+                MatmulVariant::Subgroup(MatmulTile { rows, cols, unroll, a, b })
             }
+        };
+        let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shader = |v: MatmulVariant| {
+            cache
+                .entry(v)
+                .or_insert_with(|| {
+                    crate::shaders::DynamicShader::new("matmul", &v.source(None), v.subgroups())
+                        .map_err(|e| eprintln!("wgrad: the generated matmul {v:?} failed validation:\n{e}"))
+                        .ok()
+                })
+                .clone()
+        };
+        let (variant, shader) = match shader(variant) {
+            Some(s) => (variant, s),
+            None => {
+                let default = MatmulVariant::Workgroup(WorkgroupTile::DEFAULT);
+                (default, shader(default).expect("the default tile validates (a unit test checks it)"))
+            }
+        };
+        MatmulKernel { kernel: Kernel::dynamic(shader, "matmul"), variant }
+    }
+
+    /// Sets the workgroup-tiled matmul's tiles (`None`: the subgroup kernel).
+    pub(crate) fn set_matmul_tiles(&self, tiles: Option<crate::autotune::MatmulTiles>) {
+        *self.matmul_tiles.lock().unwrap_or_else(|p| p.into_inner()) = tiles;
+    }
+
+    /// Zeroes the activity counters (after the device's own set-up work).
+    pub(crate) fn reset_counters(&self) {
+        let s = &self.stats;
+        for c in [&s.submits, &s.dispatches, &s.readbacks, &s.uploads, &s.pipelines, &s.bind_groups, &s.tensors] {
+            c.store(0, Ordering::Relaxed);
         }
-        MatmulKernel {
-            kernel: Kernel::new(crate::shaders::Shader::Matmul, "matmul"),
-            tile_m: 64,
-            tile_n: 64,
-            generated: None,
-        }
+        self.pool().created = 0;
     }
 
     /// Bindings a module declares writable (`var<storage, read_write>`):

@@ -111,11 +111,12 @@ pub(crate) struct OptInfo {
     pub numel: usize,
 }
 
-/// A matmul node: its tile (to generate it again with an epilogue), the
-/// buffers it reads and writes, and its output's element count.
+/// A matmul node: its kernel variant (to generate it again with an
+/// epilogue), the buffers it reads and writes, and its output's element
+/// count.
 #[derive(Clone, Debug)]
 pub(crate) struct MmInfo {
-    pub tile: crate::codegen::MatmulTile,
+    pub variant: crate::codegen::MatmulVariant,
     pub a: wgpu::Buffer,
     pub b: wgpu::Buffer,
     pub c: wgpu::Buffer,

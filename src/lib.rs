@@ -7,6 +7,7 @@
 extern crate self as wgrad;
 
 mod autograd;
+mod autotune;
 mod check;
 pub mod checkpoint;
 mod codegen;

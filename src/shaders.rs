@@ -10,7 +10,6 @@ pub(crate) enum Shader {
     Elementwise,
     Reduce,
     Softmax,
-    Matmul,
     Index,
     Rng,
     Conv,
@@ -34,11 +33,10 @@ pub(crate) const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Elementwise,
         Shader::Reduce,
         Shader::Softmax,
-        Shader::Matmul,
         Shader::Index,
         Shader::Rng,
         Shader::Conv,
@@ -52,7 +50,6 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Softmax => "softmax.wgsl",
-            Shader::Matmul => "matmul.wgsl",
             Shader::Index => "index.wgsl",
             Shader::Rng => "rng.wgsl",
             Shader::Conv => "conv.wgsl",
@@ -67,7 +64,6 @@ impl Shader {
             Shader::Elementwise => family!("elementwise_ops.wgsl", "elementwise.wgsl"),
             Shader::Reduce => family!("reduce.wgsl"),
             Shader::Softmax => family!("softmax.wgsl"),
-            Shader::Matmul => family!("matmul.wgsl"),
             Shader::Index => family!("index.wgsl"),
             Shader::Rng => family!("rng.wgsl"),
             Shader::Conv => family!("conv.wgsl"),

@@ -1,0 +1,321 @@
+//! The matmul's tile, chosen per adapter by measuring.
+//!
+//! Adapters that run the workgroup-tiled matmul (`codegen::matmul_tiled`:
+//! GPUs, the browser) time each candidate tile on three products when the
+//! device opens — small (an MLP layer at batch 128), medium and large — and
+//! keep the fastest for each size. The result is cached per adapter (and
+//! per kernel source) in the process and, natively, in a file, so it is
+//! measured once per machine. Every tile gives the same bits (see
+//! `codegen::matmul_tiled`), so the choice never changes a result, only its speed.
+//!
+//! `WGRAD_AUTOTUNE=off` skips the measurement (the shader's default tile
+//! everywhere); `WGRAD_CACHE_DIR` moves the cache file (default
+//! `$XDG_CACHE_HOME/wgrad` or `~/.cache/wgrad`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::codegen::WorkgroupTile;
+use crate::device::Device;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// The workgroup tile of the matmul for each size of product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MatmulTiles {
+    pub small: WorkgroupTile,
+    pub medium: WorkgroupTile,
+    pub large: WorkgroupTile,
+}
+
+impl MatmulTiles {
+    /// One tile for every size.
+    pub fn uniform(t: WorkgroupTile) -> MatmulTiles {
+        MatmulTiles { small: t, medium: t, large: t }
+    }
+
+    /// The tiles where they are not measured: the shader's default on
+    /// GPUs, the unstaged one on CPU adapters.
+    pub fn default_for(info: &wgpu::AdapterInfo) -> MatmulTiles {
+        match info.device_type == wgpu::DeviceType::Cpu {
+            true => MatmulTiles::uniform(WorkgroupTile::UNSTAGED),
+            false => MatmulTiles::uniform(WorkgroupTile::DEFAULT),
+        }
+    }
+
+    /// The tile for a product with `outputs` elements (batches included).
+    pub fn for_outputs(&self, outputs: usize) -> WorkgroupTile {
+        match outputs {
+            0..65536 => self.small,
+            65536..1048576 => self.medium,
+            _ => self.large,
+        }
+    }
+
+    fn get(&mut self, size: usize) -> &mut WorkgroupTile {
+        [&mut self.small, &mut self.medium, &mut self.large][size]
+    }
+}
+
+/// The products measured, [m, k, n] per size (each within its size's range
+/// of outputs), on GPUs and on CPU adapters (where large products would
+/// make opening a device take seconds).
+const GPU_PRODUCTS: [[usize; 3]; 3] = [[128, 784, 256], [512, 512, 512], [1024, 1024, 1024]];
+const CPU_PRODUCTS: [[usize; 3]; 3] = [[128, 784, 256], [256, 256, 512], [1024, 128, 1024]];
+const SIZES: [&str; 3] = ["small", "medium", "large"];
+
+/// Tiles measured in this process, by adapter key.
+static TUNED: Mutex<Option<HashMap<String, MatmulTiles>>> = Mutex::new(None);
+
+/// Chooses the matmul tiles of `dev` (whose adapter runs the workgroup-
+/// tiled kernel): from the caches, or by measuring. Returns what it did,
+/// for [`Device::matmul_autotune`].
+pub(crate) async fn tune(dev: &Device) -> Result<String> {
+    if std::env::var("WGRAD_AUTOTUNE").is_ok_and(|v| v == "off" || v == "0") {
+        let tiles = MatmulTiles::default_for(&dev.inner.info);
+        dev.inner.set_matmul_tiles(Some(tiles));
+        return Ok(format!("matmul tiles: {} everywhere (WGRAD_AUTOTUNE=off)", tiles.small));
+    }
+    let key = adapter_key(&dev.inner.info);
+    let cached = TUNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().get(&key).copied();
+    let (tiles, how) = match cached.or_else(|| disk::load(&key)) {
+        Some(tiles) => (tiles, "from the cache".to_string()),
+        None => {
+            let (tiles, table) = measure(dev).await?;
+            disk::store(&key, tiles);
+            (tiles, table)
+        }
+    };
+    TUNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(key, tiles);
+    dev.inner.set_matmul_tiles(Some(tiles));
+    Ok(format!("matmul tiles: small products {}, medium {}, large {} ({how})", tiles.small, tiles.medium, tiles.large))
+}
+
+/// Times every candidate tile that fits the adapter on each size's product
+/// (best of three blocks of runs submitted together) and keeps the fastest;
+/// CPU adapters only the unstaged tiles.
+/// Returns the tiles and a table of the times.
+async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
+    let gpu = dev.inner.info.device_type != wgpu::DeviceType::Cpu;
+    let products = if gpu { GPU_PRODUCTS } else { CPU_PRODUCTS };
+    let candidates: Vec<WorkgroupTile> =
+        WorkgroupTile::CANDIDATES.into_iter().filter(|t| t.fits(&dev.inner.limits) && (gpu || !t.staged)).collect();
+    let mut best = MatmulTiles::default_for(&dev.inner.info);
+    let mut table = String::from("measured, ms per product:");
+    let start = now_ms();
+    for (size, [m, k, n]) in products.into_iter().enumerate() {
+        let a = Tensor::zeros(dev, &[m, k]);
+        let b = Tensor::zeros(dev, &[k, n]);
+        table += &format!("\n  {} {m}×{k}·{k}×{n}", SIZES[size]);
+        let mut fastest = f64::INFINITY;
+        for &tile in &candidates {
+            dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
+            drop(a.matmul(&b)); // builds the pipeline
+            dev.sync_async().await?;
+            let t = now_ms();
+            drop(a.matmul(&b));
+            dev.sync_async().await?;
+            let mut ms = now_ms() - t;
+            // runs per block: a block of ~2 ms where the products are fast
+            let reps = (2.0 / ms).ceil().clamp(1.0, 8.0) as usize;
+            for _ in 0..3 {
+                let t = now_ms();
+                for _ in 0..reps {
+                    drop(a.matmul(&b));
+                }
+                dev.sync_async().await?;
+                ms = ms.min((now_ms() - t) / reps as f64);
+            }
+            table += &format!("\n    {tile}: {ms:.3}");
+            if ms < fastest {
+                fastest = ms;
+                *best.get(size) = tile;
+            }
+        }
+    }
+    table += &format!("\n  in {:.2} s", (now_ms() - start) / 1e3);
+    dev.trim_pool();
+    dev.inner.reset_counters();
+    Ok((best, table))
+}
+
+/// Identifies an adapter and the kernel's source: a new driver or a changed
+/// kernel measures again.
+fn adapter_key(info: &wgpu::AdapterInfo) -> String {
+    // FNV-1a: stable across builds, unlike std's hasher
+    let source = crate::codegen::MatmulVariant::Workgroup(WorkgroupTile::DEFAULT).source(None);
+    let hash = source.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let key = format!(
+        "{:?} {} ({} {}) {:04x}:{:04x} kernel {hash:016x}",
+        info.backend, info.name, info.driver, info.driver_info, info.vendor, info.device
+    );
+    key.replace(['\t', '\n'], " ")
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn now_ms() -> f64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+}
+
+#[cfg(target_arch = "wasm32")]
+fn now_ms() -> f64 {
+    use js_sys::Reflect;
+    let performance = Reflect::get(&js_sys::global(), &"performance".into());
+    let now =
+        performance.and_then(|p| Reflect::get(&p, &"now".into()).and_then(|f| js_sys::Function::from(f).call0(&p)));
+    now.ok().and_then(|v| v.as_f64()).unwrap_or_else(js_sys::Date::now)
+}
+
+/// The cache file: a line per adapter, `key<TAB>small<TAB>medium<TAB>large`,
+/// each tile as `wx wy tm tn bk staged`.
+#[cfg(not(target_arch = "wasm32"))]
+mod disk {
+    use super::{MatmulTiles, WorkgroupTile};
+
+    fn path() -> Option<std::path::PathBuf> {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let dir = var("WGRAD_CACHE_DIR")
+            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wgrad")))
+            .or_else(|| var("HOME").map(|d| d.join(".cache").join("wgrad")))?;
+        Some(dir.join("matmul-tiles"))
+    }
+
+    fn parse(tile: &str) -> Option<WorkgroupTile> {
+        let v: Vec<u32> = tile.split(' ').map(str::parse).collect::<Result<_, _>>().ok()?;
+        let &[wx, wy, tm, tn, bk, staged] = v.as_slice() else { return None };
+        let t = WorkgroupTile { wx, wy, tm, tn, bk, staged: staged == 1 };
+        WorkgroupTile::CANDIDATES.contains(&t).then_some(t)
+    }
+
+    fn format(t: WorkgroupTile) -> String {
+        format!("{} {} {} {} {} {}", t.wx, t.wy, t.tm, t.tn, t.bk, t.staged as u32)
+    }
+
+    pub(super) fn load(key: &str) -> Option<MatmulTiles> {
+        let text = std::fs::read_to_string(path()?).ok()?;
+        text.lines().find_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                [k, s, m, l] if *k == key => {
+                    Some(MatmulTiles { small: parse(s)?, medium: parse(m)?, large: parse(l)? })
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Best effort: a machine without a writable cache measures again next
+    /// time. Written whole to a temporary file and renamed, so a reader
+    /// never sees half a file.
+    pub(super) fn store(key: &str, tiles: MatmulTiles) {
+        let Some(path) = path() else { return };
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut text: String =
+            old.lines().filter(|l| l.split('\t').next() != Some(key)).map(|l| format!("{l}\n")).collect();
+        text += &format!("{key}\t{}\t{}\t{}\n", format(tiles.small), format(tiles.medium), format(tiles.large));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = path.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+            && std::fs::write(&tmp, text).is_ok()
+            && std::fs::rename(&tmp, &path).is_ok();
+        if !written {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// In the browser the tiles are measured once per page.
+#[cfg(target_arch = "wasm32")]
+mod disk {
+    use super::MatmulTiles;
+
+    pub(super) fn load(_key: &str) -> Option<MatmulTiles> {
+        None
+    }
+
+    pub(super) fn store(_key: &str, _tiles: MatmulTiles) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MatmulTiles;
+    use crate::codegen::WorkgroupTile;
+    use crate::{Device, Tensor};
+
+    /// A deterministic operand in [−1, 1).
+    fn operand(seed: u64, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every candidate tile computes each product within the rounding bound
+    /// of k sequential FMAs of an f64 reference, and all give the same bits:
+    /// edge tiles, transposed views, broadcast batches, a k split into
+    /// slices.
+    #[test]
+    fn every_tile_gives_the_same_bits() {
+        let dev = Device::new().unwrap();
+        // [batch, m, k, n], A stored transposed?, B stored transposed?
+        #[rustfmt::skip]
+        let cases: &[([usize; 4], bool, bool)] = &[
+            ([1, 1, 1, 1], false, false), ([1, 37, 53, 71], false, false), ([1, 130, 300, 67], true, false),
+            ([1, 70, 40, 129], false, true), ([3, 9, 20, 11], false, false), ([1, 5, 1100, 6], false, false),
+        ];
+        for &([nb, m, k, n], at, bt) in cases {
+            let (av, bv) = (operand(m as u64, &[nb, m, k]), operand(n as u64, &[k, n]));
+            // reference, and the rounding bound of k FMAs: (k + 1)·u·Σ|a||b|, u = 2⁻²⁴
+            let mut want = vec![(0.0f64, 0.0f64); nb * m * n];
+            for (o, w) in want.iter_mut().enumerate() {
+                let (bi, i, j) = (o / (m * n), o / n % m, o % n);
+                for q in 0..k {
+                    let x = av[(bi * m + i) * k + q] as f64 * bv[q * n + j] as f64;
+                    *w = (w.0 + x, w.1 + x.abs());
+                }
+            }
+            let a = match at {
+                // stored [k, m] per batch, read through a transposed view
+                true => {
+                    let mut t = vec![0.0; nb * m * k];
+                    for (o, v) in av.iter().enumerate() {
+                        let (bi, i, q) = (o / (m * k), o / k % m, o % k);
+                        t[(bi * k + q) * m + i] = *v;
+                    }
+                    Tensor::from_slice(&dev, &t, &[nb, k, m]).transpose(1, 2)
+                }
+                false => Tensor::from_slice(&dev, &av, &[nb, m, k]),
+            };
+            let b = match bt {
+                true => {
+                    let t: Vec<f32> = (0..k * n).map(|o| bv[(o % k) * n + o / k]).collect();
+                    Tensor::from_slice(&dev, &t, &[n, k]).t()
+                }
+                false => Tensor::from_slice(&dev, &bv, &[k, n]),
+            };
+            let mut first: Option<(WorkgroupTile, Vec<f32>)> = None;
+            for tile in WorkgroupTile::CANDIDATES.into_iter().filter(|t| t.fits(&dev.inner.limits)) {
+                dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
+                let got: Vec<f32> = a.matmul(&b).to_vec().unwrap();
+                let case = format!("{nb}×[{m}, {k}]·[{k}, {n}] (A transposed: {at}, B: {bt}), tile {tile}");
+                for (o, (g, (w, s))) in got.iter().zip(&want).enumerate() {
+                    let bound = (k as f64 + 1.0) * (f32::EPSILON as f64 / 2.0) * s;
+                    assert!((*g as f64 - w).abs() <= bound, "{case}: element {o} = {g}, expected {w} ± {bound}");
+                }
+                match &first {
+                    None => first = Some((tile, got)),
+                    Some((t0, bits)) => {
+                        let same = bits.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{case}: not the bits of tile {t0}");
+                    }
+                }
+            }
+        }
+    }
+}
