@@ -1,8 +1,10 @@
 //! Generated WGSL: kernels whose best form is straight-line code too long to
 //! write by hand (every generated module is validated by naga when made).
 //!
-//! The register-blocked matmul for CPU adapters (lavapipe, SwiftShader):
-//! there, a workgroup of 8 invocations is one SIMD register and every load is
+//! The matmuls: the workgroup-tiled kernel of GPUs and the browser
+//! ([`matmul_tiled`]), and the register-blocked one for CPU adapters with
+//! subgroups (lavapipe), described here. There a workgroup of 8
+//! invocations is one SIMD register and every load is
 //! issued lane by lane, so what counts is loads per FMA and keeping the
 //! accumulators in registers — which needs fully unrolled code (an
 //! accumulator array indexed in loops stays in memory and runs ~10× slower).
@@ -141,7 +143,7 @@ impl WorkgroupTile {
     /// leave most of the adapter idle, and unstaged ones (what CPU
     /// adapters need: a barrier makes llvmpipe compile a kernel for 20–40 s,
     /// and their caches do what workgroup memory would).
-    pub const CANDIDATES: [WorkgroupTile; 10] = [
+    pub const CANDIDATES: [WorkgroupTile; 9] = [
         WorkgroupTile::DEFAULT,
         WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 8, bk: 8, staged: true },
         WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 8, bk: 16, staged: true },
@@ -150,7 +152,6 @@ impl WorkgroupTile {
         WorkgroupTile { wx: 16, wy: 16, tm: 2, tn: 2, bk: 16, staged: true },
         WorkgroupTile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 16, staged: true },
         WorkgroupTile::UNSTAGED,
-        WorkgroupTile { wx: 16, wy: 16, tm: 2, tn: 2, bk: 1, staged: false },
         WorkgroupTile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 1, staged: false },
     ];
 

@@ -174,17 +174,19 @@ impl Demo {
         })
     }
 
-    /// The adapter, as JSON: name, backend, device type, driver.
+    /// The adapter, as JSON: name, backend, device type, driver, and what
+    /// the matmul's autotune chose and measured.
     pub fn adapter(&self) -> String {
         let s = self.state.borrow();
         let i = s.dev.adapter_info();
-        let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"");
+        let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         format!(
-            "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\"}}",
+            "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\",\"matmul\":\"{}\"}}",
             esc(&i.name),
             i.backend,
             i.device_type,
-            esc(&i.driver)
+            esc(&i.driver),
+            esc(s.dev.matmul_autotune().unwrap_or("not tuned"))
         )
     }
 

@@ -58,6 +58,7 @@ try {
   await page.waitForFunction(() => window.wgradState && (window.wgradState.adapter || window.wgradState.error), null, { timeout: 120_000 });
   const adapter = await page.evaluate(() => window.wgradState.adapter);
   check(adapter && adapter.name, `WebGPU adapter: ${adapter && `${adapter.name} (${adapter.backend}, fallback ${adapter.fallback})`}`);
+  console.log(adapter.matmul);
 
   await page.waitForFunction(() => window.wgradState.done || window.wgradState.error, null, { timeout: 900_000, polling: 500 });
   const s = await page.evaluate(() => ({
