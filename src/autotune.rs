@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::codegen::WorkgroupTile;
+use crate::codegen::{Staging, WorkgroupTile};
 use crate::device::Device;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -98,8 +98,10 @@ pub(crate) async fn tune(dev: &Device) -> Result<String> {
 async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
     let gpu = dev.inner.info.device_type != wgpu::DeviceType::Cpu;
     let products = if gpu { GPU_PRODUCTS } else { CPU_PRODUCTS };
-    let candidates: Vec<WorkgroupTile> =
-        WorkgroupTile::CANDIDATES.into_iter().filter(|t| t.fits(&dev.inner.limits) && (gpu || !t.staged)).collect();
+    let candidates: Vec<WorkgroupTile> = WorkgroupTile::CANDIDATES
+        .into_iter()
+        .filter(|t| t.fits(&dev.inner.limits) && (gpu || t.staging == Staging::None))
+        .collect();
     let mut best = MatmulTiles::default_for(&dev.inner.info);
     let mut table = String::from("measured, ms per product:");
     let start = now_ms();
@@ -171,10 +173,10 @@ fn now_ms() -> f64 {
 }
 
 /// The cache file: a line per adapter, `key<TAB>small<TAB>medium<TAB>large`,
-/// each tile as `wx wy tm tn bk staged`.
+/// each tile as `wx wy tm tn bk staging` (staging 0 none, 1 scalar, 2 vec4).
 #[cfg(not(target_arch = "wasm32"))]
 mod disk {
-    use super::{MatmulTiles, WorkgroupTile};
+    use super::{MatmulTiles, Staging, WorkgroupTile};
 
     fn path() -> Option<std::path::PathBuf> {
         let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
@@ -186,13 +188,14 @@ mod disk {
 
     fn parse(tile: &str) -> Option<WorkgroupTile> {
         let v: Vec<u32> = tile.split(' ').map(str::parse).collect::<Result<_, _>>().ok()?;
-        let &[wx, wy, tm, tn, bk, staged] = v.as_slice() else { return None };
-        let t = WorkgroupTile { wx, wy, tm, tn, bk, staged: staged == 1 };
+        let &[wx, wy, tm, tn, bk, staging] = v.as_slice() else { return None };
+        let staging = [Staging::None, Staging::Scalar, Staging::Vec4].get(staging as usize).copied()?;
+        let t = WorkgroupTile { wx, wy, tm, tn, bk, staging };
         WorkgroupTile::CANDIDATES.contains(&t).then_some(t)
     }
 
     fn format(t: WorkgroupTile) -> String {
-        format!("{} {} {} {} {} {}", t.wx, t.wy, t.tm, t.tn, t.bk, t.staged as u32)
+        format!("{} {} {} {} {} {}", t.wx, t.wy, t.tm, t.tn, t.bk, t.staging as u32)
     }
 
     pub(super) fn load(key: &str) -> Option<MatmulTiles> {
@@ -242,7 +245,7 @@ mod disk {
 #[cfg(test)]
 mod tests {
     use super::MatmulTiles;
-    use crate::codegen::WorkgroupTile;
+    use crate::codegen::{Staging, WorkgroupTile};
     use crate::{Device, Tensor};
 
     /// A deterministic operand in [−1, 1).
@@ -308,8 +311,9 @@ mod tests {
             // compile a kernel with a barrier (the autotune offers CPU
             // adapters none)
             let gl = dev.adapter_info().backend == wgpu::Backend::Gl;
-            let tiles =
-                WorkgroupTile::CANDIDATES.into_iter().filter(|t| t.fits(&dev.inner.limits) && !(gl && t.staged));
+            let tiles = WorkgroupTile::CANDIDATES
+                .into_iter()
+                .filter(|t| t.fits(&dev.inner.limits) && !(gl && t.staging != Staging::None));
             for tile in tiles {
                 dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
                 let got: Vec<f32> = a.matmul(&b).to_vec().unwrap();

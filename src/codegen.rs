@@ -118,12 +118,26 @@ impl MatmulTile {
     }
 }
 
+/// How the workgroup-tiled matmul feeds its FMAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Staging {
+    /// Each invocation loads its rows and columns from memory itself (no
+    /// barrier: what CPU adapters need).
+    None,
+    /// The workgroup stages `bk` steps of k of A and B at a time in
+    /// workgroup memory; an invocation's rows and columns are interleaved
+    /// one by one, and each k step loads them one by one.
+    Scalar,
+    /// As `Scalar`, but an invocation's rows and columns come in runs of
+    /// four, which each k step loads from workgroup memory as vectors (a
+    /// quarter of the load instructions; `tm`, `tn` multiples of 4).
+    Vec4,
+}
+
 /// Tile of the workgroup-tiled matmul ([`matmul_tiled`]): a
 /// `wx`×`wy` workgroup computes (`wy`·`tm`)×(`wx`·`tn`) outputs, each
-/// invocation `tm`×`tn`; `staged`: the workgroup stages `bk` steps of k of
-/// A and B at a time in workgroup memory (else each invocation reads its
-/// rows and columns from memory). Every tile gives the same bits (see
-/// [`matmul_tiled`]).
+/// invocation `tm`×`tn`, staging `bk` steps of k at a time (if it stages).
+/// Every tile gives the same bits (see [`matmul_tiled`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct WorkgroupTile {
     pub wx: u32,
@@ -131,32 +145,41 @@ pub(crate) struct WorkgroupTile {
     pub tm: u32,
     pub tn: u32,
     pub bk: u32,
-    pub staged: bool,
+    pub staging: Staging,
+}
+
+const fn tile(wx: u32, wy: u32, tm: u32, tn: u32, bk: u32, staging: Staging) -> WorkgroupTile {
+    WorkgroupTile { wx, wy, tm, tn, bk, staging }
 }
 
 impl WorkgroupTile {
     /// The tile where none is measured on a GPU.
-    pub const DEFAULT: WorkgroupTile = WorkgroupTile { wx: 16, wy: 16, tm: 4, tn: 4, bk: 16, staged: true };
+    pub const DEFAULT: WorkgroupTile = tile(16, 16, 4, 4, 16, Staging::Scalar);
+
+    /// The default where the tiles are not measured on a CPU adapter.
+    pub const UNSTAGED: WorkgroupTile = tile(16, 16, 4, 4, 1, Staging::None);
 
     /// The tiles an adapter's autotune chooses from: large tiles for large
     /// products (more FMAs per load), small ones where large tiles would
     /// leave most of the adapter idle, and unstaged ones (what CPU
     /// adapters need: a barrier makes llvmpipe compile a kernel for 20–40 s,
     /// and their caches do what workgroup memory would).
-    pub const CANDIDATES: [WorkgroupTile; 9] = [
+    pub const CANDIDATES: [WorkgroupTile; 14] = [
         WorkgroupTile::DEFAULT,
-        WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 8, bk: 8, staged: true },
-        WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 8, bk: 16, staged: true },
-        WorkgroupTile { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16, staged: true },
-        WorkgroupTile { wx: 16, wy: 16, tm: 4, tn: 8, bk: 16, staged: true },
-        WorkgroupTile { wx: 16, wy: 16, tm: 2, tn: 2, bk: 16, staged: true },
-        WorkgroupTile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 16, staged: true },
+        tile(16, 16, 8, 8, 8, Staging::Scalar),
+        tile(16, 16, 8, 8, 16, Staging::Scalar),
+        tile(16, 16, 8, 4, 16, Staging::Scalar),
+        tile(16, 16, 4, 8, 16, Staging::Scalar),
+        tile(16, 16, 2, 2, 16, Staging::Scalar),
+        tile(8, 8, 4, 4, 16, Staging::Scalar),
+        tile(16, 16, 4, 4, 16, Staging::Vec4),
+        tile(16, 16, 8, 8, 8, Staging::Vec4),
+        tile(16, 16, 8, 8, 16, Staging::Vec4),
+        tile(16, 16, 8, 4, 16, Staging::Vec4),
+        tile(16, 16, 4, 8, 16, Staging::Vec4),
         WorkgroupTile::UNSTAGED,
-        WorkgroupTile { wx: 8, wy: 8, tm: 4, tn: 4, bk: 1, staged: false },
+        tile(8, 8, 4, 4, 1, Staging::None),
     ];
-
-    /// The default where the tiles are not measured on a CPU adapter.
-    pub const UNSTAGED: WorkgroupTile = WorkgroupTile { wx: 16, wy: 16, tm: 4, tn: 4, bk: 1, staged: false };
 
     pub fn tile_m(&self) -> usize {
         (self.wy * self.tm) as usize
@@ -166,9 +189,17 @@ impl WorkgroupTile {
         (self.wx * self.tn) as usize
     }
 
+    /// The rows of A and B per k step in workgroup memory, in elements
+    /// (padded, so that staging along k does not hit one bank).
+    fn strides(&self) -> (u32, u32) {
+        let pad = if self.staging == Staging::Vec4 { 4 } else { 1 };
+        (self.wy * self.tm + pad, self.wx * self.tn + pad)
+    }
+
     /// Does a workgroup of this tile fit the adapter's limits?
     pub fn fits(&self, limits: &wgpu::Limits) -> bool {
-        let staged = 4 * self.bk * (self.wy * self.tm + 1 + self.wx * self.tn + 1);
+        let (sa, sb) = self.strides();
+        let staged = if self.staging == Staging::None { 0 } else { 4 * self.bk * (sa + sb) };
         self.wx * self.wy <= limits.max_compute_invocations_per_workgroup
             && self.wx <= limits.max_compute_workgroup_size_x
             && self.wy <= limits.max_compute_workgroup_size_y
@@ -180,9 +211,10 @@ impl std::fmt::Display for WorkgroupTile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (m, n, wx, wy, tm, tn) = (self.tile_m(), self.tile_n(), self.wx, self.wy, self.tm, self.tn);
         write!(f, "{m}×{n} ({wx}×{wy} invocations of {tm}×{tn}")?;
-        match self.staged {
-            true => write!(f, ", staged by {} k)", self.bk),
-            false => write!(f, ", unstaged)"),
+        match self.staging {
+            Staging::None => write!(f, ", unstaged)"),
+            Staging::Scalar => write!(f, ", staged by {} k)", self.bk),
+            Staging::Vec4 => write!(f, ", staged by {} k, vec4)", self.bk),
         }
     }
 }
@@ -236,15 +268,15 @@ fn hook(source: &mut String, line: &str, with: &str) {
 ///
 /// A `wx`×`wy` workgroup computes a (`wy`·`tm`)×(`wx`·`tn`) tile of C,
 /// each invocation `tm`×`tn` outputs whose rows and columns are interleaved
-/// with strides `wy` and `wx` (neighbouring invocations store neighbouring
-/// columns). Staged: per `bk` steps of k the workgroup copies the slices of
-/// A and B it needs into workgroup memory, each element loaded once and
-/// walking each operand along its contiguous axis; then a k step costs
-/// `tm` + `tn` workgroup-memory loads for `tm`·`tn` FMAs. Unstaged: each
-/// invocation loads its rows and columns itself (no barrier: what CPU
-/// adapters need). The code is straight-line, an accumulator per output:
-/// accumulators in an array indexed in loops stay in memory (7× slower on
-/// an NVIDIA H200).
+/// with those of its neighbours (one by one, or in runs of four), so that
+/// neighbouring invocations store neighbouring columns. Staged: per `bk`
+/// steps of k the workgroup copies the slices of A and B it needs into
+/// workgroup memory, each element loaded once and walking each operand
+/// along its contiguous axis; then a k step costs `tm` + `tn` (or a quarter
+/// as many vector) workgroup-memory loads for `tm`·`tn` FMAs. Unstaged:
+/// each invocation loads its rows and columns itself. The code is
+/// straight-line, an accumulator per output: accumulators in an array
+/// indexed in loops stay in memory (7× slower on an NVIDIA H200).
 ///
 /// Each output is one fma chain over its slice of k in order, whatever the
 /// tile, so every tile gives the same bits. Rows and columns past the edge
@@ -252,23 +284,35 @@ fn hook(source: &mut String, line: &str, with: &str) {
 /// written; k past the slice is staged as −0 in A, and fma(−0, 0, x) = x
 /// for every x, ±0 included.
 fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
-    let WorkgroupTile { wx, wy, tm, tn, bk, staged } = t;
+    let WorkgroupTile { wx, wy, tm, tn, bk, staging } = t;
     let (bm, bn, threads) = (wy * tm, wx * tn, wx * wy);
+    let vec4 = staging == Staging::Vec4;
     // accumulators: per row, tn / vw vectors of vw columns
     let vw = tn.min(4);
+    let staged = staging != Staging::None;
     assert!(tn % vw == 0 && (!staged || (bm * bk % threads == 0 && bn * bk % threads == 0)), "{t:?}");
+    assert!(!vec4 || (tm % 4 == 0 && tn % 4 == 0), "{t:?}");
     let vt = if vw == 1 { "f32".to_string() } else { format!("vec{vw}<f32>") };
     let nv = tn / vw;
+    // the tile's row of the invocation's row i, and its column j (`l`: its
+    // local id; constant parts folded)
+    let row = |i: u32| match vec4 {
+        true => format!("4u * l.y + {}u", i / 4 * 4 * wy + i % 4),
+        false => format!("l.y + {}u", i * wy),
+    };
+    let col = |j: u32| match vec4 {
+        true => format!("4u * l.x + {}u", j / 4 * 4 * wx + j % 4),
+        false => format!("l.x + {}u", j * wx),
+    };
     let mut s = matmul_header(epilogue, "f32", "f32", "f32");
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
-    // workgroup-memory rows of A and B per k step, padded by one so that
-    // staging along k does not hit one bank
-    let (sa, sb) = (bm + 1, bn + 1);
+    let (sa, sb) = t.strides();
+    let (elem, sa_v, sb_v) = if vec4 { ("vec4<f32>", sa / 4, sb / 4) } else { ("f32", sa, sb) };
     if staged {
-        line!("var<workgroup> ta: array<f32, {}>;", bk * sa);
-        line!("var<workgroup> tb: array<f32, {}>;", bk * sb);
+        line!("var<workgroup> ta: array<{elem}, {}>;", bk * sa_v);
+        line!("var<workgroup> tb: array<{elem}, {}>;", bk * sb_v);
     }
     line!("@compute @workgroup_size({wx}, {wy})");
     line!("fn matmul(");
@@ -287,17 +331,17 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
             line!("    var acc{i}_{v} = {vt}();");
         }
     }
-    // the columns of vector v: components e, at c_0 + l.x + (v·vw + e)·wx
-    let b_vector = |v: u32, at: &dyn Fn(u32) -> String| {
-        let cols: Vec<String> = (0..vw).map(|e| at((v * vw + e) * wx)).collect();
-        format!("{vt}({})", cols.join(", "))
-    };
-    let fmas = |w: &mut String, indent: &str| {
+    let fmas = |w: &mut String, indent: &str, a: &dyn Fn(u32) -> String| {
         for i in 0..tm {
             for v in 0..nv {
-                writeln!(w, "{indent}acc{i}_{v} = fma(a{i}, b{v}, acc{i}_{v});").expect("write to String");
+                writeln!(w, "{indent}acc{i}_{v} = fma({vt}({}), b{v}, acc{i}_{v});", a(i)).expect("write to String");
             }
         }
+    };
+    // element (kk, x) of a staged slice, x its row (A) or column (B)
+    let slot = |array: &str, stride: u32, x: &str| match vec4 {
+        true => format!("{array}[kk * {}u + {x} / 4u][{x} % 4u]", stride / 4),
+        false => format!("{array}[kk * {stride}u + {x}]"),
     };
     if staged {
         // stage A along k where its rows are contiguous, else along m; B
@@ -314,7 +358,7 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
             line!("            if r_0 + mm < p.m && k0 + kk < k_end {{");
             line!("                v = a[ao + (r_0 + mm) * p.a_rs + (k0 + kk) * p.a_cs];");
             line!("            }}");
-            line!("            ta[kk * {sa}u + mm] = v;");
+            line!("            {} = v;", slot("ta", sa, "mm"));
             line!("        }}");
         }
         for q in 0..bn * bk / threads {
@@ -326,46 +370,59 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
             line!("            if c_0 + nn < p.n && k0 + kk < k_end {{");
             line!("                v = b[bo + (k0 + kk) * p.b_rs + (c_0 + nn) * p.b_cs];");
             line!("            }}");
-            line!("            tb[kk * {sb}u + nn] = v;");
+            line!("            {} = v;", slot("tb", sb, "nn"));
             line!("        }}");
         }
         line!("        workgroupBarrier();");
         line!("        for (var kk = 0u; kk < {bk}u; kk++) {{");
-        for i in 0..tm {
-            line!("            let a{i} = {vt}(ta[kk * {sa}u + l.y + {}u]);", i * wy);
+        if vec4 {
+            // rows 4q..4q+3 of this invocation in one load, columns likewise
+            for q in 0..tm / 4 {
+                line!("            let a{q} = ta[kk * {}u + l.y + {}u];", sa_v, q * wy);
+            }
+            for v in 0..nv {
+                line!("            let b{v} = tb[kk * {}u + l.x + {}u];", sb_v, v * wx);
+            }
+            fmas(w, "            ", &|i| format!("a{}[{}]", i / 4, i % 4));
+        } else {
+            for i in 0..tm {
+                line!("            let a{i} = ta[kk * {sa}u + {}];", row(i));
+            }
+            for v in 0..nv {
+                let cols: Vec<String> = (0..vw).map(|e| format!("tb[kk * {sb}u + {}]", col(v * vw + e))).collect();
+                line!("            let b{v} = {vt}({});", cols.join(", "));
+            }
+            fmas(w, "            ", &|i| format!("a{i}"));
         }
-        for v in 0..nv {
-            line!("            let b{v} = {};", b_vector(v, &|c| format!("tb[kk * {sb}u + l.x + {c}u]")));
-        }
-        fmas(w, "            ");
         line!("        }}");
         line!("        workgroupBarrier();");
         line!("    }}");
     } else {
         for i in 0..tm {
-            line!("    let ar{i} = ao + min(r_0 + l.y + {}u, p.m - 1u) * p.a_rs;", i * wy);
+            line!("    let ar{i} = ao + min(r_0 + {}, p.m - 1u) * p.a_rs;", row(i));
         }
         for j in 0..tn {
-            line!("    let bc{j} = bo + min(c_0 + l.x + {}u, p.n - 1u) * p.b_cs;", j * wx);
+            line!("    let bc{j} = bo + min(c_0 + {}, p.n - 1u) * p.b_cs;", col(j));
         }
         line!("    for (var k = k_begin; k < k_end; k++) {{");
         line!("        let ka = k * p.a_cs;");
         line!("        let kb = k * p.b_rs;");
         for i in 0..tm {
-            line!("        let a{i} = {vt}(a[ar{i} + ka]);");
+            line!("        let a{i} = a[ar{i} + ka];");
         }
         for v in 0..nv {
-            line!("        let b{v} = {};", b_vector(v, &|c| format!("b[bc{} + kb]", c / wx)));
+            let cols: Vec<String> = (0..vw).map(|e| format!("b[bc{} + kb]", v * vw + e)).collect();
+            line!("        let b{v} = {vt}({});", cols.join(", "));
         }
-        fmas(w, "        ");
+        fmas(w, "        ", &|i| format!("a{i}"));
         line!("    }}");
     }
     line!("    let base = wg.z * p.m * p.n;");
     for i in 0..tm {
-        line!("    let r{i} = r_0 + l.y + {}u;", i * wy);
+        line!("    let r{i} = r_0 + {};", row(i));
     }
     for j in 0..tn {
-        line!("    let c{j} = c_0 + l.x + {}u;", j * wx);
+        line!("    let c{j} = c_0 + {};", col(j));
     }
     for i in 0..tm {
         for j in 0..tn {
@@ -377,8 +434,15 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
         // a loop over the elements this invocation just stored, reading
         // each back: the epilogue's code appears once
         line!("    for (var q = 0u; q < {}u; q++) {{", tm * tn);
-        line!("        let row = r_0 + l.y + q / {tn}u * {wy}u;");
-        line!("        let col = c_0 + l.x + q % {tn}u * {wx}u;");
+        line!("        let i = q / {tn}u;");
+        line!("        let j = q % {tn}u;");
+        if vec4 {
+            line!("        let row = r_0 + 4u * l.y + i / 4u * {}u + i % 4u;", 4 * wy);
+            line!("        let col = c_0 + 4u * l.x + j / 4u * {}u + j % 4u;", 4 * wx);
+        } else {
+            line!("        let row = r_0 + l.y + i * {wy}u;");
+            line!("        let col = c_0 + l.x + j * {wx}u;");
+        }
         line!("        if row < p.m && col < p.n {{");
         line!("            epilogue(base + row * p.n + col, c[base + row * p.n + col]);");
         line!("        }}");
