@@ -253,6 +253,19 @@ impl MatmulVariant {
     pub fn subgroups(&self) -> bool {
         matches!(self, MatmulVariant::Subgroup(_))
     }
+
+    /// A short name, for profiles and graphs: the kind and the tile.
+    pub fn label(&self) -> String {
+        let (m, n) = (self.tile_m(), self.tile_n());
+        match self {
+            MatmulVariant::Subgroup(_) => format!("matmul {m}×{n}, subgroups"),
+            MatmulVariant::Workgroup(t) => match t.staging {
+                Staging::None => format!("matmul {m}×{n}, unstaged"),
+                Staging::Scalar => format!("matmul {m}×{n}, staged"),
+                Staging::Vec4 => format!("matmul {m}×{n}, staged vec4"),
+            },
+        }
+    }
 }
 
 /// Replaces `line` of a shader file's source by `with`. The line must be
@@ -974,7 +987,7 @@ pub(crate) fn matmul_epilogue(
 ) -> Option<crate::graph::Node> {
     let chain = Chain::new(shape, members)?;
     let source = mm.variant.source(Some(&chain));
-    let shader = dev.fused_shader("matmul + epilogue", &source, mm.variant.subgroups())?;
+    let shader = dev.fused_shader(&format!("{} + epilogue", mm.variant.label()), &source, mm.variant.subgroups())?;
     let mut bindings = vec![(1, mm.a.clone()), (2, mm.b.clone()), (3, mm.c.clone())];
     bindings.extend(chain.bindings(4));
     let mut uniform = uniform.to_vec();

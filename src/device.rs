@@ -368,7 +368,7 @@ impl DeviceInner {
             cache
                 .entry(v)
                 .or_insert_with(|| {
-                    crate::shaders::DynamicShader::new("matmul", &v.source(None), v.subgroups())
+                    crate::shaders::DynamicShader::new(&v.label(), &v.source(None), v.subgroups())
                         .map_err(|e| eprintln!("wgrad: the generated matmul {v:?} failed validation:\n{e}"))
                         .ok()
                 })
