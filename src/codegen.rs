@@ -357,34 +357,39 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
         false => format!("{array}[kk * {stride}u + {x}]"),
     };
     if staged {
-        // stage A along k where its rows are contiguous, else along m; B
-        // along n where its rows are contiguous, else along k
-        line!("    let a_along_k = p.a_cs == 1u;");
+        // Each operand's slice [bk, extent] is walked along its contiguous
+        // axis (x, A's rows or B's columns, when `x_fast`; else k), `pad`
+        // where past the edge. A: rows contiguous along k, else along m; B:
+        // along n, else along k.
+        line!("    let a_along_m = p.a_cs != 1u;");
         line!("    let b_along_n = p.b_cs == 1u;");
         line!("    for (var k0 = k_begin; k0 < k_end; k0 += {bk}u) {{");
-        for q in 0..bm * bk / threads {
-            line!("        {{");
-            line!("            let e = li + {}u;", q * threads);
-            line!("            let mm = select(e % {bm}u, e / {bk}u, a_along_k);");
-            line!("            let kk = select(e / {bm}u, e % {bk}u, a_along_k);");
-            line!("            var v = bitcast<f32>(0x80000000u);");
-            line!("            if r_0 + mm < p.m && k0 + kk < k_end {{");
-            line!("                v = a[ao + (r_0 + mm) * p.a_rs + (k0 + kk) * p.a_cs];");
-            line!("            }}");
-            line!("            {} = v;", slot("ta", sa, "mm"));
-            line!("        }}");
-        }
-        for q in 0..bn * bk / threads {
-            line!("        {{");
-            line!("            let e = li + {}u;", q * threads);
-            line!("            let nn = select(e / {bk}u, e % {bn}u, b_along_n);");
-            line!("            let kk = select(e % {bk}u, e / {bn}u, b_along_n);");
-            line!("            var v = 0.0;");
-            line!("            if c_0 + nn < p.n && k0 + kk < k_end {{");
-            line!("                v = b[bo + (k0 + kk) * p.b_rs + (c_0 + nn) * p.b_cs];");
-            line!("            }}");
-            line!("            {} = v;", slot("tb", sb, "nn"));
-            line!("        }}");
+        let operands = [
+            (
+                "ta",
+                sa,
+                bm,
+                "a_along_m",
+                "r_0",
+                "p.m",
+                "bitcast<f32>(0x80000000u)",
+                "a[ao + (r_0 + x) * p.a_rs + (k0 + kk) * p.a_cs]",
+            ),
+            ("tb", sb, bn, "b_along_n", "c_0", "p.n", "0.0", "b[bo + (k0 + kk) * p.b_rs + (c_0 + x) * p.b_cs]"),
+        ];
+        for (array, stride, extent, x_fast, origin, limit, pad, load) in operands {
+            for q in 0..extent * bk / threads {
+                line!("        {{");
+                line!("            let e = li + {}u;", q * threads);
+                line!("            let x = select(e / {bk}u, e % {extent}u, {x_fast});");
+                line!("            let kk = select(e % {bk}u, e / {extent}u, {x_fast});");
+                line!("            var v = {pad};");
+                line!("            if {origin} + x < {limit} && k0 + kk < k_end {{");
+                line!("                v = {load};");
+                line!("            }}");
+                line!("            {} = v;", slot(array, stride, "x"));
+                line!("        }}");
+            }
         }
         line!("        workgroupBarrier();");
         line!("        for (var kk = 0u; kk < {bk}u; kk++) {{");

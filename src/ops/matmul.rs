@@ -87,13 +87,11 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
     // split (which sets the order of the sums) is counted in the default
     // tiles of the workgroup-tiled kernel whatever tile the autotune chose,
     // so that every tile gives the same bits.
-    let tiles = match mk.variant {
-        MatmulVariant::Subgroup(t) => nb * m.div_ceil(t.tile_m()) * n.div_ceil(t.tile_n()),
-        MatmulVariant::Workgroup(_) => {
-            let t = WorkgroupTile::DEFAULT;
-            nb * m.div_ceil(t.tile_m()) * n.div_ceil(t.tile_n())
-        }
+    let counted = match mk.variant {
+        MatmulVariant::Subgroup(_) => mk.variant,
+        MatmulVariant::Workgroup(_) => MatmulVariant::Workgroup(WorkgroupTile::DEFAULT),
     };
+    let tiles = nb * m.div_ceil(counted.tile_m()) * n.div_ceil(counted.tile_n());
     let busy = a.device().inner.busy_workgroups();
     let k_split = if tiles < busy { busy.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
     let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { out_shape };
