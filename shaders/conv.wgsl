@@ -1,128 +1,136 @@
-// 2-d convolution (NCHW, cross-correlation as in PyTorch) lowered to matrix
-// products: im2col gathers every receptive field into a column, the product
-// of the weights with the columns is an ordinary (batched) matmul whose
-// result is the output in NCHW order, and col2im sums the columns'
-// gradients back into the image.
+// 2-d convolution (NCHW, cross-correlation as in PyTorch) as implicit GEMM:
+// the generated matmul (src/codegen.rs) reads one operand, or both, through
+// these functions instead of from a stored matrix, so the receptive fields
+// are never written out. Per image n and group g (Cg input and Og output
+// channels per group, P = OH·OW output positions, k its sum's index):
 //
-//   cols[n, g, (c,a,b), (i,j)] = x[n, g·Cg + c, i·sh − ph + a·dh, j·sw − pw + b·dw]
-//                                (0 outside the image)
-//   col2im: dx[n, g·Cg + c, p, q] = Σ_{a,b} dcols[n, g, (c,a,b), (i,j)]
-//                                over the (i, j) with i·sh − ph + a·dh = p, j·sw − pw + b·dw = q
+//   forward         y[n, g, o, pos] = Σ_k w[g, o, k] · cols[k, pos],    k = (c, a, b)
+//   input gradient  dx[n, g, c, pix] = Σ_k wᵀ[c, k] · dcols[k, pix],     k = (o, a, b)
+//   weight gradient dw[g, o, f] = Σ_k dy[o, k] · cols[f, k],             k = (n, pos), f = (c, a, b)
 //
-// Each output element is one invocation summing in a fixed order, so results
-// are deterministic. Both sources may be any strided view (x_str, x_off).
+//   cols[(c, a, b), (i, j)] = x[n, g·Cg + c, i·sh − ph + a·dh, j·sw − pw + b·dw]
+//   dcols[(o, a, b), (p, q)] = dy[n, g·Og + o, i, j] where i·sh − ph + a·dh = p
+//                              and j·sw − pw + b·dw = q (0 where no such i, j)
+//
+// (0 outside the image). The image gathered (x; dy for the input gradient)
+// is the matmul's B and may be any strided view (`img`: its strides); the
+// gathered A operands (wᵀ; dy for the weight gradient) are dense along k's
+// last part.
 
-struct Conv {
-    n: u32, c: u32, h: u32, w: u32,
-    oh: u32, ow: u32, kh: u32, kw: u32,
+struct ConvGather {
+    h: u32, w: u32, oh: u32, ow: u32,
+    kw: u32, khkw: u32, positions: u32, _pad0: u32,
     sh: u32, sw: u32, ph: u32, pw: u32,
-    dh: u32, dw: u32, groups: u32, total: u32,
-    x_str: vec4<u32>,
-    x_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
-    // fast_div constants of OW, OH·OW, C/groups, groups, W, H, C
+    dh: u32, dw: u32, _pad1: u32, _pad2: u32,
+    img: vec4<u32>,
+    // fast_div constants of OW, KW, KH·KW, OH·OW, W, SH, SW
     magic: array<vec4<u32>, 2>,
     shift: array<vec4<u32>, 2>,
 }
 
-const D_OW = 0u;
-const D_POSITIONS = 1u;
-const D_CG = 2u;
-const D_GROUPS = 3u;
-const D_W = 4u;
-const D_H = 5u;
-const D_C = 6u;
+const G_OW = 0u;
+const G_KW = 1u;
+const G_KHKW = 2u;
+const G_POSITIONS = 3u;
+const G_W = 4u;
+const G_SH = 5u;
+const G_SW = 6u;
 
 // (x / d, x % d) for divisor `k` of the table above, whose value is d.
-fn divmod(x: u32, k: u32, d: u32) -> vec2<u32> {
-    let q = fast_div(x, p.magic[k / 4u][k % 4u], p.shift[k / 4u][k % 4u]);
+fn conv_divmod(x: u32, k: u32, d: u32) -> vec2<u32> {
+    let q = fast_div(x, p.cv.magic[k / 4u][k % 4u], p.cv.shift[k / 4u][k % 4u]);
     return vec2<u32>(q, x - q * d);
 }
 
-@group(0) @binding(0) var<uniform> p: Conv;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+// B's element (k, col) is `at(k_part(bo, k) + col_part(col))`: the parts
+// are (offset, row, column, residue) in the image, computed once per k step
+// and once per column of the tile, so that a load costs additions and a
+// bounds check — no division.
 
-// dst = cols [N, groups, Cg·KH·KW, OH·OW], src = x (strided). One
-// invocation per (image, group, channel, position) writes that channel's
-// KH·KW window, so index arithmetic (integer division) is paid once per
-// window.
-@compute @workgroup_size(256)
-fn im2col(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
-    let cg = p.c / p.groups;
-    let positions = p.oh * p.ow;
-    let a0 = divmod(idx, D_POSITIONS, positions);
-    let pos = a0.y;
-    let a1 = divmod(a0.x, D_CG, cg);
-    let ci = a1.y;
-    let ng = a1.x; // n·groups + g
-    let a2 = divmod(ng, D_GROUPS, p.groups);
-    let g = a2.y;
-    let n = a2.x;
-    let a3 = divmod(pos, D_OW, p.ow);
-    let j = a3.y;
-    let i = a3.x;
-    let xbase = p.x_off + n * p.x_str.x + (g * cg + ci) * p.x_str.y;
-    var out = (ng * cg + ci) * p.kh * p.kw * positions + pos;
-    for (var a = 0u; a < p.kh; a++) {
-        let y = i32(i * p.sh + a * p.dh) - i32(p.ph);
-        let row_ok = y >= 0 && y < i32(p.h);
-        for (var b = 0u; b < p.kw; b++) {
-            let x = i32(j * p.sw + b * p.dw) - i32(p.pw);
-            var v = 0.0;
-            if row_ok && x >= 0 && x < i32(p.w) {
-                v = src[xbase + u32(y) * p.x_str.z + u32(x) * p.x_str.w];
-            }
-            dst[out] = v;
-            out += positions;
-        }
+// x[offset, y, x] (0 outside the image)
+fn conv_x_at(v: vec4<i32>) -> f32 {
+    if u32(v.y) >= p.cv.h || u32(v.z) >= p.cv.w {
+        return 0.0;
     }
+    return b[u32(v.x) + u32(v.y) * p.cv.img.z + u32(v.z) * p.cv.img.w];
 }
 
-// Stride 1 in both directions (the usual case): col2im needs no integer
-// division then, which CPU adapters run lane by lane.
-override UNIT_STRIDE: bool = false;
-
-// dst = dx [N, C, H, W] (contiguous), src = dcols [N, groups, Cg·KH·KW, OH·OW]
-@compute @workgroup_size(256)
-fn col2im(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-    let idx = linear_id(wg, nwg, lid);
-    if idx >= p.total { return; }
-    let b0 = divmod(idx, D_W, p.w);
-    let q = b0.y;
-    let b1 = divmod(b0.x, D_H, p.h);
-    let pp = b1.y;
-    let b2 = divmod(b1.x, D_C, p.c);
-    let c = b2.y;
-    let n = b2.x;
-    let cg = p.c / p.groups;
-    let b3 = divmod(c, D_CG, cg);
-    let g = b3.x;
-    // the channel's first column of this image and group
-    let base = p.x_off + n * p.x_str.x + g * p.x_str.y + b3.y * p.kh * p.kw * p.x_str.z;
-    var acc = 0.0;
-    for (var a = 0u; a < p.kh; a++) {
-        let ty = i32(pp + p.ph) - i32(a * p.dh);
-        var i = u32(ty);
-        if !UNIT_STRIDE {
-            if ty < 0 || u32(ty) % p.sh != 0u { continue; }
-            i = u32(ty) / p.sh;
-        }
-        if ty < 0 || i >= p.oh { continue; }
-        let row = base + a * p.kw * p.x_str.z + i * p.ow * p.x_str.w;
-        for (var b = 0u; b < p.kw; b++) {
-            let tx = i32(q + p.pw) - i32(b * p.dw);
-            var j = u32(tx);
-            if !UNIT_STRIDE {
-                if tx < 0 || u32(tx) % p.sw != 0u { continue; }
-                j = u32(tx) / p.sw;
-            }
-            if tx < 0 || j >= p.ow { continue; }
-            acc += src[row + b * p.x_str.z + j * p.x_str.w];
-        }
+// dy[offset, i, j], 0 outside dy or where the residues of the pixel and the
+// filter tap differ (v.w ≠ 0: no output position reads the pixel there)
+fn conv_dy_at(v: vec4<i32>) -> f32 {
+    if u32(v.y) >= p.cv.oh || u32(v.z) >= p.cv.ow || v.w != 0 {
+        return 0.0;
     }
-    dst[idx] = acc;
+    return b[u32(v.x) + u32(v.y) * p.cv.img.z + u32(v.z) * p.cv.img.w];
+}
+
+// (c, a, b) → (c's offset, a·dh, b·dw)
+fn conv_tap(cab: u32) -> vec4<i32> {
+    let c = conv_divmod(cab, G_KHKW, p.cv.khkw);
+    let ab = conv_divmod(c.y, G_KW, p.cv.kw);
+    return vec4<i32>(i32(c.x * p.cv.img.y), i32(ab.x * p.cv.dh), i32(ab.y * p.cv.dw), 0);
+}
+
+// position (i, j) → (0, i·sh − ph, j·sw − pw)
+fn conv_position(pos: u32) -> vec4<i32> {
+    let ij = conv_divmod(pos, G_OW, p.cv.ow);
+    return vec4<i32>(0, i32(ij.x * p.cv.sh) - i32(p.cv.ph), i32(ij.y * p.cv.sw) - i32(p.cv.pw), 0);
+}
+
+// forward: B[k = (c, a, b), col = (i, j)] of the image and group at `bo`
+fn conv_k_forward(bo: u32, k: u32) -> vec4<i32> {
+    return conv_tap(k) + vec4<i32>(i32(bo), 0, 0, 0);
+}
+
+fn conv_col_forward(col: u32) -> vec4<i32> {
+    return conv_position(col);
+}
+
+// weight gradient: B[k = (n, i, j), col = (c, a, b)] of the group at `bo`
+fn conv_k_weight(bo: u32, k: u32) -> vec4<i32> {
+    let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
+    return conv_position(np.y) + vec4<i32>(i32(bo + np.x * p.cv.img.x), 0, 0, 0);
+}
+
+fn conv_col_weight(col: u32) -> vec4<i32> {
+    return conv_tap(col);
+}
+
+// input gradient: B[k = (o, a, b), col = (p, q)] of dy's image and group at
+// `bo`: dy[i, j] where i·sh = p + ph − a·dh, j·sw = q + pw − b·dw. With
+// p + ph = sh·P + r and a·dh = sh·A + s, that is i = P − A where r = s
+// (likewise for columns): the column's part carries (P, Q) and its
+// residues, k's part (−A, −B) and minus its residues.
+fn conv_k_input(bo: u32, k: u32) -> vec4<i32> {
+    let o = conv_divmod(k, G_KHKW, p.cv.khkw);
+    let ab = conv_divmod(o.y, G_KW, p.cv.kw);
+    let y = conv_divmod(ab.x * p.cv.dh, G_SH, p.cv.sh);
+    let x = conv_divmod(ab.y * p.cv.dw, G_SW, p.cv.sw);
+    return vec4<i32>(i32(bo + o.x * p.cv.img.y), -i32(y.x), -i32(x.x), -i32(y.y * p.cv.sw + x.y));
+}
+
+fn conv_col_input(col: u32) -> vec4<i32> {
+    let pq = conv_divmod(col, G_W, p.cv.w);
+    let y = conv_divmod(pq.x + p.cv.ph, G_SH, p.cv.sh);
+    let x = conv_divmod(pq.y + p.cv.pw, G_SW, p.cv.sw);
+    return vec4<i32>(0, i32(y.x), i32(x.x), i32(y.y * p.cv.sw + x.y));
+}
+
+// A's element (row, k) is a[ao + row·a_rs + k_part(k)], like a matrix's
+// a[ao + row·a_rs + k·a_cs]. The gathers of A, included where A is
+// gathered (elsewhere A may be an array of vectors):
+// ---- gathered A
+
+// input gradient: wᵀ[row = c, k = (o, ab)] = w[o, c, ab] (a_rs: the stride
+// of c, a_cs: of o)
+fn conv_ka_input(k: u32) -> u32 {
+    let o = conv_divmod(k, G_KHKW, p.cv.khkw);
+    return o.x * p.a_cs + o.y;
+}
+
+// weight gradient: dy[n, o = row, pos], k = (n, pos) (a_rs: the stride of
+// o, a_cs: of n)
+fn conv_ka_weight(k: u32) -> u32 {
+    let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
+    return np.x * p.a_cs + np.y;
 }

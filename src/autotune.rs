@@ -148,7 +148,7 @@ async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
 /// kernel measures again.
 fn adapter_key(info: &wgpu::AdapterInfo) -> String {
     // FNV-1a: stable across builds, unlike std's hasher
-    let source = crate::codegen::MatmulVariant::Workgroup(WorkgroupTile::DEFAULT).source(None);
+    let source = crate::codegen::MatmulVariant::Workgroup(WorkgroupTile::DEFAULT).source(None, None);
     let hash = source.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let key = format!(
         "{:?} {} ({} {}) {:04x}:{:04x} kernel {hash:016x}",

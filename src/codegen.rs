@@ -29,7 +29,7 @@ struct Mm {
     batch_shape: array<vec4<u32>, 2>,
     a_bstr: array<vec4<u32>, 2>,
     b_bstr: array<vec4<u32>, 2>,
-{EPILOGUE}}
+{CONV}{EPILOGUE}}
 @group(0) @binding(0) var<uniform> p: Mm;
 @group(0) @binding(1) var<storage, read> a: array<{A}>;
 @group(0) @binding(2) var<storage, read> b: array<{B}>;
@@ -52,16 +52,34 @@ const BATCH_OFFSETS: &str = "    var ao = p.a_off;
     }
 ";
 
-/// [`HEADER`] with element types `a`, `b`, `c`, and the epilogue's
-/// prelude, bindings, fields and function where there is one.
-fn matmul_header(epilogue: Option<&Chain>, a: &str, b: &str, c: &str) -> String {
+/// [`HEADER`] with element types `a`, `b`, `c`, the convolution's gathers
+/// and fields where it is one, and the epilogue's prelude, bindings, fields
+/// and function where there is one.
+fn matmul_header(conv: Option<ConvGemm>, epilogue: Option<&Chain>, a: &str, b: &str, c: &str) -> String {
     let mut s = String::new();
     if let Some(e) = epilogue {
         s += crate::shaders::FUSED_PRELUDE;
         s += &e.declarations(4);
+    } else if conv.is_some() {
+        s += crate::shaders::COMMON;
+    }
+    if let Some(conv) = conv {
+        let (gathers, gathered_a) = crate::shaders::CONV_GATHERS
+            .split_once("// ---- gathered A\n")
+            .expect("conv.wgsl marks its gathers of A");
+        s += gathers;
+        if conv.a().is_some() {
+            s += gathered_a;
+        }
     }
     let fields = epilogue.map_or(String::new(), |e| e.fields("e_"));
-    s += &HEADER.replace("{EPILOGUE}", &fields).replace("{A}", a).replace("{B}", b).replace("{C}", c);
+    let conv_fields = if conv.is_some() { "    cv: ConvGather,\n" } else { "" };
+    s += &HEADER
+        .replace("{CONV}", conv_fields)
+        .replace("{EPILOGUE}", &fields)
+        .replace("{A}", a)
+        .replace("{B}", b)
+        .replace("{C}", c);
     if let Some(e) = epilogue {
         s += &format!("fn epilogue(i: u32, acc: f32) {{\n{}}}\n", e.body("p.e_"));
     }
@@ -94,6 +112,56 @@ pub(crate) enum BLoad {
     /// Columns contiguous along k (a transposed view, as the weights of
     /// `x·wᵀ`): four k steps of each column at once (`unroll` is then 4).
     AlongK,
+}
+
+/// A convolution run as the matmul (implicit GEMM, `shaders/conv.wgsl`):
+/// which of its three products, so which operands the kernel gathers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum ConvGemm {
+    /// y = w · cols(x): B gathered from x.
+    Forward,
+    /// dx = wᵀ · dcols(dy): both gathered.
+    InputGrad,
+    /// dw = dy · cols(x)ᵀ, summed over the batch: both gathered.
+    WeightGrad,
+}
+
+impl ConvGemm {
+    /// If A is gathered, the function giving the offset of k in its rows.
+    fn a(self) -> Option<&'static str> {
+        match self {
+            ConvGemm::Forward => None,
+            ConvGemm::InputGrad => Some("conv_ka_input"),
+            ConvGemm::WeightGrad => Some("conv_ka_weight"),
+        }
+    }
+
+    /// B's gather: the functions giving the parts of k and of a column,
+    /// and the one reading the element at their sum.
+    fn b(self) -> BGather {
+        match self {
+            ConvGemm::Forward => BGather { k: "conv_k_forward", col: "conv_col_forward", at: "conv_x_at" },
+            ConvGemm::InputGrad => BGather { k: "conv_k_input", col: "conv_col_input", at: "conv_dy_at" },
+            ConvGemm::WeightGrad => BGather { k: "conv_k_weight", col: "conv_col_weight", at: "conv_x_at" },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvGemm::Forward => "conv2d",
+            ConvGemm::InputGrad => "conv2d (input gradient)",
+            ConvGemm::WeightGrad => "conv2d (weight gradient)",
+        }
+    }
+}
+
+/// B's element (k, col) of a convolution's product is `at(k(bo, k) +
+/// col(col))` (see `shaders/conv.wgsl`).
+#[derive(Clone, Copy)]
+struct BGather {
+    k: &'static str,
+    col: &'static str,
+    at: &'static str,
 }
 
 /// Tile shape of the subgroup matmul: `rows` (a multiple of 8) × 8·`cols`
@@ -241,12 +309,13 @@ impl MatmulVariant {
         }
     }
 
-    /// WGSL of the kernel (entry point `matmul`), with `epilogue` run on
-    /// every element of its result.
-    pub fn source(&self, epilogue: Option<&Chain>) -> String {
+    /// WGSL of the kernel (entry point `matmul`), the product of
+    /// convolution `conv` if there is one, with `epilogue` run on every
+    /// element of its result.
+    pub fn source(&self, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
         match *self {
-            MatmulVariant::Subgroup(t) => matmul_source(t, epilogue),
-            MatmulVariant::Workgroup(t) => matmul_tiled(t, epilogue),
+            MatmulVariant::Subgroup(t) => matmul_source(t, conv, epilogue),
+            MatmulVariant::Workgroup(t) => matmul_tiled(t, conv, epilogue),
         }
     }
 
@@ -254,15 +323,17 @@ impl MatmulVariant {
         matches!(self, MatmulVariant::Subgroup(_))
     }
 
-    /// A short name, for profiles and graphs: the kind and the tile.
-    pub fn label(&self) -> String {
+    /// A short name, for profiles and graphs: the op, the kind and the
+    /// tile.
+    pub fn label(&self, conv: Option<ConvGemm>) -> String {
         let (m, n) = (self.tile_m(), self.tile_n());
+        let op = conv.map_or("matmul", ConvGemm::name);
         match self {
-            MatmulVariant::Subgroup(_) => format!("matmul {m}×{n}, subgroups"),
+            MatmulVariant::Subgroup(_) => format!("{op} {m}×{n}, subgroups"),
             MatmulVariant::Workgroup(t) => match t.staging {
-                Staging::None => format!("matmul {m}×{n}, unstaged"),
-                Staging::Scalar => format!("matmul {m}×{n}, staged"),
-                Staging::Vec4 => format!("matmul {m}×{n}, staged vec4"),
+                Staging::None => format!("{op} {m}×{n}, unstaged"),
+                Staging::Scalar => format!("{op} {m}×{n}, staged"),
+                Staging::Vec4 => format!("{op} {m}×{n}, staged vec4"),
             },
         }
     }
@@ -296,7 +367,7 @@ fn hook(source: &mut String, line: &str, with: &str) {
 /// are staged as zeros (or read at a clamped, valid address) and not
 /// written; k past the slice is staged as −0 in A, and fma(−0, 0, x) = x
 /// for every x, ±0 included.
-fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
+fn matmul_tiled(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
     let WorkgroupTile { wx, wy, tm, tn, bk, staging } = t;
     let (bm, bn, threads) = (wy * tm, wx * tn, wx * wy);
     let vec4 = staging == Staging::Vec4;
@@ -317,8 +388,11 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
         true => format!("4u * l.x + {}u", j / 4 * 4 * wx + j % 4),
         false => format!("l.x + {}u", j * wx),
     };
-    let mut s = matmul_header(epilogue, "f32", "f32", "f32");
+    let mut s = matmul_header(conv, epilogue, "f32", "f32", "f32");
     let w = &mut s;
+    // the operands' gathers, if the product is a convolution's
+    let gather_a = conv.and_then(ConvGemm::a);
+    let gather_b = conv.map(ConvGemm::b);
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
     let (sa, sb) = t.strides();
@@ -361,21 +435,27 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
         // axis (x, A's rows or B's columns, when `x_fast`; else k), `pad`
         // where past the edge. A: rows contiguous along k, else along m; B:
         // along n, else along k.
-        line!("    let a_along_m = p.a_cs != 1u;");
-        line!("    let b_along_n = p.b_cs == 1u;");
+        // (a gathered A is dense along k; a gathered B along n, but for
+        // the weight gradient's along k)
+        let a_along_m = if gather_a.is_some() { "false" } else { "p.a_cs != 1u" };
+        let b_along_n = match conv {
+            Some(c) => if c == ConvGemm::WeightGrad { "false" } else { "true" },
+            None => "p.b_cs == 1u",
+        };
+        line!("    let a_along_m = {a_along_m};");
+        line!("    let b_along_n = {b_along_n};");
         line!("    for (var k0 = k_begin; k0 < k_end; k0 += {bk}u) {{");
+        let load_a = match gather_a {
+            Some(f) => format!("a[ao + (r_0 + x) * p.a_rs + {f}(k0 + kk)]"),
+            None => "a[ao + (r_0 + x) * p.a_rs + (k0 + kk) * p.a_cs]".to_string(),
+        };
+        let load_b = match gather_b {
+            Some(g) => format!("{}({}(bo, k0 + kk) + {}(c_0 + x))", g.at, g.k, g.col),
+            None => "b[bo + (k0 + kk) * p.b_rs + (c_0 + x) * p.b_cs]".to_string(),
+        };
         let operands = [
-            (
-                "ta",
-                sa,
-                bm,
-                "a_along_m",
-                "r_0",
-                "p.m",
-                "bitcast<f32>(0x80000000u)",
-                "a[ao + (r_0 + x) * p.a_rs + (k0 + kk) * p.a_cs]",
-            ),
-            ("tb", sb, bn, "b_along_n", "c_0", "p.n", "0.0", "b[bo + (k0 + kk) * p.b_rs + (c_0 + x) * p.b_cs]"),
+            ("ta", sa, bm, "a_along_m", "r_0", "p.m", "bitcast<f32>(0x80000000u)", load_a),
+            ("tb", sb, bn, "b_along_n", "c_0", "p.n", "0.0", load_b),
         ];
         for (array, stride, extent, x_fast, origin, limit, pad, load) in operands {
             for q in 0..extent * bk / threads {
@@ -416,20 +496,35 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
         line!("        workgroupBarrier();");
         line!("    }}");
     } else {
+        // (clamped rows and columns: edge tiles read valid memory and skip
+        // their writes; gathers take the row or column itself)
         for i in 0..tm {
             line!("    let ar{i} = ao + min(r_0 + {}, p.m - 1u) * p.a_rs;", row(i));
         }
         for j in 0..tn {
-            line!("    let bc{j} = bo + min(c_0 + {}, p.n - 1u) * p.b_cs;", col(j));
+            match gather_b {
+                Some(g) => line!("    let bc{j} = {}(min(c_0 + {}, p.n - 1u));", g.col, col(j)),
+                None => line!("    let bc{j} = bo + min(c_0 + {}, p.n - 1u) * p.b_cs;", col(j)),
+            }
         }
         line!("    for (var k = k_begin; k < k_end; k++) {{");
-        line!("        let ka = k * p.a_cs;");
-        line!("        let kb = k * p.b_rs;");
+        match gather_a {
+            Some(f) => line!("        let ka = {f}(k);"),
+            None => line!("        let ka = k * p.a_cs;"),
+        }
+        match gather_b {
+            Some(g) => line!("        let kb = {}(bo, k);", g.k),
+            None => line!("        let kb = k * p.b_rs;"),
+        }
         for i in 0..tm {
             line!("        let a{i} = a[ar{i} + ka];");
         }
+        let load_b = |j: u32| match gather_b {
+            Some(g) => format!("{}(kb + bc{j})", g.at),
+            None => format!("b[bc{j} + kb]"),
+        };
         for v in 0..nv {
-            let cols: Vec<String> = (0..vw).map(|e| format!("b[bc{} + kb]", v * vw + e)).collect();
+            let cols: Vec<String> = (0..vw).map(|e| load_b(v * vw + e)).collect();
             line!("        let b{v} = {vt}({});", cols.join(", "));
         }
         fmas(w, "        ", &|i| format!("a{i}"));
@@ -471,8 +566,14 @@ fn matmul_tiled(t: WorkgroupTile, epilogue: Option<&Chain>) -> String {
 }
 
 /// The matmul, with `epilogue` run on every element of its result.
-fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
+fn matmul_source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
     assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
+    // the operands' gathers, if the product is a convolution's: read one
+    // element at a time
+    let gather_a = conv.and_then(ConvGemm::a);
+    let gather_b = conv.map(ConvGemm::b);
+    assert!(gather_a.is_none() || t.a == ALoad::Scalar, "{t:?} {conv:?}");
+    assert!(gather_b.is_none() || t.b == BLoad::Scalar, "{t:?} {conv:?}");
     match t.a {
         ALoad::Scalar => {}
         ALoad::AlongK => assert_eq!(t.unroll, 4, "{t:?}"),
@@ -489,7 +590,7 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
     let vec_c = t.b == BLoad::AlongN;
-    let mut s = matmul_header(epilogue, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
+    let mut s = matmul_header(conv, epilogue, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -532,7 +633,10 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
         }
         BLoad::Scalar => {
             for j in 0..t.cols {
-                line!("    let bc{j} = bo + min(c0 + {}u, p.n - 1u) * p.b_cs;", 8 * j);
+                match gather_b {
+                    Some(g) => line!("    let bc{j} = {}(min(c0 + {}u, p.n - 1u));", g.col, 8 * j),
+                    None => line!("    let bc{j} = bo + min(c0 + {}u, p.n - 1u) * p.b_cs;", 8 * j),
+                }
             }
         }
         BLoad::AlongK => {
@@ -563,9 +667,16 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
                     }
                 }
                 BLoad::Scalar => {
-                    line!("        let kb{i} = (k + {i}u) * p.b_rs;");
+                    match gather_b {
+                        Some(g) => line!("        let kb{i} = {}(bo, k + {i}u);", g.k),
+                        None => line!("        let kb{i} = (k + {i}u) * p.b_rs;"),
+                    }
                     for v in 0..nv {
-                        let cols: Vec<String> = (0..4).map(|e| format!("b[bc{} + kb{i}]", 4 * v + e)).collect();
+                        let load = |j: usize| match gather_b {
+                            Some(g) => format!("{}(kb{i} + bc{j})", g.at),
+                            None => format!("b[bc{j} + kb{i}]"),
+                        };
+                        let cols: Vec<String> = (0..4).map(|e| load(4 * v + e)).collect();
                         line!("        let b{i}_{v} = vec4<f32>({});", cols.join(", "));
                     }
                 }
@@ -578,7 +689,10 @@ fn matmul_source(t: MatmulTile, epilogue: Option<&Chain>) -> String {
             }
             match t.a {
                 ALoad::Scalar => {
-                    line!("        let ka{i} = (k + {i}u) * p.a_cs;");
+                    match gather_a {
+                        Some(f) => line!("        let ka{i} = {f}(k + {i}u);"),
+                        None => line!("        let ka{i} = (k + {i}u) * p.a_cs;"),
+                    }
                     for q in 0..rq {
                         line!("        let a{i}_{q} = a[ar{q} + ka{i}];");
                     }
@@ -991,8 +1105,8 @@ pub(crate) fn matmul_epilogue(
     members: &[FusedMember],
 ) -> Option<crate::graph::Node> {
     let chain = Chain::new(shape, members)?;
-    let source = mm.variant.source(Some(&chain));
-    let shader = dev.fused_shader(&format!("{} + epilogue", mm.variant.label()), &source, mm.variant.subgroups())?;
+    let source = mm.variant.source(mm.conv, Some(&chain));
+    let shader = dev.fused_shader(&format!("{} + epilogue", mm.variant.label(mm.conv)), &source, mm.variant.subgroups())?;
     let mut bindings = vec![(1, mm.a.clone()), (2, mm.b.clone()), (3, mm.c.clone())];
     bindings.extend(chain.bindings(4));
     let mut uniform = uniform.to_vec();
@@ -1188,8 +1302,20 @@ mod tests {
             tile(64, 8, 4, ALoad::AlongK, BLoad::AlongK),
             tile(32, 4, 4, ALoad::AlongM, BLoad::AlongK),
         ] {
-            let src = MatmulVariant::Subgroup(t).source(None);
+            let src = MatmulVariant::Subgroup(t).source(None, None);
             crate::shaders::DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+        }
+        // a convolution's products: gathered operands load one element at a time
+        for (conv, a) in [
+            (ConvGemm::Forward, ALoad::AlongK),
+            (ConvGemm::Forward, ALoad::Scalar),
+            (ConvGemm::InputGrad, ALoad::Scalar),
+            (ConvGemm::WeightGrad, ALoad::Scalar),
+        ] {
+            for t in [tile(8, 4, if a == ALoad::AlongK { 4 } else { 1 }, a, BLoad::Scalar), tile(64, 8, 4, a, BLoad::Scalar)] {
+                let src = MatmulVariant::Subgroup(t).source(Some(conv), None);
+                crate::shaders::DynamicShader::new("conv", &src, true).unwrap_or_else(|e| panic!("{t:?} {conv:?}: {e}"));
+            }
         }
     }
 
@@ -1198,8 +1324,10 @@ mod tests {
     #[test]
     fn workgroup_matmul_validates() {
         for t in WorkgroupTile::CANDIDATES {
-            let src = MatmulVariant::Workgroup(t).source(None);
-            crate::shaders::DynamicShader::new("matmul", &src, false).unwrap_or_else(|e| panic!("{t}: {e}"));
+            for conv in [None, Some(ConvGemm::Forward), Some(ConvGemm::InputGrad), Some(ConvGemm::WeightGrad)] {
+                let src = MatmulVariant::Workgroup(t).source(conv, None);
+                crate::shaders::DynamicShader::new("matmul", &src, false).unwrap_or_else(|e| panic!("{t} {conv:?}: {e}"));
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::codegen::{ALoad, BLoad, MatmulTile, MatmulVariant, WorkgroupTile};
+use crate::codegen::{ALoad, BLoad, ConvGemm, MatmulTile, MatmulVariant, WorkgroupTile};
 use crate::error::{Error, Result};
 use crate::graph::PendingGraph;
 use crate::pool::BufferPool;
@@ -46,7 +46,7 @@ pub(crate) struct DeviceInner {
     /// Generated fused kernels by source text (`None`: failed validation).
     fused: Mutex<HashMap<String, Option<Arc<crate::shaders::DynamicShader>>>>,
     /// Generated matmul kernels by variant (`None`: generation failed).
-    matmul: Mutex<HashMap<MatmulVariant, Option<Arc<crate::shaders::DynamicShader>>>>,
+    matmul: Mutex<HashMap<(MatmulVariant, Option<ConvGemm>), Option<Arc<crate::shaders::DynamicShader>>>>,
     /// The workgroup-tiled matmul's tiles (`None`: this adapter runs the
     /// subgroup kernel), and what the autotune that chose them did.
     matmul_tiles: Mutex<Option<crate::autotune::MatmulTiles>>,
@@ -346,7 +346,15 @@ impl DeviceInner {
     /// kernel (`codegen::matmul_tiled`) with the tile their autotune chose
     /// for products of this size. `a`, `b`: the four-wide loads the
     /// operands allow (see [`crate::codegen::MatmulTile`]).
-    pub(crate) fn matmul_kernel(&self, outputs: usize, m: usize, n: usize, a: ALoad, b: BLoad) -> MatmulKernel {
+    pub(crate) fn matmul_kernel(
+        &self,
+        outputs: usize,
+        m: usize,
+        n: usize,
+        a: ALoad,
+        b: BLoad,
+        conv: Option<ConvGemm>,
+    ) -> MatmulKernel {
         let tiles = *self.matmul_tiles.lock().unwrap_or_else(|p| p.into_inner());
         let variant = match tiles {
             Some(tiles) => MatmulVariant::Workgroup(tiles.for_outputs(outputs)),
@@ -366,10 +374,10 @@ impl DeviceInner {
         let mut cache = self.matmul.lock().unwrap_or_else(|p| p.into_inner());
         let mut shader = |v: MatmulVariant| {
             cache
-                .entry(v)
+                .entry((v, conv))
                 .or_insert_with(|| {
-                    crate::shaders::DynamicShader::new(&v.label(), &v.source(None), v.subgroups())
-                        .map_err(|e| eprintln!("wgrad: the generated matmul {v:?} failed validation:\n{e}"))
+                    crate::shaders::DynamicShader::new(&v.label(conv), &v.source(conv, None), v.subgroups())
+                        .map_err(|e| eprintln!("wgrad: the generated matmul {v:?} {conv:?} failed validation:\n{e}"))
                         .ok()
                 })
                 .clone()

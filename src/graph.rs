@@ -111,12 +111,14 @@ pub(crate) struct OptInfo {
     pub numel: usize,
 }
 
-/// A matmul node: its kernel variant (to generate it again with an
-/// epilogue), the buffers it reads and writes, and its output's element
+/// A matmul node: its kernel variant and convolution product, if any (to
+/// generate it again with an epilogue), the buffers it reads and writes, and its output's element
 /// count.
 #[derive(Clone, Debug)]
 pub(crate) struct MmInfo {
     pub variant: crate::codegen::MatmulVariant,
+    /// the convolution product it runs, if it is one
+    pub conv: Option<crate::codegen::ConvGemm>,
     pub a: wgpu::Buffer,
     pub b: wgpu::Buffer,
     pub c: wgpu::Buffer,

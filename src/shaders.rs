@@ -12,7 +12,6 @@ pub(crate) enum Shader {
     Softmax,
     Index,
     Rng,
-    Conv,
     Pool,
     Optim,
     Check,
@@ -28,18 +27,24 @@ macro_rules! family {
 /// generated fused kernel.
 pub(crate) const FUSED_PRELUDE: &str = family!("elementwise_ops.wgsl");
 
+/// The shared functions alone.
+pub(crate) const COMMON: &str = include_str!("../shaders/common.wgsl");
+
+/// The convolution's gathers, for the generated matmul (which adds the
+/// shared functions).
+pub(crate) const CONV_GATHERS: &str = include_str!("../shaders/conv.wgsl");
+
 /// `reduce.wgsl` alone, for generated variants (which add the prelude).
 pub(crate) const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Elementwise,
         Shader::Reduce,
         Shader::Softmax,
         Shader::Index,
         Shader::Rng,
-        Shader::Conv,
         Shader::Pool,
         Shader::Optim,
         Shader::Check,
@@ -52,7 +57,6 @@ impl Shader {
             Shader::Softmax => "softmax.wgsl",
             Shader::Index => "index.wgsl",
             Shader::Rng => "rng.wgsl",
-            Shader::Conv => "conv.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Check => "check.wgsl",
@@ -66,7 +70,6 @@ impl Shader {
             Shader::Softmax => family!("softmax.wgsl"),
             Shader::Index => family!("index.wgsl"),
             Shader::Rng => family!("rng.wgsl"),
-            Shader::Conv => family!("conv.wgsl"),
             Shader::Pool => family!("pool.wgsl"),
             Shader::Optim => family!("optim.wgsl"),
             Shader::Check => family!("check.wgsl"),

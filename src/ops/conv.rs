@@ -1,12 +1,14 @@
-//! Convolution and pooling primitives (NCHW). Kernels: `shaders/conv.wgsl`,
-//! `shaders/pool.wgsl`. Each gradient is another primitive of this module,
-//! and their gradients close the set, so all are differentiable any number
-//! of times.
+//! Convolution and pooling primitives (NCHW). Kernels: the generated matmul
+//! reading through `shaders/conv.wgsl`'s gathers, and `shaders/pool.wgsl`.
+//! Each gradient is another primitive of this module, and their gradients
+//! close the set, so all are differentiable any number of times.
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::codegen::ConvGemm;
 use crate::dtype::DType;
 use crate::ops::layout::dense_from_zero;
+use crate::ops::matmul::{Gemm, Operand};
 use crate::ops::{Prim, apply};
 use crate::shaders::{Kernel, Shader};
 use crate::tensor::Tensor;
@@ -30,15 +32,12 @@ pub(crate) struct ConvGeom {
     pub groups: usize,
 }
 
+/// The uniform of the gathers (`ConvGather` in `shaders/conv.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct ConvParams {
+struct ConvGather {
     dims: [u32; 16],
-    x_str: [u32; 4],
-    x_off: u32,
-    _pad: [u32; 3],
-    /// `fast_div` constants of the kernels' divisors: OW, OH·OW, C/groups,
-    /// groups, W, H, C (integer division runs lane by lane on CPU adapters)
+    img: [u32; 4],
     magic: [u32; 8],
     shift: [u32; 8],
 }
@@ -48,124 +47,145 @@ impl ConvGeom {
         [self.n, self.c, self.h, self.w]
     }
 
-    /// The columns: per image and group, one row per weight of a filter
-    /// (Cg·KH·KW), one column per output position (OH·OW).
-    fn cols_shape(&self) -> [usize; 4] {
-        [self.n, self.groups, self.c / self.groups * self.kh * self.kw, self.oh * self.ow]
+    fn cg(&self) -> usize {
+        self.c / self.groups
     }
 
-    fn params(&self, total: usize, x: Option<&Tensor>) -> ConvParams {
-        let d = [
-            self.n,
-            self.c,
-            self.h,
-            self.w,
-            self.oh,
-            self.ow,
-            self.kh,
-            self.kw,
-            self.stride.0,
-            self.stride.1,
-            self.padding.0,
-            self.padding.1,
-            self.dilation.0,
-            self.dilation.1,
-            self.groups,
-            total,
-        ];
-        let (x_str, x_off) = match x {
-            Some(x) => (std::array::from_fn(|i| x.strides()[i] as u32), x.layout().offset as u32),
-            None => ([0; 4], 0),
-        };
-        // (both kernels read their source through strides: x for im2col,
-        // the columns' gradient for col2im)
-        let (magic, shift) = crate::shape::pack_divisors(&[
-            self.ow,
-            self.oh * self.ow,
-            self.c / self.groups,
-            self.groups,
-            self.w,
-            self.h,
-            self.c,
-        ]);
-        ConvParams { dims: d.map(|v| v as u32), x_str, x_off, _pad: [0; 3], magic, shift }
+    fn og(&self) -> usize {
+        self.o / self.groups
     }
 
-    /// The weights as [groups, O/groups, Cg·KH·KW].
-    fn w_matrix(&self, w: &Tensor) -> Tensor {
-        let [_, g, width, _] = self.cols_shape();
-        w.reshape(&[g, self.o / g, width])
+    fn khkw(&self) -> usize {
+        self.kh * self.kw
     }
-}
 
-fn conv_launch(entry: &'static str, g: &ConvGeom, src: &Tensor, out_shape: &[usize]) -> Tensor {
-    let out = Tensor::empty(src.device(), entry, out_shape, DType::F32);
-    // im2col: one invocation per (image, group, channel, position) window
-    let total = if entry == "im2col" { out.numel() / (g.kh * g.kw).max(1) } else { out.numel() };
-    if out.numel() == 0 {
-        return out;
-    }
-    let params = g.params(total, Some(src));
-    let bindings = vec![(1, src.storage().clone()), (2, out.storage().clone())];
-    let kernel = Kernel::new(Shader::Conv, entry).with("UNIT_STRIDE", (g.stride == (1, 1)) as u32);
-    out.device().inner.record(
-        &kernel,
-        bindings,
-        bytemuck::bytes_of(&params),
-        crate::graph::grid(total.div_ceil(256) as u32),
-    );
-    out
-}
-
-/// Column matrices are kept under this size by convolving the batch in
-/// slices (the limit of one storage binding is 128 MiB on some adapters).
-const COLS_BYTES: usize = 32 << 20;
-
-impl ConvGeom {
-    /// (first image, images) slices of the batch whose column matrices fit.
-    fn slices(&self) -> Vec<(usize, usize)> {
-        if self.n == 0 {
-            return vec![(0, 0)];
-        }
-        let per_image = 4 * self.groups * self.oh * self.ow * (self.c / self.groups) * self.kh * self.kw;
-        let step = (COLS_BYTES / per_image.max(1)).clamp(1, self.n.max(1));
-        (0..self.n).step_by(step).map(|s| (s, step.min(self.n - s))).collect()
+    fn positions(&self) -> usize {
+        self.oh * self.ow
     }
 
     fn with_n(&self, n: usize) -> ConvGeom {
         ConvGeom { n, ..*self }
     }
+
+    /// The gathers' uniform, reading the image `img` (x, or dy for the
+    /// input gradient) through its strides.
+    fn gathers(&self, img: &Tensor) -> Vec<u8> {
+        #[rustfmt::skip]
+        let dims = [
+            self.h, self.w, self.oh, self.ow,
+            self.kw, self.khkw(), self.positions(), 0,
+            self.stride.0, self.stride.1, self.padding.0, self.padding.1,
+            self.dilation.0, self.dilation.1, 0, 0,
+        ];
+        let (magic, shift) = crate::shape::pack_divisors(&[
+            self.ow,
+            self.kw,
+            self.khkw(),
+            self.positions(),
+            self.w,
+            self.stride.0,
+            self.stride.1,
+        ]);
+        let img = std::array::from_fn(|i| img.strides()[i] as u32);
+        bytemuck::bytes_of(&ConvGather { dims: dims.map(|v| v as u32), img, magic, shift }).to_vec()
+    }
 }
 
-/// y = conv(x, w) = W · im2col(x) per image and group ([Og, Cg·KH·KW] ·
-/// [Cg·KH·KW, OH·OW]: the product is the output in NCHW order), batch
-/// slice by batch slice, written with ops: the gradient is the matmul's
-/// and col2im's, and the columns the forward pass built are the ones the
-/// weight gradient reuses.
+/// y = conv(x, w): per image and group, the weights [Og, Cg·KH·KW] times
+/// the receptive fields [Cg·KH·KW, OH·OW] gathered from x as the product
+/// reads them (the product is the output in NCHW order). A dispatch holds
+/// at most 65535 (image, group) pairs: larger batches are convolved in
+/// slices.
 pub(crate) fn conv2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
-    let slices = g.slices();
-    let parts: Vec<Tensor> = slices
-        .iter()
-        .map(|&(start, len)| {
-            let gs = g.with_n(len);
-            let x = if slices.len() == 1 { x.clone() } else { x.narrow(0, start, len) };
-            let cols = apply(Prim::Im2col(gs), &[&x]); // [N, G, Cg·KH·KW, OH·OW]
-            gs.w_matrix(w).matmul(&cols).reshape(&[len, g.o, g.oh, g.ow])
+    let per = (65535 / g.groups).max(1);
+    if g.n <= per {
+        return apply(Prim::Conv2d(*g), &[x, w]);
+    }
+    let parts: Vec<Tensor> = (0..g.n)
+        .step_by(per)
+        .map(|s| {
+            let len = per.min(g.n - s);
+            apply(Prim::Conv2d(g.with_n(len)), &[&x.narrow(0, s, len), w])
         })
         .collect();
-    if parts.len() == 1 {
-        return parts.into_iter().next().expect("one part");
-    }
     let refs: Vec<&Tensor> = parts.iter().collect();
     Tensor::cat(&refs, 0)
 }
 
-pub(crate) fn im2col_forward(g: &ConvGeom, x: &Tensor) -> Tensor {
-    conv_launch("im2col", g, x, &g.cols_shape())
+pub(crate) fn conv2d_forward(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
+    let (og, k) = (g.og(), g.cg() * g.khkw());
+    let w = w.contiguous().reshape(&[g.groups, og, k]);
+    let xs = x.strides();
+    let gemm = Gemm {
+        a: Operand::view(&w, vec![0, og * k]),
+        b: Operand::gathered(x, x.layout().offset, 0, 0, vec![xs[0], g.cg() * xs[1]]),
+        m: og,
+        n: g.positions(),
+        k,
+        batch: vec![g.n, g.groups],
+        conv: Some((ConvGemm::Forward, g.gathers(x))),
+    };
+    crate::ops::matmul::gemm(gemm, &[g.n, g.o, g.oh, g.ow])
 }
 
-pub(crate) fn col2im_forward(g: &ConvGeom, cols: &Tensor) -> Tensor {
-    conv_launch("col2im", g, cols, &g.x_shape())
+/// dx from dy [N, O, OH, OW]: per image and group, wᵀ [Cg, Og·KH·KW] times
+/// dy's receptive fields of the input pixels [Og·KH·KW, H·W].
+pub(crate) fn conv2d_input_grad(g: &ConvGeom, dy: &Tensor, w: &Tensor) -> Tensor {
+    let (cg, og, khkw) = (g.cg(), g.og(), g.khkw());
+    let w = w.contiguous();
+    let ds = dy.strides();
+    let gemm = Gemm {
+        a: Operand::gathered(&w, w.layout().offset, khkw, cg * khkw, vec![0, og * cg * khkw]),
+        b: Operand::gathered(dy, dy.layout().offset, 0, 0, vec![ds[0], og * ds[1]]),
+        m: cg,
+        n: g.h * g.w,
+        k: og * khkw,
+        batch: vec![g.n, g.groups],
+        conv: Some((ConvGemm::InputGrad, g.gathers(dy))),
+    };
+    crate::ops::matmul::gemm(gemm, &g.x_shape())
+}
+
+/// dw from x and dy: per group, dy [Og, N·OH·OW] times the receptive
+/// fields [N·OH·OW, Cg·KH·KW] (one sum over the batch and the positions).
+pub(crate) fn conv2d_weight_grad(g: &ConvGeom, x: &Tensor, dy: &Tensor) -> Tensor {
+    let (og, p) = (g.og(), g.positions());
+    let dy = dy.contiguous();
+    let xs = x.strides();
+    let gemm = Gemm {
+        a: Operand::gathered(&dy, dy.layout().offset, p, g.o * p, vec![og * p]),
+        b: Operand::gathered(x, x.layout().offset, 0, 0, vec![g.cg() * xs[1]]),
+        m: og,
+        n: g.cg() * g.khkw(),
+        k: g.n * p,
+        batch: vec![g.groups],
+        conv: Some((ConvGemm::WeightGrad, g.gathers(x))),
+    };
+    crate::ops::matmul::gemm(gemm, &[g.o, g.cg(), g.kh, g.kw])
+}
+
+/// VJPs of the convolution's products, each bilinear: every gradient is
+/// another of the three (so all are differentiable any number of times).
+pub(crate) fn conv_vjp(prim: &Prim, g: &Tensor, x: &[&Tensor], needs: &[bool]) -> Vec<Option<Tensor>> {
+    let with = |p: Prim, a: &Tensor, b: &Tensor| apply(p, &[a, b]);
+    match *prim {
+        // y = conv(x, w)
+        Prim::Conv2d(c) => vec![
+            needs[0].then(|| with(Prim::Conv2dInputGrad(c), g, x[1])),
+            needs[1].then(|| with(Prim::Conv2dWeightGrad(c), x[0], g)),
+        ],
+        // dx = convᵀ(dy, w): ⟨dx, g⟩ = ⟨dy, conv(g, w)⟩
+        Prim::Conv2dInputGrad(c) => vec![
+            needs[0].then(|| with(Prim::Conv2d(c), g, x[1])),
+            needs[1].then(|| with(Prim::Conv2dWeightGrad(c), g, x[0])),
+        ],
+        // dw = Σ dy·cols(x)ᵀ: ⟨dw, g⟩ = ⟨conv(x, g), dy⟩ = ⟨x, convᵀ(dy, g)⟩
+        Prim::Conv2dWeightGrad(c) => vec![
+            needs[0].then(|| with(Prim::Conv2dInputGrad(c), x[1], g)),
+            needs[1].then(|| with(Prim::Conv2d(c), x[0], g)),
+        ],
+        _ => unreachable!("conv_vjp of {prim:?}"),
+    }
 }
 
 // ---- pooling -------------------------------------------------------------------

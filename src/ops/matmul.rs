@@ -4,7 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::codegen::{ALoad, BLoad, MatmulVariant, WorkgroupTile};
+use crate::codegen::{ALoad, BLoad, ConvGemm, MatmulVariant, WorkgroupTile};
+use crate::dtype::DType;
 use crate::graph::{Fusable, MmInfo};
 use crate::ops::{Prim, apply, need_f32, same_device};
 use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
@@ -42,45 +43,73 @@ fn four_wide(t: &Tensor, batch: &[usize]) -> [bool; 2] {
     [along(r - 1, r - 2), along(r - 2, r - 1)]
 }
 
-/// Both operands have rank ≥ 2 here.
-pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
-    let (ra, rb) = (a.rank(), b.rank());
-    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
-    let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
-    let mut out_shape = batch.clone();
-    out_shape.extend([m, n]);
+/// One operand of a [`Gemm`]: where its matrix starts, its row and column
+/// strides, its strides over the batch, and how the kernel loads it.
+pub(crate) struct Operand<'a> {
+    pub t: &'a Tensor,
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+    pub batch: Vec<usize>,
+    load: [bool; 2],
+}
+
+impl<'a> Operand<'a> {
+    /// The matrices in the last two axes of `t` (rank ≥ 2), with `batch`
+    /// strides.
+    pub fn view(t: &'a Tensor, batch: Vec<usize>) -> Operand<'a> {
+        let (r, s) = (t.rank(), t.strides());
+        let load = four_wide(t, &batch);
+        Operand { t, offset: t.layout().offset, rs: s[r - 2], cs: s[r - 1], batch, load }
+    }
+
+    /// An operand a convolution's gather reads (`rs`, `cs`: what the
+    /// gather takes them for), one element at a time.
+    pub fn gathered(t: &'a Tensor, offset: usize, rs: usize, cs: usize, batch: Vec<usize>) -> Operand<'a> {
+        Operand { t, offset, rs, cs, batch, load: [false; 2] }
+    }
+}
+
+/// A batched product C[batch, m, n] = Σ_k A[batch, m, k]·B[batch, k, n] for
+/// the generated kernel, its result dense — a matmul, or one of a
+/// convolution's products (`conv`: which, and its gathers' uniform).
+pub(crate) struct Gemm<'a> {
+    pub a: Operand<'a>,
+    pub b: Operand<'a>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: Vec<usize>,
+    pub conv: Option<(ConvGemm, Vec<u8>)>,
+}
+
+/// Records `g`; its result has `shape` (its batch, m and n in some shape).
+pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
+    let Gemm { a: ao, b: bo, m, n, k, batch, conv } = g;
+    let dev = ao.t.device();
     let nb: usize = batch.iter().product();
     if nb * m * n == 0 || k == 0 {
-        let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
+        let out = Tensor::empty(dev, "matmul", shape, DType::F32);
         crate::ops::elementwise::fill(&out, 0);
         return out;
     }
-    let bview = |t: &Tensor| {
-        let r = t.rank();
-        let l = crate::shape::Layout {
-            shape: t.shape()[..r - 2].to_vec(),
-            strides: t.strides()[..r - 2].to_vec(),
-            offset: 0,
-        };
-        l.broadcast_to(&batch).expect("checked").strides
-    };
-    let mut strides = vec![bview(a), bview(b)];
+    let mut strides = vec![ao.batch.clone(), bo.batch.clone()];
     let bshape = coalesce(&batch, &mut strides);
     if bshape.len() > MAX_RANK {
         panic!("wgrad: matmul: more than {MAX_RANK} batch dimensions after merging");
     }
-    let (sa, sb) = (a.strides(), b.strides());
-    let a_load = match four_wide(a, &strides[0]) {
+    let a_load = match ao.load {
         [true, _] => ALoad::AlongK,
         [_, true] => ALoad::AlongM,
         _ => ALoad::Scalar,
     };
-    let b_load = match four_wide(b, &strides[1]) {
+    let b_load = match bo.load {
         [true, _] => BLoad::AlongN,
         [_, true] => BLoad::AlongK,
         _ => BLoad::Scalar,
     };
-    let mk = a.device().inner.matmul_kernel(nb * m * n, m, n, a_load, b_load);
+    let kind = conv.as_ref().map(|c| c.0);
+    let mk = dev.inner.matmul_kernel(nb * m * n, m, n, a_load, b_load, kind);
     let (tile_m, tile_n) = (mk.variant.tile_m(), mk.variant.tile_n());
     // Few output tiles over a long k leave most of the GPU idle: split k so
     // that enough workgroups run, each over at least 256 steps of k. The
@@ -92,49 +121,70 @@ pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         MatmulVariant::Workgroup(_) => MatmulVariant::Workgroup(WorkgroupTile::DEFAULT),
     };
     let tiles = nb * m.div_ceil(counted.tile_m()) * n.div_ceil(counted.tile_n());
-    let busy = a.device().inner.busy_workgroups();
+    let busy = dev.inner.busy_workgroups();
     let k_split = if tiles < busy { busy.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
-    let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { out_shape };
-    let out = Tensor::empty(a.device(), "matmul", &out_shape, a.dtype());
+    // (the batch, times the slices of k, is the dispatch's third axis)
+    let k_split = k_split.min(65535 / nb).max(1);
+    let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { shape.to_vec() };
+    let out = Tensor::empty(dev, kind.map_or("matmul", ConvGemm::name), &out_shape, DType::F32);
     let params = MmParams {
         m: m as u32,
         n: n as u32,
         k: k as u32,
         batch_rank: bshape.len() as u32,
-        a_off: a.layout().offset as u32,
-        b_off: b.layout().offset as u32,
-        a_rs: sa[ra - 2] as u32,
-        a_cs: sa[ra - 1] as u32,
-        b_rs: sb[rb - 2] as u32,
-        b_cs: sb[rb - 1] as u32,
+        a_off: ao.offset as u32,
+        b_off: bo.offset as u32,
+        a_rs: ao.rs as u32,
+        a_cs: ao.cs as u32,
+        b_rs: bo.rs as u32,
+        b_cs: bo.cs as u32,
         k_split: k_split as u32,
         _pad: 0,
         batch_shape: pack(&bshape),
         a_bstr: pack(&strides[0]),
         b_bstr: pack(&strides[1]),
     };
-    let bindings = vec![(1, a.storage().clone()), (2, b.storage().clone()), (3, out.storage().clone())];
+    let bindings = vec![(1, ao.t.storage().clone()), (2, bo.t.storage().clone()), (3, out.storage().clone())];
     let groups = [n.div_ceil(tile_n) as u32, m.div_ceil(tile_m) as u32, (nb * k_split) as u32];
-    let uniform = bytemuck::bytes_of(&params);
+    let mut uniform = bytemuck::bytes_of(&params).to_vec();
+    if let Some((_, gathers)) = &conv {
+        uniform.extend_from_slice(gathers);
+    }
     if k_split == 1 {
         let info = MmInfo {
             variant: mk.variant,
-            a: a.storage().buffer().clone(),
-            b: b.storage().buffer().clone(),
+            conv: kind,
+            a: ao.t.storage().buffer().clone(),
+            b: bo.t.storage().buffer().clone(),
             c: out.storage().buffer().clone(),
             numel: out.numel(),
         };
-        a.device().inner.record_fusable(&mk.kernel, bindings, uniform, groups, Fusable::Matmul(Box::new(info)));
-    } else {
-        a.device().inner.record(&mk.kernel, bindings, uniform, groups);
+        dev.inner.record_fusable(&mk.kernel, bindings, &uniform, groups, Fusable::Matmul(Box::new(info)));
+        return out;
     }
-    if k_split > 1 {
-        // partial products [nb, k_split, m, n], summed in a fixed order
-        let mut shape = batch;
-        shape.extend([m, n]);
-        return super::reduce::reduce_forward(super::reduce::ReduceOp::Sum, &out, &[1], false, 1.0).reshape(&shape);
-    }
-    out
+    dev.inner.record(&mk.kernel, bindings, &uniform, groups);
+    // partial products [nb, k_split, m, n], summed in a fixed order
+    super::reduce::reduce_forward(super::reduce::ReduceOp::Sum, &out, &[1], false, 1.0).reshape(shape)
+}
+
+/// Both operands have rank ≥ 2 here.
+pub(crate) fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let batch = broadcast_shapes(&a.shape()[..ra - 2], &b.shape()[..rb - 2]).expect("checked by matmul");
+    let mut shape = batch.clone();
+    shape.extend([m, n]);
+    let bview = |t: &Tensor| {
+        let r = t.rank();
+        let l = crate::shape::Layout {
+            shape: t.shape()[..r - 2].to_vec(),
+            strides: t.strides()[..r - 2].to_vec(),
+            offset: 0,
+        };
+        l.broadcast_to(&batch).expect("checked").strides
+    };
+    let (a, b) = (Operand::view(a, bview(a)), Operand::view(b, bview(b)));
+    gemm(Gemm { a, b, m, n, k, batch: batch.clone(), conv: None }, &shape)
 }
 
 impl Tensor {

@@ -79,12 +79,12 @@ pub(crate) enum Prim {
     },
     OneHot(usize),
     Custom(crate::custom::CustomPrim),
-    /// input: x [N, C, H, W]; output: its receptive fields as rows
-    /// [groups, N·OH·OW, C/groups·KH·KW] (a convolution is these times the
-    /// weights)
-    Im2col(conv::ConvGeom),
-    /// The adjoint of `Im2col`: rows summed back into an image.
-    Col2im(conv::ConvGeom),
+    /// inputs: x [N, C, H, W], w [O, C/groups, KH, KW]; output: y [N, O, OH, OW]
+    Conv2d(conv::ConvGeom),
+    /// inputs: dy (y's shape), w; output: dx (x's shape)
+    Conv2dInputGrad(conv::ConvGeom),
+    /// inputs: x, dy; output: dw (w's shape)
+    Conv2dWeightGrad(conv::ConvGeom),
     MaxPool2d(conv::PoolGeom),
     /// inputs: x (picks the argmax), v (the values taken there)
     MaxPoolSelect(conv::PoolGeom),
@@ -126,8 +126,9 @@ impl Prim {
             Prim::ScatterAdd { .. } => "scatter_add",
             Prim::OneHot(_) => "one_hot",
             Prim::Custom(_) => "custom op",
-            Prim::Im2col(_) => "conv2d (im2col)",
-            Prim::Col2im(_) => "conv2d (col2im)",
+            Prim::Conv2d(_) => "conv2d",
+            Prim::Conv2dInputGrad(_) => "conv2d (input gradient)",
+            Prim::Conv2dWeightGrad(_) => "conv2d (weight gradient)",
             Prim::MaxPool2d(_) | Prim::MaxPoolSelect(_) => "max_pool2d",
             Prim::MaxPoolScatter(_) => "max_pool2d (gradient)",
             Prim::AvgPool2d(_) => "avg_pool2d",
@@ -163,8 +164,9 @@ impl Prim {
             Prim::ScatterAdd { axis, size } => index::scatter_add_forward(x[0], x[1], *axis, *size),
             Prim::OneHot(n) => index::one_hot_forward(x[0], *n),
             Prim::Custom(op) => op.0.forward(x),
-            Prim::Im2col(g) => conv::im2col_forward(g, x[0]),
-            Prim::Col2im(g) => conv::col2im_forward(g, x[0]),
+            Prim::Conv2d(g) => conv::conv2d_forward(g, x[0], x[1]),
+            Prim::Conv2dInputGrad(g) => conv::conv2d_input_grad(g, x[0], x[1]),
+            Prim::Conv2dWeightGrad(g) => conv::conv2d_weight_grad(g, x[0], x[1]),
             Prim::MaxPool2d(_)
             | Prim::MaxPoolSelect(_)
             | Prim::MaxPoolScatter(_)
@@ -253,9 +255,9 @@ impl Prim {
             }
             Prim::ScatterAdd { axis, .. } => vec![None, Some(g.gather(*axis as isize, x[0]))],
             Prim::Custom(op) => op.0.vjp(g, x, y),
-            // linear maps, each the other's adjoint
-            Prim::Im2col(geom) => vec![Some(apply(Prim::Col2im(*geom), &[g]))],
-            Prim::Col2im(geom) => vec![Some(apply(Prim::Im2col(*geom), &[g]))],
+            Prim::Conv2d(_) | Prim::Conv2dInputGrad(_) | Prim::Conv2dWeightGrad(_) => {
+                conv::conv_vjp(self, g, x, needs)
+            }
             Prim::MaxPool2d(_)
             | Prim::MaxPoolSelect(_)
             | Prim::MaxPoolScatter(_)
