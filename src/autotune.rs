@@ -262,6 +262,57 @@ mod tests {
             .collect()
     }
 
+    /// Candidate tiles to test on `dev`: all that fit, the staged ones too
+    /// (on lavapipe's Vulkan: a GPU's tiles), but on GL, where llvmpipe
+    /// takes 20–40 s to compile a kernel with a barrier (the autotune offers
+    /// CPU adapters none).
+    fn tiles_to_test(dev: &Device) -> impl Iterator<Item = WorkgroupTile> + '_ {
+        let gl = dev.adapter_info().backend == wgpu::Backend::Gl;
+        WorkgroupTile::CANDIDATES
+            .into_iter()
+            .filter(move |t| t.fits(&dev.inner.limits) && !(gl && t.staging != Staging::None))
+    }
+
+    /// A convolution's three products (forward, input and weight gradients;
+    /// strides, padding, dilation and groups) give the same bits in every
+    /// tile, within the rounding bound of their sums of what the device's
+    /// default kernel gives (which `tests/nn.rs` checks against an f64
+    /// reference).
+    #[test]
+    fn every_tile_convolves_to_the_same_bits() {
+        let dev = Device::new().unwrap();
+        let opts = crate::nn::ConvOptions { stride: (2, 1), padding: (1, 2), dilation: (1, 2), groups: 2 };
+        let x = Tensor::from_slice(&dev, &operand(1, &[3, 4, 9, 8]), &[3, 4, 9, 8]);
+        let w = Tensor::from_slice(&dev, &operand(2, &[6, 2, 3, 3]), &[6, 2, 3, 3]);
+        let v = Tensor::from_slice(&dev, &operand(3, &[3, 6, 5, 8]), &[3, 6, 5, 8]);
+        let run = |x: &Tensor, w: &Tensor, v: &Tensor| -> Vec<f32> {
+            let f = |p: &Vec<Tensor>, v: &Tensor| (crate::nn::conv2d(&p[0], &p[1], None, opts) * v).sum_all();
+            let (g, _, ()) = crate::grad(f)(&vec![x.clone(), w.clone()], v);
+            let y = crate::nn::conv2d(x, w, None, opts);
+            [y, g[0].clone(), g[1].clone()].iter().flat_map(|t| t.to_vec::<f32>().unwrap()).collect()
+        };
+        let want = run(&x, &w, &v);
+        // each value is a sum of at most 3·5·8 products (the weight
+        // gradient's): two roundings of that many FMAs apart at most
+        let size = run(&x.abs(), &w.abs(), &v.abs());
+        let mut first: Option<(WorkgroupTile, Vec<f32>)> = None;
+        for tile in tiles_to_test(&dev) {
+            dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
+            let got = run(&x, &w, &v);
+            for (o, ((g, w), s)) in got.iter().zip(&want).zip(&size).enumerate() {
+                let bound = 2.0 * 121.0 * f32::EPSILON / 2.0 * s;
+                assert!((g - w).abs() <= bound, "tile {tile}: value {o} = {g}, expected {w} ± {bound}");
+            }
+            match &first {
+                None => first = Some((tile, got)),
+                Some((t0, bits)) => {
+                    let same = bits.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "tile {tile}: not the bits of tile {t0}");
+                }
+            }
+        }
+    }
+
     /// Every candidate tile computes each product within the rounding bound
     /// of k sequential FMAs of an f64 reference, and all give the same bits:
     /// edge tiles, transposed views, broadcast batches, a k split into
@@ -306,15 +357,7 @@ mod tests {
                 false => Tensor::from_slice(&dev, &bv, &[k, n]),
             };
             let mut first: Option<(WorkgroupTile, Vec<f32>)> = None;
-            // all candidates, the staged ones too (on lavapipe's Vulkan: a
-            // GPU's tiles), but on GL, where llvmpipe takes 20–40 s to
-            // compile a kernel with a barrier (the autotune offers CPU
-            // adapters none)
-            let gl = dev.adapter_info().backend == wgpu::Backend::Gl;
-            let tiles = WorkgroupTile::CANDIDATES
-                .into_iter()
-                .filter(|t| t.fits(&dev.inner.limits) && !(gl && t.staging != Staging::None));
-            for tile in tiles {
+            for tile in tiles_to_test(&dev) {
                 dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
                 let got: Vec<f32> = a.matmul(&b).to_vec().unwrap();
                 let case = format!("{nb}×[{m}, {k}]·[{k}, {n}] (A transposed: {at}, B: {bt}), tile {tile}");
