@@ -19,13 +19,16 @@ use std::fmt::Write;
 /// side is shared; an epilogue appends its fields to the uniform and its
 /// buffers after binding 3. `{A}`, `{B}`: the element types of the
 /// operands' arrays (`f32`, or `vec4<f32>` where four consecutive elements
-/// load at once), `{C}` the result's; `{EPILOGUE}`: the epilogue's uniform
-/// fields.
+/// load at once), `{C}` the result's; `{CONV}`, `{EPILOGUE}`: the
+/// convolution's and the epilogue's uniform fields. `wg_x0`, `wg_y0`: the
+/// tile column and row of the dispatch's first workgroup (a product with
+/// more tiles than a dispatch holds runs in several).
 const HEADER: &str = "
 struct Mm {
     m: u32, n: u32, k: u32, batch_rank: u32,
     a_off: u32, b_off: u32, a_rs: u32, a_cs: u32,
-    b_rs: u32, b_cs: u32, k_split: u32, _pad1: u32,
+    b_rs: u32, b_cs: u32, k_split: u32, wg_x0: u32,
+    wg_y0: u32, _pad0: u32, _pad1: u32, _pad2: u32,
     batch_shape: array<vec4<u32>, 2>,
     a_bstr: array<vec4<u32>, 2>,
     b_bstr: array<vec4<u32>, 2>,
@@ -64,9 +67,8 @@ fn matmul_header(conv: Option<ConvGemm>, epilogue: Option<&Chain>, a: &str, b: &
         s += crate::shaders::COMMON;
     }
     if let Some(conv) = conv {
-        let (gathers, gathered_a) = crate::shaders::CONV_GATHERS
-            .split_once("// ---- gathered A\n")
-            .expect("conv.wgsl marks its gathers of A");
+        let (gathers, gathered_a) =
+            crate::shaders::CONV_GATHERS.split_once("// ---- gathered A\n").expect("conv.wgsl marks its gathers of A");
         s += gathers;
         if conv.a().is_some() {
             s += gathered_a;
@@ -408,8 +410,8 @@ fn matmul_tiled(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chai
     line!("    @builtin(local_invocation_index) li: u32,");
     line!(") {{");
     *w += BATCH_OFFSETS;
-    line!("    let r_0 = wg.y * {bm}u;");
-    line!("    let c_0 = wg.x * {bn}u;");
+    line!("    let r_0 = (wg.y + p.wg_y0) * {bm}u;");
+    line!("    let c_0 = (wg.x + p.wg_x0) * {bn}u;");
     line!("    let chunk = (p.k + p.k_split - 1u) / p.k_split;");
     line!("    let k_begin = slice * chunk;");
     line!("    let k_end = min(k_begin + chunk, p.k);");
@@ -439,7 +441,13 @@ fn matmul_tiled(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chai
         // the weight gradient's along k)
         let a_along_m = if gather_a.is_some() { "false" } else { "p.a_cs != 1u" };
         let b_along_n = match conv {
-            Some(c) => if c == ConvGemm::WeightGrad { "false" } else { "true" },
+            Some(c) => {
+                if c == ConvGemm::WeightGrad {
+                    "false"
+                } else {
+                    "true"
+                }
+            }
             None => "p.b_cs == 1u",
         };
         line!("    let a_along_m = {a_along_m};");
@@ -597,13 +605,13 @@ fn matmul_source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>
     line!("@compute @workgroup_size(8)");
     line!("fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {{");
     *w += BATCH_OFFSETS;
-    line!("    let r0 = wg.y * {}u;", t.rows);
+    line!("    let r0 = (wg.y + p.wg_y0) * {}u;", t.rows);
     // the columns of vector v of this lane: c0 + 8j (j = 4v..4v+3), or
     // c0 + 32v + 0..3 when B loads along n
     if t.b == BLoad::AlongN {
-        line!("    let c0 = wg.x * {}u + 4u * l;", t.tile_n());
+        line!("    let c0 = (wg.x + p.wg_x0) * {}u + 4u * l;", t.tile_n());
     } else {
-        line!("    let c0 = wg.x * {}u + l;", t.tile_n());
+        line!("    let c0 = (wg.x + p.wg_x0) * {}u + l;", t.tile_n());
     }
     // row offsets of the A rows this lane loads, column offsets of its B columns
     // (clamped, so edge tiles read valid memory and skip their writes)
@@ -1106,7 +1114,8 @@ pub(crate) fn matmul_epilogue(
 ) -> Option<crate::graph::Node> {
     let chain = Chain::new(shape, members)?;
     let source = mm.variant.source(mm.conv, Some(&chain));
-    let shader = dev.fused_shader(&format!("{} + epilogue", mm.variant.label(mm.conv)), &source, mm.variant.subgroups())?;
+    let shader =
+        dev.fused_shader(&format!("{} + epilogue", mm.variant.label(mm.conv)), &source, mm.variant.subgroups())?;
     let mut bindings = vec![(1, mm.a.clone()), (2, mm.b.clone()), (3, mm.c.clone())];
     bindings.extend(chain.bindings(4));
     let mut uniform = uniform.to_vec();
@@ -1312,9 +1321,12 @@ mod tests {
             (ConvGemm::InputGrad, ALoad::Scalar),
             (ConvGemm::WeightGrad, ALoad::Scalar),
         ] {
-            for t in [tile(8, 4, if a == ALoad::AlongK { 4 } else { 1 }, a, BLoad::Scalar), tile(64, 8, 4, a, BLoad::Scalar)] {
+            for t in
+                [tile(8, 4, if a == ALoad::AlongK { 4 } else { 1 }, a, BLoad::Scalar), tile(64, 8, 4, a, BLoad::Scalar)]
+            {
                 let src = MatmulVariant::Subgroup(t).source(Some(conv), None);
-                crate::shaders::DynamicShader::new("conv", &src, true).unwrap_or_else(|e| panic!("{t:?} {conv:?}: {e}"));
+                crate::shaders::DynamicShader::new("conv", &src, true)
+                    .unwrap_or_else(|e| panic!("{t:?} {conv:?}: {e}"));
             }
         }
     }
@@ -1326,7 +1338,8 @@ mod tests {
         for t in WorkgroupTile::CANDIDATES {
             for conv in [None, Some(ConvGemm::Forward), Some(ConvGemm::InputGrad), Some(ConvGemm::WeightGrad)] {
                 let src = MatmulVariant::Workgroup(t).source(conv, None);
-                crate::shaders::DynamicShader::new("matmul", &src, false).unwrap_or_else(|e| panic!("{t} {conv:?}: {e}"));
+                crate::shaders::DynamicShader::new("matmul", &src, false)
+                    .unwrap_or_else(|e| panic!("{t} {conv:?}: {e}"));
             }
         }
     }

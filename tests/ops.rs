@@ -382,6 +382,26 @@ fn matmul_shapes() {
     assert_eq!(got.shape, Vec::<usize>::new());
 }
 
+/// A product with more tiles along a row or a column than one dispatch
+/// holds (65,535 workgroups per dimension, the widest tiles 128 columns)
+/// runs in several dispatches: every element is computed, once.
+#[test]
+fn matmul_beyond_one_dispatch() {
+    let d = dev();
+    let n = 65535 * 128 + 5;
+    let v: Vec<f32> = (0..n).map(|j| (j % 1999) as f32 / 1024.0 - 0.7).collect(); // never 0
+    // one product each: exact (the f32 product, rounded once)
+    let wide = Tensor::from_slice(d, &[1.5f32], &[1, 1]).matmul(&Tensor::from_slice(d, &v, &[1, n]));
+    let tall = Tensor::from_slice(d, &v, &[n, 1]).matmul(&Tensor::from_slice(d, &[-2.25f32], &[1, 1]));
+    for (what, t, s) in [("1×1 · 1×n", wide, 1.5f32), ("n×1 · 1×1", tall, -2.25)] {
+        let got = t.to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), n, "{what}");
+        for (j, (g, x)) in got.iter().zip(&v).enumerate() {
+            assert_eq!(g.to_bits(), (x * s).to_bits(), "{what}: element {j} = {g}, expected {}", x * s);
+        }
+    }
+}
+
 #[test]
 fn layout_ops() {
     let mut rng = Rng::new(6);

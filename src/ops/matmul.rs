@@ -25,7 +25,9 @@ struct MmParams {
     b_rs: u32,
     b_cs: u32,
     k_split: u32,
-    _pad: u32,
+    wg_x0: u32,
+    wg_y0: u32,
+    _pad: [u32; 3],
     batch_shape: [u32; MAX_RANK],
     a_bstr: [u32; MAX_RANK],
     b_bstr: [u32; MAX_RANK],
@@ -139,18 +141,34 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
         b_rs: bo.rs as u32,
         b_cs: bo.cs as u32,
         k_split: k_split as u32,
-        _pad: 0,
+        wg_x0: 0,
+        wg_y0: 0,
+        _pad: [0; 3],
         batch_shape: pack(&bshape),
         a_bstr: pack(&strides[0]),
         b_bstr: pack(&strides[1]),
     };
     let bindings = vec![(1, ao.t.storage().clone()), (2, bo.t.storage().clone()), (3, out.storage().clone())];
-    let groups = [n.div_ceil(tile_n) as u32, m.div_ceil(tile_m) as u32, (nb * k_split) as u32];
-    let mut uniform = bytemuck::bytes_of(&params).to_vec();
-    if let Some((_, gathers)) = &conv {
-        uniform.extend_from_slice(gathers);
-    }
-    if k_split == 1 {
+    let uniform = |params: &MmParams| {
+        let mut u = bytemuck::bytes_of(params).to_vec();
+        if let Some((_, gathers)) = &conv {
+            u.extend_from_slice(gathers);
+        }
+        u
+    };
+    let (gx, gy, gz) = (n.div_ceil(tile_n), m.div_ceil(tile_m), (nb * k_split) as u32);
+    let most = dev.inner.limits.max_compute_workgroups_per_dimension as usize;
+    if gx > most || gy > most {
+        // more tiles than one dispatch holds along x or y: several dispatches
+        for y0 in (0..gy).step_by(most) {
+            for x0 in (0..gx).step_by(most) {
+                let params = MmParams { wg_x0: x0 as u32, wg_y0: y0 as u32, ..params };
+                let groups = [most.min(gx - x0) as u32, most.min(gy - y0) as u32, gz];
+                dev.inner.record(&mk.kernel, bindings.clone(), &uniform(&params), groups);
+            }
+        }
+    } else if k_split == 1 {
+        let groups = [gx as u32, gy as u32, gz];
         let info = MmInfo {
             variant: mk.variant,
             conv: kind,
@@ -159,10 +177,13 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
             c: out.storage().buffer().clone(),
             numel: out.numel(),
         };
-        dev.inner.record_fusable(&mk.kernel, bindings, &uniform, groups, Fusable::Matmul(Box::new(info)));
+        dev.inner.record_fusable(&mk.kernel, bindings, &uniform(&params), groups, Fusable::Matmul(Box::new(info)));
+    } else {
+        dev.inner.record(&mk.kernel, bindings, &uniform(&params), [gx as u32, gy as u32, gz]);
+    }
+    if k_split == 1 {
         return out;
     }
-    dev.inner.record(&mk.kernel, bindings, &uniform, groups);
     // partial products [nb, k_split, m, n], summed in a fixed order
     super::reduce::reduce_forward(super::reduce::ReduceOp::Sum, &out, &[1], false, 1.0).reshape(shape)
 }

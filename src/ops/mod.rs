@@ -255,9 +255,7 @@ impl Prim {
             }
             Prim::ScatterAdd { axis, .. } => vec![None, Some(g.gather(*axis as isize, x[0]))],
             Prim::Custom(op) => op.0.vjp(g, x, y),
-            Prim::Conv2d(_) | Prim::Conv2dInputGrad(_) | Prim::Conv2dWeightGrad(_) => {
-                conv::conv_vjp(self, g, x, needs)
-            }
+            Prim::Conv2d(_) | Prim::Conv2dInputGrad(_) | Prim::Conv2dWeightGrad(_) => conv::conv_vjp(self, g, x, needs),
             Prim::MaxPool2d(_)
             | Prim::MaxPoolSelect(_)
             | Prim::MaxPoolScatter(_)
