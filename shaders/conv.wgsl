@@ -44,37 +44,44 @@ fn conv_divmod(x: u32, k: u32, d: u32) -> vec2<u32> {
 
 // B's element (k, col) is `at(k_part(bo, k) + col_part(col))`: the parts
 // are (offset, row, column, residue) in the image, computed once per k step
-// and once per column of the tile, so that a load costs additions and a
-// bounds check — no division.
+// and once per column of the tile, so that a load costs an addition of
+// vectors and a bounds check (no division, no branch: a load outside the
+// image reads element 0 and is not used).
 
-// x[offset, y, x] (0 outside the image)
+// v a pixel of x: v.x its offset, (v.y, v.z) its row and column
 fn conv_x_at(v: vec4<i32>) -> f32 {
-    if u32(v.y) >= p.cv.h || u32(v.z) >= p.cv.w {
-        return 0.0;
-    }
-    return b[u32(v.x) + u32(v.y) * p.cv.img.z + u32(v.z) * p.cv.img.w];
+    let inside = u32(v.y) < p.cv.h & u32(v.z) < p.cv.w;
+    return select(0.0, b[select(0u, u32(v.x), inside)], inside);
 }
 
-// dy[offset, i, j], 0 outside dy or where the residues of the pixel and the
-// filter tap differ (v.w ≠ 0: no output position reads the pixel there)
+// v an element of dy: v.x its offset, (v.y, v.z) its row and column, v.w
+// the difference of the residues of the pixel and the filter tap (≠ 0: no
+// output position reads the pixel there)
 fn conv_dy_at(v: vec4<i32>) -> f32 {
-    if u32(v.y) >= p.cv.oh || u32(v.z) >= p.cv.ow || v.w != 0 {
-        return 0.0;
-    }
-    return b[u32(v.x) + u32(v.y) * p.cv.img.z + u32(v.z) * p.cv.img.w];
+    let inside = u32(v.y) < p.cv.oh & u32(v.z) < p.cv.ow & v.w == 0;
+    return select(0.0, b[select(0u, u32(v.x), inside)], inside);
 }
 
-// (c, a, b) → (c's offset, a·dh, b·dw)
+// the offset of row y, column x of an image
+fn conv_offset(y: i32, x: i32) -> i32 {
+    return y * i32(p.cv.img.z) + x * i32(p.cv.img.w);
+}
+
+// (c, a, b) → (its offset, a·dh, b·dw)
 fn conv_tap(cab: u32) -> vec4<i32> {
     let c = conv_divmod(cab, G_KHKW, p.cv.khkw);
     let ab = conv_divmod(c.y, G_KW, p.cv.kw);
-    return vec4<i32>(i32(c.x * p.cv.img.y), i32(ab.x * p.cv.dh), i32(ab.y * p.cv.dw), 0);
+    let y = i32(ab.x * p.cv.dh);
+    let x = i32(ab.y * p.cv.dw);
+    return vec4<i32>(i32(c.x * p.cv.img.y) + conv_offset(y, x), y, x, 0);
 }
 
-// position (i, j) → (0, i·sh − ph, j·sw − pw)
+// position (i, j) → (its offset, i·sh − ph, j·sw − pw)
 fn conv_position(pos: u32) -> vec4<i32> {
     let ij = conv_divmod(pos, G_OW, p.cv.ow);
-    return vec4<i32>(0, i32(ij.x * p.cv.sh) - i32(p.cv.ph), i32(ij.y * p.cv.sw) - i32(p.cv.pw), 0);
+    let y = i32(ij.x * p.cv.sh) - i32(p.cv.ph);
+    let x = i32(ij.y * p.cv.sw) - i32(p.cv.pw);
+    return vec4<i32>(conv_offset(y, x), y, x, 0);
 }
 
 // forward: B[k = (c, a, b), col = (i, j)] of the image and group at `bo`
@@ -106,14 +113,15 @@ fn conv_k_input(bo: u32, k: u32) -> vec4<i32> {
     let ab = conv_divmod(o.y, G_KW, p.cv.kw);
     let y = conv_divmod(ab.x * p.cv.dh, G_SH, p.cv.sh);
     let x = conv_divmod(ab.y * p.cv.dw, G_SW, p.cv.sw);
-    return vec4<i32>(i32(bo + o.x * p.cv.img.y), -i32(y.x), -i32(x.x), -i32(y.y * p.cv.sw + x.y));
+    let offset = i32(bo + o.x * p.cv.img.y) - conv_offset(i32(y.x), i32(x.x));
+    return vec4<i32>(offset, -i32(y.x), -i32(x.x), -i32(y.y * p.cv.sw + x.y));
 }
 
 fn conv_col_input(col: u32) -> vec4<i32> {
     let pq = conv_divmod(col, G_W, p.cv.w);
     let y = conv_divmod(pq.x + p.cv.ph, G_SH, p.cv.sh);
     let x = conv_divmod(pq.y + p.cv.pw, G_SW, p.cv.sw);
-    return vec4<i32>(0, i32(y.x), i32(x.x), i32(y.y * p.cv.sw + x.y));
+    return vec4<i32>(conv_offset(i32(y.x), i32(x.x)), i32(y.x), i32(x.x), i32(y.y * p.cv.sw + x.y));
 }
 
 // A's element (row, k) is a[ao + row·a_rs + k_part(k)], like a matrix's

@@ -681,8 +681,10 @@ pub(crate) fn optimizers_in_place(
             runs.last_mut().expect("joined").push(j);
             bindings += 1 + info.updates.len();
         } else {
+            // the step counter, its next value (if the dispatch takes its
+            // increment on), the scale; the gradient and the updates
             runs.push(vec![j]);
-            bindings = 2 + 1 + info.updates.len(); // step counter, scale; gradient and updates
+            bindings = 3 + 1 + info.updates.len();
         }
     }
     let mut replaced: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();

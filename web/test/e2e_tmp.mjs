@@ -1,0 +1,106 @@
+// The demo in a real browser: Debian's Chromium, headless, with WebGPU.
+// Waits for the adapter, trains a fixed number of steps, checks that the loss
+// fell and the test accuracy passed a threshold, draws a 7 and checks that the
+// prediction of the whole drawing is 7 (training and drawing are
+// deterministic), fails on any console error, and saves a screenshot.
+//
+//   node web/test/e2e.mjs   (after scripts/build-web; scripts/test-web does both)
+//
+// Environment: CHROMIUM (default /usr/bin/chromium), MODEL (mlp or cnn,
+// default mlp), STEPS (default 150), MIN_ACCURACY (default 0.85),
+// SCREENSHOT (default ci-artifacts/web-demo.png).
+
+import { spawn } from 'node:child_process';
+import { mkdirSync, copyFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const web = join(dirname(fileURLToPath(import.meta.url)), '..');
+const root = join(web, '..');
+const model = process.env.MODEL || 'mlp';
+const steps = parseInt(process.env.STEPS || '150', 10);
+const minAccuracy = parseFloat(process.env.MIN_ACCURACY || '0.85');
+const shot = process.env.SCREENSHOT || join(root, 'ci-artifacts', 'web-demo.png');
+const port = 8000 + Math.floor(Math.random() * 1000);
+
+function check(ok, what) {
+  if (!ok) throw new Error(`browser test: ${what}`);
+  console.log(`ok: ${what}`);
+}
+
+const server = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1'], { cwd: web, stdio: 'ignore' });
+let browser;
+let failed = false;
+try {
+  for (let i = 0; i < 50; i++) {
+    try { if ((await fetch(`http://127.0.0.1:${port}/index.html`)).ok) break; } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--disable-quic', '--no-first-run',
+    ],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  page.on('console', (m) => {
+    console.log(`[page ${m.type()}] ${m.text()}`);
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const t0 = Date.now();
+  await page.goto(`http://127.0.0.1:${port}/index.html?model=${model}&steps=${steps}`);
+
+  await page.waitForFunction(() => window.wgradState && (window.wgradState.adapter || window.wgradState.error), null, { timeout: 120_000 });
+  const adapter = await page.evaluate(() => window.wgradState.adapter);
+  check(adapter && adapter.name, `WebGPU adapter: ${adapter && `${adapter.name} (${adapter.backend}, fallback ${adapter.fallback})`}`);
+  console.log(adapter.matmul);
+
+  await page.waitForFunction(() => window.wgradState.done || window.wgradState.error, null, { timeout: 900_000, polling: 500 });
+  const s = await page.evaluate(() => ({
+    error: window.wgradState.error, losses: window.wgradState.losses, accuracy: window.wgradState.finalAccuracy,
+    rate: window.wgradState.rate, firstEpoch: window.wgradState.firstEpochSeconds, steps: window.wgradState.demo.steps(),
+  }));
+  console.log(`RATE ${s.rate} steps/s`);
+  check(!s.error, `no error while training (${s.error || 'none'})`);
+  check(s.steps === steps, `trained ${s.steps} steps`);
+  const first = s.losses[0][1];
+  const last = s.losses.at(-1)[1];
+  check(last < 0.5 * first, `loss fell from ${first.toFixed(3)} to ${last.toFixed(3)}`);
+  check(s.accuracy >= minAccuracy, `test accuracy ${(100 * s.accuracy).toFixed(2)}% ≥ ${100 * minAccuracy}%`);
+
+  // draw a 7 on the pad
+  const box = await page.locator('#pad').boundingBox();
+  const P = (x, y) => [box.x + x * box.width, box.y + y * box.height];
+  await page.mouse.move(...P(0.22, 0.22));
+  await page.mouse.down();
+  for (const [x, y] of [[0.5, 0.2], [0.78, 0.2], [0.62, 0.5], [0.48, 0.85]]) await page.mouse.move(...P(x, y), { steps: 8 });
+  await page.mouse.up();
+  // the prediction of the whole drawing (not of a part drawn so far)
+  await page.waitForFunction(() => window.wgradState.lastPrediction?.strokes === 1, null, { timeout: 60_000 });
+  const guess = await page.locator('#guess').textContent();
+  const pred = await page.evaluate(() => window.wgradState.lastPrediction);
+  const total = pred.probabilities.reduce((a, b) => a + b, 0);
+  check(guess === '7' && pred.digit === 7 && Math.abs(total - 1) < 1e-3,
+    `a drawn 7 is classified as ${guess} (p = ${pred.probabilities[pred.digit].toFixed(2)}, Σp = ${total.toFixed(4)})`);
+
+  check(errors.length === 0, `no console errors${errors.length ? `: ${errors.join(' | ')}` : ''}`);
+  await page.waitForTimeout(300); // the probability bars' 0.12 s transition
+  mkdirSync(dirname(shot), { recursive: true });
+  await page.screenshot({ path: shot, fullPage: true });
+  copyFileSync(shot, join(web, 'screenshot.png'));
+  console.log(`screenshot: ${shot} (and web/screenshot.png)`);
+  console.log(`summary: ${steps} ${model.toUpperCase()} steps at ${s.rate.toFixed(1)} steps/s, first epoch after ${s.firstEpoch?.toFixed(1)} s, ` +
+    `page load to done ${((Date.now() - t0) / 1000).toFixed(1)} s, accuracy ${(100 * s.accuracy).toFixed(2)}%`);
+} catch (e) {
+  failed = true;
+  console.error(String(e.stack || e));
+} finally {
+  if (browser) await browser.close();
+  server.kill();
+}
+process.exit(failed ? 1 : 0);
