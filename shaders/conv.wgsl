@@ -19,7 +19,7 @@
 
 struct ConvGather {
     h: u32, w: u32, oh: u32, ow: u32,
-    kw: u32, khkw: u32, positions: u32, _pad0: u32,
+    kw: u32, khkw: u32, positions: u32, kh: u32,
     sh: u32, sw: u32, ph: u32, pw: u32,
     dh: u32, dw: u32, _pad1: u32, _pad2: u32,
     img: vec4<u32>,
@@ -50,7 +50,7 @@ fn conv_divmod(x: u32, k: u32, d: u32) -> vec2<u32> {
 
 // v a pixel of x: v.x its offset, (v.y, v.z) its row and column
 fn conv_x_at(v: vec4<i32>) -> f32 {
-    let inside = u32(v.y) < p.cv.h & u32(v.z) < p.cv.w;
+    let inside = (u32(v.y) < p.cv.h) & (u32(v.z) < p.cv.w);
     return select(0.0, b[select(0u, u32(v.x), inside)], inside);
 }
 
@@ -58,7 +58,7 @@ fn conv_x_at(v: vec4<i32>) -> f32 {
 // the difference of the residues of the pixel and the filter tap (≠ 0: no
 // output position reads the pixel there)
 fn conv_dy_at(v: vec4<i32>) -> f32 {
-    let inside = u32(v.y) < p.cv.oh & u32(v.z) < p.cv.ow & v.w == 0;
+    let inside = (u32(v.y) < p.cv.oh) & (u32(v.z) < p.cv.ow) & (v.w == 0);
     return select(0.0, b[select(0u, u32(v.x), inside)], inside);
 }
 
@@ -67,40 +67,78 @@ fn conv_offset(y: i32, x: i32) -> i32 {
     return y * i32(p.cv.img.z) + x * i32(p.cv.img.w);
 }
 
-// (c, a, b) → (its offset, a·dh, b·dw)
-fn conv_tap(cab: u32) -> vec4<i32> {
+// k's parts in the kernels that walk k in order (unstaged and subgroup
+// ones) come from counters: k split into (c or o, a, b) or (n, i, j), which
+// advance without division.
+fn conv_advance(t: vec3<u32>, mid: u32, lo: u32) -> vec3<u32> {
+    let z = t.z + 1u;
+    let wrap_lo = z == lo;
+    let y = select(t.y, t.y + 1u, wrap_lo);
+    let wrap_mid = y == mid;
+    return vec3<u32>(select(t.x, t.x + 1u, wrap_mid), select(y, 0u, wrap_mid), select(z, 0u, wrap_lo));
+}
+
+// (c, a, b) of a filter tap c·KH·KW + a·KW + b
+fn conv_taps_of(cab: u32) -> vec3<u32> {
     let c = conv_divmod(cab, G_KHKW, p.cv.khkw);
     let ab = conv_divmod(c.y, G_KW, p.cv.kw);
-    let y = i32(ab.x * p.cv.dh);
-    let x = i32(ab.y * p.cv.dw);
-    return vec4<i32>(i32(c.x * p.cv.img.y) + conv_offset(y, x), y, x, 0);
+    return vec3<u32>(c.x, ab.x, ab.y);
+}
+
+fn conv_taps_next(t: vec3<u32>) -> vec3<u32> {
+    return conv_advance(t, p.cv.kh, p.cv.kw);
+}
+
+// (n, i, j) of n·OH·OW + i·OW + j
+fn conv_positions_of(k: u32) -> vec3<u32> {
+    let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
+    let ij = conv_divmod(np.y, G_OW, p.cv.ow);
+    return vec3<u32>(np.x, ij.x, ij.y);
+}
+
+fn conv_positions_next(t: vec3<u32>) -> vec3<u32> {
+    return conv_advance(t, p.cv.oh, p.cv.ow);
+}
+
+// tap (c, a, b) → (its offset, a·dh, b·dw)
+fn conv_tap(t: vec3<u32>) -> vec4<i32> {
+    let y = i32(t.y * p.cv.dh);
+    let x = i32(t.z * p.cv.dw);
+    return vec4<i32>(i32(t.x * p.cv.img.y) + conv_offset(y, x), y, x, 0);
 }
 
 // position (i, j) → (its offset, i·sh − ph, j·sw − pw)
-fn conv_position(pos: u32) -> vec4<i32> {
-    let ij = conv_divmod(pos, G_OW, p.cv.ow);
-    let y = i32(ij.x * p.cv.sh) - i32(p.cv.ph);
-    let x = i32(ij.y * p.cv.sw) - i32(p.cv.pw);
+fn conv_position(i: u32, j: u32) -> vec4<i32> {
+    let y = i32(i * p.cv.sh) - i32(p.cv.ph);
+    let x = i32(j * p.cv.sw) - i32(p.cv.pw);
     return vec4<i32>(conv_offset(y, x), y, x, 0);
 }
 
 // forward: B[k = (c, a, b), col = (i, j)] of the image and group at `bo`
+fn conv_kc_forward(bo: u32, t: vec3<u32>) -> vec4<i32> {
+    return conv_tap(t) + vec4<i32>(i32(bo), 0, 0, 0);
+}
+
 fn conv_k_forward(bo: u32, k: u32) -> vec4<i32> {
-    return conv_tap(k) + vec4<i32>(i32(bo), 0, 0, 0);
+    return conv_kc_forward(bo, conv_taps_of(k));
 }
 
 fn conv_col_forward(col: u32) -> vec4<i32> {
-    return conv_position(col);
+    let ij = conv_divmod(col, G_OW, p.cv.ow);
+    return conv_position(ij.x, ij.y);
 }
 
 // weight gradient: B[k = (n, i, j), col = (c, a, b)] of the group at `bo`
+fn conv_kc_weight(bo: u32, t: vec3<u32>) -> vec4<i32> {
+    return conv_position(t.y, t.z) + vec4<i32>(i32(bo + t.x * p.cv.img.x), 0, 0, 0);
+}
+
 fn conv_k_weight(bo: u32, k: u32) -> vec4<i32> {
-    let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
-    return conv_position(np.y) + vec4<i32>(i32(bo + np.x * p.cv.img.x), 0, 0, 0);
+    return conv_kc_weight(bo, conv_positions_of(k));
 }
 
 fn conv_col_weight(col: u32) -> vec4<i32> {
-    return conv_tap(col);
+    return conv_tap(conv_taps_of(col));
 }
 
 // input gradient: B[k = (o, a, b), col = (p, q)] of dy's image and group at
@@ -108,13 +146,15 @@ fn conv_col_weight(col: u32) -> vec4<i32> {
 // p + ph = sh·P + r and a·dh = sh·A + s, that is i = P − A where r = s
 // (likewise for columns): the column's part carries (P, Q) and its
 // residues, k's part (−A, −B) and minus its residues.
-fn conv_k_input(bo: u32, k: u32) -> vec4<i32> {
-    let o = conv_divmod(k, G_KHKW, p.cv.khkw);
-    let ab = conv_divmod(o.y, G_KW, p.cv.kw);
-    let y = conv_divmod(ab.x * p.cv.dh, G_SH, p.cv.sh);
-    let x = conv_divmod(ab.y * p.cv.dw, G_SW, p.cv.sw);
-    let offset = i32(bo + o.x * p.cv.img.y) - conv_offset(i32(y.x), i32(x.x));
+fn conv_kc_input(bo: u32, t: vec3<u32>) -> vec4<i32> {
+    let y = conv_divmod(t.y * p.cv.dh, G_SH, p.cv.sh);
+    let x = conv_divmod(t.z * p.cv.dw, G_SW, p.cv.sw);
+    let offset = i32(bo + t.x * p.cv.img.y) - conv_offset(i32(y.x), i32(x.x));
     return vec4<i32>(offset, -i32(y.x), -i32(x.x), -i32(y.y * p.cv.sw + x.y));
+}
+
+fn conv_k_input(bo: u32, k: u32) -> vec4<i32> {
+    return conv_kc_input(bo, conv_taps_of(k));
 }
 
 fn conv_col_input(col: u32) -> vec4<i32> {
@@ -136,9 +176,17 @@ fn conv_ka_input(k: u32) -> u32 {
     return o.x * p.a_cs + o.y;
 }
 
+fn conv_kac_input(t: vec3<u32>) -> u32 {
+    return t.x * p.a_cs + t.y * p.cv.kw + t.z;
+}
+
 // weight gradient: dy[n, o = row, pos], k = (n, pos) (a_rs: the stride of
 // o, a_cs: of n)
 fn conv_ka_weight(k: u32) -> u32 {
     let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
     return np.x * p.a_cs + np.y;
+}
+
+fn conv_kac_weight(t: vec3<u32>) -> u32 {
+    return t.x * p.a_cs + t.y * p.cv.ow + t.z;
 }

@@ -43,13 +43,19 @@ impl MatmulTiles {
         }
     }
 
-    /// The tile for a product with `outputs` elements (batches included).
-    pub fn for_outputs(&self, outputs: usize) -> WorkgroupTile {
-        match outputs {
+    /// The tile for a product with `outputs` elements (batches included)
+    /// and `m` rows: the one measured for its size, unless another of the
+    /// three pads m to fewer rows (a convolution's input gradient has as
+    /// many rows as the layer has input channels, often few).
+    pub fn for_product(&self, outputs: usize, m: usize) -> WorkgroupTile {
+        let sized = match outputs {
             0..65536 => self.small,
             65536..1048576 => self.medium,
             _ => self.large,
-        }
+        };
+        let padded = |t: &WorkgroupTile| m.div_ceil(t.tile_m()) * t.tile_m();
+        // (min_by_key keeps the first of equals: the sized tile)
+        [sized, self.small, self.medium, self.large].into_iter().min_by_key(padded).expect("four tiles")
     }
 
     fn get(&mut self, size: usize) -> &mut WorkgroupTile {

@@ -129,23 +129,35 @@ pub(crate) enum ConvGemm {
 }
 
 impl ConvGemm {
-    /// If A is gathered, the function giving the offset of k in its rows.
-    fn a(self) -> Option<&'static str> {
+    /// If A is gathered, the functions giving the offset of k in its rows
+    /// from k and from k's counters (see [`BGather`]).
+    fn a(self) -> Option<(&'static str, &'static str)> {
         match self {
             ConvGemm::Forward => None,
-            ConvGemm::InputGrad => Some("conv_ka_input"),
-            ConvGemm::WeightGrad => Some("conv_ka_weight"),
+            ConvGemm::InputGrad => Some(("conv_ka_input", "conv_kac_input")),
+            ConvGemm::WeightGrad => Some(("conv_ka_weight", "conv_kac_weight")),
         }
     }
 
-    /// B's gather: the functions giving the parts of k and of a column,
-    /// and the one reading the element at their sum.
+    /// B's gather.
     fn b(self) -> BGather {
-        match self {
-            ConvGemm::Forward => BGather { k: "conv_k_forward", col: "conv_col_forward", at: "conv_x_at" },
-            ConvGemm::InputGrad => BGather { k: "conv_k_input", col: "conv_col_input", at: "conv_dy_at" },
-            ConvGemm::WeightGrad => BGather { k: "conv_k_weight", col: "conv_col_weight", at: "conv_x_at" },
-        }
+        let (k, kc, of, next, col, at) = match self {
+            ConvGemm::Forward => {
+                ("conv_k_forward", "conv_kc_forward", "conv_taps_of", "conv_taps_next", "conv_col_forward", "conv_x_at")
+            }
+            ConvGemm::InputGrad => {
+                ("conv_k_input", "conv_kc_input", "conv_taps_of", "conv_taps_next", "conv_col_input", "conv_dy_at")
+            }
+            ConvGemm::WeightGrad => (
+                "conv_k_weight",
+                "conv_kc_weight",
+                "conv_positions_of",
+                "conv_positions_next",
+                "conv_col_weight",
+                "conv_x_at",
+            ),
+        };
+        BGather { k, kc, of, next, col, at }
     }
 
     pub fn name(self) -> &'static str {
@@ -158,10 +170,15 @@ impl ConvGemm {
 }
 
 /// B's element (k, col) of a convolution's product is `at(k(bo, k) +
-/// col(col))` (see `shaders/conv.wgsl`).
+/// col(col))` (see `shaders/conv.wgsl`). Kernels that walk k in order get
+/// k's part from counters instead, without division: `of(k)` starts them,
+/// `next` advances them, `kc(bo, counters)` is the part.
 #[derive(Clone, Copy)]
 struct BGather {
     k: &'static str,
+    kc: &'static str,
+    of: &'static str,
+    next: &'static str,
     col: &'static str,
     at: &'static str,
 }
@@ -454,7 +471,7 @@ fn matmul_tiled(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chai
         line!("    let b_along_n = {b_along_n};");
         line!("    for (var k0 = k_begin; k0 < k_end; k0 += {bk}u) {{");
         let load_a = match gather_a {
-            Some(f) => format!("a[ao + (r_0 + x) * p.a_rs + {f}(k0 + kk)]"),
+            Some((f, _)) => format!("a[ao + (r_0 + x) * p.a_rs + {f}(k0 + kk)]"),
             None => "a[ao + (r_0 + x) * p.a_rs + (k0 + kk) * p.a_cs]".to_string(),
         };
         let load_b = match gather_b {
@@ -515,13 +532,19 @@ fn matmul_tiled(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chai
                 None => line!("    let bc{j} = bo + min(c_0 + {}, p.n - 1u) * p.b_cs;", col(j)),
             }
         }
+        if let Some(g) = gather_b {
+            line!("    var kc = {}(k_begin);", g.of);
+        }
         line!("    for (var k = k_begin; k < k_end; k++) {{");
         match gather_a {
-            Some(f) => line!("        let ka = {f}(k);"),
+            Some((_, f)) => line!("        let ka = {f}(kc);"),
             None => line!("        let ka = k * p.a_cs;"),
         }
         match gather_b {
-            Some(g) => line!("        let kb = {}(bo, k);", g.k),
+            Some(g) => {
+                line!("        let kb = {}(bo, kc);", g.kc);
+                line!("        kc = {}(kc);", g.next);
+            }
             None => line!("        let kb = k * p.b_rs;"),
         }
         for i in 0..tm {
@@ -676,7 +699,7 @@ fn matmul_source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>
                 }
                 BLoad::Scalar => {
                     match gather_b {
-                        Some(g) => line!("        let kb{i} = {}(bo, k + {i}u);", g.k),
+                        Some(g) => line!("        let kb{i} = {}(bo, kc);", g.kc),
                         None => line!("        let kb{i} = (k + {i}u) * p.b_rs;"),
                     }
                     for v in 0..nv {
@@ -698,7 +721,7 @@ fn matmul_source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>
             match t.a {
                 ALoad::Scalar => {
                     match gather_a {
-                        Some(f) => line!("        let ka{i} = {f}(k + {i}u);"),
+                        Some((_, f)) => line!("        let ka{i} = {f}(kc);"),
                         None => line!("        let ka{i} = (k + {i}u) * p.a_cs;"),
                     }
                     for q in 0..rq {
@@ -712,6 +735,9 @@ fn matmul_source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>
                     }
                 }
                 ALoad::AlongK => {} // below, once for all u steps
+            }
+            if let Some(g) = gather_b {
+                line!("        kc = {}(kc);", g.next);
             }
         }
         if t.a == ALoad::AlongK {
@@ -748,6 +774,9 @@ fn matmul_source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>
     }
     line!("    let k_end = min((slice + 1u) * chunk, p.k);");
     line!("    var k = slice * chunk;");
+    if let Some(g) = gather_b {
+        line!("    var kc = {}(k);", g.of);
+    }
     if t.unroll > 1 {
         line!("    while k + {}u <= k_end {{", t.unroll);
         body(w, t.unroll, &t.unroll.to_string());

@@ -357,7 +357,7 @@ impl DeviceInner {
     ) -> MatmulKernel {
         let tiles = *self.matmul_tiles.lock().unwrap_or_else(|p| p.into_inner());
         let variant = match tiles {
-            Some(tiles) => MatmulVariant::Workgroup(tiles.for_outputs(outputs)),
+            Some(tiles) => MatmulVariant::Workgroup(tiles.for_product(outputs, m)),
             None => {
                 let rows = match m {
                     0..=8 => 8,

@@ -73,7 +73,7 @@ impl ConvGeom {
         #[rustfmt::skip]
         let dims = [
             self.h, self.w, self.oh, self.ow,
-            self.kw, self.khkw(), self.positions(), 0,
+            self.kw, self.khkw(), self.positions(), self.kh,
             self.stride.0, self.stride.1, self.padding.0, self.padding.1,
             self.dilation.0, self.dilation.1, 0, 0,
         ];

@@ -91,8 +91,9 @@ try {
   await page.waitForTimeout(300); // the probability bars' 0.12 s transition
   mkdirSync(dirname(shot), { recursive: true });
   await page.screenshot({ path: shot, fullPage: true });
-  copyFileSync(shot, join(web, 'screenshot.png'));
-  console.log(`screenshot: ${shot} (and web/screenshot.png)`);
+  // the README shows the default demo, the MLP's
+  if (model === 'mlp') copyFileSync(shot, join(web, 'screenshot.png'));
+  console.log(`screenshot: ${shot}${model === 'mlp' ? ' (and web/screenshot.png)' : ''}`);
   console.log(`summary: ${steps} ${model.toUpperCase()} steps at ${s.rate.toFixed(1)} steps/s, first epoch after ${s.firstEpoch?.toFixed(1)} s, ` +
     `page load to done ${((Date.now() - t0) / 1000).toFixed(1)} s, accuracy ${(100 * s.accuracy).toFixed(2)}%`);
 } catch (e) {
