@@ -44,14 +44,17 @@ pub(crate) struct DeviceInner {
     pub(crate) check_finite: std::sync::atomic::AtomicBool,
     pub(crate) checks: Mutex<crate::check::Checks>,
     /// Generated fused kernels by source text (`None`: failed validation).
-    fused: Mutex<HashMap<String, Option<Arc<crate::shaders::DynamicShader>>>>,
-    /// Generated matmul kernels by variant (`None`: generation failed).
-    matmul: Mutex<HashMap<(MatmulVariant, Option<ConvGemm>), Option<Arc<crate::shaders::DynamicShader>>>>,
+    fused: Shaders<String>,
+    /// Generated matmul kernels by variant and convolution product.
+    matmul: Shaders<(MatmulVariant, Option<ConvGemm>)>,
     /// The workgroup-tiled matmul's tiles (`None`: this adapter runs the
     /// subgroup kernel), and what the autotune that chose them did.
     matmul_tiles: Mutex<Option<crate::autotune::MatmulTiles>>,
     autotune: std::sync::OnceLock<String>,
 }
+
+/// Generated modules by key (`None`: generation failed).
+type Shaders<K> = Mutex<HashMap<K, Option<Arc<crate::shaders::DynamicShader>>>>;
 
 /// A matmul pipeline key and the variant (and tile) it runs.
 pub(crate) struct MatmulKernel {
