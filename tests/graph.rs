@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use wgrad::nn::{ConvOptions, conv2d};
 use wgrad::{DType, Error, Tensor};
 
 #[test]
@@ -110,6 +111,9 @@ fn bad_input_messages() {
     let d = dev();
     let a = Tensor::zeros(d, &[2, 3]);
     let b = Tensor::zeros(d, &[4, 5]);
+    let (img, k) = (Tensor::zeros(d, &[1, 3, 5, 5]), Tensor::zeros(d, &[2, 2, 3, 3]));
+    let (wide, kw) = (Tensor::zeros(d, &[1, 65536, 1, 1]), Tensor::zeros(d, &[65536, 1, 1, 1]));
+    let groups = ConvOptions::default().groups(65536);
     type Case<'a> = (Box<dyn Fn() + 'a>, u32, &'static [&'static str]);
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
@@ -129,6 +133,8 @@ fn bad_input_messages() {
         (Box::new(|| drop(a.expand(&[3, 3]))), line!(), &["expand", "[2, 3]", "[3, 3]"]),
         (Box::new(|| drop(Tensor::from_slice(d, &[1.0f32; 5], &[2, 3]))), line!(), &["from_slice", "5 values", "[2, 3]"]),
         (Box::new(|| drop(a.gt(0.0).cast(DType::F32).where_(&a, &a))), line!(), &["where_", "mask"]),
+        (Box::new(|| drop(conv2d(&img, &k, None, ConvOptions::default()))), line!(), &["conv2d", "[1, 3, 5, 5]", "[2, 2, 3, 3]", "channels"]),
+        (Box::new(|| drop(conv2d(&wide, &kw, None, groups))), line!(), &["conv2d", "[1, 65536, 1, 1]", "groups"]),
     ];
     for (f, line, needles) in cases {
         let (msg, location) = panic_of(std::panic::AssertUnwindSafe(f));

@@ -87,25 +87,31 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, opts: ConvOptions) -> 
     need_f32("conv2d", x);
     need_f32("conv2d", w);
     same_device("conv2d", &[x, w]);
-    let bad = |why: &str| -> ! {
-        panic!("wgrad: conv2d: input {:?} and weight {:?} with {opts:?}: {why}", x.shape(), w.shape())
-    };
+    // a macro, not a closure: the panic then names the caller's line
+    macro_rules! bad {
+        ($why:expr) => {
+            panic!("wgrad: conv2d: input {:?} and weight {:?} with {opts:?}: {}", x.shape(), w.shape(), $why)
+        };
+    }
     if x.rank() != 4 || w.rank() != 4 {
-        bad("input must be [N, C, H, W] and weight [O, C/groups, KH, KW]");
+        bad!("input must be [N, C, H, W] and weight [O, C/groups, KH, KW]");
     }
     let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
     let g = opts.groups;
     if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
-        bad("channels do not match the weight and groups");
+        bad!("channels do not match the weight and groups");
+    }
+    if g > x.device().inner.limits.max_compute_workgroups_per_dimension as usize {
+        bad!("more groups than a dispatch holds (65,535 on most adapters)");
     }
     if opts.stride.0 == 0 || opts.stride.1 == 0 || opts.dilation.0 == 0 || opts.dilation.1 == 0 {
-        bad("stride and dilation must be at least 1");
+        bad!("stride and dilation must be at least 1");
     }
     let span = |k: usize, d: usize| (k - 1) * d + 1;
     let (eh, ew) = (h + 2 * opts.padding.0, wd + 2 * opts.padding.1);
     if kh == 0 || kw == 0 || span(kh, opts.dilation.0) > eh || span(kw, opts.dilation.1) > ew {
-        bad("the kernel is larger than the padded input");
+        bad!("the kernel is larger than the padded input");
     }
     let geom = ConvGeom {
         n,
@@ -126,7 +132,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, opts: ConvOptions) -> 
     match b {
         Some(b) => {
             if b.shape() != [o] {
-                bad("the bias must have shape [O]");
+                bad!("the bias must have shape [O]");
             }
             y + b.reshape(&[o, 1, 1])
         }

@@ -94,10 +94,11 @@ impl ConvGeom {
 /// y = conv(x, w): per image and group, the weights [Og, Cg·KH·KW] times
 /// the receptive fields [Cg·KH·KW, OH·OW] gathered from x as the product
 /// reads them (the product is the output in NCHW order). A dispatch holds
-/// at most 65535 (image, group) pairs: larger batches are convolved in
-/// slices.
+/// at most 65,535 (image, group) pairs (the adapter's limit): larger
+/// batches are convolved in slices.
 pub(crate) fn conv2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
-    let per = (65535 / g.groups).max(1);
+    let most = x.device().inner.limits.max_compute_workgroups_per_dimension as usize;
+    let per = (most / g.groups).max(1);
     if g.n <= per {
         return apply(Prim::Conv2d(*g), &[x, w]);
     }

@@ -126,7 +126,8 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
     let busy = dev.inner.busy_workgroups();
     let k_split = if tiles < busy { busy.div_ceil(tiles).min(k / 256).max(1) } else { 1 };
     // (the batch, times the slices of k, is the dispatch's third axis)
-    let k_split = k_split.min(65535 / nb).max(1);
+    let most = dev.inner.limits.max_compute_workgroups_per_dimension as usize;
+    let k_split = k_split.min(most / nb).max(1);
     let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { shape.to_vec() };
     let out = Tensor::empty(dev, kind.map_or("matmul", ConvGemm::name), &out_shape, DType::F32);
     let params = MmParams {
@@ -157,7 +158,6 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
         u
     };
     let (gx, gy, gz) = (n.div_ceil(tile_n), m.div_ceil(tile_m), (nb * k_split) as u32);
-    let most = dev.inner.limits.max_compute_workgroups_per_dimension as usize;
     if gx > most || gy > most {
         // more tiles than one dispatch holds along x or y: several dispatches
         for y0 in (0..gy).step_by(most) {
