@@ -42,11 +42,11 @@ fn conv_divmod(x: u32, k: u32, d: u32) -> vec2<u32> {
     return vec2<u32>(q, x - q * d);
 }
 
-// B's element (k, col) is `at(k_part(bo, k) + col_part(col))`: the parts
-// are (offset, row, column, residue) in the image, computed once per k step
-// and once per column of the tile, so that a load costs an addition of
-// vectors and a bounds check (no division, no branch: a load outside the
-// image reads element 0 and is not used).
+// B's element (k, col) is `at(k_part(bo, counters(k)) + col_part(col))`:
+// the parts are (offset, row, column, residue) in the image, computed once
+// per k step and once per column of the tile, so that a load costs an
+// addition of vectors and a bounds check (no division, no branch: a load
+// outside the image reads element 0 and is not used).
 
 // v a pixel of x: v.x its offset, (v.y, v.z) its row and column
 fn conv_x_at(v: vec4<i32>) -> f32 {
@@ -67,8 +67,8 @@ fn conv_offset(y: i32, x: i32) -> i32 {
     return y * i32(p.cv.img.z) + x * i32(p.cv.img.w);
 }
 
-// k's parts in the kernels that walk k in order (unstaged and subgroup
-// ones) come from counters: k split into (c or o, a, b) or (n, i, j), which
+// k's part comes from k's counters: k split into (c or o, a, b) or (n, i,
+// j), which kernels that walk k in order (unstaged and subgroup ones)
 // advance without division.
 fn conv_advance(t: vec3<u32>, mid: u32, lo: u32) -> vec3<u32> {
     let z = t.z + 1u;
@@ -78,11 +78,17 @@ fn conv_advance(t: vec3<u32>, mid: u32, lo: u32) -> vec3<u32> {
     return vec3<u32>(select(t.x, t.x + 1u, wrap_mid), select(y, 0u, wrap_mid), select(z, 0u, wrap_lo));
 }
 
+// (x / outer, x % outer / inner, x % inner) for divisors `outer` and
+// `inner` of the table above, whose values are d_o and d_i
+fn conv_split(x: u32, outer: u32, d_o: u32, inner: u32, d_i: u32) -> vec3<u32> {
+    let q = conv_divmod(x, outer, d_o);
+    let r = conv_divmod(q.y, inner, d_i);
+    return vec3<u32>(q.x, r.x, r.y);
+}
+
 // (c, a, b) of a filter tap c·KH·KW + a·KW + b
 fn conv_taps_of(cab: u32) -> vec3<u32> {
-    let c = conv_divmod(cab, G_KHKW, p.cv.khkw);
-    let ab = conv_divmod(c.y, G_KW, p.cv.kw);
-    return vec3<u32>(c.x, ab.x, ab.y);
+    return conv_split(cab, G_KHKW, p.cv.khkw, G_KW, p.cv.kw);
 }
 
 fn conv_taps_next(t: vec3<u32>) -> vec3<u32> {
@@ -91,9 +97,7 @@ fn conv_taps_next(t: vec3<u32>) -> vec3<u32> {
 
 // (n, i, j) of n·OH·OW + i·OW + j
 fn conv_positions_of(k: u32) -> vec3<u32> {
-    let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
-    let ij = conv_divmod(np.y, G_OW, p.cv.ow);
-    return vec3<u32>(np.x, ij.x, ij.y);
+    return conv_split(k, G_POSITIONS, p.cv.positions, G_OW, p.cv.ow);
 }
 
 fn conv_positions_next(t: vec3<u32>) -> vec3<u32> {
@@ -119,10 +123,6 @@ fn conv_kc_forward(bo: u32, t: vec3<u32>) -> vec4<i32> {
     return conv_tap(t) + vec4<i32>(i32(bo), 0, 0, 0);
 }
 
-fn conv_k_forward(bo: u32, k: u32) -> vec4<i32> {
-    return conv_kc_forward(bo, conv_taps_of(k));
-}
-
 fn conv_col_forward(col: u32) -> vec4<i32> {
     let ij = conv_divmod(col, G_OW, p.cv.ow);
     return conv_position(ij.x, ij.y);
@@ -131,10 +131,6 @@ fn conv_col_forward(col: u32) -> vec4<i32> {
 // weight gradient: B[k = (n, i, j), col = (c, a, b)] of the group at `bo`
 fn conv_kc_weight(bo: u32, t: vec3<u32>) -> vec4<i32> {
     return conv_position(t.y, t.z) + vec4<i32>(i32(bo + t.x * p.cv.img.x), 0, 0, 0);
-}
-
-fn conv_k_weight(bo: u32, k: u32) -> vec4<i32> {
-    return conv_kc_weight(bo, conv_positions_of(k));
 }
 
 fn conv_col_weight(col: u32) -> vec4<i32> {
@@ -151,10 +147,6 @@ fn conv_kc_input(bo: u32, t: vec3<u32>) -> vec4<i32> {
     let x = conv_divmod(t.z * p.cv.dw, G_SW, p.cv.sw);
     let offset = i32(bo + t.x * p.cv.img.y) - conv_offset(i32(y.x), i32(x.x));
     return vec4<i32>(offset, -i32(y.x), -i32(x.x), -i32(y.y * p.cv.sw + x.y));
-}
-
-fn conv_k_input(bo: u32, k: u32) -> vec4<i32> {
-    return conv_kc_input(bo, conv_taps_of(k));
 }
 
 fn conv_col_input(col: u32) -> vec4<i32> {

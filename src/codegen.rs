@@ -141,23 +141,14 @@ impl ConvGemm {
 
     /// B's gather.
     fn b(self) -> BGather {
-        let (k, kc, of, next, col, at) = match self {
-            ConvGemm::Forward => {
-                ("conv_k_forward", "conv_kc_forward", "conv_taps_of", "conv_taps_next", "conv_col_forward", "conv_x_at")
+        let (kc, of, next, col, at) = match self {
+            ConvGemm::Forward => ("conv_kc_forward", "conv_taps_of", "conv_taps_next", "conv_col_forward", "conv_x_at"),
+            ConvGemm::InputGrad => ("conv_kc_input", "conv_taps_of", "conv_taps_next", "conv_col_input", "conv_dy_at"),
+            ConvGemm::WeightGrad => {
+                ("conv_kc_weight", "conv_positions_of", "conv_positions_next", "conv_col_weight", "conv_x_at")
             }
-            ConvGemm::InputGrad => {
-                ("conv_k_input", "conv_kc_input", "conv_taps_of", "conv_taps_next", "conv_col_input", "conv_dy_at")
-            }
-            ConvGemm::WeightGrad => (
-                "conv_k_weight",
-                "conv_kc_weight",
-                "conv_positions_of",
-                "conv_positions_next",
-                "conv_col_weight",
-                "conv_x_at",
-            ),
         };
-        BGather { k, kc, of, next, col, at }
+        BGather { kc, of, next, col, at }
     }
 
     pub fn name(self) -> &'static str {
@@ -169,13 +160,12 @@ impl ConvGemm {
     }
 }
 
-/// B's element (k, col) of a convolution's product is `at(k(bo, k) +
-/// col(col))` (see `shaders/conv.wgsl`). Kernels that walk k in order get
-/// k's part from counters instead, without division: `of(k)` starts them,
-/// `next` advances them, `kc(bo, counters)` is the part.
+/// B's element (k, col) of a convolution's product is `at(kc(bo, of(k)) +
+/// col(col))` (see `shaders/conv.wgsl`): `of(k)` splits k into counters,
+/// `kc` gives k's part from them, and kernels that walk k in order advance
+/// them with `next`, without division.
 #[derive(Clone, Copy)]
 struct BGather {
-    k: &'static str,
     kc: &'static str,
     of: &'static str,
     next: &'static str,
@@ -475,7 +465,7 @@ fn matmul_tiled(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chai
             None => "a[ao + (r_0 + x) * p.a_rs + (k0 + kk) * p.a_cs]".to_string(),
         };
         let load_b = match gather_b {
-            Some(g) => format!("{}({}(bo, k0 + kk) + {}(c_0 + x))", g.at, g.k, g.col),
+            Some(g) => format!("{}({}(bo, {}(k0 + kk)) + {}(c_0 + x))", g.at, g.kc, g.of, g.col),
             None => "b[bo + (k0 + kk) * p.b_rs + (c_0 + x) * p.b_cs]".to_string(),
         };
         let operands = [

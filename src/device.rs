@@ -347,7 +347,7 @@ impl DeviceInner {
     /// generated register-blocked kernels whose tile fits the output
     /// (narrow outputs waste no lanes); other adapters the workgroup-tiled
     /// kernel (`codegen::matmul_tiled`) with the tile their autotune chose
-    /// for products of this size. `a`, `b`: the four-wide loads the
+    /// for products of this size and rows (`MatmulTiles::for_product`). `a`, `b`: the four-wide loads the
     /// operands allow (see [`crate::codegen::MatmulTile`]).
     pub(crate) fn matmul_kernel(
         &self,

@@ -89,9 +89,11 @@ pub(crate) struct Gemm<'a> {
 pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
     let Gemm { a: ao, b: bo, m, n, k, batch, conv } = g;
     let dev = ao.t.device();
+    let kind = conv.as_ref().map(|c| c.0);
+    let label = kind.map_or("matmul", ConvGemm::name);
     let nb: usize = batch.iter().product();
     if nb * m * n == 0 || k == 0 {
-        let out = Tensor::empty(dev, "matmul", shape, DType::F32);
+        let out = Tensor::empty(dev, label, shape, DType::F32);
         crate::ops::elementwise::fill(&out, 0);
         return out;
     }
@@ -110,7 +112,6 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
         [_, true] => BLoad::AlongK,
         _ => BLoad::Scalar,
     };
-    let kind = conv.as_ref().map(|c| c.0);
     let mk = dev.inner.matmul_kernel(nb * m * n, m, n, a_load, b_load, kind);
     let (tile_m, tile_n) = (mk.variant.tile_m(), mk.variant.tile_n());
     // Few output tiles over a long k leave most of the GPU idle: split k so
@@ -129,7 +130,7 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
     let most = dev.inner.limits.max_compute_workgroups_per_dimension as usize;
     let k_split = k_split.min(most / nb).max(1);
     let out_shape = if k_split > 1 { vec![nb, k_split, m, n] } else { shape.to_vec() };
-    let out = Tensor::empty(dev, kind.map_or("matmul", ConvGemm::name), &out_shape, DType::F32);
+    let out = Tensor::empty(dev, label, &out_shape, DType::F32);
     let params = MmParams {
         m: m as u32,
         n: n as u32,
