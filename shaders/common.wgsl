@@ -1,4 +1,4 @@
-// Prepended to every shader family (see src/shaders.rs).
+// Prepended to every shader family (see src/runtime/shaders.rs).
 //
 // One-dimensional problems larger than 65535 workgroups are dispatched as a
 // 2-D grid (WebGPU caps each dimension at 65535), so every kernel turns its
@@ -68,7 +68,7 @@ fn mulhi(a: u32, b: u32) -> u32 {
 
 // x / d for a divisor known to the host, as a multiply and shifts
 // (Granlund & Montgomery, PLDI 1994, figure 4.1): `magic` and `shifts`
-// (sh1 | sh2 << 8) come from the host's `Divisor`. Integer division is not
+// (sh1 | sh2 << 8) come from the host's `shape::divisor`. Integer division is not
 // a vector instruction on CPUs, so CPU rasterisers run `/` and `%` lane by
 // lane; this keeps index arithmetic vectorised. Exact for every u32 x.
 fn fast_div(x: u32, magic: u32, shifts: u32) -> u32 {

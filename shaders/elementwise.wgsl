@@ -8,8 +8,10 @@
 // div/mod per element and a broadcast operand has stride 0.
 //
 // The op is chosen by the pipeline-overridable constant OP (one pipeline per
-// op, so the switch folds away when the pipeline is compiled). The per-op
-// functions `op_*` are the single definition of each op's arithmetic.
+// op, so the switch folds away when the pipeline is compiled): the module
+// is this file after the op functions and `unary_bits`/`binary_bits`, the
+// switches over the op codes that src/codegen/elementwise.rs writes from
+// the op tables.
 
 struct Ew {
     numel: u32,

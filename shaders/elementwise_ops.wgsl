@@ -1,35 +1,23 @@
-// The elementwise ops, one function each: the single definition of each
-// op's arithmetic, used by the eager kernels (elementwise.wgsl, op chosen by
-// a pipeline constant) and by the fused kernels generated for compiled
-// steps (src/codegen.rs, op written in). Values travel as raw 32-bit words;
-// `dt` is the element type: 0 = f32, 1 = i32, 2 = u32.
+// The elementwise ops, one function per op and element type, named after
+// the op's `Tensor` method: `op_tanh` (f32), `op_neg_i32`, `op_add_u32`.
+// They are the single definition of each op's arithmetic, called by the
+// eager kernels (elementwise.wgsl, through a dispatch on the op code that
+// src/codegen/elementwise.rs writes from the op tables of
+// src/ir/elementwise.rs) and by the kernels generated for compiled steps.
+// Values travel as raw 32-bit words and are bitcast to these types.
 
 const F32: u32 = 0u;
 const I32: u32 = 1u;
 const U32: u32 = 2u;
 
-// ---- unary (f32) -------------------------------------------------------
-
-const NEG: u32 = 0u;
-const ABS: u32 = 1u;
-const SIGN: u32 = 2u;
-const EXP: u32 = 3u;
-const LOG: u32 = 4u;
-const SQRT: u32 = 5u;
-const RSQRT: u32 = 6u;
-const RECIP: u32 = 7u;
-const SIN: u32 = 8u;
-const COS: u32 = 9u;
-const TANH: u32 = 10u;
-const SIGMOID: u32 = 11u;
-const RELU: u32 = 12u;
-const GELU: u32 = 13u;
-const SOFTPLUS: u32 = 14u;
-const ERF: u32 = 15u;
+// ---- unary ---------------------------------------------------------------
 
 fn op_neg(x: f32) -> f32 { return -x; }
+fn op_neg_i32(x: i32) -> i32 { return -x; }
 fn op_abs(x: f32) -> f32 { return abs(x); }
+fn op_abs_i32(x: i32) -> i32 { return abs(x); }
 fn op_sign(x: f32) -> f32 { return select(sign(x), x, is_nan(x)); }
+fn op_sign_i32(x: i32) -> i32 { return sign(x); }
 fn op_exp(x: f32) -> f32 { return exp(x); }
 fn op_log(x: f32) -> f32 { return log(x); }
 fn op_sqrt(x: f32) -> f32 { return sqrt(x); }
@@ -72,57 +60,21 @@ fn op_erf(x: f32) -> f32 {
     return select(erfc - 1.0, 1.0 - erfc, x >= 0.0);
 }
 
-fn unary_f32(op: u32, x: f32) -> f32 {
-    switch op {
-        case NEG: { return op_neg(x); }
-        case ABS: { return op_abs(x); }
-        case SIGN: { return op_sign(x); }
-        case EXP: { return op_exp(x); }
-        case LOG: { return op_log(x); }
-        case SQRT: { return op_sqrt(x); }
-        case RSQRT: { return op_rsqrt(x); }
-        case RECIP: { return op_recip(x); }
-        case SIN: { return op_sin(x); }
-        case COS: { return op_cos(x); }
-        case TANH: { return op_tanh(x); }
-        case SIGMOID: { return op_sigmoid(x); }
-        case RELU: { return op_relu(x); }
-        case GELU: { return op_gelu(x); }
-        case SOFTPLUS: { return op_softplus(x); }
-        case ERF: { return op_erf(x); }
-        default: { return nan(); }
-    }
-}
-
-fn unary_i32(op: u32, x: i32) -> i32 {
-    switch op {
-        case NEG: { return -x; }
-        case ABS: { return abs(x); }
-        case SIGN: { return sign(x); }
-        default: { return 0; }
-    }
-}
-
-// ---- binary ------------------------------------------------------------
-
-const ADD: u32 = 0u;
-const SUB: u32 = 1u;
-const MUL: u32 = 2u;
-const DIV: u32 = 3u;
-const POW: u32 = 4u;
-const MAXIMUM: u32 = 5u;
-const MINIMUM: u32 = 6u;
-const EQ: u32 = 7u;
-const NE: u32 = 8u;
-const LT: u32 = 9u;
-const LE: u32 = 10u;
-const GT: u32 = 11u;
-const GE: u32 = 12u;
+// ---- binary --------------------------------------------------------------
 
 fn op_add(x: f32, y: f32) -> f32 { return x + y; }
+fn op_add_i32(x: i32, y: i32) -> i32 { return x + y; }
+fn op_add_u32(x: u32, y: u32) -> u32 { return x + y; }
 fn op_sub(x: f32, y: f32) -> f32 { return x - y; }
+fn op_sub_i32(x: i32, y: i32) -> i32 { return x - y; }
+fn op_sub_u32(x: u32, y: u32) -> u32 { return x - y; }
 fn op_mul(x: f32, y: f32) -> f32 { return x * y; }
+fn op_mul_i32(x: i32, y: i32) -> i32 { return x * y; }
+fn op_mul_u32(x: u32, y: u32) -> u32 { return x * y; }
 fn op_div(x: f32, y: f32) -> f32 { return x / y; }
+// Integer division truncates towards zero; WGSL defines x / 0 = x.
+fn op_div_i32(x: i32, y: i32) -> i32 { return x / y; }
+fn op_div_u32(x: u32, y: u32) -> u32 { return x / y; }
 // x^y with every special case of C's pow (C99 F.9.4.4): x^±0 = 1 and
 // 1^y = 1 even for NaN; otherwise NaN in, NaN out; negative bases need an
 // integer exponent, whose parity gives the sign; zero and infinite bases and
@@ -155,73 +107,34 @@ fn op_pow(x: f32, y: f32) -> f32 {
     return select(r, -r, negative && odd);
 }
 fn op_maximum(x: f32, y: f32) -> f32 { return fmax(x, y); }
+fn op_maximum_i32(x: i32, y: i32) -> i32 { return max(x, y); }
+fn op_maximum_u32(x: u32, y: u32) -> u32 { return max(x, y); }
 fn op_minimum(x: f32, y: f32) -> f32 { return fmin(x, y); }
-
-fn binary_f32(op: u32, x: f32, y: f32) -> u32 {
-    switch op {
-        case ADD: { return bitcast<u32>(op_add(x, y)); }
-        case SUB: { return bitcast<u32>(op_sub(x, y)); }
-        case MUL: { return bitcast<u32>(op_mul(x, y)); }
-        case DIV: { return bitcast<u32>(op_div(x, y)); }
-        case POW: { return bitcast<u32>(op_pow(x, y)); }
-        case MAXIMUM: { return bitcast<u32>(op_maximum(x, y)); }
-        case MINIMUM: { return bitcast<u32>(op_minimum(x, y)); }
-        default: { return compare_f32(op, x, y); }
-    }
-}
+fn op_minimum_i32(x: i32, y: i32) -> i32 { return min(x, y); }
+fn op_minimum_u32(x: u32, y: u32) -> u32 { return min(x, y); }
 
 // IEEE comparisons: every one with a NaN is false except `!=`. Spelled out
 // because compilers that assume finite math lower `!=` to "ordered and
 // unequal".
-fn compare_f32(op: u32, x: f32, y: f32) -> u32 {
-    let unordered = is_nan(x) || is_nan(y);
-    switch op {
-        case EQ: { return u32(!unordered && x == y); }
-        case NE: { return u32(unordered || x != y); }
-        case LT: { return u32(!unordered && x < y); }
-        case LE: { return u32(!unordered && x <= y); }
-        case GT: { return u32(!unordered && x > y); }
-        case GE: { return u32(!unordered && x >= y); }
-        default: { return 0u; }
-    }
-}
-
-// Integer division truncates towards zero; WGSL defines x / 0 = x.
-fn binary_i32(op: u32, x: i32, y: i32) -> u32 {
-    switch op {
-        case ADD: { return bitcast<u32>(x + y); }
-        case SUB: { return bitcast<u32>(x - y); }
-        case MUL: { return bitcast<u32>(x * y); }
-        case DIV: { return bitcast<u32>(x / y); }
-        case MAXIMUM: { return bitcast<u32>(max(x, y)); }
-        case MINIMUM: { return bitcast<u32>(min(x, y)); }
-        case EQ: { return u32(x == y); }
-        case NE: { return u32(x != y); }
-        case LT: { return u32(x < y); }
-        case LE: { return u32(x <= y); }
-        case GT: { return u32(x > y); }
-        case GE: { return u32(x >= y); }
-        default: { return 0u; }
-    }
-}
-
-fn binary_u32(op: u32, x: u32, y: u32) -> u32 {
-    switch op {
-        case ADD: { return x + y; }
-        case SUB: { return x - y; }
-        case MUL: { return x * y; }
-        case DIV: { return x / y; }
-        case MAXIMUM: { return max(x, y); }
-        case MINIMUM: { return min(x, y); }
-        case EQ: { return u32(x == y); }
-        case NE: { return u32(x != y); }
-        case LT: { return u32(x < y); }
-        case LE: { return u32(x <= y); }
-        case GT: { return u32(x > y); }
-        case GE: { return u32(x >= y); }
-        default: { return 0u; }
-    }
-}
+fn unordered(x: f32, y: f32) -> bool { return is_nan(x) || is_nan(y); }
+fn op_eq(x: f32, y: f32) -> bool { return !unordered(x, y) && x == y; }
+fn op_eq_i32(x: i32, y: i32) -> bool { return x == y; }
+fn op_eq_u32(x: u32, y: u32) -> bool { return x == y; }
+fn op_ne(x: f32, y: f32) -> bool { return unordered(x, y) || x != y; }
+fn op_ne_i32(x: i32, y: i32) -> bool { return x != y; }
+fn op_ne_u32(x: u32, y: u32) -> bool { return x != y; }
+fn op_lt(x: f32, y: f32) -> bool { return !unordered(x, y) && x < y; }
+fn op_lt_i32(x: i32, y: i32) -> bool { return x < y; }
+fn op_lt_u32(x: u32, y: u32) -> bool { return x < y; }
+fn op_le(x: f32, y: f32) -> bool { return !unordered(x, y) && x <= y; }
+fn op_le_i32(x: i32, y: i32) -> bool { return x <= y; }
+fn op_le_u32(x: u32, y: u32) -> bool { return x <= y; }
+fn op_gt(x: f32, y: f32) -> bool { return !unordered(x, y) && x > y; }
+fn op_gt_i32(x: i32, y: i32) -> bool { return x > y; }
+fn op_gt_u32(x: u32, y: u32) -> bool { return x > y; }
+fn op_ge(x: f32, y: f32) -> bool { return !unordered(x, y) && x >= y; }
+fn op_ge_i32(x: i32, y: i32) -> bool { return x >= y; }
+fn op_ge_u32(x: u32, y: u32) -> bool { return x >= y; }
 
 // ---- cast ----------------------------------------------------------------
 
@@ -236,22 +149,4 @@ fn cast_bits(src: u32, dst: u32, x: u32) -> u32 {
     if src == I32 && dst == F32 { return bitcast<u32>(f32(bitcast<i32>(x))); }
     if src == U32 && dst == F32 { return bitcast<u32>(f32(x)); }
     return x;
-}
-
-// The raw bits of unary op `op` applied to x of type `dt`.
-fn unary_bits(op: u32, dt: u32, x: u32) -> u32 {
-    if dt == F32 {
-        return bitcast<u32>(unary_f32(op, bitcast<f32>(x)));
-    }
-    return bitcast<u32>(unary_i32(op, bitcast<i32>(x)));
-}
-
-// The raw bits of binary op `op` on x and y of type `dt` (comparisons: 0 or 1).
-fn binary_bits(op: u32, dt: u32, x: u32, y: u32) -> u32 {
-    if dt == F32 {
-        return binary_f32(op, bitcast<f32>(x), bitcast<f32>(y));
-    } else if dt == I32 {
-        return binary_i32(op, bitcast<i32>(x), bitcast<i32>(y));
-    }
-    return binary_u32(op, x, y);
 }

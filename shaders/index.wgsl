@@ -4,7 +4,7 @@
 // Index tensors are i32 or u32; both are read as u32, so a negative i32 is
 // out of range. An out-of-range index reads as 0 rather than touching memory
 // outside the tensor, and records the op's `tag` in `flags[1]` (the host
-// reports it at the next read-back: see src/check.rs).
+// reports it at the next read-back: see src/runtime/flags.rs).
 
 struct Index {
     numel: u32,

@@ -1,6 +1,6 @@
 // 2-d pooling over the last two axes of a contiguous [planes, H, W] view.
 //
-// Max pooling is written as three linear-in-values kernels so that its
+// Max pooling is written as two linear-in-values kernels so that its
 // gradient is closed under differentiation (argmax positions are constants):
 //   max_pool2d(x, v)[o]          = v[argmax of x over window o]  (forward: v = x)
 //   max_pool2d_scatter(x, g)[i]  = Σ_{windows o whose argmax is i} g[o]

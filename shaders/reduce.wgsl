@@ -27,22 +27,23 @@ struct Reduce {
     shift_out: array<vec4<u32>, 2>,
     magic_red: array<vec4<u32>, 2>,
     shift_red: array<vec4<u32>, 2>,
+    hooks: Hooks,
 }
 
 @group(0) @binding(0) var<uniform> p: Reduce;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
-// Element i of x, what happens with result i (`acc`) once it is stored,
-// and with the elements of x that made it (from offset `base`; one output
-// per invocation only). Compiled steps generate variants of this kernel
-// that replace these lines: an elementwise chain computing x runs in
+// The kernels call three hooks: `element(i)`, element i of x; `finished(i,
+// acc)`, run once result i (`acc`) is stored; and `revisit(base, acc)`, run
+// over the elements of x that made it (from offset `base`; one output per
+// invocation only). The eager module adds the defaults of
+// reduce_hooks.wgsl; compiled steps generate their own
+// (src/codegen/reduction.rs): an elementwise chain computing x runs in
 // `element` (x is then never stored or loaded), a chain reading the results
 // in `finished`, or one over x's shape reading them broadcast (as a
-// softmax's gradient does) in `revisit`.
-fn element(i: u32) -> f32 { return x[i]; }
-fn finished(i: u32, acc: f32) {}
-fn revisit(base: u32, acc: f32) {}
+// softmax's gradient does) in `revisit`. The hooks' own parameters are the
+// uniform's last field, a struct `Hooks` that the hooks' file declares.
 
 override OP: u32 = 0u;
 const SUM: u32 = 0u;

@@ -1,8 +1,8 @@
 //! Datasets: the IDX format of MNIST (optionally gzip-compressed) and the
 //! MNIST digits, batched into tensors.
 
-use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::runtime::Device;
 use crate::tensor::Tensor;
 
 /// An IDX array of unsigned bytes (type code 0x08), the format of MNIST.

@@ -6,26 +6,29 @@
 
 extern crate self as wgrad;
 
-mod autograd;
-mod autotune;
-mod check;
-pub mod checkpoint;
-mod codegen;
-mod compile;
-mod custom;
-pub mod data;
-mod device;
+// The layers, each importing only those above it in this list
+// (ARCHITECTURE.md): the leaves, the runtime, code generation, the tensor
+// and its tape, the ops, and what is built on them.
 mod dtype;
 mod error;
-mod fusion;
-mod graph;
-pub mod nn;
-mod ops;
-pub mod optim;
-mod pool;
-mod shaders;
+mod ir;
 mod shape;
+
+mod runtime;
+
+mod codegen;
+
+mod autograd;
 mod tensor;
+
+mod ops;
+
+pub mod checkpoint;
+mod compile;
+pub mod data;
+mod device;
+pub mod nn;
+pub mod optim;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
@@ -37,11 +40,11 @@ pub use autograd::{
     GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hvp, no_grad, value_and_grad, vjp,
 };
 pub use compile::{Compiled, MemoryPlan, compile};
-pub use custom::{CustomKernel, CustomOp};
-pub use device::{Counters, Device};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
-pub use ops::elementwise::{IntoOperand, Operand};
+pub use ops::custom::{CustomKernel, CustomOp};
+pub use ops::operators::{IntoOperand, Operand};
+pub use runtime::{Counters, Device};
 pub use tensor::Tensor;
 pub use wgpu;
 /// Derives [`Params`] for a struct of tensors; `#[params(skip)]` marks

@@ -5,14 +5,14 @@
 //! gradient clipping by global norm computes its factor on the GPU: a step
 //! never reads back, and a compiled step replays correctly. In a compiled
 //! step the same update rules run in place, several tensors per dispatch
-//! (`fusion::optimizers_in_place`).
+//! (`compile/optimizer.rs`).
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{Params, no_grad};
-use crate::graph::{Fusable, OptInfo};
+use crate::ir::{Fusable, OptInfo, Update, UpdateRule};
 use crate::ops::layout::dense_from_zero;
-use crate::shaders::{Kernel, Shader};
+use crate::runtime::{Kernel, Shader, grid};
 use crate::tensor::Tensor;
 
 /// The update rule and its hyper-parameters.
@@ -347,51 +347,55 @@ fn update(
         Schedule::Step { every, gamma } => (u.schedule, u.every, u.gamma) = (1, every.max(1) as u32, gamma),
         Schedule::Cosine { total, min_lr } => (u.schedule, u.total, u.min_lr) = (2, total.max(1) as f32, min_lr),
     }
-    let entry = match *rule {
+    let update_rule = match *rule {
         Rule::Sgd { momentum, nesterov, weight_decay } => {
             (u.momentum, u.nesterov, u.weight_decay) = (momentum, nesterov as u32, weight_decay);
-            if momentum != 0.0 { "sgd_momentum" } else { "sgd" }
+            if momentum != 0.0 { UpdateRule::SgdMomentum } else { UpdateRule::Sgd }
         }
         Rule::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
             (u.beta1, u.beta2, u.eps, u.weight_decay, u.decoupled) =
                 (beta1, beta2, eps, weight_decay, decoupled as u32);
             // ln β in f64, so the kernel's 1 − βᵗ = −expm1(t·ln β) is accurate
             (u.ln_beta1, u.ln_beta2) = ((beta1 as f64).ln() as f32, (beta2 as f64).ln() as f32);
-            "adam"
+            UpdateRule::Adam
         }
         Rule::RmsProp { alpha, eps, momentum, weight_decay } => {
             (u.alpha, u.eps, u.momentum, u.weight_decay) = (alpha, eps, momentum, weight_decay);
-            if momentum != 0.0 { "rmsprop_momentum" } else { "rmsprop" }
+            if momentum != 0.0 { UpdateRule::RmsPropMomentum } else { UpdateRule::RmsProp }
         }
     };
     let out = Tensor::empty(p.device(), "optimizer step", p.shape(), crate::DType::F32);
-    let mut bindings = vec![
-        (1, p.storage().clone()),
-        (2, g.storage().clone()),
-        (3, scale.storage().clone()),
-        (9, t.storage().clone()),
-    ];
     let buffer = |s: &Tensor| s.storage().buffer().clone();
-    let mut updates = vec![(buffer(&p), buffer(&out))];
+    let mut updates = vec![Update { read: buffer(&p), written: buffer(&out) }];
     let mut new_state: [Option<Tensor>; 2] = [None, None];
+    // (slot, state read, state written)
+    let mut slots = Vec::new();
     for (k, s) in state.iter().enumerate() {
         if let Some(s) = s {
             let s = dense_from_zero(s);
             let next = Tensor::empty(p.device(), "optimizer state", p.shape(), crate::DType::F32);
-            bindings.push((4 + k as u32, s.storage().clone()));
-            bindings.push((7 + k as u32, next.storage().clone()));
-            updates.push((buffer(&s), buffer(&next)));
+            updates.push(Update { read: buffer(&s), written: buffer(&next) });
+            slots.push((k, s, next.clone()));
             new_state[k] = Some(next);
         }
     }
-    bindings.push((6, out.storage().clone()));
-    let info = OptInfo { entry, updates, grad: buffer(&g), scale: buffer(scale), t: buffer(t), numel: p.numel() };
-    let kernel = Kernel::new(Shader::Optim, entry);
+    // the bindings of `shaders/optim.wgsl`: state slot k is read as s1 or
+    // s2 and written as s1_out or s2_out
+    let mut bindings =
+        vec![("param", p.storage()), ("grad", g.storage()), ("scale", scale.storage()), ("t", t.storage())];
+    for (k, s, next) in &slots {
+        bindings.push((["s1", "s2"][*k], s.storage()));
+        bindings.push((["s1_out", "s2_out"][*k], next.storage()));
+    }
+    bindings.push(("param_out", out.storage()));
+    let info =
+        OptInfo { rule: update_rule, updates, grad: buffer(&g), scale: buffer(scale), t: buffer(t), numel: p.numel() };
+    let kernel = Kernel::new(Shader::Optim, update_rule.entry());
     // one invocation per four elements (the kernels read vec4s)
-    let groups = crate::graph::grid((p.numel() as u32).div_ceil(4 * 256));
+    let groups = grid((p.numel() as u32).div_ceil(4 * 256));
     p.device().inner.record_fusable(
         &kernel,
-        bindings,
+        &bindings,
         bytemuck::bytes_of(&u),
         groups,
         Fusable::Optimizer(Box::new(info)),

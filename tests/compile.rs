@@ -269,7 +269,7 @@ fn elementwise_chains_fuse_into_one_kernel() {
     assert!(dot.starts_with("digraph") && dot.contains("fused") && dot.contains("-> out0"), "{dot}");
     let modules = step.wgsl().unwrap();
     let fused = modules.iter().find(|(label, _)| label.contains("fused")).expect("a generated module");
-    assert!(fused.1.contains("fn fused(") && fused.1.contains("unary_bits(10u"), "tanh is called by its op code");
+    assert!(fused.1.contains("fn fused(") && fused.1.contains("op_tanh("), "tanh is called by its function");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Reverse-mode differentiation on a tape, with nested traces (HIPS autograd's
-//! design). Recording knows no calculus: [`apply`] boxes the result of a
-//! primitive in a tape node; the calculus lives in `Prim::vjp`, next to each
-//! primitive's forward. The backward driver walks the tape, undoes
+//! design). Recording knows no calculus: [`apply`] runs a [`Primitive`] and
+//! boxes its result in a tape node; the calculus lives in each primitive's
+//! VJP rule, next to its forward (the op families in `ops/` implement the
+//! trait, as HIPS autograd's primitives register their rules: the tape
+//! never imports them). The backward driver walks the tape, undoes
 //! broadcasting once, and accumulates gradients of values used many times.
 //!
 //! Nesting: every `grad` call opens a trace with a fresh id, larger than the
@@ -28,8 +30,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::DType;
-use crate::ops::Prim;
+use crate::runtime::{Site, in_backward_of, recording};
 use crate::tensor::{Tensor, TensorInner};
+
+/// A primitive op: the forward records its kernels, the VJP rule gives
+/// the inputs' gradients, written with ops (so the backward pass is
+/// recorded like the forward and is itself differentiable). The forward-
+/// mode (JVP) rule of a primitive belongs beside these two.
+pub(crate) trait Primitive: std::fmt::Debug + Send + Sync + 'static {
+    /// The op's name, for messages.
+    fn name(&self) -> &'static str;
+
+    /// Records the forward kernel(s) on inputs that are not traced here.
+    fn forward(&self, inputs: &[&Tensor]) -> Tensor;
+
+    /// Gradients of the inputs given the gradient `g` of the output `y`,
+    /// one entry per input (`None`: no gradient, e.g. for indices), for the
+    /// inputs `needs` selects. Broadcasting is undone by the driver.
+    fn vjp(&self, g: &Tensor, inputs: &[&Tensor], y: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>>;
+}
 
 /// The trace a tensor belongs to, and its tape node there.
 #[derive(Clone)]
@@ -43,7 +62,7 @@ pub(crate) struct Traced {
 pub(crate) enum NodeKind {
     /// A tracked input of the traced function.
     Leaf,
-    Op(Prim),
+    Op(Arc<dyn Primitive>),
 }
 
 /// One step of the tape.
@@ -58,7 +77,7 @@ pub(crate) struct Node {
     /// The output as seen outside this trace.
     pub output: Tensor,
     /// The op and the caller's line, for debug reports.
-    pub site: crate::check::Site,
+    pub site: Site,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -133,7 +152,7 @@ impl Tensor {
             inputs: Vec::new(),
             parents: Vec::new(),
             output: self.clone(),
-            site: crate::check::Site { op: "parameter", location: std::panic::Location::caller() },
+            site: Site { op: "parameter", location: std::panic::Location::caller() },
         });
         self.boxed(trace, node)
     }
@@ -141,12 +160,12 @@ impl Tensor {
 
 /// Runs a primitive, recording it in the innermost trace its inputs belong to.
 #[track_caller]
-pub(crate) fn apply(prim: Prim, inputs: &[&Tensor]) -> Tensor {
-    let site = crate::check::Site { op: prim.name(), location: std::panic::Location::caller() };
+pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Tensor {
+    let site = Site { op: prim.name(), location: std::panic::Location::caller() };
     let trace = inputs.iter().filter_map(|t| t.traced().map(|t| t.trace)).max();
     let Some(trace) = trace.filter(|_| NO_GRAD.with(Cell::get) == 0) else {
-        let out = crate::check::recording(site, || prim.forward(inputs));
-        crate::check::after_op(&out, site);
+        let out = recording(site, || prim.forward(inputs));
+        out.device().inner.check_finite_after(out.storage(), out.layout(), out.dtype(), site);
         return out;
     };
     let unboxed: Vec<Tensor> = inputs.iter().map(|t| t.unbox(trace)).collect();
@@ -215,7 +234,7 @@ pub(crate) fn backward(trace: u64, outputs: &[(&Tensor, Tensor)], leaves: &[Arc<
         };
         let inputs: Vec<&Tensor> = node.inputs.iter().collect();
         let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-        let input_grads = crate::check::in_backward_of(node.site, || prim.vjp(&g, &inputs, &node.output, &needs));
+        let input_grads = in_backward_of(node.site, || prim.vjp(&g, &inputs, &node.output, &needs));
         assert_eq!(
             input_grads.len(),
             inputs.len(),

@@ -3,7 +3,7 @@
 //! fan_in = fan_out = its length. Values come from the device's generator:
 //! call [`Device::manual_seed`] first for reproducible weights.
 
-use crate::device::Device;
+use crate::runtime::Device;
 use crate::tensor::Tensor;
 
 /// (fan_in, fan_out) of a weight shape.

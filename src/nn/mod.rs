@@ -12,8 +12,9 @@ mod loss;
 pub use loss::{Reduction, bce_loss, bce_with_logits, cross_entropy, log_multinomial_loss, mse_loss, nll_loss};
 
 use crate::Params;
-use crate::ops::conv::{ConvGeom, PoolGeom};
-use crate::ops::{Prim, apply, need_f32, need_indices, same_device};
+use crate::ops::conv::ConvGeom;
+use crate::ops::pool2d::PoolGeom;
+use crate::ops::{need_f32, need_indices, same_device};
 use crate::tensor::Tensor;
 
 /// `x · wᵀ + b`, with `w` of shape [out, in] and `b` of shape `[out]` (PyTorch's
@@ -170,14 +171,14 @@ fn pool_geom(op: &str, x: &Tensor, kernel: usize, stride: usize, padding: usize)
 #[track_caller]
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Tensor {
     let g = pool_geom("max_pool2d", x, kernel, stride, padding);
-    apply(Prim::MaxPool2d(g), &[x])
+    crate::ops::pool2d::max_pool2d(g, x)
 }
 
 /// Mean over `kernel`×`kernel` windows of the last two axes (padding counts as zeros).
 #[track_caller]
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Tensor {
     let g = pool_geom("avg_pool2d", x, kernel, stride, padding);
-    apply(Prim::AvgPool2d(g), &[x])
+    crate::ops::pool2d::avg_pool2d(g, x)
 }
 
 /// Running statistics of [`batch_norm`], per channel.

@@ -3,11 +3,55 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::autograd::Primitive;
 use crate::dtype::DType;
-use crate::ops::{Prim, apply, need_f32, need_indices, same_device};
-use crate::shaders::{Kernel, Shader};
+use crate::ops::{apply, need_f32, need_indices, same_device};
+use crate::runtime::{Kernel, Shader, grid};
 use crate::shape::{self, MAX_RANK, pack, pack_divisors};
 use crate::tensor::Tensor;
+
+/// The indexing primitives.
+#[derive(Clone, Debug)]
+pub(crate) enum Indexing {
+    /// inputs: x, indices
+    Gather { axis: usize },
+    /// inputs: x, 1-d indices
+    IndexSelect { axis: usize },
+    /// inputs: indices, src; output has `size` along `axis`, zeros elsewhere
+    ScatterAdd { axis: usize, size: usize },
+    /// input: class indices; output: a new last axis of `n` classes
+    OneHot(usize),
+}
+
+impl Primitive for Indexing {
+    fn name(&self) -> &'static str {
+        match self {
+            Indexing::Gather { .. } => "gather",
+            Indexing::IndexSelect { .. } => "index_select",
+            Indexing::ScatterAdd { .. } => "scatter_add",
+            Indexing::OneHot(_) => "one_hot",
+        }
+    }
+
+    fn forward(&self, x: &[&Tensor]) -> Tensor {
+        match *self {
+            Indexing::Gather { axis } => gather_forward(x[0], x[1], axis),
+            Indexing::IndexSelect { axis } => index_select_forward(x[0], x[1], axis),
+            Indexing::ScatterAdd { axis, size } => scatter_add_forward(x[0], x[1], axis, size),
+            Indexing::OneHot(n) => one_hot_forward(x[0], n),
+        }
+    }
+
+    fn vjp(&self, g: &Tensor, x: &[&Tensor], _y: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+        match *self {
+            Indexing::Gather { axis } => vec![Some(gather_vjp(g, x[0], x[1], axis)), None],
+            Indexing::IndexSelect { axis } => vec![Some(index_select_vjp(g, x[0], x[1], axis)), None],
+            // out = scatter_add(idx, src): ∂src = g gathered at idx
+            Indexing::ScatterAdd { axis, .. } => vec![None, Some(g.gather(axis as isize, x[0]))],
+            Indexing::OneHot(_) => vec![None],
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -62,29 +106,22 @@ fn launch(
         div_magic: pack_divisors(out.shape()).0,
         div_shift: pack_divisors(out.shape()).1,
     };
-    let mut bindings = Vec::with_capacity(3);
+    let mut bindings = Vec::with_capacity(4);
     if let Some(x) = x {
-        bindings.push((1, x.storage().clone()));
+        bindings.push(("x", x.storage()));
     }
-    bindings.push((2, idx.storage().clone()));
-    bindings.push((3, out.storage().clone()));
-    bindings.push((4, flag));
+    bindings.extend([("idx", idx.storage()), ("out", out.storage()), ("flags", &flag)]);
     let kernel = Kernel::new(Shader::Index, entry);
-    out.device().inner.record(
-        &kernel,
-        bindings,
-        bytemuck::bytes_of(&params),
-        crate::graph::grid(n.div_ceil(256) as u32),
-    );
+    out.device().inner.record(&kernel, &bindings, bytemuck::bytes_of(&params), grid(n.div_ceil(256) as u32));
 }
 
-pub(crate) fn gather_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+fn gather_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
     let out = Tensor::empty(x.device(), "gather", idx.shape(), x.dtype());
     launch("gather", &out, Some(x), idx, idx.strides(), axis, x.shape()[axis], 0);
     out
 }
 
-pub(crate) fn index_select_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+fn index_select_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
     let mut shape = x.shape().to_vec();
     shape[axis] = idx.shape()[0];
     let out = Tensor::empty(x.device(), "index_select", &shape, x.dtype());
@@ -95,7 +132,7 @@ pub(crate) fn index_select_forward(x: &Tensor, idx: &Tensor, axis: usize) -> Ten
     out
 }
 
-pub(crate) fn scatter_add_forward(idx: &Tensor, src: &Tensor, axis: usize, size: usize) -> Tensor {
+fn scatter_add_forward(idx: &Tensor, src: &Tensor, axis: usize, size: usize) -> Tensor {
     let mut shape = src.shape().to_vec();
     shape[axis] = size;
     let out = Tensor::empty(src.device(), "scatter_add", &shape, DType::F32);
@@ -103,7 +140,7 @@ pub(crate) fn scatter_add_forward(idx: &Tensor, src: &Tensor, axis: usize, size:
     out
 }
 
-pub(crate) fn one_hot_forward(idx: &Tensor, n: usize) -> Tensor {
+fn one_hot_forward(idx: &Tensor, n: usize) -> Tensor {
     let mut shape = idx.shape().to_vec();
     shape.push(n);
     let out = Tensor::empty(idx.device(), "one_hot", &shape, DType::F32);
@@ -124,7 +161,7 @@ impl Tensor {
         if idx.rank() != 1 {
             panic!("wgrad: index_select: indices must be 1-d, got shape {:?}", idx.shape());
         }
-        apply(Prim::IndexSelect { axis: a }, &[self, idx])
+        apply(Indexing::IndexSelect { axis: a }, &[self, idx])
     }
 
     /// Gathers along `axis`: `out[i][j] = self[i][idx[i][j]]` (for axis 1),
@@ -143,7 +180,7 @@ impl Tensor {
                 self.shape()
             );
         }
-        apply(Prim::Gather { axis: a }, &[self, idx])
+        apply(Indexing::Gather { axis: a }, &[self, idx])
     }
 
     /// `self` plus `src` summed into the positions `idx` names along `axis`:
@@ -167,31 +204,31 @@ impl Tensor {
                 self.shape()
             );
         }
-        self + apply(Prim::ScatterAdd { axis: a, size: self.shape()[a] }, &[idx, src])
+        self + apply(Indexing::ScatterAdd { axis: a, size: self.shape()[a] }, &[idx, src])
     }
 
     /// One-hot encoding of class indices: a new last axis of `n` classes, f32.
     #[track_caller]
     pub fn one_hot(&self, n: usize) -> Tensor {
         need_indices("one_hot", self);
-        apply(Prim::OneHot(n), &[self])
+        apply(Indexing::OneHot(n), &[self])
     }
 }
 
 // ---- VJP rules -----------------------------------------------------------------
 
 /// out = gather(x, idx): ∂x = scatter_add of g at idx (zero elsewhere).
-pub(crate) fn gather_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
-    let dx = apply(Prim::ScatterAdd { axis, size: x.shape()[axis] }, &[idx, g]);
+fn gather_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+    let dx = apply(Indexing::ScatterAdd { axis, size: x.shape()[axis] }, &[idx, g]);
     // idx may be smaller than x off the axis: the rest gets no gradient
     let pads: Vec<(usize, usize)> = dx.shape().iter().zip(x.shape()).map(|(&d, &n)| (0, n - d)).collect();
     if pads.iter().any(|&(_, p)| p > 0) { dx.pad(&pads, 0.0) } else { dx }
 }
 
 /// out = index_select(x, idx): ∂x = g summed into the rows idx names.
-pub(crate) fn index_select_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+fn index_select_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
     let mut shape = vec![1; g.rank()];
     shape[axis] = idx.numel();
     let spread = idx.reshape(&shape).expand(g.shape());
-    apply(Prim::ScatterAdd { axis, size: x.shape()[axis] }, &[&spread, g])
+    apply(Indexing::ScatterAdd { axis, size: x.shape()[axis] }, &[&spread, g])
 }

@@ -2,10 +2,87 @@
 //! narrow, squeeze, unsqueeze) change metadata only; contiguous, cat, stack
 //! and pad copy with the strided `copy` kernel of `shaders/elementwise.wgsl`.
 
+use crate::autograd::Primitive;
 use crate::ops::elementwise::{copy_into, fill};
-use crate::ops::{Prim, apply, same_device};
+use crate::ops::{apply, same_device};
 use crate::shape::{self, Layout, numel};
 use crate::tensor::Tensor;
+
+/// The layout primitives: views (no kernel) and copies.
+#[derive(Clone, Debug)]
+pub(crate) enum LayoutOp {
+    Reshape(Vec<usize>),
+    Permute(Vec<usize>),
+    Expand(Vec<usize>),
+    Narrow { axis: usize, start: usize, len: usize },
+    Contiguous,
+    Pad { pads: Vec<(usize, usize)>, value: f64 },
+    Cat { axis: usize },
+}
+
+impl Primitive for LayoutOp {
+    fn name(&self) -> &'static str {
+        match self {
+            LayoutOp::Reshape(_) => "reshape",
+            LayoutOp::Permute(_) => "permute",
+            LayoutOp::Expand(_) => "expand",
+            LayoutOp::Narrow { .. } => "narrow",
+            LayoutOp::Contiguous => "contiguous",
+            LayoutOp::Pad { .. } => "pad",
+            LayoutOp::Cat { .. } => "cat",
+        }
+    }
+
+    fn forward(&self, x: &[&Tensor]) -> Tensor {
+        match self {
+            LayoutOp::Reshape(shape) => reshape_forward(x[0], shape),
+            LayoutOp::Permute(perm) => x[0].with_layout(x[0].layout().permute(perm)),
+            LayoutOp::Expand(shape) => x[0].with_layout(x[0].layout().broadcast_to(shape).expect("checked")),
+            LayoutOp::Narrow { axis, start, len } => x[0].with_layout(x[0].layout().narrow(*axis, *start, *len)),
+            LayoutOp::Contiguous => contiguous_forward(x[0]),
+            LayoutOp::Pad { pads, value } => pad_forward(x[0], pads, *value),
+            LayoutOp::Cat { axis } => cat_forward(x, *axis),
+        }
+    }
+
+    fn vjp(&self, g: &Tensor, x: &[&Tensor], _y: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        match self {
+            LayoutOp::Reshape(_) | LayoutOp::Contiguous => vec![Some(g.reshape(x[0].shape()))],
+            LayoutOp::Permute(perm) => {
+                let mut inverse = vec![0isize; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inverse[p] = i as isize;
+                }
+                vec![Some(g.permute(&inverse))]
+            }
+            // the driver sums the broadcast dimensions away
+            LayoutOp::Expand(_) => vec![Some(g.clone())],
+            LayoutOp::Narrow { axis, start, len } => {
+                let mut pads = vec![(0, 0); x[0].rank()];
+                pads[*axis] = (*start, x[0].shape()[*axis] - start - len);
+                vec![Some(g.pad(&pads, 0.0))]
+            }
+            LayoutOp::Pad { pads, .. } => {
+                let mut inner = g.clone();
+                for (d, &(lo, _)) in pads.iter().enumerate() {
+                    inner = inner.narrow(d as isize, lo, x[0].shape()[d]);
+                }
+                vec![Some(inner)]
+            }
+            LayoutOp::Cat { axis } => {
+                let mut start = 0;
+                x.iter()
+                    .zip(needs)
+                    .map(|(t, &need)| {
+                        let len = t.shape()[*axis];
+                        start += len;
+                        need.then(|| g.narrow(*axis as isize, start - len, len))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
 
 pub(crate) fn contiguous_forward(x: &Tensor) -> Tensor {
     let out = Tensor::empty(x.device(), "contiguous", x.shape(), x.dtype());
@@ -19,7 +96,7 @@ pub(crate) fn dense_from_zero(t: &Tensor) -> Tensor {
     if t.is_contiguous() && t.layout().offset == 0 { t.clone() } else { contiguous_forward(t) }
 }
 
-pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
+fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
     match x.layout().reshape(shape) {
         Some(l) => x.with_layout(l),
         None => {
@@ -29,7 +106,7 @@ pub(crate) fn reshape_forward(x: &Tensor, shape: &[usize]) -> Tensor {
     }
 }
 
-pub(crate) fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f64) -> Tensor {
+fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f64) -> Tensor {
     let shape: Vec<usize> = x.shape().iter().zip(pads).map(|(&n, &(lo, hi))| n + lo + hi).collect();
     let out = Tensor::empty(x.device(), "pad", &shape, x.dtype());
     fill(&out, x.dtype().bits_of(value));
@@ -41,7 +118,7 @@ pub(crate) fn pad_forward(x: &Tensor, pads: &[(usize, usize)], value: f64) -> Te
     out
 }
 
-pub(crate) fn cat_forward(xs: &[&Tensor], axis: usize) -> Tensor {
+fn cat_forward(xs: &[&Tensor], axis: usize) -> Tensor {
     let mut shape = xs[0].shape().to_vec();
     shape[axis] = xs.iter().map(|t| t.shape()[axis]).sum();
     let out = Tensor::empty(xs[0].device(), "cat", &shape, xs[0].dtype());
@@ -80,7 +157,7 @@ impl Tensor {
         if shape == self.shape() {
             return self.clone();
         }
-        apply(Prim::Reshape(shape), &[self])
+        apply(LayoutOp::Reshape(shape), &[self])
     }
 
     /// Flattens dimensions `start..=end` into one.
@@ -112,7 +189,7 @@ impl Tensor {
         if p.iter().enumerate().all(|(i, &a)| i == a) {
             return self.clone();
         }
-        apply(Prim::Permute(p), &[self])
+        apply(LayoutOp::Permute(p), &[self])
     }
 
     /// Swaps two dimensions.
@@ -144,7 +221,7 @@ impl Tensor {
         if shape == self.shape() {
             return self.clone();
         }
-        apply(Prim::Expand(shape.to_vec()), &[self])
+        apply(LayoutOp::Expand(shape.to_vec()), &[self])
     }
 
     /// `len` elements of `axis` from `start` (a view).
@@ -161,7 +238,7 @@ impl Tensor {
         if start == 0 && len == self.shape()[a] {
             return self.clone();
         }
-        apply(Prim::Narrow { axis: a, start, len }, &[self])
+        apply(LayoutOp::Narrow { axis: a, start, len }, &[self])
     }
 
     /// Removes a size-1 dimension.
@@ -195,7 +272,7 @@ impl Tensor {
         if self.is_contiguous() {
             return self.clone();
         }
-        apply(Prim::Contiguous, &[self])
+        apply(LayoutOp::Contiguous, &[self])
     }
 
     /// Concatenates along `axis`; all other dimensions must match.
@@ -217,7 +294,7 @@ impl Tensor {
         if tensors.len() == 1 {
             return first.contiguous();
         }
-        apply(Prim::Cat { axis: a }, tensors)
+        apply(LayoutOp::Cat { axis: a }, tensors)
     }
 
     /// Stacks equally shaped tensors along a new axis.
@@ -245,6 +322,6 @@ impl Tensor {
                 self.rank()
             );
         }
-        apply(Prim::Pad { pads: pads.to_vec(), value }, &[self])
+        apply(LayoutOp::Pad { pads: pads.to_vec(), value }, &[self])
     }
 }

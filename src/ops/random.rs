@@ -2,9 +2,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::device::Device;
 use crate::dtype::DType;
-use crate::shaders::{Kernel, Shader};
+use crate::runtime::{Device, Kernel, Shader, grid};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -36,8 +35,9 @@ fn random(device: &Device, op: &'static str, shape: &[usize], normal: bool, a: f
         b,
     };
     let kernel = Kernel::new(Shader::Rng, "random");
-    let groups = crate::graph::grid(n.div_ceil(4).div_ceil(256) as u32);
-    device.inner.record(&kernel, vec![(1, out.storage().clone())], bytemuck::bytes_of(&params), groups);
+    let groups = grid(n.div_ceil(4).div_ceil(256) as u32);
+    // (the generator's position is in the uniform: a compiled step renews it)
+    device.inner.record_random(&kernel, &[("out", out.storage())], bytemuck::bytes_of(&params), groups);
     out
 }
 

@@ -1,56 +1,62 @@
-//! Reductions (sum, mean, max, min, argmax, argmin over any axes, with
-//! keepdim) and the row kernels softmax, log_softmax and logsumexp.
-//! Kernels: `shaders/reduce.wgsl`, `shaders/softmax.wgsl`.
+//! Reductions: sum, mean, max, min, argmax, argmin over any axes, with
+//! keepdim. Kernels: `shaders/reduce.wgsl` (with the default hooks of
+//! `shaders/reduce_hooks.wgsl`).
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Zeroable;
 
+use crate::autograd::Primitive;
 use crate::dtype::DType;
-use crate::ops::{Prim, apply, need_f32};
-use crate::shaders::{Kernel, Shader};
-use crate::shape::{self, Layout, MAX_RANK, coalesce, contiguous_strides, pack, pack_divisors};
+use crate::ir::{EwOperand, Fusable, RedInfo, ReduceKernel, ReduceOp, ReduceParams};
+use crate::ops::{apply, need_f32};
+use crate::runtime::{Kernel, Shader, grid};
+use crate::shape::{self, Layout, MAX_RANK, coalesce, pack, pack_divisors};
 use crate::tensor::Tensor;
 
-/// Reduction kinds; discriminants are the shader's op codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum ReduceOp {
-    Sum = 0,
-    Max = 1,
-    Min = 2,
-    ArgMax = 3,
-    ArgMin = 4,
+/// The reduction primitives.
+#[derive(Clone, Debug)]
+pub(crate) enum Reduction {
+    /// sum / max / min over `axes`, times `scale` (mean is a scaled sum)
+    Reduce { op: ReduceOp, axes: Vec<usize>, keepdim: bool, scale: f32 },
+    /// argmax / argmin along one axis
+    Arg { op: ReduceOp, axis: usize, keepdim: bool },
 }
 
-impl ReduceOp {
-    pub fn name(self) -> &'static str {
+impl Primitive for Reduction {
+    fn name(&self) -> &'static str {
         match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Max => "max",
-            ReduceOp::Min => "min",
-            ReduceOp::ArgMax => "argmax",
-            ReduceOp::ArgMin => "argmin",
+            Reduction::Reduce { scale, .. } if *scale != 1.0 => "mean",
+            Reduction::Reduce { op, .. } | Reduction::Arg { op, .. } => op.name(),
         }
     }
-}
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    n_out: u32,
-    n_red: u32,
-    rank_out: u32,
-    rank_red: u32,
-    offset: u32,
-    chunk: u32,
-    n_chunks: u32,
-    scale: f32,
-    shape_out: [u32; MAX_RANK],
-    str_out: [u32; MAX_RANK],
-    shape_red: [u32; MAX_RANK],
-    str_red: [u32; MAX_RANK],
-    magic_out: [u32; MAX_RANK],
-    shift_out: [u32; MAX_RANK],
-    magic_red: [u32; MAX_RANK],
-    shift_red: [u32; MAX_RANK],
+    fn forward(&self, x: &[&Tensor]) -> Tensor {
+        match self {
+            Reduction::Reduce { op, axes, keepdim, scale } => reduce_forward(*op, x[0], axes, *keepdim, *scale),
+            Reduction::Arg { op, axis, keepdim } => reduce_forward(*op, x[0], &[*axis], *keepdim, 1.0),
+        }
+    }
+
+    fn vjp(&self, g: &Tensor, x: &[&Tensor], y: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+        let x = x[0];
+        match self {
+            Reduction::Reduce { op, axes, keepdim, scale } => {
+                let gk = keep(g, x, axes, *keepdim);
+                vec![Some(match op {
+                    // f = scale·Σx: ∂x = scale, broadcast back over the reduced axes
+                    ReduceOp::Sum => if *scale == 1.0 { gk } else { gk * *scale }.expand(x.shape()),
+                    // f = max x: the gradient goes to the maxima, shared equally on ties
+                    _ => {
+                        let at = x.eq(&keep(y, x, axes, *keepdim)).cast(DType::F32);
+                        let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+                        let count = at.sum(&iaxes, true);
+                        at * &(gk / count)
+                    }
+                })]
+            }
+            // piecewise constant
+            Reduction::Arg { .. } => vec![None],
+        }
+    }
 }
 
 /// Output shape of reducing `axes` of `shape`.
@@ -67,10 +73,10 @@ pub(crate) fn reduced_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> V
 }
 
 /// (shape, strides) of a set of dimensions.
-type Dims = (Vec<usize>, Vec<usize>);
+pub(crate) type Dims = (Vec<usize>, Vec<usize>);
 
 /// Splits a view into the kept and the reduced dimensions, each coalesced.
-fn split(l: &Layout, axes: &[usize]) -> (Dims, Dims) {
+pub(crate) fn split(l: &Layout, axes: &[usize]) -> (Dims, Dims) {
     let (mut ks, mut kst, mut rs, mut rst) = (vec![], vec![], vec![], vec![]);
     for d in 0..l.shape.len() {
         if axes.contains(&d) {
@@ -122,30 +128,31 @@ fn dispatch(
         shift_out: pack_divisors(kept.0).1,
         magic_red: pack_divisors(red.0).0,
         shift_red: pack_divisors(red.0).1,
+        hooks: Zeroable::zeroed(),
     };
-    let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
-    let (entry, groups) = if serial(n_out, n_red) && n_chunks == 1 {
-        ("reduce_serial", crate::graph::grid(n_out.div_ceil(64) as u32))
+    let (which, groups) = if serial(n_out, n_red) && n_chunks == 1 {
+        (ReduceKernel::Serial, grid(n_out.div_ceil(64) as u32))
     } else {
-        ("reduce", crate::graph::grid((n_out * n_chunks) as u32))
+        (ReduceKernel::Tree, grid((n_out * n_chunks) as u32))
     };
-    let kernel = Kernel::new(Shader::Reduce, entry).with("OP", op as u32);
-    let info = crate::graph::RedInfo {
-        op: op as u32,
-        entry,
-        x: crate::graph::EwOperand { buffer: x.storage().buffer().clone(), offset, strides: x.strides().to_vec() },
+    let kernel = Kernel::new(Shader::Reduce, which.entry()).with("OP", op.code());
+    let info = RedInfo {
+        op,
+        kernel: which,
+        x: EwOperand { buffer: x.storage().buffer().clone(), offset, strides: x.strides().to_vec() },
         shape: x.shape().to_vec(),
         axes: axes.to_vec(),
         out: out.storage().buffer().clone(),
         outputs: n_out * n_chunks,
         last: n_chunks == 1,
     };
+    let bindings = [("x", x.storage()), ("out", out.storage())];
     x.device().inner.record_fusable(
         &kernel,
-        bindings,
+        &bindings,
         bytemuck::bytes_of(&params),
         groups,
-        crate::graph::Fusable::Reduce(Box::new(info)),
+        Fusable::Reduce(Box::new(info)),
     );
 }
 
@@ -187,99 +194,6 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
     out
 }
 
-pub(crate) fn arg_forward(op: ReduceOp, x: &Tensor, axis: usize, keepdim: bool) -> Tensor {
-    reduce_forward(op, x, &[axis], keepdim, 1.0)
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RowParams {
-    n_rows: u32,
-    n: u32,
-    stride: u32,
-    rank_outer: u32,
-    offset: u32,
-    _pad: [u32; 3],
-    shape_outer: [u32; MAX_RANK],
-    str_outer: [u32; MAX_RANK],
-    magic_outer: [u32; MAX_RANK],
-    shift_outer: [u32; MAX_RANK],
-}
-
-/// Runs a row kernel along `axis`; returns the output buffer's tensor, laid
-/// out row-major in (other dims..., axis) order (logsumexp: other dims only).
-fn rows(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
-    let l = x.layout();
-    let ((os, ost), _) = split(l, &[axis]);
-    let n = l.shape[axis];
-    let n_rows = shape::numel(&os);
-    let mut outer_shape: Vec<usize> = l.shape.clone();
-    outer_shape.remove(axis);
-    let out_shape = if entry == "logsumexp" {
-        outer_shape.clone()
-    } else {
-        let mut s = outer_shape.clone();
-        s.push(n);
-        s
-    };
-    let out = Tensor::empty(x.device(), entry, &out_shape, DType::F32);
-    if n_rows == 0 || n == 0 {
-        if n_rows > 0 {
-            // logsumexp of nothing is log(0) = -inf; softmax of nothing is empty
-            crate::ops::elementwise::fill(&out, f32::NEG_INFINITY.to_bits());
-        }
-        return out;
-    }
-    if os.len() > MAX_RANK {
-        panic!("wgrad: {entry}: views of rank > {MAX_RANK} after merging dimensions are not supported");
-    }
-    let params = RowParams {
-        n_rows: n_rows as u32,
-        n: n as u32,
-        stride: l.strides[axis] as u32,
-        rank_outer: os.len() as u32,
-        offset: l.offset as u32,
-        _pad: [0; 3],
-        shape_outer: pack(&os),
-        str_outer: pack(&ost),
-        magic_outer: pack_divisors(&os).0,
-        shift_outer: pack_divisors(&os).1,
-    };
-    let one_per_invocation = serial(n_rows, n);
-    let kernel = Kernel::new(Shader::Softmax, entry).with("SERIAL", one_per_invocation as u32);
-    let bindings = vec![(1, x.storage().clone()), (2, out.storage().clone())];
-    let groups = if one_per_invocation { n_rows.div_ceil(64) } else { n_rows };
-    x.device().inner.record(&kernel, bindings, bytemuck::bytes_of(&params), crate::graph::grid(groups as u32));
-    out
-}
-
-pub(crate) fn rows_forward(entry: &'static str, x: &Tensor, axis: usize) -> Tensor {
-    let out = rows(entry, x, axis);
-    // Undo the move of `axis` to the end: a permuted view, no copy.
-    let rank = x.rank();
-    let mut perm: Vec<usize> = (0..rank).collect();
-    perm.remove(rank - 1);
-    perm.insert(axis, rank - 1);
-    out.with_layout(out.layout().permute(&perm))
-}
-
-pub(crate) fn logsumexp_forward(x: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
-    let out_shape = reduced_shape(x.shape(), axes, keepdim);
-    let lse = if axes.len() == 1 {
-        rows("logsumexp", x, axes[0])
-    } else {
-        // Move the reduced axes last, make that dense, and merge them into one.
-        let kept: Vec<usize> = (0..x.rank()).filter(|d| !axes.contains(d)).collect();
-        let perm: Vec<usize> = kept.iter().chain(axes).copied().collect();
-        let moved = super::layout::contiguous_forward(&x.with_layout(x.layout().permute(&perm)));
-        let mut merged: Vec<usize> = kept.iter().map(|&d| x.shape()[d]).collect();
-        merged.push(axes.iter().map(|&d| x.shape()[d]).product());
-        let l = Layout { shape: merged.clone(), strides: contiguous_strides(&merged), offset: 0 };
-        rows("logsumexp", &moved.with_layout(l), kept.len())
-    };
-    lse.with_layout(Layout::contiguous(&out_shape))
-}
-
 // ---- public API --------------------------------------------------------------
 
 impl Tensor {
@@ -297,7 +211,7 @@ impl Tensor {
             return if keepdim { self.clone() } else { self.reshape(&reduced_shape(self.shape(), &axes, false)) };
         }
         let scale = if mean { 1.0 / n as f32 } else { 1.0 };
-        apply(Prim::Reduce { op, axes, keepdim, scale }, &[self])
+        apply(Reduction::Reduce { op, axes, keepdim, scale }, &[self])
     }
 
     /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
@@ -357,66 +271,11 @@ impl Tensor {
         if self.shape()[axis] == 0 {
             panic!("wgrad: {}: cannot reduce an empty axis of shape {:?}", op.name(), self.shape());
         }
-        apply(Prim::ArgReduce { op, axis, keepdim }, &[self])
-    }
-
-    /// log Σ exp over `axes`, computed stably (the max is subtracted first).
-    #[track_caller]
-    pub fn logsumexp(&self, axes: &[isize], keepdim: bool) -> Tensor {
-        need_f32("logsumexp", self);
-        let axes = shape::axes("logsumexp", self.shape(), axes);
-        apply(Prim::LogSumExp { axes, keepdim }, &[self])
-    }
-
-    /// exp(x) / Σ exp(x) along `axis`.
-    #[track_caller]
-    pub fn softmax(&self, axis: isize) -> Tensor {
-        need_f32("softmax", self);
-        let axis = shape::axis("softmax", self.shape(), axis);
-        apply(Prim::Softmax(axis), &[self])
-    }
-
-    /// x − logsumexp(x) along `axis`.
-    #[track_caller]
-    pub fn log_softmax(&self, axis: isize) -> Tensor {
-        need_f32("log_softmax", self);
-        let axis = shape::axis("log_softmax", self.shape(), axis);
-        apply(Prim::LogSoftmax(axis), &[self])
+        apply(Reduction::Arg { op, axis, keepdim }, &[self])
     }
 }
-
-// ---- VJP rules -----------------------------------------------------------------
 
 /// `g` with the reduced axes restored as size 1 (so it broadcasts against x).
-fn keep(g: &Tensor, x: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
+pub(crate) fn keep(g: &Tensor, x: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
     if keepdim { g.clone() } else { g.reshape(&reduced_shape(x.shape(), axes, true)) }
-}
-
-pub(crate) fn reduce_vjp(
-    op: ReduceOp,
-    g: &Tensor,
-    x: &Tensor,
-    y: &Tensor,
-    axes: &[usize],
-    keepdim: bool,
-    scale: f32,
-) -> Option<Tensor> {
-    let gk = keep(g, x, axes, keepdim);
-    Some(match op {
-        // f = scale·Σx: ∂x = scale, broadcast back over the reduced axes
-        ReduceOp::Sum => if scale == 1.0 { gk } else { gk * scale }.expand(x.shape()),
-        // f = max x: the gradient goes to the maxima, shared equally on ties
-        ReduceOp::Max | ReduceOp::Min => {
-            let at = x.eq(&keep(y, x, axes, keepdim)).cast(DType::F32);
-            let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
-            let count = at.sum(&iaxes, true);
-            at * &(gk / count)
-        }
-        ReduceOp::ArgMax | ReduceOp::ArgMin => return None,
-    })
-}
-
-/// f = log Σ eˣ: ∂x = e^(x − f) = softmax(x)
-pub(crate) fn logsumexp_vjp(g: &Tensor, x: &Tensor, y: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
-    keep(g, x, axes, keepdim) * (x - &keep(y, x, axes, keepdim)).exp()
 }

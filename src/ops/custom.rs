@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::device::Device;
+use crate::autograd::Primitive;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::{Prim, apply, same_device};
-use crate::shaders::{DynamicShader, Kernel};
+use crate::ops::layout::dense_from_zero;
+use crate::ops::{apply, same_device};
+use crate::runtime::{Device, DynamicShader, Kernel};
 use crate::tensor::Tensor;
 
 /// A compute kernel written in WGSL by the user, validated by naga when made.
@@ -76,11 +77,11 @@ impl CustomKernel {
             );
         }
         // kernels index their bindings from element 0 with no strides
-        let dense: Vec<Tensor> = inputs.iter().map(|t| crate::ops::layout::dense_from_zero(t)).collect();
+        let dense: Vec<Tensor> = inputs.iter().map(|t| dense_from_zero(t)).collect();
         let out = Tensor::empty(&self.device, "custom kernel", shape, dtype);
-        let mut bindings: Vec<_> = dense.iter().enumerate().map(|(i, t)| (i as u32 + 1, t.storage().clone())).collect();
-        bindings.push((dense.len() as u32 + 1, out.storage().clone()));
-        self.device.inner.record(&self.kernel, bindings, params, workgroups);
+        let mut bindings: Vec<_> = dense.iter().enumerate().map(|(i, t)| (i as u32 + 1, t.storage())).collect();
+        bindings.push((dense.len() as u32 + 1, out.storage()));
+        self.device.inner.record_numbered(&self.kernel, &bindings, params, workgroups);
         out
     }
 }
@@ -99,13 +100,27 @@ pub trait CustomOp: Send + Sync + 'static {
     fn vjp(&self, g: &Tensor, inputs: &[&Tensor], output: &Tensor) -> Vec<Option<Tensor>>;
 }
 
-/// A user primitive inside [`Prim`].
+/// A user's op, as the tape sees it: a primitive like any other.
 #[derive(Clone)]
-pub(crate) struct CustomPrim(pub Arc<dyn CustomOp>);
+struct UserOp(Arc<dyn CustomOp>);
 
-impl std::fmt::Debug for CustomPrim {
+impl std::fmt::Debug for UserOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Custom({})", self.0.name())
+    }
+}
+
+impl Primitive for UserOp {
+    fn name(&self) -> &'static str {
+        "custom op"
+    }
+
+    fn forward(&self, inputs: &[&Tensor]) -> Tensor {
+        self.0.forward(inputs)
+    }
+
+    fn vjp(&self, g: &Tensor, inputs: &[&Tensor], y: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+        self.0.vjp(g, inputs, y)
     }
 }
 
@@ -115,6 +130,6 @@ impl Tensor {
     #[track_caller]
     pub fn custom(op: Arc<dyn CustomOp>, inputs: &[&Tensor]) -> Tensor {
         same_device(op.name(), inputs);
-        apply(Prim::Custom(CustomPrim(op)), inputs)
+        apply(UserOp(op), inputs)
     }
 }

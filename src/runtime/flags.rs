@@ -16,13 +16,12 @@ use std::sync::atomic::Ordering;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::device::{Device, DeviceInner};
+use super::pool::{BufferClass, Storage};
+use super::shaders::{Kernel, Shader};
+use super::{Device, DeviceInner};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pool::{BufferClass, Storage};
-use crate::shaders::{Kernel, Shader};
-use crate::shape::{MAX_RANK, coalesce, pack, pack_divisors};
-use crate::tensor::Tensor;
+use crate::shape::{Layout, MAX_RANK, coalesce, pack, pack_divisors};
 
 /// Where an op was recorded: its name and the caller's line.
 #[derive(Clone, Copy, Debug)]
@@ -126,34 +125,42 @@ impl Device {
     }
 }
 
-/// Records the check of `out` if debug checks are on.
-pub(crate) fn after_op(out: &Tensor, site: Site) {
-    let dev = &out.device().inner;
-    if !dev.check_finite.load(Ordering::Relaxed) || out.dtype() != DType::F32 || out.numel() == 0 {
-        return;
+impl DeviceInner {
+    /// Records the check of an op's output (`storage` viewed as `layout`)
+    /// if debug checks are on.
+    pub(crate) fn check_finite_after(
+        self: &Arc<Self>,
+        storage: &Arc<Storage>,
+        layout: &Layout,
+        dtype: DType,
+        site: Site,
+    ) {
+        let numel = layout.numel();
+        if !self.check_finite.load(Ordering::Relaxed) || dtype != DType::F32 || numel == 0 {
+            return;
+        }
+        let (flag, tag) = {
+            let mut c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+            let flag = c.flag(self);
+            (flag, c.tag(site, BACKWARD_OF.with(Cell::get)))
+        };
+        let mut strides = vec![layout.strides.clone()];
+        let dims = coalesce(&layout.shape, &mut strides);
+        let (magic, shift) = pack_divisors(&dims);
+        let params = CheckParams {
+            numel: numel as u32,
+            rank: dims.len() as u32,
+            offset: layout.offset as u32,
+            tag,
+            shape: pack(&dims),
+            strides: pack(&strides[0]),
+            magic,
+            shift,
+        };
+        let kernel = Kernel::new(Shader::Check, "check_finite");
+        let groups = super::grid(numel.div_ceil(256) as u32);
+        self.record(&kernel, &[("x", storage), ("flag", &flag)], bytemuck::bytes_of(&params), groups);
     }
-    let (flag, tag) = {
-        let mut c = dev.checks.lock().unwrap_or_else(|p| p.into_inner());
-        let flag = c.flag(dev);
-        (flag, c.tag(site, BACKWARD_OF.with(Cell::get)))
-    };
-    let l = out.layout();
-    let mut strides = vec![l.strides.clone()];
-    let dims = coalesce(&l.shape, &mut strides);
-    let (magic, shift) = pack_divisors(&dims);
-    let params = CheckParams {
-        numel: out.numel() as u32,
-        rank: dims.len() as u32,
-        offset: l.offset as u32,
-        tag,
-        shape: pack(&dims),
-        strides: pack(&strides[0]),
-        magic,
-        shift,
-    };
-    let kernel = Kernel::new(Shader::Check, "check_finite");
-    let groups = crate::graph::grid(out.numel().div_ceil(256) as u32);
-    dev.record(&kernel, vec![(1, out.storage().clone()), (2, flag)], bytemuck::bytes_of(&params), groups);
 }
 
 impl DeviceInner {

@@ -1,12 +1,12 @@
 //! The matmul's tile, chosen per adapter by measuring.
 //!
-//! Adapters that run the workgroup-tiled matmul (`codegen::matmul_tiled`:
+//! Adapters that run the workgroup-tiled matmul (`codegen/matmul_tiled.rs`:
 //! GPUs, the browser) time each candidate tile on three products when the
 //! device opens — small (an MLP layer at batch 128), medium and large — and
 //! keep the fastest for each size. The result is cached per adapter (and
 //! per kernel source) in the process and, natively, in a file, so it is
 //! measured once per machine. Every tile gives the same bits (see
-//! `codegen::matmul_tiled`), so the choice never changes a result, only its speed.
+//! `codegen/matmul_tiled.rs`), so the choice never changes a result, only its speed.
 //!
 //! `WGRAD_AUTOTUNE=off` skips the measurement (the shader's default tile
 //! everywhere); `WGRAD_CACHE_DIR` moves the cache file (default
@@ -15,53 +15,11 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::codegen::{Staging, WorkgroupTile};
-use crate::device::Device;
+use super::select::{MatmulTiles, set_tiles};
 use crate::error::Result;
+use crate::ir::{MatmulVariant, Staging, WorkgroupTile};
+use crate::runtime::Device;
 use crate::tensor::Tensor;
-
-/// The workgroup tile of the matmul for each size of product.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct MatmulTiles {
-    pub small: WorkgroupTile,
-    pub medium: WorkgroupTile,
-    pub large: WorkgroupTile,
-}
-
-impl MatmulTiles {
-    /// One tile for every size.
-    pub fn uniform(t: WorkgroupTile) -> MatmulTiles {
-        MatmulTiles { small: t, medium: t, large: t }
-    }
-
-    /// The tiles where they are not measured: the shader's default on
-    /// GPUs, the unstaged one on CPU adapters.
-    pub fn default_for(info: &wgpu::AdapterInfo) -> MatmulTiles {
-        match info.device_type == wgpu::DeviceType::Cpu {
-            true => MatmulTiles::uniform(WorkgroupTile::UNSTAGED),
-            false => MatmulTiles::uniform(WorkgroupTile::DEFAULT),
-        }
-    }
-
-    /// The tile for a product with `outputs` elements (batches included)
-    /// and `m` rows: the one measured for its size, unless another of the
-    /// three pads m to fewer rows (a convolution's input gradient has as
-    /// many rows as the layer has input channels, often few).
-    pub fn for_product(&self, outputs: usize, m: usize) -> WorkgroupTile {
-        let sized = match outputs {
-            0..65536 => self.small,
-            65536..1048576 => self.medium,
-            _ => self.large,
-        };
-        let padded = |t: &WorkgroupTile| m.div_ceil(t.tile_m()) * t.tile_m();
-        // (min_by_key keeps the first of equals: the sized tile)
-        [sized, self.small, self.medium, self.large].into_iter().min_by_key(padded).expect("four tiles")
-    }
-
-    fn get(&mut self, size: usize) -> &mut WorkgroupTile {
-        [&mut self.small, &mut self.medium, &mut self.large][size]
-    }
-}
 
 /// The products measured, [m, k, n] per size (each within its size's range
 /// of outputs), on GPUs and on CPU adapters (where large products would
@@ -79,7 +37,7 @@ static TUNED: Mutex<Option<HashMap<String, MatmulTiles>>> = Mutex::new(None);
 pub(crate) async fn tune(dev: &Device) -> Result<String> {
     if std::env::var("WGRAD_AUTOTUNE").is_ok_and(|v| v == "off" || v == "0") {
         let tiles = MatmulTiles::default_for(&dev.inner.info);
-        dev.inner.set_matmul_tiles(Some(tiles));
+        set_tiles(&dev.inner, Some(tiles));
         return Ok(format!("matmul tiles: {} everywhere (WGRAD_AUTOTUNE=off)", tiles.small));
     }
     let key = adapter_key(&dev.inner.info);
@@ -93,7 +51,7 @@ pub(crate) async fn tune(dev: &Device) -> Result<String> {
         }
     };
     TUNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(key, tiles);
-    dev.inner.set_matmul_tiles(Some(tiles));
+    set_tiles(&dev.inner, Some(tiles));
     Ok(format!("matmul tiles: small products {}, medium {}, large {} ({how})", tiles.small, tiles.medium, tiles.large))
 }
 
@@ -117,7 +75,7 @@ async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
         table += &format!("\n  {} {m}×{k}·{k}×{n}", SIZES[size]);
         let mut fastest = f64::INFINITY;
         for &tile in &candidates {
-            dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
+            set_tiles(&dev.inner, Some(MatmulTiles::uniform(tile)));
             drop(a.matmul(&b)); // builds the pipeline
             dev.sync_async().await?;
             let t = now_ms();
@@ -154,7 +112,7 @@ async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
 /// kernel measures again.
 fn adapter_key(info: &wgpu::AdapterInfo) -> String {
     // FNV-1a: stable across builds, unlike std's hasher
-    let source = crate::codegen::MatmulVariant::Workgroup(WorkgroupTile::DEFAULT).source(None, None);
+    let source = crate::codegen::matmul_source(MatmulVariant::Workgroup(WorkgroupTile::DEFAULT), None, None);
     let hash = source.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let key = format!(
         "{:?} {} ({} {}) {:04x}:{:04x} kernel {hash:016x}",
@@ -251,7 +209,8 @@ mod disk {
 #[cfg(test)]
 mod tests {
     use super::MatmulTiles;
-    use crate::codegen::{Staging, WorkgroupTile};
+    use super::set_tiles;
+    use crate::ir::{Staging, WorkgroupTile};
     use crate::{Device, Tensor};
 
     /// A deterministic operand in [−1, 1).
@@ -303,7 +262,7 @@ mod tests {
         let size = run(&x.abs(), &w.abs(), &v.abs());
         let mut first: Option<(WorkgroupTile, Vec<f32>)> = None;
         for tile in tiles_to_test(&dev) {
-            dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
+            set_tiles(&dev.inner, Some(MatmulTiles::uniform(tile)));
             let got = run(&x, &w, &v);
             for (o, ((g, w), s)) in got.iter().zip(&want).zip(&size).enumerate() {
                 let bound = 2.0 * 121.0 * f32::EPSILON / 2.0 * s;
@@ -364,7 +323,7 @@ mod tests {
             };
             let mut first: Option<(WorkgroupTile, Vec<f32>)> = None;
             for tile in tiles_to_test(&dev) {
-                dev.inner.set_matmul_tiles(Some(MatmulTiles::uniform(tile)));
+                set_tiles(&dev.inner, Some(MatmulTiles::uniform(tile)));
                 let got: Vec<f32> = a.matmul(&b).to_vec().unwrap();
                 let case = format!("{nb}×[{m}, {k}]·[{k}, {n}] (A transposed: {at}, B: {bt}), tile {tile}");
                 for (o, (g, (w, s))) in got.iter().zip(&want).enumerate() {

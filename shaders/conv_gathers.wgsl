@@ -1,5 +1,5 @@
 // 2-d convolution (NCHW, cross-correlation as in PyTorch) as implicit GEMM:
-// the generated matmul (src/codegen.rs) reads one operand, or both, through
+// the generated matmul (src/codegen/matmul*.rs) reads one operand, or both, through
 // these functions instead of from a stored matrix, so the receptive fields
 // are never written out. Per image n and group g (Cg input and Og output
 // channels per group, P = OH·OW output positions, k its sum's index):
@@ -159,26 +159,3 @@ fn conv_col_input(col: u32) -> vec4<i32> {
 // A's element (row, k) is a[ao + row·a_rs + k_part(k)], like a matrix's
 // a[ao + row·a_rs + k·a_cs]. The gathers of A, included where A is
 // gathered (elsewhere A may be an array of vectors):
-// ---- gathered A
-
-// input gradient: wᵀ[row = c, k = (o, ab)] = w[o, c, ab] (a_rs: the stride
-// of c, a_cs: of o)
-fn conv_ka_input(k: u32) -> u32 {
-    let o = conv_divmod(k, G_KHKW, p.cv.khkw);
-    return o.x * p.a_cs + o.y;
-}
-
-fn conv_kac_input(t: vec3<u32>) -> u32 {
-    return t.x * p.a_cs + t.y * p.cv.kw + t.z;
-}
-
-// weight gradient: dy[n, o = row, pos], k = (n, pos) (a_rs: the stride of
-// o, a_cs: of n)
-fn conv_ka_weight(k: u32) -> u32 {
-    let np = conv_divmod(k, G_POSITIONS, p.cv.positions);
-    return np.x * p.a_cs + np.y;
-}
-
-fn conv_kac_weight(t: vec3<u32>) -> u32 {
-    return t.x * p.a_cs + t.y * p.cv.ow + t.z;
-}

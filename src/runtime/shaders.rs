@@ -1,5 +1,7 @@
-//! The WGSL sources, embedded into one table. Each family file in `shaders/`
-//! is compiled together with `common.wgsl` (shared indexing helpers).
+//! The WGSL sources, embedded into one table, and the keys of pipelines.
+//! Each family file in `shaders/` is compiled together with `common.wgsl`
+//! (shared indexing helpers); the elementwise kernels and everything
+//! fused are generated (`codegen`) from the files in [`sources`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -7,7 +9,6 @@ use std::sync::Arc;
 /// A shader family: one WGSL module with one or more entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Shader {
-    Elementwise,
     Reduce,
     Softmax,
     Index,
@@ -19,40 +20,35 @@ pub(crate) enum Shader {
 
 macro_rules! family {
     ($($file:literal),+) => {
-        concat!(include_str!("../shaders/common.wgsl"), $("\n", include_str!(concat!("../shaders/", $file))),+)
+        concat!(include_str!("../../shaders/common.wgsl"), $("\n", include_str!(concat!("../../shaders/", $file))),+)
     };
 }
 
-/// The shared functions plus the elementwise ops: the prelude of every
-/// generated fused kernel.
-pub(crate) const FUSED_PRELUDE: &str = family!("elementwise_ops.wgsl");
-
-/// The shared functions alone.
-pub(crate) const COMMON: &str = include_str!("../shaders/common.wgsl");
-
-/// The convolution's gathers, for the generated matmul (which adds the
-/// shared functions).
-pub(crate) const CONV_GATHERS: &str = include_str!("../shaders/conv.wgsl");
-
-/// `reduce.wgsl` alone, for generated variants (which add the prelude).
-pub(crate) const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
+/// The files that generated kernels are made of (`codegen`), each alone.
+pub(crate) mod sources {
+    /// The shared functions of every module.
+    pub const COMMON: &str = include_str!("../../shaders/common.wgsl");
+    /// The elementwise ops' functions.
+    pub const ELEMENTWISE_OPS: &str = include_str!("../../shaders/elementwise_ops.wgsl");
+    /// The eager elementwise kernels.
+    pub const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+    /// The reduction kernels, without their hooks.
+    pub const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+    /// The convolution's gathers of B (and what all its gathers share).
+    pub const CONV_GATHERS: &str = include_str!("../../shaders/conv_gathers.wgsl");
+    /// The convolution's gathers of A.
+    pub const CONV_GATHERS_A: &str = include_str!("../../shaders/conv_gathers_a.wgsl");
+    /// The optimizers' update rules.
+    pub const OPTIM_RULES: &str = include_str!("../../shaders/optim_rules.wgsl");
+}
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 8] = [
-        Shader::Elementwise,
-        Shader::Reduce,
-        Shader::Softmax,
-        Shader::Index,
-        Shader::Rng,
-        Shader::Pool,
-        Shader::Optim,
-        Shader::Check,
-    ];
+    pub const ALL: [Shader; 7] =
+        [Shader::Reduce, Shader::Softmax, Shader::Index, Shader::Rng, Shader::Pool, Shader::Optim, Shader::Check];
 
     pub fn name(self) -> &'static str {
         match self {
-            Shader::Elementwise => "elementwise.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Index => "index.wgsl",
@@ -65,19 +61,20 @@ impl Shader {
 
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Elementwise => family!("elementwise_ops.wgsl", "elementwise.wgsl"),
-            Shader::Reduce => family!("reduce.wgsl"),
+            // the eager reductions run with the default hooks
+            Shader::Reduce => family!("reduce.wgsl", "reduce_hooks.wgsl"),
             Shader::Softmax => family!("softmax.wgsl"),
             Shader::Index => family!("index.wgsl"),
             Shader::Rng => family!("rng.wgsl"),
             Shader::Pool => family!("pool.wgsl"),
-            Shader::Optim => family!("optim.wgsl"),
+            Shader::Optim => family!("optim_rules.wgsl", "optim.wgsl"),
             Shader::Check => family!("check.wgsl"),
         }
     }
 }
 
-/// WGSL made at run time (users' custom kernels), validated by naga when made.
+/// WGSL made at run time (generated kernels, users' custom kernels),
+/// validated by naga when made.
 #[derive(Debug)]
 pub(crate) struct DynamicShader {
     pub id: u64,
@@ -176,8 +173,7 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::Shader;
-    use crate::ops::elementwise::{BinaryOp, UnaryOp};
-    use crate::ops::reduce::ReduceOp;
+    use crate::ir::ReduceOp;
 
     fn module(shader: Shader) -> naga::Module {
         let module = naga::front::wgsl::parse_str(shader.source())
@@ -208,19 +204,12 @@ mod tests {
         }
     }
 
-    /// The Rust op enums and the shaders' op codes agree.
+    /// The reduction kinds' codes agree with the shader's.
     #[test]
-    fn op_codes_match_shaders() {
-        let ew = module(Shader::Elementwise);
-        for op in UnaryOp::ALL {
-            assert_eq!(constant(&ew, &op.name().to_uppercase()), op as u32, "{op:?}");
-        }
-        for op in BinaryOp::ALL {
-            assert_eq!(constant(&ew, &op.name().to_uppercase()), op as u32, "{op:?}");
-        }
+    fn reduce_codes_match_shader() {
         let red = module(Shader::Reduce);
-        for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::ArgMax, ReduceOp::ArgMin] {
-            assert_eq!(constant(&red, &op.name().to_uppercase()), op as u32, "{op:?}");
+        for op in ReduceOp::ALL {
+            assert_eq!(constant(&red, &op.name().to_uppercase()), op.code(), "{op:?}");
         }
     }
 }

@@ -8,46 +8,32 @@
 //! becomes that matmul's epilogue (`codegen::matmul_epilogue`): each lane
 //! runs it on the elements of the tile it has just stored, so bias and
 //! activation take no dispatch and no pass over memory of their own. The
+//! chains around a reduction run in it (`codegen::reduction`). The
 //! arithmetic is the eager kernels' own: the generated code calls the
 //! functions of `shaders/elementwise_ops.wgsl`.
 
 use std::sync::Arc;
 
-use crate::codegen::{self, FusedMember, FusedOperand};
-use crate::device::DeviceInner;
-use crate::graph::{EwExpr, EwInfo, Fusable, MmInfo, Node, OptInfo, RedInfo};
+use super::rewrite::{dense, extent, overwrites, rename_output, splice};
+use crate::codegen::{
+    Epilogue, FusedMember, FusedOperand, GeneratedKernel, Prologue, fused_elementwise, matmul_epilogue, reduction,
+};
+use crate::ir::{EwInfo, EwOperand, Fusable, MmInfo, RedInfo, ReduceKernel};
+use crate::runtime::{Access, DeviceInner, Kernel, Node, access};
 use crate::shape::contiguous_strides;
 
 /// At most this many storage buffers per fused kernel (the browser's limit
 /// is 10 per shader stage; keep margin).
 const MAX_BUFFERS: usize = 8;
 
-/// On CPU adapters, optimizer updates of tensors up to this many elements
-/// share a dispatch (see `optimizers_in_place`).
-const SMALL_UPDATE: usize = 1 << 14;
-
-/// The buffers a node reads and writes.
-pub(crate) fn access(dev: &DeviceInner, node: &Node) -> Bound {
-    match node {
-        Node::Upload { dst, .. } => (Vec::new(), vec![dst.clone()]),
-        Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
-            (info.inputs.iter().map(|o| o.buffer.clone()).collect(), vec![info.out.buffer.clone()])
-        }
-        Node::Dispatch { pipeline, bindings, .. } => {
-            let writable = dev.writable_bindings(&pipeline.source);
-            let (mut r, mut w) = (Vec::new(), Vec::new());
-            for (b, buf) in bindings {
-                if writable.contains(b) { w.push(buf.clone()) } else { r.push(buf.clone()) }
-            }
-            (r, w)
-        }
-    }
-}
-
-/// Row-major and dense from the buffer's start (size-1 axes' strides do not matter).
-fn dense(o: &crate::graph::EwOperand, shape: &[usize]) -> bool {
-    let want = contiguous_strides(shape);
-    o.offset == 0 && shape.iter().zip(&o.strides).zip(&want).all(|((&n, &s), &w)| n == 1 || s == w)
+/// The dispatch of a generated kernel, its module validated (once per
+/// source text) and its pipeline built; `None` if it fails validation (the
+/// nodes it would replace then stay as they are).
+pub(super) fn generated(dev: &DeviceInner, k: GeneratedKernel) -> Option<Node> {
+    let shader = dev.generated_shader(&k.label, &k.wgsl, k.subgroups)?;
+    let kernel = k.constants.iter().fold(Kernel::dynamic(shader, k.entry), |kernel, &(name, v)| kernel.with(name, v));
+    let bindings = dev.bind(&kernel, k.bindings);
+    Some(dev.dispatch(&kernel, bindings, k.uniform, k.groups))
 }
 
 /// A group being formed: member node indices and their infos.
@@ -130,109 +116,12 @@ fn chains(nodes: &[Node]) -> (Vec<Vec<usize>>, Vec<usize>) {
     (groups, blocked)
 }
 
-/// One past the last element operand `o` reads over `shape`.
-fn extent(o: &crate::graph::EwOperand, shape: &[usize]) -> usize {
-    if shape.contains(&0) {
-        return 0;
-    }
-    o.offset + shape.iter().zip(&o.strides).map(|(&n, &s)| (n - 1) * s).sum::<usize>() + 1
-}
-
-/// Does `node` overwrite all `numel` elements of the value in `buffer`?
-/// Only a dense elementwise write of at least as many elements is known
-/// to: after a partial write (a copy into the interior of a padded tensor)
-/// the rest of the value is still read.
-fn overwrites(node: &Node, buffer: &wgpu::Buffer, numel: usize) -> bool {
-    match node {
-        Node::Dispatch { fusable: Some(Fusable::Elementwise(info)), .. } => {
-            info.out.buffer == *buffer && dense(&info.out, &info.shape) && info.shape.iter().product::<usize>() >= numel
-        }
-        _ => false,
-    }
-}
-
-/// Gives the value node `i` (elementwise or a reduction) writes the buffer
-/// `fresh` instead of the one liveness chose, rewriting its readers up to
-/// the node that next overwrites that buffer. `false` (nothing changed)
-/// when that cannot be done safely: the value outlives the step (its
-/// buffer is `pinned` and nothing overwrites it); node `i` does not write a whole value (dense from the start)
-/// or a reader reads past it (the value may be pieced together by several
-/// writes, as `cat` and `pad` do); a reader is neither elementwise nor a
-/// reduction (its extent is unknown); or a later node writes part of the
-/// buffer.
-fn rename_output(
-    dev: &DeviceInner,
-    nodes: &mut [Node],
-    i: usize,
-    pinned: &[wgpu::Buffer],
-    fresh: &mut dyn FnMut(u64) -> wgpu::Buffer,
-) -> bool {
-    let (old, numel) = match &nodes[i] {
-        Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } if dense(&e.out, &e.shape) => {
-            (e.out.buffer.clone(), e.shape.iter().product::<usize>())
-        }
-        Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => (r.out.clone(), r.outputs),
-        _ => return false,
-    };
-    // the readers of this value: up to (and including) a full overwrite
-    let mut end = nodes.len();
-    for (j, node) in nodes.iter().enumerate().skip(i + 1) {
-        let (reads, writes) = access(dev, node);
-        if reads.contains(&old) {
-            let within = match node {
-                Node::Dispatch { fusable: Some(Fusable::Elementwise(r)), .. } => {
-                    r.inputs.iter().all(|o| o.buffer != old || extent(o, &r.shape) <= numel)
-                }
-                Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => extent(&r.x, &r.shape) <= numel,
-                _ => false,
-            };
-            if !within {
-                return false;
-            }
-        }
-        if writes.contains(&old) {
-            if !overwrites(node, &old, numel) {
-                return false;
-            }
-            end = j + 1;
-            break;
-        }
-    }
-    if end == nodes.len() && pinned.contains(&old) {
-        return false;
-    }
-    let new = fresh(old.size());
-    for (j, node) in nodes[i..end].iter_mut().enumerate() {
-        let Node::Dispatch { pipeline, bindings, fusable, .. } = node else { continue };
-        let writable = dev.writable_bindings(&pipeline.source);
-        // node i: its writes; the others: their reads
-        let rewrite = |binding: u32| writable.contains(&binding) == (j == 0);
-        for (_, b) in bindings.iter_mut().filter(|(n, b)| *b == old && rewrite(*n)) {
-            *b = new.clone();
-        }
-        let swap = |b: &mut wgpu::Buffer| {
-            if *b == old {
-                *b = new.clone()
-            }
-        };
-        // (only elementwise nodes and reductions read the value, checked above)
-        match (fusable, j) {
-            (Some(Fusable::Elementwise(info)), 0) => swap(&mut info.out.buffer),
-            (Some(Fusable::Elementwise(info)), _) => info.inputs.iter_mut().for_each(|o| swap(&mut o.buffer)),
-            (Some(Fusable::Reduce(info)), 0) => swap(&mut info.out),
-            (Some(Fusable::Reduce(info)), _) => swap(&mut info.x.buffer),
-            _ => {}
-        }
-    }
-    true
-}
-
 /// Fuses elementwise chains in `nodes`. `live_out`: buffers read after the
 /// step (its outputs and the new state); `pinned`: those and every other
 /// buffer that outlives the step. Where the buffer liveness gave a value
 /// keeps its node out of a chain, the value gets a buffer of its own from
 /// `fresh`.
-pub(crate) fn fuse(
+pub(super) fn fuse(
     dev: &Arc<DeviceInner>,
     mut nodes: Vec<Node>,
     live_out: &[wgpu::Buffer],
@@ -265,7 +154,7 @@ pub(crate) fn fuse(
                 // the values read move instead: those the chain before
                 // writes, and the one it finds
                 for w in (0..i).rev() {
-                    if access(dev, &nodes[w]).1.contains(&written) {
+                    if access(dev, &nodes[w]).writes.contains(&written) {
                         rename_output(dev, &mut nodes, w, pinned, fresh);
                         if w < start {
                             break;
@@ -286,8 +175,8 @@ pub(crate) fn fuse(
     // Is the value of `numel` elements in `buffer` read after node `after`,
     // before being overwritten?
     let needed = |buffer: &wgpu::Buffer, numel: usize, after: usize| {
-        for (node, (reads, _)) in nodes[after + 1..].iter().zip(&accesses[after + 1..]) {
-            if reads.contains(buffer) {
+        for (node, a) in nodes[after + 1..].iter().zip(&accesses[after + 1..]) {
+            if a.reads.contains(buffer) {
                 return true;
             }
             if overwrites(node, buffer, numel) {
@@ -342,28 +231,29 @@ pub(crate) fn fuse(
                 if fused[i].is_none() && epilogue_fits(mm, &infos) =>
             {
                 let members = members(&infos, Some(&mm.c), last);
-                if let Some(node) = codegen::matmul_epilogue(dev, mm, uniform, *groups, &infos[0].shape, &members) {
+                let kernel = matmul_epilogue(mm, uniform, *groups, &infos[0].shape, &members);
+                if let Some(node) = kernel.and_then(|k| generated(dev, k)) {
                     fused[i] = Some(node);
                     g.iter().for_each(|&j| skip[j] = true);
                 }
                 continue;
             }
             Some((i, Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. })) if around[i].after.is_none() => {
-                let prologue = around[i].prologue.map(|(p, _)| bound(&members(&infos_of(&groups[p]), None, i)));
+                let prologue = around[i].prologue.map(|p| bound(&members(&infos_of(&groups[p.group]), None, i)));
                 let bound = bound(&members(&infos, Some(&r.out), last));
                 if reduction_epilogue_fits(r, &infos, &bound, prologue.clone()) {
-                    around[i].after = Some((gi, false));
+                    around[i].after = Some(After { group: gi, revisit: false });
                     continue;
                 }
                 // what the prologue stores at the element it computes
-                let at_i = around[i].prologue.map_or(Vec::new(), |(p, _)| {
-                    let infos = infos_of(&groups[p]);
+                let at_i = around[i].prologue.map_or(Vec::new(), |p| {
+                    let infos = infos_of(&groups[p.group]);
                     let stored = members(&infos, None, i);
                     let dense_out = |(e, m): (&&EwInfo, &FusedMember)| m.out.is_some() && dense(&e.out, &e.shape);
                     infos.iter().zip(&stored).filter(|&x| dense_out(x)).map(|(e, _)| e.out.buffer.clone()).collect()
                 });
                 if revisit_fits(r, &infos, &bound, prologue, &at_i) {
-                    around[i].after = Some((gi, true));
+                    around[i].after = Some(After { group: gi, revisit: true });
                     continue;
                 }
             }
@@ -373,12 +263,13 @@ pub(crate) fn fuse(
         // in it, as its prologue
         if let Some(Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. }) = nodes.get(last + 1) {
             if let Some(m) = prologue_member(r, &infos, &bound(&members(&infos, None, last + 1))) {
-                around[last + 1].prologue = Some((gi, m));
+                around[last + 1].prologue = Some(Before { group: gi, input: m });
                 continue;
             }
         }
         if g.len() > 1 {
-            if let Some(node) = codegen::fused_elementwise(dev, &infos[0].shape, &members(&infos, None, last)) {
+            let kernel = fused_elementwise(&infos[0].shape, &members(&infos, None, last));
+            if let Some(node) = kernel.and_then(|k| generated(dev, k)) {
                 fused[g[0]] = Some(node);
                 g[1..].iter().for_each(|&j| skip[j] = true);
             }
@@ -391,18 +282,18 @@ pub(crate) fn fuse(
         if pro.is_none() && epi.is_none() {
             continue;
         }
-        let pro_infos = pro.map(|(p, _)| infos_of(&groups[p]));
+        let pro_infos = pro.map(|p| infos_of(&groups[p.group]));
         let pro_members = pro_infos.as_ref().map(|infos| members(infos, None, i));
-        let epi_infos = epi.map(|(e, _)| infos_of(&groups[e]));
-        let epi_last = epi.map_or(i, |(e, _)| *groups[e].last().expect("non-empty"));
+        let epi_infos = epi.map(|e| infos_of(&groups[e.group]));
+        let epi_last = epi.map_or(i, |e| *groups[e.group].last().expect("non-empty"));
         let epi_members = epi_infos.as_ref().map(|infos| members(infos, Some(&r.out), epi_last));
         let prologue = (pro_infos.as_ref().zip(pro_members.as_deref()).zip(pro))
-            .map(|((infos, members), (_, m))| (&infos[0].shape[..], members, m));
+            .map(|((infos, members), p)| Prologue { shape: &infos[0].shape, members, input: p.input });
         let epilogue = (epi_infos.as_ref().zip(epi_members.as_deref()).zip(epi))
-            .map(|((infos, members), (_, revisit))| (&infos[0].shape[..], members, revisit));
-        if let Some(node) = codegen::reduction(dev, r, uniform, *wgs, prologue, epilogue) {
+            .map(|((infos, members), e)| Epilogue { shape: &infos[0].shape, members, revisit: e.revisit });
+        if let Some(node) = reduction(r, uniform, *wgs, prologue, epilogue).and_then(|k| generated(dev, k)) {
             fused[i] = Some(node);
-            for g in pro.map(|p| p.0).into_iter().chain(epi.map(|e| e.0)) {
+            for g in pro.map(|p| p.group).into_iter().chain(epi.map(|e| e.group)) {
                 groups[g].iter().for_each(|&j| skip[j] = true);
             }
         }
@@ -410,22 +301,16 @@ pub(crate) fn fuse(
     splice(nodes, fused, &skip)
 }
 
-/// `nodes` with `new[i]` in place of node i where there is one, and without
-/// the nodes marked in `skip`.
-fn splice(nodes: Vec<Node>, mut new: Vec<Option<Node>>, skip: &[bool]) -> Vec<Node> {
-    nodes.into_iter().enumerate().filter(|(i, _)| !skip[*i]).map(|(i, n)| new[i].take().unwrap_or(n)).collect()
-}
-
 /// The matmul or reduction node that group `g` could run in as its
 /// epilogue: the nearest one before it whose product or results the chain
 /// reads, if the chain can move up to it (no node in between writes a
 /// buffer the chain touches or reads one it writes), at most a few nodes
 /// back.
-fn producer(nodes: &[Node], accesses: &[Bound], g: &[usize]) -> Option<usize> {
+fn producer(nodes: &[Node], accesses: &[Access], g: &[usize]) -> Option<usize> {
     let (mut reads, mut writes): (Vec<&wgpu::Buffer>, Vec<&wgpu::Buffer>) = (Vec::new(), Vec::new());
     for &i in g {
-        reads.extend(&accesses[i].0);
-        writes.extend(&accesses[i].1);
+        reads.extend(&accesses[i].reads);
+        writes.extend(&accesses[i].writes);
     }
     for i in (g[0].saturating_sub(8)..g[0]).rev() {
         let result = match &nodes[i] {
@@ -436,8 +321,10 @@ fn producer(nodes: &[Node], accesses: &[Bound], g: &[usize]) -> Option<usize> {
         if result.is_some_and(|c| reads.contains(&c)) {
             return Some(i);
         }
-        let (r, w) = &accesses[i];
-        if w.iter().any(|b| reads.contains(&b) || writes.contains(&b)) || r.iter().any(|b| writes.contains(&b)) {
+        let a = &accesses[i];
+        if a.writes.iter().any(|b| reads.contains(&b) || writes.contains(&b))
+            || a.reads.iter().any(|b| writes.contains(&b))
+        {
             return None;
         }
     }
@@ -452,7 +339,7 @@ fn producer(nodes: &[Node], accesses: &[Bound], g: &[usize]) -> Option<usize> {
 /// and fit the buffer limit with them.
 fn epilogue_fits(mm: &MmInfo, infos: &[&EwInfo]) -> bool {
     let shape = &infos[0].shape;
-    let reads: Vec<&crate::graph::EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
+    let reads: Vec<&EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
     if shape.iter().product::<usize>() != mm.numel || !reads.iter().any(|o| o.buffer == mm.c) {
         return false;
     }
@@ -478,22 +365,35 @@ fn epilogue_fits(mm: &MmInfo, infos: &[&EwInfo]) -> bool {
     buffers.len() <= MAX_BUFFERS
 }
 
-/// The buffers a generated chain loads and those it stores.
-type Bound = (Vec<wgpu::Buffer>, Vec<wgpu::Buffer>);
-
-/// The chains a reduction takes on: the group computing its input (and
-/// which member that is), and the group reading its results (and whether
-/// it runs over the input, revisiting the reduced elements).
+/// The chains a reduction takes on.
 #[derive(Clone, Copy, Default)]
 struct Around {
-    prologue: Option<(usize, usize)>,
-    after: Option<(usize, bool)>,
+    /// The group computing its input.
+    prologue: Option<Before>,
+    /// The group reading its results.
+    after: Option<After>,
+}
+
+/// A group that runs in the reduction after it, computing its input.
+#[derive(Clone, Copy)]
+struct Before {
+    group: usize,
+    /// The member whose value is the reduction's input.
+    input: usize,
+}
+
+/// A group that runs in the reduction before it, reading its results.
+#[derive(Clone, Copy)]
+struct After {
+    group: usize,
+    /// It runs over the input, revisiting the reduced elements.
+    revisit: bool,
 }
 
 /// The buffers a generated chain binds: those it loads and those it
 /// stores (each once).
-fn bound(members: &[FusedMember]) -> Bound {
-    let (mut reads, mut writes): Bound = (Vec::new(), Vec::new());
+fn bound(members: &[FusedMember]) -> Access {
+    let (mut reads, mut writes) = (Vec::new(), Vec::new());
     for m in members {
         for o in &m.operands {
             if let FusedOperand::External(e) = o {
@@ -508,7 +408,7 @@ fn bound(members: &[FusedMember]) -> Bound {
             }
         }
     }
-    (reads, writes)
+    Access { reads, writes }
 }
 
 /// Which member of chain `infos` (right before reduction `r`; it loads
@@ -518,11 +418,11 @@ fn bound(members: &[FusedMember]) -> Bound {
 /// within it; where the chain stores values, the reduction visits each
 /// element exactly once; and the reduction's results go to a buffer the
 /// chain does not touch (other invocations are still computing it).
-fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &Bound) -> Option<usize> {
+fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &Access) -> Option<usize> {
     let m = infos.iter().rposition(|e| e.out.buffer == r.x.buffer)?;
     let (shape, numel) = (&infos[m].shape, infos[m].shape.iter().product::<usize>());
     let whole = dense(&infos[m].out, shape) && extent(&r.x, &r.shape) <= numel;
-    let (reads, writes) = bound;
+    let Access { reads, writes } = bound;
     let broadcast = r.shape.iter().zip(&r.x.strides).any(|(&n, &s)| n > 1 && s == 0);
     let once = writes.is_empty() || (r.shape.iter().product::<usize>() == numel && !broadcast);
     let apart = !reads.contains(&r.out) && !writes.contains(&r.out);
@@ -536,9 +436,9 @@ fn prologue_member(r: &RedInfo, infos: &[&EwInfo], bound: &Bound) -> Option<usiz
 /// (each invocation its own) and writes them only there; neither chain
 /// writes what the other reads or writes, nor the reduction's input; and
 /// the buffers fit the limit.
-fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Bound, prologue: Option<Bound>) -> bool {
+fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Access, prologue: Option<Access>) -> bool {
     let shape = &infos[0].shape;
-    let reads: Vec<&crate::graph::EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
+    let reads: Vec<&EwOperand> = infos.iter().flat_map(|e| &e.inputs).collect();
     if !r.last || shape.iter().product::<usize>() != r.outputs || !reads.iter().any(|o| o.buffer == r.out) {
         return false;
     }
@@ -547,14 +447,16 @@ fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Bound, prolog
     {
         return false;
     }
-    let (read, written) = bound;
+    let Access { reads: read, writes: written } = bound;
     // With one result, all reads of the input are done when the epilogue
     // runs (one invocation, or one workgroup past its barriers): it may
     // overwrite the input, which the reduction then reads through its
     // binding.
     let own_input = r.outputs == 1 && written.contains(&r.x.buffer);
-    let (pro_read, pro_written) =
-        prologue.unwrap_or_else(|| (if own_input { Vec::new() } else { vec![r.x.buffer.clone()] }, Vec::new()));
+    let Access { reads: pro_read, writes: pro_written } = prologue.unwrap_or_else(|| Access {
+        reads: if own_input { Vec::new() } else { vec![r.x.buffer.clone()] },
+        writes: Vec::new(),
+    });
     let apart = written.iter().all(|b| !pro_read.contains(b) && !pro_written.contains(b))
         && read.iter().all(|b| !pro_written.contains(b));
     apart && 1 + pro_read.len() + pro_written.len() + read.len() + written.len() <= MAX_BUFFERS
@@ -574,12 +476,12 @@ fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Bound, prolog
 fn revisit_fits(
     r: &RedInfo,
     infos: &[&EwInfo],
-    bound: &Bound,
-    prologue: Option<Bound>,
+    bound: &Access,
+    prologue: Option<Access>,
     pro_at_i: &[wgpu::Buffer],
 ) -> bool {
     let (shape, axes) = (&r.shape, &r.axes);
-    if r.entry != "reduce_serial" || !r.last || infos[0].shape != *shape || !dense(&r.x, shape) {
+    if r.kernel != ReduceKernel::Serial || !r.last || infos[0].shape != *shape || !dense(&r.x, shape) {
         return false;
     }
     // the results as the chain must read them: kept axes dense, reduced
@@ -596,12 +498,13 @@ fn revisit_fits(
             }
         })
         .collect();
-    let as_broadcast = |o: &crate::graph::EwOperand| {
+    let as_broadcast = |o: &EwOperand| {
         o.offset == 0 && o.strides.iter().zip(&broadcast).zip(shape.iter()).all(|((&s, &b), &n)| n == 1 || s == b)
     };
-    let (read, written) = bound;
-    let (pro_read, pro_written) = prologue.unwrap_or_else(|| (vec![r.x.buffer.clone()], Vec::new()));
-    let at_i = |o: &crate::graph::EwOperand| dense(o, shape);
+    let Access { reads: read, writes: written } = bound;
+    let Access { reads: pro_read, writes: pro_written } =
+        prologue.unwrap_or_else(|| Access { reads: vec![r.x.buffer.clone()], writes: Vec::new() });
+    let at_i = |o: &EwOperand| dense(o, shape);
     for e in infos {
         for o in &e.inputs {
             let ok = if o.buffer == r.out {
@@ -623,105 +526,4 @@ fn revisit_fits(
     // (it reads what the prologue stores through the prologue's bindings)
     let own_reads = read.iter().filter(|b| !pro_written.contains(b)).count();
     apart && 1 + pro_read.len() + pro_written.len() + own_reads + written.len() <= MAX_BUFFERS
-}
-
-/// Optimizer updates in place: an update whose new parameter and state are
-/// only copied back into the tensors it read (and nothing after it reads
-/// either) writes them directly, and consecutive such updates of one rule
-/// run in one generated dispatch (`codegen::optimizer_in_place`). Their
-/// copies leave `write_back`. `returned`: the buffers of the step's outputs.
-pub(crate) fn optimizers_in_place(
-    dev: &Arc<DeviceInner>,
-    nodes: Vec<Node>,
-    write_back: &mut Vec<crate::compile::WriteBack>,
-    returned: &[wgpu::Buffer],
-) -> Vec<Node> {
-    let accesses: Vec<_> = nodes.iter().map(|n| access(dev, n)).collect();
-    let in_place = |j: usize, info: &OptInfo| {
-        info.updates.iter().all(|(read, written)| {
-            let copied_back = write_back.iter().any(|(from, from_off, to, to_off, bytes)| {
-                from == written && to == read && *from_off == 0 && *to_off == 0 && *bytes == 4 * info.numel as u64
-            });
-            let untouched = accesses[j + 1..]
-                .iter()
-                .all(|(r, w)| !(r.contains(read) || w.contains(read) || r.contains(written) || w.contains(written)));
-            copied_back && untouched && !returned.contains(written)
-        })
-    };
-    // runs of in-place updates of one rule (and one step counter and
-    // gradient scale), within the adapter's storage-buffer limit
-    let limit = dev.limits.max_storage_buffers_per_shader_stage as usize;
-    // CPU adapters run every branch of a kernel for every invocation (with
-    // the lanes masked), so there one dispatch over a large tensor and
-    // small ones costs more than the dispatches it saves: large tensors
-    // are updated alone.
-    let cpu = dev.info.device_type == wgpu::DeviceType::Cpu;
-    let alone = |info: &OptInfo| cpu && info.numel > SMALL_UPDATE;
-    let mut runs: Vec<Vec<usize>> = Vec::new();
-    let mut bindings = 0;
-    for (j, node) in nodes.iter().enumerate() {
-        let Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), uniform, .. } = node else { continue };
-        if !in_place(j, info) {
-            continue;
-        }
-        let joins = runs.last().and_then(|run| run.last()).is_some_and(|&last| match &nodes[last] {
-            Node::Dispatch { fusable: Some(Fusable::Optimizer(prev)), uniform: u, .. } => {
-                last + 1 == j
-                    && !alone(prev)
-                    && !alone(info)
-                    && prev.entry == info.entry
-                    && prev.scale == info.scale
-                    && prev.t == info.t
-                    && u[4..] == uniform[4..] // all but the element count
-                    && bindings + 1 + info.updates.len() <= limit
-            }
-            _ => false,
-        });
-        if joins {
-            runs.last_mut().expect("joined").push(j);
-            bindings += 1 + info.updates.len();
-        } else {
-            // the step counter, its next value (if the dispatch takes its
-            // increment on), the scale; the gradient and the updates
-            runs.push(vec![j]);
-            bindings = 3 + 1 + info.updates.len();
-        }
-    }
-    let mut replaced: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
-    let mut skip = vec![false; nodes.len()];
-    for run in &runs {
-        let infos: Vec<&OptInfo> = run
-            .iter()
-            .map(|&j| match &nodes[j] {
-                Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), .. } => &**info,
-                _ => unreachable!("runs hold optimizer nodes"),
-            })
-            .collect();
-        let Node::Dispatch { uniform, .. } = &nodes[run[0]] else { unreachable!("a dispatch") };
-        let count = step_count(&nodes, *run.last().expect("non-empty"), infos[0]);
-        let counted = count.as_ref().map(|(_, buffer, bits)| (buffer, *bits));
-        if let Some(node) = codegen::optimizer_in_place(dev, uniform, &infos, counted) {
-            for info in &infos {
-                write_back.retain(|(from, ..)| !info.updates.iter().any(|(_, written)| written == from));
-            }
-            replaced[run[0]] = Some(node);
-            for &j in run[1..].iter().chain(count.as_ref().map(|c| &c.0)) {
-                skip[j] = true;
-            }
-        }
-    }
-    splice(nodes, replaced, &skip)
-}
-
-/// The optimizer's step count advancing right after the update at node
-/// `last` (`t + 1`, which `Optimizer::step` records after its updates): its
-/// node, where it writes, and the bits of the 1 it adds. The updates'
-/// dispatch can take it on: one invocation writes the new count to that
-/// buffer while all of them read the old one.
-fn step_count(nodes: &[Node], last: usize, update: &OptInfo) -> Option<(usize, wgpu::Buffer, u32)> {
-    let Some(Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. }) = nodes.get(last + 1) else { return None };
-    let EwExpr::Binary { op: 0, dt: 0, scalar: Some((bits, false)) } = e.expr else { return None };
-    let reads_count = e.inputs.len() == 1 && e.inputs[0].buffer == update.t && e.inputs[0].offset == 0;
-    let own = e.out.offset == 0 && ![&update.t, &update.scale, &update.grad].contains(&&e.out.buffer);
-    (e.shape.iter().product::<usize>() == 1 && reads_count && own).then(|| (last + 1, e.out.buffer.clone(), bits))
 }

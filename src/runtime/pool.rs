@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::device::DeviceInner;
+use super::DeviceInner;
 
 /// What a buffer is for; each class is pooled separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -153,7 +153,7 @@ impl DeviceInner {
     pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
         let limit = self.limits.max_buffer_size;
         let size = bucket(bytes).min(limit);
-        if let Some(arena) = crate::graph::capture_arena(self) {
+        if let Some(arena) = super::capture::capture_arena(self) {
             let mut a = arena.lock().unwrap_or_else(|p| p.into_inner());
             a.requested += size;
             let buffer = a.pool.take(class, size).unwrap_or_else(|| {

@@ -1,0 +1,80 @@
+//! Tensors made from host data or filled with a value.
+
+use crate::dtype::Element;
+use crate::ops::elementwise::fill;
+use crate::runtime::Device;
+use crate::shape::numel;
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// A tensor holding `data` (row-major) with the given shape.
+    #[track_caller]
+    pub fn from_slice<T: Element>(device: &Device, data: &[T], shape: &[usize]) -> Tensor {
+        if data.len() != numel(shape) {
+            panic!("wgrad: from_slice: {} values cannot fill shape {shape:?} ({} elements)", data.len(), numel(shape));
+        }
+        let t = Tensor::empty(device, "from_slice", shape, T::DTYPE);
+        if !data.is_empty() && t.storage().size >= (data.len() * 4) as u64 {
+            device.inner.upload(t.storage(), bytemuck::cast_slice(data));
+        }
+        t
+    }
+
+    /// A 0-d tensor holding `value`.
+    #[track_caller]
+    pub fn scalar<T: Element>(device: &Device, value: T) -> Tensor {
+        Tensor::from_slice(device, &[value], &[])
+    }
+
+    /// A tensor of `shape` filled with `value` (its type picks the dtype).
+    #[track_caller]
+    pub fn full<T: Element>(device: &Device, shape: &[usize], value: T) -> Tensor {
+        let t = Tensor::empty(device, "full", shape, T::DTYPE);
+        fill(&t, T::DTYPE.bits_of(value.to_f64()));
+        t
+    }
+
+    /// f32 zeros.
+    #[track_caller]
+    pub fn zeros(device: &Device, shape: &[usize]) -> Tensor {
+        Tensor::full(device, shape, 0.0f32)
+    }
+
+    /// f32 ones.
+    #[track_caller]
+    pub fn ones(device: &Device, shape: &[usize]) -> Tensor {
+        Tensor::full(device, shape, 1.0f32)
+    }
+
+    /// Zeros with the shape, dtype and device of `self`.
+    #[track_caller]
+    pub fn zeros_like(&self) -> Tensor {
+        self.full_like(0.0)
+    }
+
+    /// Ones with the shape, dtype and device of `self`.
+    #[track_caller]
+    pub fn ones_like(&self) -> Tensor {
+        self.full_like(1.0)
+    }
+
+    /// `value` (converted to the dtype of `self`) with the shape of `self`.
+    #[track_caller]
+    pub fn full_like(&self, value: f64) -> Tensor {
+        let t = Tensor::empty(self.device(), "full_like", self.shape(), self.dtype());
+        fill(&t, self.dtype().bits_of(value));
+        t
+    }
+
+    /// `start, start + step, ...` up to (excluding) `end`, as f32; `.cast()`
+    /// gives integer indices.
+    #[track_caller]
+    pub fn arange(device: &Device, start: f32, end: f32, step: f32) -> Tensor {
+        if step == 0.0 || !step.is_finite() || ((end - start) / step).is_sign_negative() && end != start {
+            panic!("wgrad: arange: cannot step from {start} to {end} by {step}");
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let data: Vec<f32> = (0..n).map(|i| start + step * i as f32).collect();
+        Tensor::from_slice(device, &data, &[n])
+    }
+}

@@ -1,0 +1,177 @@
+//! 2-d pooling primitives over the last two axes (max and average).
+//! Kernels: `shaders/pool.wgsl`. Max pooling selects at the argmax and
+//! its gradient scatters there: the two are adjoint (the argmax, a function
+//! of x alone, is constant), as are average pooling and its gradient, so
+//! all are differentiable any number of times.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::autograd::Primitive;
+use crate::dtype::DType;
+use crate::ops::apply;
+use crate::ops::layout::dense_from_zero;
+use crate::runtime::{Kernel, Shader, grid};
+use crate::tensor::Tensor;
+
+/// The pooling primitives.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Max(PoolGeom),
+    /// inputs: x (picks the argmax), v (the values taken there)
+    MaxSelect(PoolGeom),
+    /// inputs: x (picks the argmax), g (summed into it)
+    MaxScatter(PoolGeom),
+    Avg(PoolGeom),
+    AvgBackward(PoolGeom),
+}
+
+impl Primitive for Pool {
+    fn name(&self) -> &'static str {
+        match self {
+            Pool::Max(_) | Pool::MaxSelect(_) => "max_pool2d",
+            Pool::MaxScatter(_) => "max_pool2d (gradient)",
+            Pool::Avg(_) => "avg_pool2d",
+            Pool::AvgBackward(_) => "avg_pool2d (gradient)",
+        }
+    }
+
+    fn forward(&self, x: &[&Tensor]) -> Tensor {
+        match self {
+            Pool::Max(g) => launch(PoolKernel::Max, g, x[0], Some(x[0]), &g.out_shape()),
+            Pool::MaxSelect(g) => launch(PoolKernel::Max, g, x[0], Some(x[1]), &g.out_shape()),
+            Pool::MaxScatter(g) => launch(PoolKernel::MaxScatter, g, x[0], Some(x[1]), &g.in_shape()),
+            Pool::Avg(g) => launch(PoolKernel::Avg, g, x[0], None, &g.out_shape()),
+            Pool::AvgBackward(g) => launch(PoolKernel::AvgBackward, g, x[0], None, &g.in_shape()),
+        }
+    }
+
+    fn vjp(&self, g: &Tensor, x: &[&Tensor], _y: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        match self {
+            Pool::Max(geom) => vec![Some(apply(Pool::MaxScatter(geom.clone()), &[x[0], g]))],
+            Pool::MaxSelect(geom) => vec![None, needs[1].then(|| apply(Pool::MaxScatter(geom.clone()), &[x[0], g]))],
+            Pool::MaxScatter(geom) => vec![None, needs[1].then(|| apply(Pool::MaxSelect(geom.clone()), &[x[0], g]))],
+            Pool::Avg(geom) => vec![Some(apply(Pool::AvgBackward(geom.clone()), &[g]))],
+            Pool::AvgBackward(geom) => vec![Some(apply(Pool::Avg(geom.clone()), &[g]))],
+        }
+    }
+}
+
+/// The entry points of `shaders/pool.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PoolKernel {
+    Max,
+    MaxScatter,
+    /// The scatter where the windows tile the input: one invocation per window.
+    MaxScatterTiles,
+    Avg,
+    AvgBackward,
+}
+
+impl PoolKernel {
+    fn entry(self) -> &'static str {
+        match self {
+            PoolKernel::Max => "max_pool2d",
+            PoolKernel::MaxScatter => "max_pool2d_scatter",
+            PoolKernel::MaxScatterTiles => "max_pool2d_scatter_tiles",
+            PoolKernel::Avg => "avg_pool2d",
+            PoolKernel::AvgBackward => "avg_pool2d_backward",
+        }
+    }
+}
+
+/// The geometry of one 2-d pooling over the last two axes: `lead` are the
+/// other axes (e.g. [n, c]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PoolGeom {
+    pub lead: Vec<usize>,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PoolParams {
+    dims: [u32; 12],
+    /// `fast_div` constants of OW, OH, W, H
+    magic: [u32; 4],
+    shift: [u32; 4],
+}
+
+impl PoolGeom {
+    fn planes(&self) -> usize {
+        self.lead.iter().product()
+    }
+
+    pub fn in_shape(&self) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        s.extend([self.h, self.w]);
+        s
+    }
+
+    pub fn out_shape(&self) -> Vec<usize> {
+        let mut s = self.lead.clone();
+        s.extend([self.oh, self.ow]);
+        s
+    }
+}
+
+/// `kernel` over `out_shape`, reading `x` (and `v`, for the max kernels).
+fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_shape: &[usize]) -> Tensor {
+    let x = dense_from_zero(x);
+    let v = v.map(dense_from_zero);
+    let out = Tensor::empty(x.device(), kernel.entry(), out_shape, DType::F32);
+    if out.numel() == 0 {
+        return out;
+    }
+    // windows that tile the input: one invocation per window
+    let tiles = g.stride == g.kernel && g.padding == (0, 0) && g.h == g.oh * g.kernel.0 && g.w == g.ow * g.kernel.1;
+    let (kernel, total) = match kernel {
+        PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, g.planes() * g.oh * g.ow),
+        _ => (kernel, out.numel()),
+    };
+    let d = [
+        g.planes(),
+        g.h,
+        g.w,
+        g.oh,
+        g.ow,
+        g.kernel.0,
+        g.kernel.1,
+        g.stride.0,
+        g.stride.1,
+        g.padding.0,
+        g.padding.1,
+        total,
+    ];
+    let (magic, shift) = crate::shape::pack_divisors(&[g.ow, g.oh, g.w, g.h]);
+    let params = PoolParams {
+        dims: d.map(|x| x as u32),
+        magic: std::array::from_fn(|i| magic[i]),
+        shift: std::array::from_fn(|i| shift[i]),
+    };
+    let mut bindings = vec![("x", x.storage())];
+    if let Some(v) = &v {
+        bindings.push(("v", v.storage()));
+    }
+    bindings.push(("out", out.storage()));
+    let k = Kernel::new(Shader::Pool, kernel.entry());
+    out.device().inner.record(&k, &bindings, bytemuck::bytes_of(&params), grid(total.div_ceil(256) as u32));
+    out
+}
+
+/// Max over the windows `g` of `x`'s last two axes.
+#[track_caller]
+pub(crate) fn max_pool2d(g: PoolGeom, x: &Tensor) -> Tensor {
+    apply(Pool::Max(g), &[x])
+}
+
+/// Mean over the windows `g` of `x`'s last two axes.
+#[track_caller]
+pub(crate) fn avg_pool2d(g: PoolGeom, x: &Tensor) -> Tensor {
+    apply(Pool::Avg(g), &[x])
+}

@@ -1,0 +1,134 @@
+//! A device's caches of what it builds from WGSL: shader modules, compute
+//! pipelines, the bindings each module declares, and the generated shaders
+//! (validated once per source text).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use super::DeviceInner;
+use super::shaders::{DynamicShader, Kernel, Source};
+
+/// A compute pipeline and the layout of its bind group 0.
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    /// `entry (module)` with its specialisation, for profiles and graphs.
+    pub label: String,
+    pub source: Source,
+}
+
+/// The storage bindings a module declares: name, binding number, and
+/// whether it is writable (`var<storage, read_write>`).
+pub(crate) struct Interface {
+    pub bindings: Vec<(String, u32, bool)>,
+}
+
+impl Interface {
+    fn parse(wgsl: &str) -> Interface {
+        let Ok(module) = naga::front::wgsl::parse_str(wgsl) else {
+            return Interface { bindings: Vec::new() };
+        };
+        let bindings = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let naga::AddressSpace::Storage { access } = g.space else { return None };
+                let b = g.binding.as_ref()?;
+                Some((g.name.clone().unwrap_or_default(), b.binding, access.contains(naga::StorageAccess::STORE)))
+            })
+            .collect();
+        Interface { bindings }
+    }
+
+    /// The binding number of the variable `name`.
+    #[track_caller]
+    pub fn binding(&self, name: &str, module: &str) -> u32 {
+        match self.bindings.iter().find(|b| b.0 == name) {
+            Some(b) => b.1,
+            None => panic!("wgrad: internal error: {module} declares no binding named `{name}`"),
+        }
+    }
+
+    /// Is binding `number` written? (unknown bindings: assume so)
+    pub fn writes(&self, number: u32) -> bool {
+        self.bindings.iter().find(|b| b.1 == number).is_none_or(|b| b.2)
+    }
+}
+
+/// Generated modules by source text (`None`: failed validation).
+type Generated = Mutex<HashMap<String, Option<Arc<DynamicShader>>>>;
+
+#[derive(Default)]
+pub(super) struct Caches {
+    modules: Mutex<HashMap<Source, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<Kernel, Arc<Pipeline>>>,
+    interfaces: Mutex<HashMap<Source, Arc<Interface>>>,
+    generated: Generated,
+}
+
+impl DeviceInner {
+    /// The storage bindings `source` declares, parsed once per module.
+    pub(crate) fn interface(&self, source: &Source) -> Arc<Interface> {
+        let mut cache = self.caches.interfaces.lock().unwrap_or_else(|p| p.into_inner());
+        cache.entry(source.clone()).or_insert_with(|| Arc::new(Interface::parse(source.wgsl()))).clone()
+    }
+
+    /// `bindings` by the names `kernel`'s module gives them, as numbers.
+    #[track_caller]
+    pub(crate) fn bind<B>(
+        &self,
+        kernel: &Kernel,
+        bindings: impl IntoIterator<Item = (impl AsRef<str>, B)>,
+    ) -> Vec<(u32, B)> {
+        let interface = self.interface(&kernel.source);
+        bindings.into_iter().map(|(name, b)| (interface.binding(name.as_ref(), kernel.source.label()), b)).collect()
+    }
+
+    /// The module of a generated kernel, validated once per source text
+    /// (`None` if it fails validation).
+    pub(crate) fn generated_shader(&self, label: &str, wgsl: &str, subgroups: bool) -> Option<Arc<DynamicShader>> {
+        let mut cache = self.caches.generated.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(wgsl) {
+            return s.clone();
+        }
+        let shader = DynamicShader::new(label, wgsl, subgroups)
+            .map_err(|e| eprintln!("wgrad: the generated kernel `{label}` failed validation:\n{e}"))
+            .ok();
+        cache.insert(wgsl.to_string(), shader.clone());
+        shader
+    }
+
+    /// The cached pipeline for `kernel`, built on first use.
+    pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
+        let mut cache = self.caches.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(kernel) {
+            return p.clone();
+        }
+        let mut modules = self.caches.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let module = modules.entry(kernel.source.clone()).or_insert_with(|| {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.source.label()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source.wgsl().into()),
+            })
+        });
+        let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&kernel.entry),
+            layout: None,
+            module,
+            entry_point: Some(&kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            cache: None,
+        });
+        let layout = pipeline.get_bind_group_layout(0);
+        self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
+        let mut label = format!("{} ({})", kernel.entry, kernel.source.label());
+        for (k, v) in &kernel.constants {
+            label.push_str(&format!(" {k}={v}"));
+        }
+        let p = Arc::new(Pipeline { pipeline, layout, label, source: kernel.source.clone() });
+        cache.insert(kernel.clone(), p.clone());
+        p
+    }
+}
