@@ -59,6 +59,7 @@ fn op_erf(x: f32) -> f32 {
     let erfc = t * exp(poly);
     return select(erfc - 1.0, 1.0 - erfc, x >= 0.0);
 }
+fn op_softsign(x: f32) -> f32 { return x / (1.0 + abs(x)); }
 
 // ---- binary --------------------------------------------------------------
 

@@ -44,6 +44,7 @@ const CASES: &[Case] = &[
     Case { name: "gelu",     shapes: &[&[3, 4]], gpu: |x| x[0].gelu(),     cpu: |x| x[0].map(|v| 0.5 * v * (1.0 + libm::erf(v / 2f64.sqrt()))), lo: -3.0, hi: 3.0, away: false },
     Case { name: "softplus", shapes: &[&[3, 4]], gpu: |x| x[0].softplus(), cpu: |x| x[0].map(|v| v.exp().ln_1p()), lo: -3.0, hi: 3.0, away: false },
     Case { name: "erf",      shapes: &[&[3, 4]], gpu: |x| x[0].erf(),      cpu: |x| x[0].map(libm::erf),     lo: -2.0, hi: 2.0, away: false },
+    Case { name: "softsign", shapes: &[&[3, 4]], gpu: |x| x[0].softsign(), cpu: |x| x[0].map(|v| v / (1.0 + v.abs())), lo: -3.0, hi: 3.0, away: false },
     // binary maps, broadcasting both ways
     Case { name: "add",      shapes: &[&[3, 4], &[4]], gpu: |x| &x[0] + &x[1], cpu: |x| x[0].zip(&x[1], |a, b| a + b), lo: -2.0, hi: 2.0, away: false },
     Case { name: "sub",      shapes: &[&[3, 1], &[4]], gpu: |x| &x[0] - &x[1], cpu: |x| x[0].zip(&x[1], |a, b| a - b), lo: -2.0, hi: 2.0, away: false },

@@ -81,6 +81,8 @@ const UNARY: &[Unary] = &[
     Unary { name: "softplus", gpu: |x| x.softplus(),  cpu: |x| x.max(0.0) + (-x.abs()).exp().ln_1p(), lo: -20.0, hi: 20.0, atol: 4.8e-7, rtol: 2.0 * U },
     // series near 0 (relative 1e-7), Chebyshev fit elsewhere (absolute 1.2e-7)
     Unary { name: "erf",      gpu: |x| x.erf(),       cpu: libm::erf,                 lo: -4.0, hi: 4.0, atol: 1.5e-7, rtol: 4.0 * U },
+    // 1 + |x| rounds once (½ ULP), then WGSL's division: 2.5 ULP
+    Unary { name: "softsign", gpu: |x| x.softsign(),  cpu: |x| x / (1.0 + x.abs()),   lo: -5.0, hi: 5.0, atol: 0.0, rtol: 3.0 * U },
     Unary { name: "square",   gpu: |x| x.square(),    cpu: |x| x * x,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
     Unary { name: "pow 2",    gpu: |x| x.pow(2.0),    cpu: |x| x * x,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
     // exp2(y log2 x): (3 + 2|y log2 x|) ULP plus |y|·2^-21 from log2; on

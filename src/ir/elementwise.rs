@@ -52,6 +52,8 @@ macro_rules! unary_ops {
             Softplus softplus [] (g, x, _y) => Some(g * &x.sigmoid());
             /// The error function.  f′ = 2/√π·e^(−x²).
             Erf erf [] (g, x, _y) => Some(g * &((-x.square()).exp() * std::f32::consts::FRAC_2_SQRT_PI));
+            /// x/(1 + |x|).  f′ = 1/(1 + |x|)².
+            Softsign softsign [] (g, x, _y) => Some(g / &(x.abs() + 1.0).square());
         }
     };
 }
