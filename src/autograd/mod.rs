@@ -80,6 +80,39 @@ pub(crate) struct Node {
     pub site: Site,
 }
 
+/// What a dropped tape node held that may hold other nodes.
+type Held = (Vec<Option<Arc<Node>>>, Vec<Tensor>);
+
+thread_local! {
+    /// Set while this thread frees tape nodes; nodes freed meanwhile hand
+    /// what they hold to `FREEING` instead of freeing it themselves.
+    static FREEING_NOW: Cell<bool> = const { Cell::new(false) };
+    static FREEING: std::cell::RefCell<Vec<Held>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A tape is a chain as long as the computation: freeing it by the usual
+/// recursive drops (a node, then its parents, then theirs …) would use a
+/// stack frame per op and overflow on long tapes. The first node freed on a
+/// thread frees the rest iteratively, from a work list.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let held: Held = (std::mem::take(&mut self.parents), std::mem::take(&mut self.inputs));
+        if FREEING_NOW.try_with(Cell::get).unwrap_or(false) {
+            // (if the list is gone, the thread is exiting: `held` is freed here)
+            let _ = FREEING.try_with(|q| q.borrow_mut().push(held));
+            return;
+        }
+        if FREEING_NOW.try_with(|now| now.set(true)).is_err() {
+            return;
+        }
+        drop(held);
+        while let Some(next) = FREEING.with(|q| q.borrow_mut().pop()) {
+            drop(next);
+        }
+        FREEING_NOW.with(|now| now.set(false));
+    }
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn next_id() -> u64 {
