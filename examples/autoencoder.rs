@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::process::ExitCode;
+
 use wgrad::{Params, Tensor, checkpoint, compile, grad, nn, optim::Optimizer};
 
 #[derive(Params)]
@@ -30,10 +32,14 @@ fn loss(p: &Autoencoder, x: &Tensor) -> Tensor {
     err + p.w.square().sum_all() * L2
 }
 
-fn main() -> wgrad::Result<()> {
-    let args = support::args("autoencoder", "The seed's tied-weight autoencoder on MNIST.", 10, 64, 0.01);
-    let dev = support::device(args.seed);
-    let data = support::mnist(&args);
+fn main() -> ExitCode {
+    support::main(run)
+}
+
+fn run() -> support::Result<()> {
+    let args = support::args("autoencoder", "The seed's tied-weight autoencoder on MNIST.", 10, 64, 0.01)?;
+    let dev = support::device(args.seed)?;
+    let data = support::mnist(&args)?;
     let mut model = Autoencoder {
         w: nn::init::xavier_uniform(&dev, &[784, 64], 1.0),
         b_enc: Tensor::zeros(&dev, &[64]),
@@ -54,16 +60,17 @@ fn main() -> wgrad::Result<()> {
     let mut history = support::History::new();
     let test: Vec<usize> = (0..data.test.len()).collect();
     let (test_x, _) = data.test.batch(&dev, &test);
-    let mut recon = f32::NAN;
+    let mut recon = None;
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, _labels| {
             support::step(&args, &mut train, &mut state, &x)
-        });
-        recon = ((reconstruct(&state.0, &test_x) - &test_x).square().sum_all() / test.len() as f32).item()?;
+        })?;
+        let loss: f32 = ((reconstruct(&state.0, &test_x) - &test_x).square().sum_all() / test.len() as f32).item()?;
         history.epoch(epoch, mean, None);
-        println!("         test reconstruction loss {recon:.4} (squared error per digit)");
+        println!("         test reconstruction loss {loss:.4} (squared error per digit)");
+        recon = Some(loss);
     }
-    history.plot(&args.out.join("autoencoder-loss.svg"), "tied-weight autoencoder on MNIST");
+    history.plot(&args.out.join("autoencoder-loss.svg"), "tied-weight autoencoder on MNIST")?;
     // 2 rows of 10 test digits, each above its reconstruction
     let shown: Vec<usize> = (0..20).collect();
     let (x, _) = data.test.batch(&dev, &shown);
@@ -75,8 +82,10 @@ fn main() -> wgrad::Result<()> {
         grid.extend_from_slice(&x[rows.clone()]);
         grid.extend_from_slice(&y[rows]);
     }
-    support::save_grid(&args.out.join("autoencoder-reconstructions.png"), &grid, (4, 10), 28, 28);
+    support::save_grid(&args.out.join("autoencoder-reconstructions.png"), &grid, (4, 10), 28, 28)?;
     checkpoint::save(args.out.join("autoencoder.safetensors"), &state.0, Some(&state.1))?;
-    println!("final reconstruction loss: {recon:.4}");
+    if let Some(recon) = recon {
+        println!("final reconstruction loss: {recon:.4}");
+    }
     Ok(())
 }

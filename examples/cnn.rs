@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::process::ExitCode;
+
 use wgrad::nn::{self, ConvOptions};
 use wgrad::{Params, Tensor, checkpoint, compile, grad, optim::Optimizer};
 
@@ -45,15 +47,20 @@ fn loss(m: &Cnn, (x, labels): &(Tensor, Tensor)) -> Tensor {
 }
 
 #[allow(dead_code)]
-fn main() -> wgrad::Result<()> {
+fn main() -> ExitCode {
     run("cnn", "The seed's convolutional network on MNIST.")
 }
 
-/// Trains and evaluates the network; `name` labels the outputs.
-pub fn run(name: &str, about: &str) -> wgrad::Result<()> {
-    let args = support::args(name, about, 3, 64, 0.05);
-    let dev = support::device(args.seed);
-    let data = support::mnist(&args);
+/// The example `name`: trains and evaluates the network; `name` labels the
+/// outputs.
+pub fn run(name: &str, about: &str) -> ExitCode {
+    support::main(|| train(name, about))
+}
+
+fn train(name: &str, about: &str) -> support::Result<()> {
+    let args = support::args(name, about, 3, 64, 0.05)?;
+    let dev = support::device(args.seed)?;
+    let data = support::mnist(&args)?;
     let mut model = Cnn::new(&dev);
     let mut opt = Optimizer::sgd(args.lr).momentum(0.9);
     if let Some(path) = &args.resume {
@@ -71,12 +78,12 @@ pub fn run(name: &str, about: &str) -> wgrad::Result<()> {
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, labels| {
             support::step(&args, &mut train, &mut state, &(x, labels))
-        });
-        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x));
+        })?;
+        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x))?;
         history.epoch(epoch, mean, Some(acc));
     }
-    history.plot(&args.out.join(format!("{name}-loss.svg")), "convolutional network on MNIST");
+    history.plot(&args.out.join(format!("{name}-loss.svg")), "convolutional network on MNIST")?;
     checkpoint::save(args.out.join(format!("{name}.safetensors")), &state.0, Some(&state.1))?;
-    println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
+    history.final_accuracy();
     Ok(())
 }

@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::process::ExitCode;
+
 use wgrad::{Params, Tensor, checkpoint, compile, grad, nn, optim::Optimizer};
 
 #[derive(Params)]
@@ -35,11 +37,15 @@ fn loss(p: &Net, (x, labels): &(Tensor, Tensor)) -> (Tensor, (Tensor, Tensor, Te
     (&ce + &on_hidden + &on_weights, (ce, on_hidden, on_weights))
 }
 
-fn main() -> wgrad::Result<()> {
+fn main() -> ExitCode {
+    support::main(run)
+}
+
+fn run() -> support::Result<()> {
     let args =
-        support::args("custom_loss", "Cross-entropy with L2 penalties on hidden states and weights.", 10, 64, 0.1);
-    let dev = support::device(args.seed);
-    let data = support::mnist(&args);
+        support::args("custom_loss", "Cross-entropy with L2 penalties on hidden states and weights.", 10, 64, 0.1)?;
+    let dev = support::device(args.seed)?;
+    let data = support::mnist(&args)?;
     let mut model = Net {
         w1: nn::init::xavier_uniform(&dev, &[784, 256], 1.0),
         b1: Tensor::zeros(&dev, &[256]),
@@ -66,13 +72,13 @@ fn main() -> wgrad::Result<()> {
             let (l, parts) = if args.eager {
                 train.run_eager(&mut state, &(x, labels))
             } else {
-                let out = train.run(&mut state, &(x, labels)).expect("training step");
+                let out = train.run(&mut state, &(x, labels))?;
                 (out.0.clone(), out.1.clone())
             };
             terms = Some(parts);
-            l
-        });
-        let acc = support::accuracy(&dev, &data.test, |x| forward(&state.0, x).1);
+            Ok(l)
+        })?;
+        let acc = support::accuracy(&dev, &data.test, |x| forward(&state.0, x).1)?;
         history.epoch(epoch, mean, Some(acc));
         if let Some([ce, h, w]) = &terms {
             println!(
@@ -83,8 +89,8 @@ fn main() -> wgrad::Result<()> {
             );
         }
     }
-    history.plot(&args.out.join("custom_loss-loss.svg"), "cross-entropy + L2 penalties on MNIST");
+    history.plot(&args.out.join("custom_loss-loss.svg"), "cross-entropy + L2 penalties on MNIST")?;
     checkpoint::save(args.out.join("custom_loss.safetensors"), &state.0, Some(&state.1))?;
-    println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
+    history.final_accuracy();
     Ok(())
 }

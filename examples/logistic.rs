@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::process::ExitCode;
+
 use wgrad::{Params, Tensor, checkpoint, compile, grad, optim::Optimizer};
 
 #[derive(Params)]
@@ -23,10 +25,14 @@ fn loss(m: &Model, (x, target): &(Tensor, Tensor)) -> Tensor {
     -(predict(m, x) * target).sum_all() / x.dim(0) as f32
 }
 
-fn main() -> wgrad::Result<()> {
-    let args = support::args("logistic", "Logistic regression on MNIST (the seed's example 1).", 5, 100, 0.5);
-    let dev = support::device(args.seed);
-    let data = support::mnist(&args);
+fn main() -> ExitCode {
+    support::main(run)
+}
+
+fn run() -> support::Result<()> {
+    let args = support::args("logistic", "Logistic regression on MNIST (the seed's example 1).", 5, 100, 0.5)?;
+    let dev = support::device(args.seed)?;
+    let data = support::mnist(&args)?;
     let mut model = Model { w: Tensor::zeros(&dev, &[784, 10]), b: Tensor::zeros(&dev, &[10]) };
     let mut opt = Optimizer::sgd(args.lr);
     if let Some(path) = &args.resume {
@@ -44,12 +50,12 @@ fn main() -> wgrad::Result<()> {
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, labels| {
             support::step(&args, &mut train, &mut state, &(x, labels))
-        });
-        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x));
+        })?;
+        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x))?;
         history.epoch(epoch, mean, Some(acc));
     }
-    history.plot(&args.out.join("logistic-loss.svg"), "logistic regression on MNIST");
+    history.plot(&args.out.join("logistic-loss.svg"), "logistic regression on MNIST")?;
     checkpoint::save(args.out.join("logistic.safetensors"), &state.0, Some(&state.1))?;
-    println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
+    history.final_accuracy();
     Ok(())
 }

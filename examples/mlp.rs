@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::process::ExitCode;
+
 use wgrad::{Params, Tensor, checkpoint, compile, grad, nn, optim::Optimizer};
 
 #[derive(Params)]
@@ -26,10 +28,14 @@ fn loss(p: &Mlp, (x, target): &(Tensor, Tensor)) -> (Tensor, Tensor) {
     (loss, pred)
 }
 
-fn main() -> wgrad::Result<()> {
-    let args = support::args("mlp", "The seed's 2-layer tanh network on MNIST.", 10, 64, 0.1);
-    let dev = support::device(args.seed);
-    let data = support::mnist(&args);
+fn main() -> ExitCode {
+    support::main(run)
+}
+
+fn run() -> support::Result<()> {
+    let args = support::args("mlp", "The seed's 2-layer tanh network on MNIST.", 10, 64, 0.1)?;
+    let dev = support::device(args.seed)?;
+    let data = support::mnist(&args)?;
     let hidden = 256;
     let mut model = Mlp {
         w: vec![
@@ -54,12 +60,12 @@ fn main() -> wgrad::Result<()> {
     for epoch in 0..args.epochs {
         let mean = support::train_epoch(&dev, &data.train, &args, epoch, &mut history, |x, labels| {
             support::step(&args, &mut train, &mut state, &(x, labels))
-        });
-        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x));
+        })?;
+        let acc = support::accuracy(&dev, &data.test, |x| predict(&state.0, x))?;
         history.epoch(epoch, mean, Some(acc));
     }
-    history.plot(&args.out.join("mlp-loss.svg"), "2-layer tanh MLP on MNIST");
+    history.plot(&args.out.join("mlp-loss.svg"), "2-layer tanh MLP on MNIST")?;
     checkpoint::save(args.out.join("mlp.safetensors"), &state.0, Some(&state.1))?;
-    println!("final test accuracy: {:.2}%", 100.0 * history.test_accuracy.last().copied().unwrap_or(0.0));
+    history.final_accuracy();
     Ok(())
 }

@@ -8,6 +8,6 @@
 #[path = "cnn.rs"]
 mod cnn;
 
-fn main() -> wgrad::Result<()> {
+fn main() -> std::process::ExitCode {
     cnn::run("mnist", "Trains the convolutional network on MNIST (the main job).")
 }

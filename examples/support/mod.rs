@@ -3,7 +3,10 @@
 //! models and training loops are in each example.
 #![allow(dead_code)]
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,7 +14,88 @@ use plotters::prelude::*;
 use wgrad::data::{Mnist, Split};
 use wgrad::{DType, Device, Tensor};
 
-/// Options every example accepts.
+/// What an example's body returns: any error, reported in its Display form.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Runs an example's body: an error is printed as `error: …` on stderr and
+/// the process exits with status 1. (Usage errors exit earlier, with status
+/// 2: see [`command_line`].)
+pub fn main(body: impl FnOnce() -> Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The options on an example's command line, taken one by one.
+pub struct Options(pico_args::Arguments);
+
+impl Options {
+    /// The value of `KEY VALUE`, if given: `what` describes what the option
+    /// takes, `valid` says which values it accepts.
+    pub fn value<T: FromStr>(
+        &mut self,
+        key: &'static str,
+        what: &str,
+        valid: impl Fn(&T) -> bool,
+    ) -> std::result::Result<Option<T>, String> {
+        let missing = || format!("{key} needs a value: {what}");
+        let raw = self.0.opt_value_from_os_str(key, |s| Ok::<_, String>(s.to_os_string())).map_err(|_| missing())?;
+        let Some(raw) = raw else { return Ok(None) };
+        let text = raw.to_string_lossy();
+        if text.starts_with("--") {
+            return Err(missing());
+        }
+        match raw.to_str().and_then(|s| s.parse::<T>().ok()) {
+            Some(v) if valid(&v) => Ok(Some(v)),
+            _ => Err(format!("{key} takes {what}, not '{text}'")),
+        }
+    }
+
+    /// Whether the flag `key` is given.
+    pub fn flag(&mut self, key: &'static str) -> bool {
+        self.0.contains(key)
+    }
+}
+
+/// Reads an example's command line. `-h`/`--help` prints `about`, the usage
+/// and the `options` (one line each) and exits with status 0; `read` takes
+/// the options the example knows. A wrong value or an argument left over is
+/// a usage error: one line on stderr, exit status 2.
+pub fn command_line<T>(
+    name: &str,
+    about: &str,
+    options: &[String],
+    read: impl FnOnce(&mut Options) -> std::result::Result<T, String>,
+) -> T {
+    let mut opts = Options(pico_args::Arguments::from_env());
+    if opts.0.contains(["-h", "--help"]) {
+        println!("{about}\n");
+        println!("usage: cargo run --release --example {name} -- [options]\n");
+        for line in options {
+            println!("  {line}");
+        }
+        println!("  -h, --help     print this help");
+        std::process::exit(0);
+    }
+    let parsed = read(&mut opts).and_then(|value| {
+        let rest: Vec<String> = opts.0.finish().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        match rest.len() {
+            0 => Ok(value),
+            1 => Err(format!("unexpected argument {}", rest[0])),
+            _ => Err(format!("unexpected arguments {}", rest.join(" "))),
+        }
+    });
+    parsed.unwrap_or_else(|message| {
+        eprintln!("error: {message} (see --help)");
+        std::process::exit(2)
+    })
+}
+
+/// Options every MNIST example accepts.
 pub struct Args {
     /// Folder with the four MNIST IDX files (plain or .gz).
     pub data: PathBuf,
@@ -27,74 +111,70 @@ pub struct Args {
     pub eager: bool,
 }
 
-/// Parses the command line (`--help` lists the options) over the example's
-/// defaults.
-pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Args {
-    let mut p = pico_args::Arguments::from_env();
-    if p.contains(["-h", "--help"]) {
-        println!("{about}\n");
-        println!("usage: cargo run --release --example {name} -- [options]\n");
-        println!("  --data DIR     MNIST IDX files (default: data/mnist, the shipped 8k/2k digits;");
-        println!("                 the official 60k/10k files work too)");
-        println!("  --epochs N     passes over the training set (default {epochs})");
-        println!("  --batch N      batch size (default {batch})");
-        println!("  --lr X         learning rate (default {lr})");
-        println!("  --seed N       seed of initialisation and shuffling (default 1)");
-        println!("  --resume FILE  continue from a checkpoint saved by a previous run");
-        println!("  --out DIR      where the loss curve, images and model go (default out)");
-        println!("  --eager        run each step op by op instead of compiled (same numbers, slower)");
-        std::process::exit(0);
-    }
-    let parsed = (|| -> Result<Args, pico_args::Error> {
-        let args = Args {
+/// Parses the command line of an MNIST example (`--help` lists the options)
+/// over the example's defaults, and makes sure the output folder can be
+/// written before any training.
+pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Result<Args> {
+    let options = [
+        "--data DIR     MNIST IDX files (default: data/mnist, the shipped 8k/2k digits;".to_string(),
+        "               the official 60k/10k files work too)".to_string(),
+        format!("--epochs N     passes over the training set, at least 1 (default {epochs})"),
+        format!("--batch N      batch size, at least 1 (default {batch})"),
+        format!("--lr X         learning rate, positive (default {lr})"),
+        "--seed N       seed of initialisation and shuffling (default 1)".to_string(),
+        "--resume FILE  continue from a checkpoint saved by a previous run".to_string(),
+        "--out DIR      where the loss curve, images and model go (default out)".to_string(),
+        "--eager        run each step op by op instead of compiled (same numbers, slower)".to_string(),
+    ];
+    let path = |p: &PathBuf| !p.as_os_str().is_empty();
+    let count = |n: &usize| *n >= 1;
+    let args = command_line(name, about, &options, |p| {
+        Ok(Args {
             data: p
-                .opt_value_from_str("--data")?
+                .value("--data", "a folder", path)?
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")),
-            epochs: p.opt_value_from_str("--epochs")?.unwrap_or(epochs),
-            batch: p.opt_value_from_str("--batch")?.unwrap_or(batch),
-            lr: p.opt_value_from_str("--lr")?.unwrap_or(lr),
-            seed: p.opt_value_from_str("--seed")?.unwrap_or(1),
-            resume: p.opt_value_from_str("--resume")?,
-            out: p.opt_value_from_str("--out")?.unwrap_or_else(|| PathBuf::from("out")),
-            eager: p.contains("--eager"),
-        };
-        let rest = p.finish();
-        if !rest.is_empty() {
-            return Err(pico_args::Error::ArgumentParsingFailed { cause: format!("unknown arguments {rest:?}") });
-        }
-        Ok(args)
-    })();
-    match parsed {
-        Ok(a) => {
-            std::fs::create_dir_all(&a.out).expect("create the output folder");
-            a
-        }
-        Err(e) => {
-            eprintln!("{name}: {e} (see --help)");
-            std::process::exit(2);
-        }
-    }
+            epochs: p.value("--epochs", "a whole number of at least 1", count)?.unwrap_or(epochs),
+            batch: p.value("--batch", "a whole number of at least 1", count)?.unwrap_or(batch),
+            lr: p.value("--lr", "a positive number", |x: &f32| x.is_finite() && *x > 0.0)?.unwrap_or(lr),
+            seed: p.value("--seed", "a whole number", |_| true)?.unwrap_or(1),
+            resume: p.value("--resume", "a checkpoint file", path)?,
+            out: p.value("--out", "a folder", path)?.unwrap_or_else(|| PathBuf::from("out")),
+            eager: p.flag("--eager"),
+        })
+    });
+    writable_folder(&args.out)?;
+    Ok(args)
+}
+
+/// Turns an error about `path` into one that names it.
+fn about_file<E: Display>(what: &str, path: &Path) -> impl Fn(E) -> String {
+    let what = format!("{what} {}", path.display());
+    move |e| format!("{what}: {e}")
+}
+
+/// Creates `dir` if need be and checks that files can be written in it.
+fn writable_folder(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(about_file("cannot create the output folder", dir))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    let fail = about_file("cannot write in the output folder", dir);
+    std::fs::File::create(&probe).map_err(&fail)?;
+    std::fs::remove_file(&probe).map_err(&fail)?;
+    Ok(())
 }
 
 /// Opens the GPU and says which one it is.
-pub fn device(seed: u64) -> Device {
-    let dev = Device::new().unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(1)
-    });
+pub fn device(seed: u64) -> wgrad::Result<Device> {
+    let dev = Device::new()?;
     let info = dev.adapter_info();
     println!("device: {} ({:?}, {})", info.name, info.backend, info.driver_info);
     dev.manual_seed(seed);
-    dev
+    Ok(dev)
 }
 
-pub fn mnist(args: &Args) -> Mnist {
-    let m = Mnist::load(&args.data).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(1)
-    });
+pub fn mnist(args: &Args) -> wgrad::Result<Mnist> {
+    let m = Mnist::load(&args.data)?;
     println!("data: {} training and {} test digits from {}", m.train.len(), m.test.len(), args.data.display());
-    m
+    Ok(m)
 }
 
 pub fn progress(epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
@@ -110,14 +190,14 @@ pub fn progress(epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
 
 /// Fraction of `split` classified correctly by `logits` (batches of 500);
 /// counts are summed on the GPU and read back once.
-pub fn accuracy(dev: &Device, split: &Split, logits: impl Fn(&Tensor) -> Tensor) -> f32 {
+pub fn accuracy(dev: &Device, split: &Split, logits: impl Fn(&Tensor) -> Tensor) -> wgrad::Result<f32> {
     let mut correct = Tensor::zeros(dev, &[]);
     for batch in split.batches(500, 0) {
         let (x, y) = split.batch(dev, &batch);
         let hits = logits(&x).argmax(-1, false).eq(&y).cast(DType::F32).sum_all();
         correct = correct + hits;
     }
-    correct.item::<f32>().expect("read-back") / split.len() as f32
+    Ok(correct.item::<f32>()? / split.len() as f32)
 }
 
 /// The running record of a training run: loss samples along the way,
@@ -152,14 +232,22 @@ impl History {
         println!("epoch {}: train loss {loss:.4}{acc} ({:.1} s)", epoch + 1, self.start.elapsed().as_secs_f32());
     }
 
+    /// Prints the last test accuracy measured, if any was.
+    pub fn final_accuracy(&self) {
+        if let Some(a) = self.test_accuracy.last() {
+            println!("final test accuracy: {:.2}%", 100.0 * a);
+        }
+    }
+
     pub fn seconds(&self) -> f32 {
         self.start.elapsed().as_secs_f32()
     }
 
     /// Writes the loss curve (and the test accuracy, if any) as an SVG chart.
-    pub fn plot(&self, path: &Path, title: &str) {
+    pub fn plot(&self, path: &Path, title: &str) -> Result<()> {
+        let fail = about_file("cannot write the loss curve", path);
         let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-        root.fill(&WHITE).expect("draw");
+        root.fill(&WHITE).map_err(&fail)?;
         let end = self.loss.last().map_or(1.0, |l| l.0).max(1.0);
         let top = self.loss.iter().map(|l| l.1).fold(0.0f32, f32::max) * 1.1;
         let mut chart = ChartBuilder::on(&root)
@@ -169,22 +257,22 @@ impl History {
             .y_label_area_size(56)
             .right_y_label_area_size(if self.test_accuracy.is_empty() { 0 } else { 56 })
             .build_cartesian_2d(0f32..end, 0f32..top.max(1e-3))
-            .expect("chart")
+            .map_err(&fail)?
             .set_secondary_coord(0f32..end, 0f32..100f32);
-        chart.configure_mesh().x_desc("epoch").y_desc("train loss").draw().expect("draw");
+        chart.configure_mesh().x_desc("epoch").y_desc("train loss").draw().map_err(&fail)?;
         chart
             .draw_series(LineSeries::new(self.loss.iter().copied(), BLUE.stroke_width(2)))
-            .expect("draw")
+            .map_err(&fail)?
             .label("train loss")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
         if !self.test_accuracy.is_empty() {
-            chart.configure_secondary_axes().y_desc("test accuracy (%)").draw().expect("draw");
+            chart.configure_secondary_axes().y_desc("test accuracy (%)").draw().map_err(&fail)?;
             chart
                 .draw_secondary_series(LineSeries::new(
                     self.test_accuracy.iter().enumerate().map(|(i, &a)| (i as f32 + 1.0, 100.0 * a)),
                     RED.stroke_width(2),
                 ))
-                .expect("draw")
+                .map_err(&fail)?
                 .label("test accuracy")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
         }
@@ -194,9 +282,10 @@ impl History {
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
-            .expect("draw");
-        root.present().expect("write the chart");
+            .map_err(&fail)?;
+        root.present().map_err(&fail)?;
         println!("loss curve: {}", path.display());
+        Ok(())
     }
 }
 
@@ -207,17 +296,13 @@ pub fn step<S: wgrad::Params, I: wgrad::Params, F: FnMut(&mut S, &I) -> Tensor>(
     compiled: &mut wgrad::Compiled<S, I, Tensor, F>,
     state: &mut S,
     inputs: &I,
-) -> Tensor {
-    if args.eager {
-        compiled.run_eager(state, inputs)
-    } else {
-        compiled.run(state, inputs).expect("training step").clone()
-    }
+) -> wgrad::Result<Tensor> {
+    if args.eager { Ok(compiled.run_eager(state, inputs)) } else { compiled.run(state, inputs).cloned() }
 }
 
 /// One epoch of minibatch training: calls `step` on every batch of the
 /// shuffled training split (images [B, 784], labels [B]); `step` records the
-/// update and returns the batch loss. Reads the loss back every 20 steps (for
+/// update and returns the batch loss (or the error that stopped it). Reads the loss back every 20 steps (for
 /// the progress bar and the curve), otherwise the GPU runs ahead. Returns the
 /// epoch's mean loss.
 pub fn train_epoch(
@@ -226,19 +311,19 @@ pub fn train_epoch(
     args: &Args,
     epoch: usize,
     history: &mut History,
-    mut step: impl FnMut(Tensor, Tensor) -> Tensor,
-) -> f32 {
+    mut step: impl FnMut(Tensor, Tensor) -> wgrad::Result<Tensor>,
+) -> wgrad::Result<f32> {
     let batches = split.batches(args.batch, args.seed.wrapping_mul(1000) + epoch as u64);
     let bar = progress(epoch, args.epochs, batches.len());
     let (mut total, mut window) = (0.0f32, Tensor::zeros(dev, &[]));
     let mut since = 0;
     for (i, idx) in batches.iter().enumerate() {
         let (x, y) = split.batch(dev, idx);
-        window = window + step(x, y);
+        window = window + step(x, y)?;
         since += 1;
         bar.inc(1);
         if i % 20 == 19 || i + 1 == batches.len() {
-            let sum = window.item::<f32>().expect("read-back");
+            let sum = window.item::<f32>()?;
             total += sum;
             history.loss(epoch as f32 + (i + 1) as f32 / batches.len() as f32, sum / since as f32);
             bar.set_message(format!("loss {:.4}", sum / since as f32));
@@ -246,11 +331,11 @@ pub fn train_epoch(
         }
     }
     bar.finish_and_clear();
-    total / batches.len() as f32
+    Ok(total / batches.len() as f32)
 }
 
 /// Writes grey images (values in [0, 1], `rows`×`cols` tiles of h×w) as a PNG.
-pub fn save_grid(path: &Path, pixels: &[f32], tiles: (usize, usize), h: usize, w: usize) {
+pub fn save_grid(path: &Path, pixels: &[f32], tiles: (usize, usize), h: usize, w: usize) -> Result<()> {
     let (rows, cols) = tiles;
     let (width, height) = (cols * (w + 2), rows * (h + 2));
     let mut img = vec![255u8; width * height];
@@ -265,9 +350,13 @@ pub fn save_grid(path: &Path, pixels: &[f32], tiles: (usize, usize), h: usize, w
             }
         }
     }
-    let file = std::fs::File::create(path).expect("create the image");
+    let file = std::fs::File::create(path).map_err(about_file("cannot create the image", path))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
     enc.set_color(png::ColorType::Grayscale);
-    enc.write_header().expect("png header").write_image_data(&img).expect("png data");
+    let fail = about_file("cannot write the image", path);
+    let mut writer = enc.write_header().map_err(&fail)?;
+    writer.write_image_data(&img).map_err(&fail)?;
+    writer.finish().map_err(&fail)?;
     println!("image: {}", path.display());
+    Ok(())
 }

@@ -198,7 +198,13 @@ pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Tensor {
     let trace = inputs.iter().filter_map(|t| t.traced().map(|t| t.trace)).max();
     let Some(trace) = trace.filter(|_| NO_GRAD.with(Cell::get) == 0) else {
         let out = recording(site, || prim.forward(inputs));
-        out.device().inner.check_finite_after(out.storage(), out.layout(), out.dtype(), site);
+        let dev = &out.device().inner;
+        // a failed input fails the output, whatever the kernels read
+        if let Some(e) = dev.any_failed().then(|| dev.failure_of(inputs.iter().map(|t| t.storage().buffer()))).flatten()
+        {
+            dev.fail_from([out.storage().buffer()], &e);
+        }
+        dev.check_finite_after(out.storage(), out.layout(), out.dtype(), site);
         return out;
     };
     let unboxed: Vec<Tensor> = inputs.iter().map(|t| t.unbox(trace)).collect();

@@ -37,7 +37,7 @@ use std::marker::PhantomData;
 
 use crate::autograd::Params;
 use crate::error::Result;
-use crate::runtime::{Node, Shader, Source, begin_capture, end_capture};
+use crate::runtime::{Node, Shader, Source, access, begin_capture, end_capture};
 use crate::tensor::Tensor;
 use optimizer::WriteBack;
 use program::{Program, same_place};
@@ -271,8 +271,15 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         }
         *state = state.rebuild(&mut before.iter().cloned());
 
-        let prepared = device.inner.prepare(nodes);
+        let prepared = device.inner.prepare(&nodes);
         let dispatches = prepared.dispatches();
+        // what a replay writes: if its submission fails, these hold the error
+        let mut writes: Vec<wgpu::Buffer> = write_back.iter().map(|w| w.to.clone()).collect();
+        for b in nodes.iter().flat_map(|n| access(&device.inner, n).writes) {
+            if !writes.contains(&b) {
+                writes.push(b);
+            }
+        }
         let arena = capture.arena;
         let plan = {
             let a = arena.lock().unwrap_or_else(|p| p.into_inner());
@@ -282,6 +289,7 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
             signature,
             device,
             prepared,
+            writes,
             slots,
             state: before,
             write_back,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::optimizer::WriteBack;
 use crate::autograd::Params;
 use crate::error::Result;
-use crate::runtime::{Arena, Device, Prepared, encode};
+use crate::runtime::{Arena, Device, Prepared, Program as RecordedProgram, encode};
 use crate::tensor::Tensor;
 
 /// Memory of a compiled step.
@@ -26,6 +26,8 @@ pub(super) struct Program<O> {
     pub(super) device: Device,
     /// The dispatches, their bind groups built, uniforms written.
     pub(super) prepared: Prepared,
+    /// The buffers a replay writes (outputs, state, intermediates).
+    pub(super) writes: Vec<wgpu::Buffer>,
     /// Where the inputs are copied before each replay.
     pub(super) slots: Vec<Tensor>,
     /// The state's own tensors (updated in place).
@@ -49,7 +51,7 @@ pub(super) fn same_place(a: &Tensor, b: &Tensor) -> bool {
     Arc::ptr_eq(a.storage(), b.storage()) && a.layout() == b.layout()
 }
 
-impl<O> Program<O> {
+impl<O: Params> Program<O> {
     pub(super) fn replay<S: Params, I: Params>(&self, state: &mut S, inputs: &I) -> Result<()> {
         let inner = &self.device.inner;
         // The state must still be the program's own tensors; one the caller
@@ -67,6 +69,19 @@ impl<O> Program<O> {
         inputs.visit(&mut |t| dense &= t.is_contiguous());
         if !dense {
             inputs.visit(&mut |t| given.push(t.contiguous()));
+        }
+        // an input (or a new state) that failed: the step cannot run, its
+        // outputs hold the error and the state keeps its values
+        let failed = || {
+            let mut read: Vec<wgpu::Buffer> = replaced.iter().map(|(t, _)| t.storage().buffer().clone()).collect();
+            inputs.visit(&mut |t| read.push(t.storage().buffer().clone()));
+            inner.failure_of(&read)
+        };
+        if let Some(e) = inner.any_failed().then(failed).flatten() {
+            let mut outputs = Vec::new();
+            self.outputs.visit(&mut |t| outputs.push(t.storage().buffer().clone()));
+            inner.fail(&outputs, &e);
+            return Err(e);
         }
         if let Some(u) = &self.prepared.uniforms {
             for &offset in &self.prepared.random {
@@ -111,7 +126,7 @@ impl<O> Program<O> {
             }
             dispatches
         };
-        inner.flush_with(&[], Some(&mut program))?;
+        inner.flush_with(&[], Some(RecordedProgram { encode: &mut program, writes: &self.writes }))?;
         if self.checks_indices {
             inner.indices_ran();
         }

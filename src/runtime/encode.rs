@@ -51,12 +51,12 @@ impl Prepared {
 impl DeviceInner {
     /// Packs the uniforms of `nodes` into one buffer (written now) and
     /// builds every dispatch's bind group.
-    pub(crate) fn prepare(self: &Arc<Self>, nodes: Vec<Node>) -> Prepared {
+    pub(crate) fn prepare(self: &Arc<Self>, nodes: &[Node]) -> Prepared {
         let align = self.limits.min_uniform_buffer_offset_alignment as usize;
         let mut bytes: Vec<u8> = Vec::new();
         let mut offsets = Vec::with_capacity(nodes.len());
         let mut random = Vec::new();
-        for n in &nodes {
+        for n in nodes {
             if let Node::Dispatch { uniform, random: r, .. } = n {
                 bytes.resize(bytes.len().next_multiple_of(align), 0);
                 offsets.push(bytes.len() as u64);
@@ -75,7 +75,7 @@ impl DeviceInner {
         });
         let mut commands = Vec::with_capacity(nodes.len());
         let mut staging = Vec::new();
-        for (n, offset) in nodes.into_iter().zip(offsets) {
+        for (n, offset) in nodes.iter().zip(offsets) {
             match n {
                 Node::Dispatch { pipeline, bindings, uniform, groups, .. } => {
                     let mut entries = Vec::with_capacity(bindings.len() + 1);
@@ -89,7 +89,7 @@ impl DeviceInner {
                             }),
                         });
                     }
-                    for (binding, buffer) in &bindings {
+                    for (binding, buffer) in bindings {
                         entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() });
                     }
                     let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -98,11 +98,11 @@ impl DeviceInner {
                         entries: &entries,
                     });
                     self.stats.bind_groups.fetch_add(1, Ordering::Relaxed);
-                    commands.push(Command::Dispatch { pipeline, bind_group, groups });
+                    commands.push(Command::Dispatch { pipeline: pipeline.clone(), bind_group, groups: *groups });
                 }
                 Node::Upload { staging: s, dst, size } => {
-                    commands.push(Command::Copy { src: s.buffer().clone(), dst, size });
-                    staging.push(s);
+                    commands.push(Command::Copy { src: s.buffer().clone(), dst: dst.clone(), size: *size });
+                    staging.push(s.clone());
                 }
             }
         }

@@ -45,6 +45,11 @@ pub(crate) fn recording<R>(site: Site, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The op being recorded on this thread, if any.
+pub(crate) fn current_site() -> Option<Site> {
+    CURRENT.with(Cell::get)
+}
+
 /// Runs `f` (a VJP rule) noting that its ops belong to `forward`'s backward pass.
 pub(crate) fn in_backward_of<R>(forward: Site, f: impl FnOnce() -> R) -> R {
     let previous = BACKWARD_OF.with(|b| b.replace(Some(forward)));

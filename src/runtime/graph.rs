@@ -20,9 +20,14 @@ const MAX_PENDING: usize = 4096;
 #[derive(Default)]
 pub(crate) struct PendingGraph {
     pub nodes: Vec<Node>,
-    /// An error met while recording (a tensor beyond the adapter's limits),
-    /// reported by the next flush.
-    pub error: Option<Error>,
+}
+
+/// A compiled step encoded after the pending nodes: `encode` records its
+/// commands and returns how many dispatches it encoded; `writes` are the
+/// buffers they write.
+pub(crate) struct Program<'a> {
+    pub encode: &'a mut dyn FnMut(&mut wgpu::CommandEncoder) -> u64,
+    pub writes: &'a [wgpu::Buffer],
 }
 
 /// A buffer-to-buffer copy encoded after the dispatches of a flush.
@@ -95,15 +100,19 @@ impl DeviceInner {
         random: bool,
         fusable: Option<Fusable>,
     ) {
-        if groups.contains(&0) {
-            return;
-        }
         let pipeline = self.pipeline(kernel);
-        self.push(Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random, fusable });
+        let node = Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random, fusable };
+        // (a failed input fails the output even where there is nothing to run)
+        if self.runnable(&node) && !groups.contains(&0) {
+            self.push(node);
+        }
     }
 
     /// Records a copy of host data into `dst` (from its start).
     pub(crate) fn upload(self: &Arc<Self>, dst: &Storage, data: &[u8]) {
+        if self.failure(dst.buffer()).is_some() {
+            return;
+        }
         let staging = self.alloc(BufferClass::Upload, data.len() as u64);
         self.queue.write_buffer(staging.buffer(), 0, data);
         self.stats.uploads.fetch_add(1, Ordering::Relaxed);
@@ -121,38 +130,35 @@ impl DeviceInner {
         let full = g.nodes.len() >= MAX_PENDING;
         drop(g);
         if full {
-            if let Err(e) = self.flush(&[]) {
-                self.poison(e);
-            }
+            // (a failed submission marks what it would have written; a
+            // lost device stays lost: later reads report either)
+            let _ = self.flush(&[]);
         }
-    }
-
-    /// Records an error to be returned by the next flush.
-    pub(crate) fn poison(&self, err: Error) {
-        let mut err = Some(err);
-        if with_capture(self, |c| {
-            c.error.get_or_insert(err.take().expect("once"));
-        })
-        .is_ok()
-        {
-            return;
-        }
-        let err = err.expect("not captured");
-        let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
-        g.error.get_or_insert(err);
     }
 
     /// A storage buffer for `shape`, or — when it exceeds the adapter's
-    /// limits — a placeholder, with the error kept for the next flush.
+    /// limits — a placeholder holding the error (a compiled step being
+    /// traced fails instead).
     #[track_caller]
     pub(crate) fn alloc_tensor(self: &Arc<Self>, op: &'static str, shape: &[usize]) -> Arc<Storage> {
         let bytes = (crate::shape::numel(shape) as u64).saturating_mul(4);
         let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
-        if bytes > limit {
-            self.poison(Error::TooLarge { op, shape: shape.to_vec(), bytes, limit, location: Location::caller() });
-            return self.alloc(BufferClass::Storage, 4);
+        if bytes <= limit {
+            return self.alloc(BufferClass::Storage, bytes);
         }
-        self.alloc(BufferClass::Storage, bytes)
+        // named after the public op being recorded, at the caller's line
+        let site = super::flags::current_site().unwrap_or(super::Site { op, location: Location::caller() });
+        let e = Error::TooLarge { op: site.op, shape: shape.to_vec(), bytes, limit, location: site.location };
+        let placeholder = self.alloc(BufferClass::Storage, 4);
+        let mut e = Some(e);
+        if with_capture(self, |c| {
+            c.error.get_or_insert(e.take().expect("once"));
+        })
+        .is_err()
+        {
+            self.fail([placeholder.buffer()], &e.expect("not captured"));
+        }
+        placeholder
     }
 
     /// Errors reported by wgpu since the last check. A lost device stays lost.
@@ -185,30 +191,34 @@ impl DeviceInner {
         self.flush_with(copies, None)
     }
 
-    /// [`flush`](Self::flush), with `program` encoding more commands (a
-    /// compiled step) after the pending nodes, in the same submission;
-    /// `program` returns how many dispatches it encoded.
+    /// [`flush`](Self::flush), with `program` (a compiled step) encoded
+    /// after the pending nodes, in the same submission. An error wgpu
+    /// reported before is returned after the submission (the pending work
+    /// still runs); if the submission fails, every buffer it would have
+    /// written holds the error.
     pub(crate) fn flush_with(
         self: &Arc<Self>,
         copies: &[CopyOp],
-        program: Option<&mut dyn FnMut(&mut wgpu::CommandEncoder) -> u64>,
+        program: Option<Program<'_>>,
     ) -> Result<Option<wgpu::SubmissionIndex>> {
         // The graph lock is held until the submit so that flushes from
         // different threads reach the queue in recording order.
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
         let nodes = std::mem::take(&mut g.nodes);
-        if let Some(e) = g.error.take() {
-            return Err(e);
-        }
-        self.check_error()?;
+        let earlier = match self.check_error() {
+            Err(e @ Error::DeviceLost(_)) => return Err(e),
+            r => r,
+        };
         if nodes.is_empty() && copies.is_empty() && program.is_none() {
-            return Ok(None);
+            return earlier.map(|()| None);
         }
-        let prepared = self.prepare(nodes);
+        let prepared = self.prepare(&nodes);
         let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgrad") });
         let mut dispatches = super::encode::encode(&mut encoder, &prepared.commands, None);
-        if let Some(program) = program {
-            dispatches += program(&mut encoder);
+        let mut program_writes: &[wgpu::Buffer] = &[];
+        if let Some(p) = program {
+            dispatches += (p.encode)(&mut encoder);
+            program_writes = p.writes;
         }
         for c in copies {
             encoder.copy_buffer_to_buffer(c.src.buffer(), c.src_offset, c.dst.buffer(), 0, c.size);
@@ -219,8 +229,15 @@ impl DeviceInner {
         s.dispatches.fetch_add(dispatches, Ordering::Relaxed);
         drop(g);
         drop(prepared);
-        self.check_error()?;
-        Ok(Some(index))
+        if let Err(e) = self.check_error() {
+            // nothing of the submission ran: what it would have written fails
+            let writes = nodes.iter().flat_map(|n| super::access(self, n).writes);
+            let writes: Vec<wgpu::Buffer> = writes.chain(program_writes.iter().cloned()).collect();
+            self.fail(&writes, &e);
+            return Err(earlier.err().unwrap_or(e));
+        }
+        drop(nodes);
+        earlier.map(|()| Some(index))
     }
 }
 

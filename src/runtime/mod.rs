@@ -14,12 +14,14 @@
 //! - `encode.rs`: the one routine that encodes dispatches (flushes and
 //!   compiled steps alike);
 //! - `readback.rs`: waiting for the GPU and reading buffers back;
+//! - `failed.rs`: values an op could not compute, and their errors;
 //! - `capture.rs`: redirecting recording into a compiled step;
 //! - `flags.rs`: errors the kernels flag (indices out of range, NaN/Inf).
 
 mod adapter;
 mod capture;
 mod encode;
+mod failed;
 mod flags;
 mod graph;
 mod node;
@@ -32,6 +34,7 @@ pub(crate) use adapter::choose_adapter;
 pub(crate) use capture::{begin_capture, end_capture};
 pub(crate) use encode::{Command, Prepared, encode};
 pub(crate) use flags::{Site, in_backward_of, recording};
+pub(crate) use graph::Program;
 pub(crate) use node::{Access, Node, access, grid};
 
 pub(crate) use pool::{Arena, Storage};
@@ -74,6 +77,7 @@ pub(crate) struct DeviceInner {
     timeout: Mutex<Option<Duration>>,
     check_finite: AtomicBool,
     checks: Mutex<flags::Checks>,
+    failures: failed::Failures,
     /// State the layers above keep per device (the matmul's kernel
     /// choice), one value per type.
     locals: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
@@ -192,6 +196,7 @@ pub(crate) async fn open(adapter: wgpu::Adapter) -> Result<Device> {
             timeout: Mutex::new(None),
             check_finite: AtomicBool::default(),
             checks: Mutex::default(),
+            failures: Default::default(),
             locals: Mutex::default(),
             tuning: Default::default(),
         }),

@@ -67,6 +67,7 @@ impl Drop for Storage {
         match &self.home {
             Home::Pool(dev) => {
                 if let Some(dev) = dev.upgrade() {
+                    dev.forget_failure(&buffer);
                     dev.pool().put(self.class, self.size, buffer);
                 }
             }

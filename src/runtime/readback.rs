@@ -49,6 +49,9 @@ impl DeviceInner {
     /// to the host: one submit in all.
     pub(crate) async fn read(self: &Arc<Self>, src: &Arc<Storage>, offset: u64, size: u64) -> Result<Vec<u8>> {
         refuse_in_capture(self, "a read-back (to_vec, item)");
+        if let Some(e) = self.failure(src.buffer()) {
+            return Err(e);
+        }
         let data = self.read_raw(src, offset, size).await?;
         self.take_check_error().await?;
         Ok(data)
