@@ -64,6 +64,9 @@ pub enum Error {
         "wgrad: the GPU did not finish within {0:?} (the limit set with Device::set_timeout); the work goes on, and a later read-back waits for it"
     )]
     Timeout(std::time::Duration),
+    /// What was asked cannot be done on this adapter or backend.
+    #[error("wgrad: {0}")]
+    Unsupported(String),
     /// An error reported by the WebGPU implementation (a bug in wgrad if it happens).
     #[error("wgrad: GPU error: {0}")]
     Gpu(String),

@@ -28,6 +28,7 @@ impl<O> Program<O> {
             return Ok(Vec::new());
         }
         let n = labels.len() as u32 * 2;
+        let turn = inner.gl_turn();
         let queries = inner.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),
             ty: wgpu::QueryType::Timestamp,
@@ -55,6 +56,7 @@ impl<O> Program<O> {
             let _ = tx.send(r);
         });
         inner.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| crate::Error::Gpu(e.to_string()))?;
+        drop(turn);
         rx.await
             .map_err(|_| crate::Error::Gpu("profile read-back cancelled".into()))?
             .map_err(|e| crate::Error::Gpu(e.to_string()))?;

@@ -83,6 +83,7 @@ impl<O: Params> Program<O> {
             inner.fail(&outputs, &e);
             return Err(e);
         }
+        let _turn = inner.gl_turn();
         if let Some(u) = &self.prepared.uniforms {
             for &offset in &self.prepared.random {
                 let (seed, pos) = inner.next_rng();

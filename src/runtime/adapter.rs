@@ -45,3 +45,26 @@ pub(crate) async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Ad
             details: format!(" ({e}); this browser may not support WebGPU or may have it disabled"),
         })
 }
+
+/// Mesa's Vulkan device-select layer connects to a display server to put
+/// the GPU driving the display first. Without one — no `XDG_RUNTIME_DIR`: a
+/// headless machine, CI — it can choose nothing and prints "error:
+/// XDG_RUNTIME_DIR is invalid or not set in the environment." several times
+/// at every `Device::new`, which reads as wgrad's error. wgrad chooses its
+/// adapter itself, so there the layer is switched off with its documented
+/// switch, `NODEVICE_SELECT=1`, unless the user set it: at program start,
+/// before any thread exists, as changing the environment requires.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static QUIET_DEVICE_SELECT: extern "C" fn() = quiet_device_select;
+
+#[cfg(target_os = "linux")]
+extern "C" fn quiet_device_select() {
+    let headless = std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| !std::path::Path::new(&d).is_dir());
+    if headless && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: this runs from the ELF initialisers, before `main` and
+        // before any other thread could read the environment.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}

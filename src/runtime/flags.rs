@@ -74,6 +74,7 @@ impl Checks {
         self.flag
             .get_or_insert_with(|| {
                 let f = dev.alloc(BufferClass::Storage, 8);
+                let _turn = dev.gl_turn();
                 dev.queue.write_buffer(f.buffer(), 0, bytemuck::cast_slice(&[CLEAR, CLEAR]));
                 f
             })
@@ -186,7 +187,9 @@ impl DeviceInner {
         if words == [CLEAR, CLEAR] {
             return Ok(());
         }
+        let turn = self.gl_turn();
         self.queue.write_buffer(flag.buffer(), 0, bytemuck::cast_slice(&[CLEAR, CLEAR]));
+        drop(turn);
         let c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         if words[1] != CLEAR {
             let (site, backward_of) = c.sites[words[1] as usize];

@@ -114,7 +114,9 @@ impl DeviceInner {
             return;
         }
         let staging = self.alloc(BufferClass::Upload, data.len() as u64);
+        let turn = self.gl_turn();
         self.queue.write_buffer(staging.buffer(), 0, data);
+        drop(turn);
         self.stats.uploads.fetch_add(1, Ordering::Relaxed);
         self.push(Node::Upload { staging, dst: dst.buffer().clone(), size: data.len() as u64 });
     }
@@ -174,7 +176,10 @@ impl DeviceInner {
             if !lost(&slot) {
                 drop(slot);
                 #[cfg(not(target_arch = "wasm32"))]
-                let _ = self.device.poll(wgpu::PollType::Poll);
+                {
+                    let _turn = self.gl_turn();
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                }
             }
         }
         let mut slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,6 +206,7 @@ impl DeviceInner {
         copies: &[CopyOp],
         program: Option<Program<'_>>,
     ) -> Result<Option<wgpu::SubmissionIndex>> {
+        let _turn = self.gl_turn();
         // The graph lock is held until the submit so that flushes from
         // different threads reach the queue in recording order.
         let mut g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
@@ -224,6 +230,7 @@ impl DeviceInner {
             encoder.copy_buffer_to_buffer(c.src.buffer(), c.src_offset, c.dst.buffer(), 0, c.size);
         }
         let index = self.queue.submit([encoder.finish()]);
+        *self.last_submission.lock().unwrap_or_else(|p| p.into_inner()) = Some(index.clone());
         let s = &self.stats;
         s.submits.fetch_add(1, Ordering::Relaxed);
         s.dispatches.fetch_add(dispatches, Ordering::Relaxed);

@@ -75,6 +75,11 @@ pub(crate) struct DeviceInner {
     /// First error reported by wgpu outside any error scope.
     gpu_error: Arc<Mutex<Option<Error>>>,
     timeout: Mutex<Option<Duration>>,
+    /// The latest submission, which every earlier one precedes.
+    last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
+    /// On wgpu's GL backend, the turn to call into the driver (see
+    /// [`DeviceInner::gl_turn`]).
+    gl_turns: Option<parking_lot::ReentrantMutex<()>>,
     check_finite: AtomicBool,
     checks: Mutex<flags::Checks>,
     failures: failed::Failures,
@@ -180,6 +185,7 @@ pub(crate) async fn open(adapter: wgpu::Adapter) -> Result<Device> {
         let why = if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") };
         *slot = Some(Error::DeviceLost(why));
     });
+    let gl_turns = (info.backend == wgpu::Backend::Gl).then(Default::default);
     Ok(Device {
         inner: Arc::new(DeviceInner {
             device,
@@ -192,8 +198,10 @@ pub(crate) async fn open(adapter: wgpu::Adapter) -> Result<Device> {
             pool: Mutex::default(),
             stats: Stats::default(),
             rng: Mutex::new((0, 0)),
+            gl_turns,
             gpu_error,
             timeout: Mutex::new(None),
+            last_submission: Mutex::new(None),
             check_finite: AtomicBool::default(),
             checks: Mutex::default(),
             failures: Default::default(),
@@ -250,19 +258,33 @@ impl Device {
 
     /// Releases the pool's free buffers back to the driver.
     pub fn trim_pool(&self) {
+        let _turn = self.inner.gl_turn();
         self.inner.pool().trim();
     }
 
-    /// Sets how long a read-back or sync may wait for the GPU before it
-    /// returns [`Error::Timeout`] (native only; default: no limit).
-    pub fn set_timeout(&self, timeout: Option<Duration>) {
+    /// Sets how long a read-back or sync may wait for the GPU — for the
+    /// work it submits and for the work submitted before it — before it
+    /// returns [`Error::Timeout`] (native only; default: no limit). The
+    /// work goes on, and the device stays usable: a later read waits for
+    /// it. [`Error::Unsupported`] on wgpu's GL backend, which runs the work
+    /// inside the submission, where no limit can stop it.
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        if timeout.is_some() && self.inner.gl_turns.is_some() {
+            return Err(Error::Unsupported(
+                "a timeout cannot be set on wgpu's GL backend: it runs the GPU work inside the submission, \
+                 which nothing interrupts (use another backend, e.g. WGPU_BACKEND=vulkan)"
+                    .into(),
+            ));
+        }
         *self.inner.timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
+        Ok(())
     }
 
     /// Destroys the device now, releasing its memory without waiting for the
     /// last handle to drop. Every later call on it or its tensors returns
     /// [`Error::DeviceLost`], as after a driver reset.
     pub fn destroy(&self) {
+        let _turn = self.inner.gl_turn();
         self.inner.device.destroy();
     }
 
@@ -322,6 +344,16 @@ impl DeviceInner {
         } else {
             128
         }
+    }
+
+    /// On wgpu's GL backend, this thread's turn to call into the driver:
+    /// wgpu locks the GL context for each call but gives up (panics) after
+    /// 6 s, which a long call — a submission, whose work the GL backend runs
+    /// inside it, or compiling a large kernel — exceeds on a loaded machine.
+    /// wgrad's calls therefore queue here, without a time limit, one at a
+    /// time (reentrant: a call inside a turn takes none). Elsewhere `None`.
+    pub(crate) fn gl_turn(&self) -> Option<parking_lot::ReentrantMutexGuard<'_, ()>> {
+        self.gl_turns.as_ref().map(|m| m.lock())
     }
 
     /// Zeroes the activity counters (after the device's own set-up work).

@@ -105,6 +105,7 @@ impl DeviceInner {
         if let Some(p) = cache.get(kernel) {
             return p.clone();
         }
+        let _turn = self.gl_turn();
         let mut modules = self.caches.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(kernel.source.clone()).or_insert_with(|| {
             self.device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -53,9 +53,19 @@ pub(crate) struct Storage {
     pub size: u64,
     class: BufferClass,
     home: Home,
+    /// Released to the driver on drop instead of pooled.
+    discarded: std::sync::atomic::AtomicBool,
 }
 
 impl Storage {
+    /// When its last handle drops, the buffer is released to the driver
+    /// rather than kept for reuse: its memory is not wanted again (the
+    /// inputs of an evicted compiled step), or it must not be reused (a
+    /// read-back still waiting for the GPU).
+    pub fn discard(&self) {
+        self.discarded.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("buffer present until drop")
     }
@@ -64,11 +74,16 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         let Some(buffer) = self.buffer.take() else { return };
+        let discarded = self.discarded.load(std::sync::atomic::Ordering::Relaxed);
         match &self.home {
             Home::Pool(dev) => {
                 if let Some(dev) = dev.upgrade() {
                     dev.forget_failure(&buffer);
-                    dev.pool().put(self.class, self.size, buffer);
+                    if discarded {
+                        dev.pool().bytes_held -= self.size;
+                    } else {
+                        dev.pool().put(self.class, self.size, buffer);
+                    }
                 }
             }
             Home::Arena(arena) => {
@@ -164,7 +179,13 @@ impl DeviceInner {
                 b
             });
             drop(a);
-            return Arc::new(Storage { buffer: Some(buffer), size, class, home: Home::Arena(arena) });
+            return Arc::new(Storage {
+                buffer: Some(buffer),
+                size,
+                class,
+                home: Home::Arena(arena),
+                discarded: Default::default(),
+            });
         }
         let reused = self.pool().take(class, size);
         let buffer = reused.unwrap_or_else(|| {
@@ -173,10 +194,17 @@ impl DeviceInner {
             pool.bytes_held += size;
             b
         });
-        Arc::new(Storage { buffer: Some(buffer), size, class, home: Home::Pool(Arc::downgrade(self)) })
+        Arc::new(Storage {
+            buffer: Some(buffer),
+            size,
+            class,
+            home: Home::Pool(Arc::downgrade(self)),
+            discarded: Default::default(),
+        })
     }
 
     fn create_buffer(&self, class: BufferClass, size: u64) -> wgpu::Buffer {
+        let _turn = self.gl_turn();
         self.pool().created += 1;
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
