@@ -212,18 +212,46 @@ fn a_failed_write_leaves_the_previous_checkpoint() {
     let path = tmp("atomic.safetensors");
     checkpoint::save(&path, &model(1.0), None).unwrap();
     let before = std::fs::read(&path).unwrap();
-    // a writer that dies mid-write leaves only a temporary file behind; here
-    // the rename target is a directory, so the final step fails
-    let dir_target = tmp("atomic-dir");
-    std::fs::create_dir_all(dir_target.join("occupied")).unwrap();
-    assert!(checkpoint::save(&dir_target, &model(2.0), None).is_err());
-    // the failed write cleaned up and the previous checkpoint is intact
-    assert_eq!(std::fs::read(&path).unwrap(), before);
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert!(checkpoint::load(&path, &model(0.0), None).is_ok());
+    // after a save to `path` failed, `path` still holds the previous
+    // checkpoint, byte for byte and loadable with its values, and nothing
+    // else is left in its folder
+    let intact = |what: &str| {
+        let now = std::fs::read(&path).unwrap_or_else(|e| panic!("{what}: the previous checkpoint is gone: {e}"));
+        assert!(now == before, "{what}: the previous checkpoint changed ({} bytes, were {})", now.len(), before.len());
+        let back = checkpoint::load(&path, &model(0.0), None).unwrap();
+        for ((name, a), (_, b)) in model(1.0).named_tensors().iter().zip(back.named_tensors()) {
+            assert_eq!(download_any(a), download_any(b), "{what}: {name}");
+        }
+        let others: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.as_os_str() != path.file_name().unwrap())
+            .collect();
+        assert!(others.is_empty(), "{what}: left behind {others:?}");
+    };
+    // the new checkpoint cannot be made: optimizer state for other parameters
+    let mut opt = Optimizer::adam(0.1);
+    opt.init(&(Tensor::zeros(dev(), &[1]),));
+    let err = checkpoint::save(&path, &model(2.0), Some(&opt)).unwrap_err().to_string();
+    assert!(err.contains("optimizer"), "{err}");
+    intact("a checkpoint that cannot be made");
+    // the disk fills up while the new checkpoint is written: its temporary
+    // file (`.<name>.<pid>.tmp` beside it) leads to /dev/full, where every
+    // write fails
+    #[cfg(target_os = "linux")]
+    {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink("/dev/full", &temporary).unwrap();
+        let err = checkpoint::save(&path, &model(2.0), None)
+            .expect_err("a save whose temporary file is on a full disk fails")
+            .to_string();
+        assert!(err.contains("atomic.safetensors"), "{err}");
+        intact("a write to a full disk");
+    }
+    // and a later save replaces it
+    checkpoint::save(&path, &model(2.0), None).unwrap();
+    let back = checkpoint::load(&path, &model(0.0), None).unwrap();
+    assert_eq!(download_any(&back.head.1), vec![16.0]);
 }
