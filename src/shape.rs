@@ -36,6 +36,15 @@ impl Layout {
         numel(&self.shape)
     }
 
+    /// The view of index `i` of the first axis: one dimension fewer.
+    pub fn select(&self, i: usize) -> Layout {
+        Layout {
+            shape: self.shape[1..].to_vec(),
+            strides: self.strides[1..].to_vec(),
+            offset: self.offset + i * self.strides[0],
+        }
+    }
+
     /// Dense and row-major from `offset` (size-1 dimensions may have any stride).
     pub fn is_contiguous(&self) -> bool {
         let mut expected = 1;

@@ -110,6 +110,7 @@ impl Tensor {
     #[track_caller]
     pub fn to_vec_async<T: Element>(&self) -> impl std::future::Future<Output = Result<Vec<T>>> + '_ {
         self.check_read::<T>("to_vec");
+        crate::runtime::refuse_in_capture(&self.device().inner, "a read-back (to_vec, item)");
         async move {
             if self.numel() == 0 {
                 return Ok(Vec::new());

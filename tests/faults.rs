@@ -155,6 +155,11 @@ fn requests_beyond_the_device_are_errors_with_the_size_and_the_limit() {
         // the device goes on working
         assert_eq!(Tensor::ones(&d, &[2]).sum_all().item::<f32>().unwrap(), 2.0);
     }
+    // made from host data that would not fit either
+    let line = line!() + 1;
+    let e = Tensor::arange(&d, 0.0, 1e10, 1.0).sum_all().item::<f32>().unwrap_err();
+    assert!(matches!(e, Error::TooLarge { op: "arange", .. }), "{e}");
+    assert!(e.to_string().contains(&format!("tests/faults.rs:{line}")), "{e}");
     // an output too large, from inputs that are not
     let a = Tensor::ones(&d, &[1 << 16, 1]);
     let b = Tensor::ones(&d, &[1, 1 << 16]);

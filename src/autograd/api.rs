@@ -1,5 +1,6 @@
 //! `grad`, `value_and_grad`, `vjp` and `hvp`.
 
+use std::panic::Location;
 use std::sync::Arc;
 
 use super::{Node, Params, backward, next_id};
@@ -30,7 +31,20 @@ impl<A: Params> Output for (Tensor, A) {
 }
 
 /// Runs `f` on `params` with every tensor of `params` tracked in a new trace.
-fn traced<P: Params, R>(params: &P, f: impl FnOnce(&P) -> R) -> (u64, Vec<Arc<Node>>, R) {
+/// `op` and `at`: the API call and where it was made, for messages (the
+/// functions `grad` and `vjp` return are closures, whose panics Rust cannot
+/// locate at their caller).
+fn traced<P: Params, R>(op: &str, at: &Location, params: &P, f: impl FnOnce(&P) -> R) -> (u64, Vec<Arc<Node>>, R) {
+    for (i, t) in params.tensors().into_iter().enumerate() {
+        if t.dtype() != DType::F32 {
+            panic!(
+                "wgrad: {op} (at {at}): parameter {i} is {} of shape {:?}, but gradients are taken with respect \
+                 to f32 tensors only (pass integer tensors with the constant arguments)",
+                t.dtype(),
+                t.shape()
+            );
+        }
+    }
     let trace = next_id();
     let tracked: Vec<Tensor> = params.tensors().into_iter().map(|t| t.track(trace)).collect();
     let leaves = tracked.iter().map(|t| t.traced().expect("just tracked").node.clone()).collect();
@@ -47,12 +61,17 @@ fn collect<P: Params>(params: &P, grads: Vec<Option<Tensor>>) -> P {
     params.rebuild(&mut grads.into_iter())
 }
 
-fn grad_impl<P: Params, A, O: Output>(f: &impl Fn(&P, &A) -> O, params: &P, args: &A) -> (P, Tensor, O::Aux) {
-    let (trace, leaves, out) = traced(params, |p| f(p, args));
+fn grad_impl<P: Params, A, O: Output>(
+    at: &Location,
+    f: &impl Fn(&P, &A) -> O,
+    params: &P,
+    args: &A,
+) -> (P, Tensor, O::Aux) {
+    let (trace, leaves, out) = traced("grad", at, params, |p| f(p, args));
     let (loss, aux) = out.into_parts();
     if loss.numel() != 1 || loss.dtype() != DType::F32 {
         panic!(
-            "wgrad: grad: the function must return a scalar f32 loss, got {} of shape {:?} \
+            "wgrad: grad (at {at}): the function must return a scalar f32 loss, got {} of shape {:?} \
              (use vjp for other outputs)",
             loss.dtype(),
             loss.shape()
@@ -84,14 +103,18 @@ fn grad_impl<P: Params, A, O: Output>(f: &impl Fn(&P, &A) -> O, params: &P, args
 /// assert_eq!(dw.to_vec::<f32>()?, vec![-8.0, -12.0]);
 /// # Ok::<(), wgrad::Error>(())
 /// ```
+#[track_caller]
 pub fn grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A) -> (P, Tensor, O::Aux) {
-    move |params, args| grad_impl(&f, params, args)
+    let at = Location::caller();
+    move |params, args| grad_impl(at, &f, params, args)
 }
 
 /// [`grad`] with JAX's result order: `((loss, aux), grads)`.
+#[track_caller]
 pub fn value_and_grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A) -> ((Tensor, O::Aux), P) {
+    let at = Location::caller();
     move |params, args| {
-        let (g, loss, aux) = grad_impl(&f, params, args);
+        let (g, loss, aux) = grad_impl(at, &f, params, args);
         ((loss, aux), g)
     }
 }
@@ -110,22 +133,30 @@ pub fn value_and_grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl 
 /// assert_eq!(pullback(&ct).to_vec::<f32>()?, vec![2.0, 0.0, -6.0]);
 /// # Ok::<(), wgrad::Error>(())
 /// ```
+#[track_caller]
 pub fn vjp<P: Params, O: Params>(f: impl FnOnce(&P) -> O, params: &P) -> (O, impl Fn(&O) -> P) {
-    let (trace, leaves, out) = traced(params, f);
+    let at = Location::caller();
+    let (trace, leaves, out) = traced("vjp", at, params, f);
     let outputs: Vec<Tensor> = out.tensors().into_iter().cloned().collect();
     let value = out.map(|t| t.unbox(trace));
     let template = params.map(|t| t.detach());
     let pullback = move |cotangent: &O| {
         let cts = cotangent.tensors();
         if cts.len() != outputs.len() {
-            panic!("wgrad: vjp: {} cotangents for {} outputs", cts.len(), outputs.len());
+            panic!("wgrad: vjp (pullback of {at}): {} cotangents for {} outputs", cts.len(), outputs.len());
         }
         let seeds: Vec<(&Tensor, Tensor)> = outputs
             .iter()
             .zip(cts)
             .map(|(y, c)| {
-                if y.shape() != c.shape() {
-                    panic!("wgrad: vjp: cotangent of shape {:?} for an output of shape {:?}", c.shape(), y.shape());
+                if y.shape() != c.shape() || y.dtype() != c.dtype() {
+                    panic!(
+                        "wgrad: vjp (pullback of {at}): a cotangent of {} {:?} for an output of {} {:?}",
+                        c.dtype(),
+                        c.shape(),
+                        y.dtype(),
+                        y.shape()
+                    );
                 }
                 (y, c.clone())
             })
@@ -145,7 +176,23 @@ fn dot<P: Params>(a: &P, b: &P) -> Tensor {
 
 /// Hessian-vector product `H·v` of the scalar `f(params, args)` with respect
 /// to `params`, computed as the gradient of ⟨∇f, v⟩ (grad of grad).
+#[track_caller]
 pub fn hvp<P: Params, A>(f: impl Fn(&P, &A) -> Tensor, params: &P, args: &A, v: &P) -> P {
+    let (ps, vs) = (params.tensors(), v.tensors());
+    if ps.len() != vs.len() {
+        panic!("wgrad: hvp: a direction of {} tensors for parameters of {}", vs.len(), ps.len());
+    }
+    for (i, (p, d)) in ps.iter().zip(&vs).enumerate() {
+        if p.shape() != d.shape() || d.dtype() != DType::F32 {
+            panic!(
+                "wgrad: hvp: direction {i} is {} {:?}, parameter {i} is {} {:?}",
+                d.dtype(),
+                d.shape(),
+                p.dtype(),
+                p.shape()
+            );
+        }
+    }
     let inner = grad(f);
     let directional = |p: &P, a: &A| dot(&inner(p, a).0, v);
     grad(directional)(params, args).0

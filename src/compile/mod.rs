@@ -37,7 +37,7 @@ use std::marker::PhantomData;
 
 use crate::autograd::Params;
 use crate::error::Result;
-use crate::runtime::{Node, Shader, Source, access, begin_capture, end_capture};
+use crate::runtime::{Device, Node, Shader, Source, access, begin_capture, end_capture};
 use crate::tensor::Tensor;
 use optimizer::WriteBack;
 use program::{Program, same_place};
@@ -110,7 +110,7 @@ struct CaptureGuard(bool);
 impl Drop for CaptureGuard {
     fn drop(&mut self) {
         if self.0 {
-            let _ = std::panic::catch_unwind(end_capture);
+            end_capture();
         }
     }
 }
@@ -121,6 +121,19 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
     /// until the next run). Nothing is read back.
     #[track_caller]
     pub fn run(&mut self, state: &mut S, inputs: &I) -> Result<&O> {
+        let mut first: Option<Device> = None;
+        let mut apart = false;
+        let mut check = |t: &Tensor| match &first {
+            None => first = Some(t.device().clone()),
+            Some(d) => apart |= !d.same(t.device()),
+        };
+        state.visit(&mut check);
+        inputs.visit(&mut check);
+        if apart {
+            panic!(
+                "wgrad: compile: the step's state and inputs live on different devices (an input from another device?)"
+            );
+        }
         let sig = signature(state, inputs);
         match self.programs.iter().position(|p| p.signature == sig) {
             Some(i) => self.programs[..=i].rotate_right(1),
@@ -227,7 +240,7 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
             }
         }
         guard.0 = false;
-        let capture = end_capture();
+        let capture = end_capture().expect("the capture this step began");
         device.inner.set_rng_state(rng);
         if let Some(e) = capture.error {
             return Err(e);

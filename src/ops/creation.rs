@@ -1,6 +1,6 @@
 //! Tensors made from host data or filled with a value.
 
-use crate::dtype::Element;
+use crate::dtype::{DType, Element};
 use crate::ops::elementwise::fill;
 use crate::runtime::Device;
 use crate::shape::numel;
@@ -74,6 +74,11 @@ impl Tensor {
             panic!("wgrad: arange: cannot step from {start} to {end} by {step}");
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let limits = device.limits();
+        if (n as u64).saturating_mul(4) > limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
+            // beyond the adapter: a tensor holding Err(TooLarge), without the host data
+            return Tensor::empty(device, "arange", &[n], DType::F32);
+        }
         let data: Vec<f32> = (0..n).map(|i| start + step * i as f32).collect();
         Tensor::from_slice(device, &data, &[n])
     }

@@ -76,6 +76,7 @@ impl CustomKernel {
                 self.name
             );
         }
+        self.check(inputs.len(), params, workgroups);
         // kernels index their bindings from element 0 with no strides
         let dense: Vec<Tensor> = inputs.iter().map(|t| dense_from_zero(t)).collect();
         let out = Tensor::empty(&self.device, "custom kernel", shape, dtype);
@@ -83,6 +84,54 @@ impl CustomKernel {
         bindings.push((dense.len() as u32 + 1, out.storage()));
         self.device.inner.record_numbered(&self.kernel, &bindings, params, workgroups);
         out
+    }
+}
+
+impl CustomKernel {
+    /// Panics unless the kernel declares what a launch binds: inputs at
+    /// bindings 1..=n and the output at n + 1, a uniform at binding 0 as
+    /// large as `params` if there are any, and a grid within the adapter's
+    /// limits. (Else the launch would reach the GPU and fail there.)
+    #[track_caller]
+    fn check(&self, n: usize, params: &[u8], workgroups: [u32; 3]) {
+        let interface = self.device.inner.interface(&self.kernel.source);
+        let mut declared: Vec<u32> = interface.bindings.iter().map(|b| b.1).collect();
+        declared.sort_unstable();
+        let wanted: Vec<u32> = (1..=n as u32 + 1).collect();
+        if declared != wanted {
+            let takes = match declared.iter().enumerate().all(|(i, &b)| b == i as u32 + 1) {
+                true => format!(
+                    "{} input{}, then the output",
+                    declared.len().saturating_sub(1),
+                    if declared.len() == 2 { "" } else { "s" }
+                ),
+                false => "not inputs at 1..=n and the output at n + 1".into(),
+            };
+            panic!(
+                "wgrad: {}: launched with {n} input{}, but the kernel declares storage bindings {declared:?} ({takes})",
+                self.name,
+                if n == 1 { "" } else { "s" },
+            );
+        }
+        match interface.uniform {
+            None if !params.is_empty() => {
+                panic!(
+                    "wgrad: {}: {} bytes of params, but the kernel declares no uniform at binding 0",
+                    self.name,
+                    params.len()
+                )
+            }
+            Some(size) if (params.len() as u32) < size => panic!(
+                "wgrad: {}: {} bytes of params for a uniform of {size} bytes at binding 0",
+                self.name,
+                params.len()
+            ),
+            _ => {}
+        }
+        let most = self.device.limits().max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&w| w > most) {
+            panic!("wgrad: {}: {workgroups:?} workgroups, more than the adapter's {most} per dimension", self.name);
+        }
     }
 }
 

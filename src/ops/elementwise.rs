@@ -165,7 +165,18 @@ pub(crate) fn launch(expr: EwExpr, out: &Tensor, inputs: [Option<&Tensor>; 3]) {
     let logical = strides.clone();
     let dims = coalesce(shape, &mut strides);
     if dims.len() > MAX_RANK {
-        panic!("wgrad: {}: views of rank {} are beyond the kernels' {MAX_RANK} dimensions", expr.entry(), dims.len());
+        // more dimensions than the kernel indexes: one launch per index of
+        // the first axis, each over views of one dimension fewer
+        for i in 0..shape[0] {
+            let sub: Vec<Option<Tensor>> = inputs
+                .iter()
+                .zip(&views)
+                .map(|(t, v)| t.zip(v.as_ref()).map(|(t, v)| t.with_layout(v.select(i))))
+                .collect();
+            let out = out.with_layout(out.layout().select(i));
+            launch(expr.clone(), &out, [sub[0].as_ref(), sub[1].as_ref(), sub[2].as_ref()]);
+        }
+        return;
     }
     let off = |i: usize| views[i].as_ref().map_or(0, |v| v.offset as u32);
     let (div_magic, div_shift) = pack_divisors(&dims);
@@ -358,8 +369,13 @@ impl Tensor {
     #[track_caller]
     pub(crate) fn binary_scalar(&self, op: BinaryOp, scalar: f64, left: bool) -> Tensor {
         self.check_arith(op);
-        if self.dtype() != DType::F32 && scalar.fract() != 0.0 {
-            panic!("wgrad: {}: scalar {scalar} is not an integer but the tensor is {}", op.name(), self.dtype());
+        let fits = match self.dtype() {
+            DType::F32 => true,
+            DType::I32 => scalar.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(&scalar),
+            DType::U32 => scalar.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&scalar),
+        };
+        if !fits {
+            panic!("wgrad: {}: scalar {scalar} is not a value of the tensor's type {}", op.name(), self.dtype());
         }
         apply(Elementwise::BinaryScalar { op, scalar, left }, &[self])
     }

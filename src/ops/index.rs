@@ -71,6 +71,18 @@ struct IndexParams {
     div_shift: [u32; MAX_RANK],
 }
 
+/// Panics unless the index kernels take `t`'s rank.
+#[track_caller]
+fn within_rank(op: &str, t: &Tensor) {
+    if t.rank() > MAX_RANK {
+        panic!(
+            "wgrad: {op}: a tensor of shape {:?} (rank {}); the index kernels take {MAX_RANK} dimensions at most",
+            t.shape(),
+            t.rank()
+        );
+    }
+}
+
 /// Records `entry` over `out` (contiguous). `x` may be absent (one_hot).
 #[allow(clippy::too_many_arguments)]
 fn launch(
@@ -86,9 +98,6 @@ fn launch(
     let n = out.numel();
     if n == 0 {
         return;
-    }
-    if out.rank() > MAX_RANK {
-        panic!("wgrad: {entry}: tensors of rank > {MAX_RANK} are not supported");
     }
     let (flag, tag) = out.device().inner.index_check();
     let params = IndexParams {
@@ -157,6 +166,7 @@ impl Tensor {
     pub fn index_select(&self, axis: isize, idx: &Tensor) -> Tensor {
         need_indices("index_select", idx);
         same_device("index_select", &[self, idx]);
+        within_rank("index_select", self);
         let a = shape::axis("index_select", self.shape(), axis);
         if idx.rank() != 1 {
             panic!("wgrad: index_select: indices must be 1-d, got shape {:?}", idx.shape());
@@ -171,6 +181,7 @@ impl Tensor {
     pub fn gather(&self, axis: isize, idx: &Tensor) -> Tensor {
         need_indices("gather", idx);
         same_device("gather", &[self, idx]);
+        within_rank("gather", self);
         let a = shape::axis("gather", self.shape(), axis);
         let fits = idx.rank() == self.rank() && (0..self.rank()).all(|d| d == a || idx.shape()[d] <= self.shape()[d]);
         if !fits {
@@ -191,6 +202,7 @@ impl Tensor {
         need_f32("scatter_add", self);
         need_f32("scatter_add", src);
         need_indices("scatter_add", idx);
+        within_rank("scatter_add", self);
         same_device("scatter_add", &[self, idx, src]);
         let a = shape::axis("scatter_add", self.shape(), axis);
         let fits = idx.shape() == src.shape()
@@ -211,6 +223,13 @@ impl Tensor {
     #[track_caller]
     pub fn one_hot(&self, n: usize) -> Tensor {
         need_indices("one_hot", self);
+        if self.rank() >= MAX_RANK {
+            panic!(
+                "wgrad: one_hot: indices of shape {:?} would make a result of rank {}; the index kernels take {MAX_RANK} dimensions at most",
+                self.shape(),
+                self.rank() + 1
+            );
+        }
         apply(Indexing::OneHot(n), &[self])
     }
 }

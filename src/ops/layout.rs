@@ -180,7 +180,10 @@ impl Tensor {
     /// Reorders the dimensions: result dimension i is `self`'s `perm[i]`.
     #[track_caller]
     pub fn permute(&self, perm: &[isize]) -> Tensor {
-        let p: Vec<usize> = perm.iter().map(|&a| shape::axis("permute", self.shape(), a)).collect();
+        let mut p = Vec::with_capacity(perm.len());
+        for &a in perm {
+            p.push(shape::axis("permute", self.shape(), a)); // a loop, not a closure: keeps the caller's location
+        }
         let mut seen = p.clone();
         seen.sort_unstable();
         if seen != (0..self.rank()).collect::<Vec<_>>() {
@@ -228,10 +231,9 @@ impl Tensor {
     #[track_caller]
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Tensor {
         let a = shape::axis("narrow", self.shape(), axis);
-        if start + len > self.shape()[a] {
+        if start.checked_add(len).is_none_or(|end| end > self.shape()[a]) {
             panic!(
-                "wgrad: narrow: range {start}..{} is out of bounds for axis {axis} of shape {:?}",
-                start + len,
+                "wgrad: narrow: range {start}..{start}+{len} is out of bounds for axis {axis} of shape {:?}",
                 self.shape()
             );
         }

@@ -7,6 +7,7 @@ use bytemuck::Zeroable;
 use crate::autograd::Primitive;
 use crate::dtype::DType;
 use crate::ir::{EwOperand, Fusable, RedInfo, ReduceKernel, ReduceOp, ReduceParams};
+use crate::ops::layout::contiguous_forward;
 use crate::ops::{apply, need_f32};
 use crate::runtime::{Kernel, Shader, grid};
 use crate::shape::{self, Layout, MAX_RANK, coalesce, pack, pack_divisors};
@@ -171,6 +172,10 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
     let dtype = if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) { DType::U32 } else { DType::F32 };
     let out = Tensor::empty(x.device(), op.name(), &out_shape, dtype);
     let ((ks, kst), (rs, rst)) = split(x.layout(), axes);
+    if (ks.len() > MAX_RANK || rs.len() > MAX_RANK) && !x.is_contiguous() {
+        // a view whose dimensions do not merge down to the kernel's: dense, they do
+        return reduce_forward(op, &contiguous_forward(x), axes, keepdim, scale);
+    }
     let n_out = shape::numel(&ks);
     let n_red = shape::numel(&rs);
     if n_out == 0 {

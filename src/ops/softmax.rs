@@ -95,6 +95,11 @@ struct RowParams {
 /// out row-major in (other dims..., axis) order (logsumexp: other dims only).
 fn rows(kernel: RowKernel, x: &Tensor, axis: usize) -> Tensor {
     let entry = kernel.entry();
+    let ((os, _), _) = split(x.layout(), &[axis]);
+    if os.len() > MAX_RANK && !x.is_contiguous() {
+        // a view whose dimensions do not merge down to the kernel's: dense, they do
+        return rows(kernel, &contiguous_forward(x), axis);
+    }
     let l = x.layout();
     let ((os, ost), _) = split(l, &[axis]);
     let n = l.shape[axis];

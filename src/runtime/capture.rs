@@ -28,19 +28,21 @@ fn device_id(dev: &DeviceInner) -> usize {
 }
 
 /// Starts tracing `dev`'s work on this thread.
+#[track_caller]
 pub(crate) fn begin_capture(dev: &DeviceInner) {
+    if CAPTURE.with(|c| c.borrow().is_some()) {
+        panic!("wgrad: compile: a compiled step cannot run inside another step being compiled");
+    }
     CAPTURE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_some() {
-            panic!("wgrad: compile: a compiled step cannot run inside another step being compiled");
-        }
-        *c = Some(Capture { device: device_id(dev), nodes: Vec::new(), arena: Arc::default(), error: None });
+        *c.borrow_mut() =
+            Some(Capture { device: device_id(dev), nodes: Vec::new(), arena: Arc::default(), error: None });
     });
 }
 
-/// Stops tracing and returns what was recorded.
-pub(crate) fn end_capture() -> Capture {
-    CAPTURE.with(|c| c.borrow_mut().take()).expect("a capture in progress")
+/// Stops tracing and returns what was recorded (`None`: nothing was being
+/// traced, e.g. after a read-back inside the step ended the capture).
+pub(crate) fn end_capture() -> Option<Capture> {
+    CAPTURE.with(|c| c.borrow_mut().take())
 }
 
 /// Runs `f` on the capture if this thread is tracing `dev` (`Err` if not).
@@ -57,7 +59,7 @@ pub(super) fn capture_arena(dev: &DeviceInner) -> Option<Arc<std::sync::Mutex<Ar
 }
 
 #[track_caller]
-pub(super) fn refuse_in_capture(dev: &DeviceInner, what: &str) {
+pub(crate) fn refuse_in_capture(dev: &DeviceInner, what: &str) {
     if with_capture(dev, |_| ()).is_ok() {
         // end the capture so the panic leaves the thread usable
         CAPTURE.with(|c| c.borrow_mut().take());

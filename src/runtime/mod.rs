@@ -31,7 +31,7 @@ mod readback;
 mod shaders;
 
 pub(crate) use adapter::choose_adapter;
-pub(crate) use capture::{begin_capture, end_capture};
+pub(crate) use capture::{begin_capture, end_capture, refuse_in_capture};
 pub(crate) use encode::{Command, Prepared, encode};
 pub(crate) use flags::{Site, in_backward_of, recording};
 pub(crate) use graph::Program;
@@ -289,12 +289,15 @@ impl Device {
     }
 
     /// Submits all pending work and waits for the GPU to finish it.
-    pub async fn sync_async(&self) -> Result<()> {
-        self.inner.submit_and_wait().await
+    #[track_caller]
+    pub fn sync_async(&self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        refuse_in_capture(&self.inner, "sync");
+        self.inner.submit_and_wait()
     }
 
     /// Blocking form of [`Device::sync_async`] (native only).
     #[cfg(not(target_arch = "wasm32"))]
+    #[track_caller]
     pub fn sync(&self) -> Result<()> {
         pollster::block_on(self.sync_async())
     }

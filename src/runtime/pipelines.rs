@@ -18,16 +18,18 @@ pub(crate) struct Pipeline {
     pub source: Source,
 }
 
-/// The storage bindings a module declares: name, binding number, and
-/// whether it is writable (`var<storage, read_write>`).
+/// The bindings a module declares: its storage buffers (name, binding
+/// number, and whether it is writable: `var<storage, read_write>`), and the
+/// size of its uniform at binding 0, if it has one.
 pub(crate) struct Interface {
     pub bindings: Vec<(String, u32, bool)>,
+    pub uniform: Option<u32>,
 }
 
 impl Interface {
     fn parse(wgsl: &str) -> Interface {
         let Ok(module) = naga::front::wgsl::parse_str(wgsl) else {
-            return Interface { bindings: Vec::new() };
+            return Interface { bindings: Vec::new(), uniform: None };
         };
         let bindings = module
             .global_variables
@@ -38,7 +40,14 @@ impl Interface {
                 Some((g.name.clone().unwrap_or_default(), b.binding, access.contains(naga::StorageAccess::STORE)))
             })
             .collect();
-        Interface { bindings }
+        let mut layouter = naga::proc::Layouter::default();
+        let sized = layouter.update(module.to_ctx()).is_ok();
+        let uniform = module
+            .global_variables
+            .iter()
+            .find(|(_, g)| g.space == naga::AddressSpace::Uniform && g.binding.as_ref().is_some_and(|b| b.binding == 0))
+            .map(|(_, g)| if sized { layouter[g.ty].size } else { 0 });
+        Interface { bindings, uniform }
     }
 
     /// The binding number of the variable `name`.

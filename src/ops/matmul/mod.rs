@@ -13,6 +13,7 @@ use crate::autograd::Primitive;
 use crate::dtype::DType;
 use crate::ir::{ALoad, BLoad, ConvGemm, Fusable, MatmulVariant, MmInfo, ReduceOp, WorkgroupTile};
 use crate::ops::elementwise::fill;
+use crate::ops::layout::contiguous_forward;
 use crate::ops::reduce::reduce_forward;
 use crate::ops::{apply, need_f32, same_device};
 use crate::shape::{MAX_RANK, broadcast_shapes, coalesce, pack};
@@ -238,6 +239,16 @@ fn matmul_forward(a: &Tensor, b: &Tensor) -> Tensor {
         };
         l.broadcast_to(&batch).expect("checked").strides
     };
+    let mut merged = vec![bview(a), bview(b)];
+    if coalesce(&batch, &mut merged).len() > MAX_RANK {
+        // batch dimensions that do not merge down to the kernel's: dense, they do
+        let dense = |t: &Tensor, rows: usize, cols: usize| {
+            let mut full = batch.clone();
+            full.extend([rows, cols]);
+            contiguous_forward(&t.with_layout(t.layout().broadcast_to(&full).expect("checked")))
+        };
+        return matmul_forward(&dense(a, m, k), &dense(b, k, n));
+    }
     let (a, b) = (GemmOperand::view(a, bview(a)), GemmOperand::view(b, bview(b)));
     gemm(Gemm { a, b, m, n, k, batch: batch.clone(), conv: None }, &shape)
 }
@@ -271,10 +282,29 @@ impl Tensor {
         let Some(batch) = batch else {
             panic!("wgrad: matmul: batch dimensions of {:?} and {:?} do not broadcast", self.shape(), rhs.shape());
         };
-        if batch.iter().product::<usize>() > 65535 {
-            panic!("wgrad: matmul: {} batches exceed the 65535 a dispatch can hold", batch.iter().product::<usize>());
-        }
-        let mut out = apply(Matmul, &[&a, &b]);
+        let nb: usize = batch.iter().product();
+        let most = self.device().limits().max_compute_workgroups_per_dimension as usize;
+        let mut out = if nb > most {
+            // more batches than a dispatch holds: the products in slices of the batch
+            let (m, k, n) = (a.dim(-2), a.dim(-1), b.dim(-1));
+            let flat = |t: &Tensor, rows: usize, cols: usize| {
+                let mut full = batch.clone();
+                full.extend([rows, cols]);
+                t.expand(&full).reshape(&[nb, rows, cols])
+            };
+            let (a3, b3) = (flat(&a, m, k), flat(&b, k, n));
+            let mut parts = Vec::with_capacity(nb.div_ceil(most));
+            for s in (0..nb).step_by(most) {
+                let len = most.min(nb - s);
+                parts.push(apply(Matmul, &[&a3.narrow(0, s, len), &b3.narrow(0, s, len)]));
+            }
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            let mut shape = batch.clone();
+            shape.extend([m, n]);
+            Tensor::cat(&refs, 0).reshape(&shape)
+        } else {
+            apply(Matmul, &[&a, &b])
+        };
         if self.rank() == 1 {
             out = out.squeeze(-2);
         }
