@@ -444,3 +444,58 @@ fn initialisers_have_the_right_spread() {
     assert_eq!(nn::init::kaiming_uniform(&d, &[3, 3]).to_vec::<f32>().unwrap(), a);
     let _ = DType::F32;
 }
+
+/// Gradients are finite wherever the maths is: every loss at its limits
+/// (probabilities of exactly 0 and 1 — `sigmoid(20)` is 1.0 in f32 —, logits
+/// of ±1000, targets at both ends), against the f64 gradient of the same
+/// clamped loss where it is smooth.
+#[test]
+fn losses_have_finite_gradients_at_their_limits() {
+    let d = dev();
+    let logits = Tensor::from_slice(d, &[20.0f32, -20.0, 1000.0, -1000.0, 0.0, 3.0], &[3, 2]);
+    let p = Tensor::from_slice(d, &[0.0f32, 1.0, 1e-30, 0.5, 1.0 - 1e-7, 0.25], &[3, 2]);
+    let t = Tensor::from_slice(d, &[0.0f32, 1.0, 1.0, 0.0, 0.0, 1.0], &[3, 2]);
+    let labels = Tensor::from_slice(d, &[1u32, 0, 1], &[3]);
+    type Loss<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
+    let cases: Vec<(&str, &Tensor, Loss)> = vec![
+        ("bce_loss of sigmoid", &logits, Box::new(|x| nn::bce_loss(&x.sigmoid(), &t, Reduction::Sum))),
+        ("bce_loss", &p, Box::new(|x| nn::bce_loss(x, &t, Reduction::Sum))),
+        ("bce_with_logits", &logits, Box::new(|x| nn::bce_with_logits(x, &t, Reduction::Sum))),
+        ("cross_entropy", &logits, Box::new(|x| nn::cross_entropy(x, &labels, Reduction::Mean))),
+        ("cross_entropy (probabilities)", &logits, Box::new(|x| nn::cross_entropy(x, &t, Reduction::Sum))),
+        ("mse_loss", &logits, Box::new(|x| nn::mse_loss(x, &t, Reduction::Mean))),
+    ];
+    for (name, x, loss) in cases {
+        let (g, l, ()) = grad(|x: &Tensor, _: &()| loss(x))(x, &());
+        let g = g.to_vec::<f32>().unwrap();
+        assert!(l.item::<f32>().unwrap().is_finite(), "{name}: the loss is not finite");
+        assert!(g.iter().all(|v| v.is_finite()), "{name}: gradient {g:?}");
+    }
+    // where the clamp holds (p = 0 against t = 1, p = 1 against t = 0) the
+    // loss is flat: no gradient; elsewhere −t/p + (1 − t)/(1 − p)
+    let (g, _, ()) = grad(|p: &Tensor, _: &()| nn::bce_loss(p, &t, Reduction::Sum))(&p, &());
+    let g = g.to_vec::<f32>().unwrap();
+    let (pv, tv) = (p.to_vec::<f32>().unwrap(), t.to_vec::<f32>().unwrap());
+    for ((&g, &p), &t) in g.iter().zip(&pv).zip(&tv) {
+        let (p, t) = (p as f64, t as f64);
+        let want = match (p, t) {
+            (0.0, 1.0) | (1.0, 0.0) => 0.0,
+            _ => -t / p.max(f32::MIN_POSITIVE as f64) + (1.0 - t) / (1.0 - p).max(f32::MIN_POSITIVE as f64),
+        };
+        assert!((g as f64 - want).abs() <= 1e-5 * want.abs().max(1.0), "p {p}, t {t}: {g} vs {want}");
+    }
+}
+
+/// The mean of nothing is NaN, as in numpy, JAX and PyTorch (its sum is 0).
+#[test]
+fn means_of_nothing_are_nan() {
+    let d = dev();
+    let empty = Tensor::zeros(d, &[2, 0]);
+    assert!(empty.mean(&[1], false).to_vec::<f32>().unwrap().iter().all(|v| v.is_nan()));
+    assert!(empty.mean_all().item::<f32>().unwrap().is_nan());
+    assert_eq!(empty.sum(&[1], false).to_vec::<f32>().unwrap(), vec![0.0, 0.0]);
+    let logits = Tensor::zeros(d, &[0, 3]);
+    let none = Tensor::zeros(d, &[0]).cast(DType::U32);
+    assert!(nn::cross_entropy(&logits, &none, Reduction::Mean).item::<f32>().unwrap().is_nan());
+    assert_eq!(nn::cross_entropy(&logits, &none, Reduction::Sum).item::<f32>().unwrap(), 0.0);
+}

@@ -112,14 +112,25 @@ pub fn mse_loss(pred: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor 
 }
 
 /// Binary cross-entropy of probabilities `p` against targets in [0, 1]; the
-/// logs are clamped at −100 as PyTorch does, so p = 0 or 1 stays finite.
-/// Prefer [`bce_with_logits`], which is stable by construction.
+/// logs are clamped at −100 as PyTorch does, so p = 0 or 1 (as `sigmoid(x)`
+/// is for x ≥ 17 in f32) stays finite, and so does the gradient. Prefer
+/// [`bce_with_logits`], which is stable by construction.
 #[track_caller]
 pub fn bce_loss(p: &Tensor, target: &Tensor, reduction: Reduction) -> Tensor {
     check_same("bce_loss", p, target);
-    let log_p = p.log().maximum(-100.0);
-    let log_1mp = (1.0 - p).log().maximum(-100.0);
+    let (log_p, log_1mp) = (clamped_log(p), clamped_log(&(1.0 - p)));
     reduction.apply(-(target * &log_p + (1.0 - target) * &log_1mp))
+}
+
+/// log x, or −100 where x is zero or below the normal f32 range (where the
+/// log is below −87 anyway). The clamp is a choice of branch, not a
+/// `maximum` of log x: that would pass a zero gradient into the log's VJP,
+/// which divides it by x = 0 (NaN). Here the log is taken of 1 where it is
+/// not used, so its VJP never sees 0/0.
+#[track_caller]
+fn clamped_log(x: &Tensor) -> Tensor {
+    let live = x.ge(f32::MIN_POSITIVE);
+    live.where_(&live.where_(x, 1.0).log(), -100.0)
 }
 
 /// Binary cross-entropy of σ(logits): softplus(x) − x·t, stable for any x.

@@ -182,7 +182,9 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
         return out;
     }
     if n_red == 0 {
-        crate::ops::elementwise::fill(&out, 0f32.to_bits());
+        // the sum of nothing is 0; its mean, 0/0, NaN (as numpy, JAX, PyTorch)
+        let empty = if scale.is_finite() { 0.0f32 } else { f32::NAN };
+        crate::ops::elementwise::fill(&out, empty.to_bits());
         return out;
     }
     // Few long reductions would leave most of the GPU idle: split each into
