@@ -210,6 +210,31 @@ fn new_shapes_trace_again() {
     assert_eq!(w.to_vec::<f32>().unwrap(), vec![4.0; 6]);
 }
 
+/// A step whose input shape keeps changing holds the memory of the
+/// programs it keeps (8), not of every shape it has seen: an evicted
+/// program gives back the buffers it held.
+#[test]
+fn changing_shapes_hold_the_memory_of_the_kept_programs_only() {
+    let d = own_device();
+    let mut step = compile(|w: &mut Tensor, x: &Tensor| (x * &*w).sum_all());
+    let mut w = Tensor::ones(&d, &[1024]);
+    let before = d.counters().bytes_held;
+    let mut largest = 0;
+    for b in 1..=200 {
+        let x = Tensor::ones(&d, &[b, 1024]);
+        assert_eq!(step.run(&mut w, &x).unwrap().item::<f32>().unwrap(), (b * 1024) as f32);
+        largest = largest.max(b * 1024 * 4);
+    }
+    assert_eq!(step.programs(), 8);
+    // the kept programs' input copies (each at most the largest input,
+    // rounded up to its bucket: 5/4), their uniforms, and the inputs the
+    // pool keeps for reuse, one per bucket (four buckets per power of two:
+    // Σ_k 2^(−k/4) = 6.3 times the largest)
+    let held = d.counters().bytes_held - before;
+    let bound = (8 * largest * 5 / 4 + 8 * 64 * 1024 + 7 * largest * 5 / 4) as u64;
+    assert!(held <= bound, "{} MiB held after 200 shapes (bound {} MiB)", held >> 20, bound >> 20);
+}
+
 #[test]
 fn reading_a_value_inside_a_step_is_an_error() {
     let d = own_device();

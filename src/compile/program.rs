@@ -46,6 +46,20 @@ pub(super) struct Program<O> {
     pub(super) _arena: Arc<Mutex<Arena>>,
 }
 
+/// An evicted program gives back the buffers it took from the device's
+/// pool (its input copies, its uniforms) rather than leaving them there for
+/// shapes that may not come again; its own buffers (the arena) go with it.
+impl<O> Drop for Program<O> {
+    fn drop(&mut self) {
+        for t in &self.slots {
+            t.storage().discard();
+        }
+        if let Some(u) = &self.prepared.uniforms {
+            u.discard();
+        }
+    }
+}
+
 /// Do `a` and `b` view the same elements of the same buffer?
 pub(super) fn same_place(a: &Tensor, b: &Tensor) -> bool {
     Arc::ptr_eq(a.storage(), b.storage()) && a.layout() == b.layout()
