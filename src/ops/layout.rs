@@ -231,11 +231,10 @@ impl Tensor {
     #[track_caller]
     pub fn narrow(&self, axis: isize, start: usize, len: usize) -> Tensor {
         let a = shape::axis("narrow", self.shape(), axis);
-        if start.checked_add(len).is_none_or(|end| end > self.shape()[a]) {
-            panic!(
-                "wgrad: narrow: range {start}..{start}+{len} is out of bounds for axis {axis} of shape {:?}",
-                self.shape()
-            );
+        let end = start.checked_add(len);
+        if end.is_none_or(|end| end > self.shape()[a]) {
+            let range = end.map_or(format!("{start}..{start}+{len}"), |end| format!("{start}..{end}"));
+            panic!("wgrad: narrow: range {range} is out of bounds for axis {axis} of shape {:?}", self.shape());
         }
         if start == 0 && len == self.shape()[a] {
             return self.clone();
