@@ -46,18 +46,22 @@ pub enum Error {
     Format(String),
     /// Debug mode ([`Device::set_check_finite`](crate::Device::set_check_finite)):
     /// an op produced NaN or ±Inf.
-    #[error("wgrad: {op} at {location} produced NaN or Inf{}", backward_of.map(|(o, l)| format!(" (in the backward pass of {o} at {l})")).unwrap_or_default())]
+    #[error("wgrad: {op} at {location} produced NaN or Inf{}", derivative_of.map(|(p, o, l)| format!(" (in the {p} of {o} at {l})")).unwrap_or_default())]
     NonFinite {
         op: &'static str,
         location: &'static Location<'static>,
-        backward_of: Option<(&'static str, &'static Location<'static>)>,
+        /// Set when a VJP or JVP rule made the op: the pass ("backward
+        /// pass" or "tangent"), the op it differentiates and its line.
+        derivative_of: Option<(&'static str, &'static str, &'static Location<'static>)>,
     },
     /// A kernel met an index outside its tensor (it read zero instead).
-    #[error("wgrad: {op} at {location}: an index is out of range (read as zero){}", backward_of.map(|(o, l)| format!(" (in the backward pass of {o} at {l})")).unwrap_or_default())]
+    #[error("wgrad: {op} at {location}: an index is out of range (read as zero){}", derivative_of.map(|(p, o, l)| format!(" (in the {p} of {o} at {l})")).unwrap_or_default())]
     IndexOutOfRange {
         op: &'static str,
         location: &'static Location<'static>,
-        backward_of: Option<(&'static str, &'static Location<'static>)>,
+        /// Set when a VJP or JVP rule made the op: the pass ("backward
+        /// pass" or "tangent"), the op it differentiates and its line.
+        derivative_of: Option<(&'static str, &'static str, &'static Location<'static>)>,
     },
     /// A read-back or sync did not complete in time.
     #[error(

@@ -35,9 +35,10 @@ mod web;
 #[cfg(not(target_arch = "wasm32"))]
 pub use autograd::gradcheck;
 #[doc(hidden)]
-pub use autograd::params_path;
+pub use autograd::{nest_flat as params_nest_flat, params_path};
 pub use autograd::{
-    GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hvp, no_grad, value_and_grad, vjp,
+    GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hessian, hvp, hvp_rev, jacfwd, jacobian, jacrev,
+    jvp, no_grad, value_and_grad, vjp,
 };
 pub use compile::{Compiled, MemoryPlan, compile};
 pub use dtype::{DType, Element};

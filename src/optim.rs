@@ -406,6 +406,12 @@ fn update(
 
 /// The optimizer's tensors: per-parameter state, then the step counter.
 impl Params for Optimizer {
+    type Of<Q: Params> = Vec<Q>;
+
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Vec<Q> {
+        crate::autograd::nest_flat(self, it)
+    }
+
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         for slots in &self.state {
             for s in slots.iter().flatten() {

@@ -47,7 +47,7 @@ fn traced<P: Params, R>(op: &str, at: &Location, params: &P, f: impl FnOnce(&P) 
     }
     let trace = next_id();
     let tracked: Vec<Tensor> = params.tensors().into_iter().map(|t| t.track(trace)).collect();
-    let leaves = tracked.iter().map(|t| t.traced().expect("just tracked").node.clone()).collect();
+    let leaves = tracked.iter().map(|t| t.traced().and_then(super::Traced::node).expect("just tracked").clone()).collect();
     let boxed = params.rebuild(&mut tracked.into_iter());
     let out = f(&boxed);
     (trace, leaves, out)
@@ -61,7 +61,7 @@ fn collect<P: Params>(params: &P, grads: Vec<Option<Tensor>>) -> P {
     params.rebuild(&mut grads.into_iter())
 }
 
-fn grad_impl<P: Params, A, O: Output>(
+pub(super) fn grad_at<P: Params, A, O: Output>(
     at: &Location,
     f: &impl Fn(&P, &A) -> O,
     params: &P,
@@ -106,7 +106,7 @@ fn grad_impl<P: Params, A, O: Output>(
 #[track_caller]
 pub fn grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A) -> (P, Tensor, O::Aux) {
     let at = Location::caller();
-    move |params, args| grad_impl(at, &f, params, args)
+    move |params, args| grad_at(at, &f, params, args)
 }
 
 /// [`grad`] with JAX's result order: `((loss, aux), grads)`.
@@ -114,7 +114,7 @@ pub fn grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A)
 pub fn value_and_grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl Fn(&P, &A) -> ((Tensor, O::Aux), P) {
     let at = Location::caller();
     move |params, args| {
-        let (g, loss, aux) = grad_impl(at, &f, params, args);
+        let (g, loss, aux) = grad_at(at, &f, params, args);
         ((loss, aux), g)
     }
 }
@@ -135,7 +135,14 @@ pub fn value_and_grad<P: Params, A, O: Output>(f: impl Fn(&P, &A) -> O) -> impl 
 /// ```
 #[track_caller]
 pub fn vjp<P: Params, O: Params>(f: impl FnOnce(&P) -> O, params: &P) -> (O, impl Fn(&O) -> P) {
-    let at = Location::caller();
+    vjp_at(Location::caller(), f, params)
+}
+
+pub(super) fn vjp_at<P: Params, O: Params>(
+    at: &'static Location<'static>,
+    f: impl FnOnce(&P) -> O,
+    params: &P,
+) -> (O, impl Fn(&O) -> P) {
     let (trace, leaves, out) = traced("vjp", at, params, f);
     let outputs: Vec<Tensor> = out.tensors().into_iter().cloned().collect();
     let value = out.map(|t| t.unbox(trace));
@@ -164,36 +171,4 @@ pub fn vjp<P: Params, O: Params>(f: impl FnOnce(&P) -> O, params: &P) -> (O, imp
         collect(&template, backward(trace, &seeds, &leaves))
     };
     (value, pullback)
-}
-
-/// Σᵢ ⟨aᵢ, bᵢ⟩ over two structures of tensors, as a 0-d tensor.
-fn dot<P: Params>(a: &P, b: &P) -> Tensor {
-    let terms: Vec<Tensor> = a.tensors().into_iter().zip(b.tensors()).map(|(x, y)| (x * y).sum_all()).collect();
-    let mut it = terms.into_iter();
-    let first = it.next().expect("wgrad: hvp: params hold no tensors");
-    it.fold(first, |acc, t| &acc + &t)
-}
-
-/// Hessian-vector product `H·v` of the scalar `f(params, args)` with respect
-/// to `params`, computed as the gradient of ⟨∇f, v⟩ (grad of grad).
-#[track_caller]
-pub fn hvp<P: Params, A>(f: impl Fn(&P, &A) -> Tensor, params: &P, args: &A, v: &P) -> P {
-    let (ps, vs) = (params.tensors(), v.tensors());
-    if ps.len() != vs.len() {
-        panic!("wgrad: hvp: a direction of {} tensors for parameters of {}", vs.len(), ps.len());
-    }
-    for (i, (p, d)) in ps.iter().zip(&vs).enumerate() {
-        if p.shape() != d.shape() || d.dtype() != DType::F32 {
-            panic!(
-                "wgrad: hvp: direction {i} is {} {:?}, parameter {i} is {} {:?}",
-                d.dtype(),
-                d.shape(),
-                p.dtype(),
-                p.shape()
-            );
-        }
-    }
-    let inner = grad(f);
-    let directional = |p: &P, a: &A| dot(&inner(p, a).0, v);
-    grad(directional)(params, args).0
 }

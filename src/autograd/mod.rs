@@ -13,16 +13,25 @@
 //! inner values (which may record the op in the outer traces too), and boxes
 //! the result. VJP rules run on inner values, so the backward pass of an
 //! inner trace is recorded by the outer traces: grad of grad works.
+//!
+//! Forward mode (`jvp`) uses the same boxes: a trace of the other kind,
+//! whose box holds the value's tangent instead of a tape node. An op on
+//! such boxes runs on the inner values and its JVP rule, also written with
+//! ops, gives the result's tangent from the inputs' tangents; both may be
+//! traced by outer traces, so any nesting of the two modes works (forward
+//! over reverse: `jvp` of a `grad`, as `hessian` and `hvp` do).
 
 mod api;
+mod forward;
 mod gradcheck;
 mod params;
 
-pub use api::{Output, grad, hvp, value_and_grad, vjp};
+pub use api::{Output, grad, value_and_grad, vjp};
+pub use forward::{hessian, hvp, hvp_rev, jacfwd, jacobian, jacrev, jvp};
 #[cfg(not(target_arch = "wasm32"))]
 pub use gradcheck::gradcheck;
 pub use gradcheck::{GradcheckOptions, GradcheckReport, gradcheck_async};
-pub use params::{Params, join as params_path};
+pub use params::{Params, join as params_path, nest_flat};
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -30,7 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::DType;
-use crate::runtime::{Site, in_backward_of, recording};
+use crate::shape::broadcast_shapes;
+use crate::runtime::{Site, in_derivative_of, recording};
 use crate::tensor::{Tensor, TensorInner};
 
 /// A primitive op: the forward records its kernels, the VJP rule gives
@@ -48,15 +58,85 @@ pub(crate) trait Primitive: std::fmt::Debug + Send + Sync + 'static {
     /// one entry per input (`None`: no gradient, e.g. for indices), for the
     /// inputs `needs` selects. Broadcasting is undone by the driver.
     fn vjp(&self, g: &Tensor, inputs: &[&Tensor], y: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>>;
+
+    /// The tangent of the output `y` given the inputs' tangents (`None`:
+    /// zero, e.g. for indices and constants; at least one is present),
+    /// or `None` where it is zero. A tangent has its input's shape; the
+    /// driver broadcasts the result to `y`'s shape.
+    fn jvp(&self, tangents: &[Option<&Tensor>], inputs: &[&Tensor], y: &Tensor) -> Option<Tensor>;
 }
 
-/// The trace a tensor belongs to, and its tape node there.
+/// The JVP of a primitive linear in each of the inputs `linear` names
+/// (and constant in the others): the sum over those inputs with a tangent
+/// of the primitive applied with that input replaced by its tangent
+/// (multilinear: ∂f(a, b)[ta, tb] = f(ta, b) + f(a, tb)).
+#[track_caller]
+pub(crate) fn multilinear_jvp(
+    prim: &(impl Primitive + Clone),
+    tangents: &[Option<&Tensor>],
+    inputs: &[&Tensor],
+    linear: &[usize],
+) -> Option<Tensor> {
+    let mut terms = linear.iter().filter_map(|&i| {
+        let t = tangents[i]?;
+        let mut args = inputs.to_vec();
+        args[i] = t;
+        Some(crate::ops::apply(prim.clone(), &args))
+    });
+    let first = terms.next()?;
+    Some(terms.fold(first, |acc, t| &acc + &t))
+}
+
+/// The JVP of a primitive read off its VJP rule `vjp` (cotangent ↦ the
+/// inputs' gradients), for rules too intricate to differentiate by hand:
+/// the VJP is linear in the cotangent u, so J·t = ∇ᵤ ⟨Jᵀu, t⟩ (the
+/// transpose of the transpose), taken at u = 0 by reverse mode over the
+/// rule. It costs the rule and its backward pass.
+pub(crate) fn transposed_jvp(
+    vjp: impl FnOnce(&Tensor) -> Vec<Option<Tensor>>,
+    tangents: &[Option<&Tensor>],
+    inputs: &[&Tensor],
+    y: &Tensor,
+) -> Option<Tensor> {
+    let trace = next_id();
+    let u = y.detach().zeros_like().track(trace);
+    let leaf = u.traced().and_then(Traced::node).expect("just tracked").clone();
+    let grads = vjp(&u);
+    let mut terms = grads.iter().zip(tangents).zip(inputs).filter_map(|((g, t), x)| {
+        let (g, t) = (g.as_ref()?, (*t)?);
+        Some((unbroadcast(g.clone(), x.shape()) * t).sum_all())
+    });
+    let first = terms.next()?;
+    let inner = terms.fold(first, |acc, t| &acc + &t);
+    backward(trace, &[(&inner, inner.unbox(trace).detach().ones_like())], &[leaf]).pop().flatten()
+}
+
+/// The trace a tensor belongs to, and what it is there.
 #[derive(Clone)]
 pub(crate) struct Traced {
     pub trace: u64,
-    pub node: Arc<Node>,
+    pub role: Role,
     /// The same value as seen by the traces outside this one.
     pub inner: Tensor,
+}
+
+/// What a traced value carries: a tape node (reverse mode) or a tangent
+/// (forward mode), by the kind of its trace.
+#[derive(Clone)]
+pub(crate) enum Role {
+    Tape(Arc<Node>),
+    /// Seen outside this trace, like `inner`; never zero (values with a
+    /// zero tangent are not boxed).
+    Tangent(Tensor),
+}
+
+impl Traced {
+    pub(crate) fn node(&self) -> Option<&Arc<Node>> {
+        match &self.role {
+            Role::Tape(n) => Some(n),
+            Role::Tangent(_) => None,
+        }
+    }
 }
 
 pub(crate) enum NodeKind {
@@ -159,11 +239,19 @@ impl Tensor {
     }
 
     fn node_in(&self, trace: u64) -> Option<Arc<Node>> {
-        self.traced().filter(|t| t.trace == trace).map(|t| t.node.clone())
+        self.traced().filter(|t| t.trace == trace).and_then(|t| t.node().cloned())
     }
 
-    /// Boxes `self` (the inner value) in trace `trace` with `node`.
-    pub(crate) fn boxed(&self, trace: u64, node: Arc<Node>) -> Tensor {
+    /// The tangent of `self` in forward trace `trace` (`None`: zero).
+    pub(crate) fn tangent_in(&self, trace: u64) -> Option<Tensor> {
+        match self.traced() {
+            Some(Traced { trace: id, role: Role::Tangent(t), .. }) if *id == trace => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// Boxes `self` (the inner value) in trace `trace` with `role`.
+    pub(crate) fn boxed(&self, trace: u64, role: Role) -> Tensor {
         let i = &self.inner;
         i.device.inner.stats.tensors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Tensor {
@@ -172,7 +260,7 @@ impl Tensor {
                 storage: i.storage.clone(),
                 layout: i.layout.clone(),
                 dtype: i.dtype,
-                trace: Some(Traced { trace, node, inner: self.clone() }),
+                trace: Some(Traced { trace, role, inner: self.clone() }),
             }),
         }
     }
@@ -187,7 +275,12 @@ impl Tensor {
             output: self.clone(),
             site: Site { op: "parameter", location: std::panic::Location::caller() },
         });
-        self.boxed(trace, node)
+        self.boxed(trace, Role::Tape(node))
+    }
+
+    /// `self` with tangent `tangent` in forward trace `trace`.
+    pub(crate) fn with_tangent(&self, trace: u64, tangent: Tensor) -> Tensor {
+        self.boxed(trace, Role::Tangent(tangent))
     }
 }
 
@@ -215,10 +308,27 @@ pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Tensor {
     if out.dtype() != DType::F32 {
         return out;
     }
+    let forward = inputs.iter().any(|t| matches!(t.traced(), Some(b) if b.trace == trace && b.node().is_none()));
+    if forward {
+        let tangents: Vec<Option<Tensor>> = inputs.iter().map(|t| t.tangent_in(trace)).collect();
+        let refs_t: Vec<Option<&Tensor>> = tangents.iter().map(Option::as_ref).collect();
+        let Some(tangent) = in_derivative_of("tangent", site, || prim.jvp(&refs_t, &refs, &out)) else {
+            return out;
+        };
+        assert!(
+            tangent.dtype() == DType::F32 && broadcast_shapes(tangent.shape(), out.shape()).as_deref() == Some(out.shape()),
+            "wgrad: the JVP rule of {prim:?} gave a tangent of {} {:?} for an output of shape {:?}",
+            tangent.dtype(),
+            tangent.shape(),
+            out.shape()
+        );
+        let tangent = if tangent.shape() == out.shape() { tangent } else { tangent.expand(out.shape()) };
+        return out.with_tangent(trace, tangent);
+    }
     let parents: Vec<Option<Arc<Node>>> = inputs.iter().map(|t| t.node_in(trace)).collect();
     let node =
         Arc::new(Node { id: next_id(), kind: NodeKind::Op(prim), inputs: unboxed, parents, output: out.clone(), site });
-    out.boxed(trace, node)
+    out.boxed(trace, Role::Tape(node))
 }
 
 /// Sums `g` down to `shape`, undoing numpy broadcasting.
@@ -273,7 +383,7 @@ pub(crate) fn backward(trace: u64, outputs: &[(&Tensor, Tensor)], leaves: &[Arc<
         };
         let inputs: Vec<&Tensor> = node.inputs.iter().collect();
         let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-        let input_grads = in_backward_of(node.site, || prim.vjp(&g, &inputs, &node.output, &needs));
+        let input_grads = in_derivative_of("backward pass", node.site, || prim.vjp(&g, &inputs, &node.output, &needs));
         assert_eq!(
             input_grads.len(),
             inputs.len(),

@@ -27,8 +27,18 @@ use crate::tensor::Tensor;
 /// # Ok::<(), wgrad::Error>(())
 /// ```
 pub trait Params: Sized {
+    /// The same structure with a `Q` in place of each tensor: the shape of
+    /// a Jacobian of this structure with respect to a `Q` (as JAX nests
+    /// them). `Tensor::Of<Q>` is `Q`, `Vec<T>::Of<Q>` is `Vec<T::Of<Q>>`,
+    /// and so on; `#[derive(Params)]` on `struct S` generates `SOf<Q>`,
+    /// with the same fields (its own `Of` is a `Vec`, one per tensor).
+    type Of<Q: Params>: Params;
+
     /// Visits every tensor in order.
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor));
+
+    /// [`Self::Of<Q>`], with the `Q`s taken from `it` in visiting order.
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q>;
 
     /// The same structure with each tensor replaced by the next one of `it`,
     /// in visiting order.
@@ -89,14 +99,24 @@ pub trait Params: Sized {
     }
 }
 
+/// A `Q` per tensor of `p`, from `it`: [`Params::nest`] for structures
+/// whose `Of<Q>` is a flat `Vec<Q>`.
+pub fn nest_flat<P: Params, Q: Params>(p: &P, it: &mut dyn Iterator<Item = Q>) -> Vec<Q> {
+    p.tensors().iter().map(|_| it.next().expect("wgrad: Params::nest ran out of values")).collect()
+}
+
 /// `prefix.name`, or `name` at the root.
 pub fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }
 
 impl Params for Tensor {
+    type Of<Q: Params> = Q;
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         f(self)
+    }
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Q {
+        it.next().expect("wgrad: Params::nest ran out of values")
     }
     fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
         f(if prefix.is_empty() { "tensor".to_string() } else { prefix.to_string() }, self)
@@ -107,11 +127,17 @@ impl Params for Tensor {
 }
 
 impl Params for () {
+    type Of<Q: Params> = ();
     fn visit<'a>(&'a self, _: &mut dyn FnMut(&'a Tensor)) {}
+    fn nest<Q: Params>(&self, _: &mut dyn Iterator<Item = Q>) {}
     fn rebuild(&self, _: &mut dyn Iterator<Item = Tensor>) -> Self {}
 }
 
 impl<T: Params> Params for Vec<T> {
+    type Of<Q: Params> = Vec<T::Of<Q>>;
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+        self.iter().map(|x| x.nest(it)).collect()
+    }
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         for x in self {
             x.visit(f);
@@ -128,6 +154,10 @@ impl<T: Params> Params for Vec<T> {
 }
 
 impl<T: Params, const N: usize> Params for [T; N] {
+    type Of<Q: Params> = [T::Of<Q>; N];
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+        std::array::from_fn(|i| self[i].nest(it))
+    }
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         for x in self {
             x.visit(f);
@@ -144,6 +174,10 @@ impl<T: Params, const N: usize> Params for [T; N] {
 }
 
 impl<T: Params> Params for Option<T> {
+    type Of<Q: Params> = Option<T::Of<Q>>;
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+        self.as_ref().map(|x| x.nest(it))
+    }
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         if let Some(x) = self {
             x.visit(f);
@@ -160,6 +194,10 @@ impl<T: Params> Params for Option<T> {
 }
 
 impl<T: Params> Params for Box<T> {
+    type Of<Q: Params> = Box<T::Of<Q>>;
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+        Box::new((**self).nest(it))
+    }
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         (**self).visit(f)
     }
@@ -172,6 +210,10 @@ impl<T: Params> Params for Box<T> {
 }
 
 impl<K: Ord + Clone + std::fmt::Display, T: Params> Params for BTreeMap<K, T> {
+    type Of<Q: Params> = BTreeMap<K, T::Of<Q>>;
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+        self.iter().map(|(k, x)| (k.clone(), x.nest(it))).collect()
+    }
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         for x in self.values() {
             x.visit(f);
@@ -189,6 +231,12 @@ impl<K: Ord + Clone + std::fmt::Display, T: Params> Params for BTreeMap<K, T> {
 
 /// Visited in key order, so two maps with the same keys zip correctly.
 impl<K: Ord + Hash + Clone, T: Params, S: std::hash::BuildHasher + Default> Params for HashMap<K, T, S> {
+    type Of<Q: Params> = HashMap<K, T::Of<Q>, S>;
+    fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+        let mut entries: Vec<_> = self.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        entries.into_iter().map(|(k, x)| (k.clone(), x.nest(it))).collect()
+    }
     fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
         let mut entries: Vec<_> = self.iter().collect();
         entries.sort_by(|a, b| a.0.cmp(b.0));
@@ -206,8 +254,12 @@ impl<K: Ord + Hash + Clone, T: Params, S: std::hash::BuildHasher + Default> Para
 macro_rules! tuple_params {
     ($($name:ident $idx:tt),+) => {
         impl<$($name: Params),+> Params for ($($name,)+) {
+            type Of<Q: Params> = ($($name::Of<Q>,)+);
             fn visit<'a>(&'a self, f: &mut dyn FnMut(&'a Tensor)) {
                 $(self.$idx.visit(f);)+
+            }
+            fn nest<Q: Params>(&self, it: &mut dyn Iterator<Item = Q>) -> Self::Of<Q> {
+                ($(self.$idx.nest(it),)+)
             }
             fn visit_named<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(String, &'a Tensor)) {
                 $(self.$idx.visit_named(&join(prefix, stringify!($idx)), f);)+

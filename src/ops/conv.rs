@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, multilinear_jvp};
 use crate::ir::ConvGemm;
 use crate::ops::apply;
 use crate::ops::matmul::{Gemm, GemmOperand, gemm};
@@ -60,6 +60,11 @@ impl Primitive for Conv {
                 needs[1].then(|| with(Conv::Forward(c), x[0], g)),
             ],
         }
+    }
+
+    /// Each of the three is bilinear in its two inputs.
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _y: &Tensor) -> Option<Tensor> {
+        multilinear_jvp(self, t, x, &[0, 1])
     }
 }
 

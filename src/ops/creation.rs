@@ -3,7 +3,7 @@
 use crate::dtype::{DType, Element};
 use crate::ops::elementwise::fill;
 use crate::runtime::Device;
-use crate::shape::numel;
+use crate::shape::{Layout, numel};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -80,6 +80,25 @@ impl Tensor {
             return Tensor::empty(device, "arange", &[n], DType::F32);
         }
         let data: Vec<f32> = (0..n).map(|i| start + step * i as f32).collect();
+        Tensor::from_slice(device, &data, &[n])
+    }
+
+    /// The n × n identity matrix, f32.
+    #[track_caller]
+    pub fn eye(device: &Device, n: usize) -> Tensor {
+        let t = Tensor::zeros(device, &[n, n]);
+        let diagonal = t.with_layout(Layout { shape: vec![n], strides: vec![n + 1], offset: 0 });
+        fill(&diagonal, DType::F32.bits_of(1.0));
+        t
+    }
+
+    /// `n` values from `start` to `end` inclusive, evenly spaced (as
+    /// `numpy.linspace`: the last is `end` exactly), f32.
+    #[track_caller]
+    pub fn linspace(device: &Device, start: f32, end: f32, n: usize) -> Tensor {
+        let step = if n > 1 { (end as f64 - start as f64) / (n - 1) as f64 } else { 0.0 };
+        let data: Vec<f32> =
+            (0..n).map(|i| if i + 1 == n && n > 1 { end } else { (start as f64 + step * i as f64) as f32 }).collect();
         Tensor::from_slice(device, &data, &[n])
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, transposed_jvp};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::layout::dense_from_zero;
@@ -147,6 +147,14 @@ pub trait CustomOp: Send + Sync + 'static {
     /// input (`None`: no gradient). Written with wgrad ops it is itself
     /// differentiable; with a custom kernel it is not (grad of grad panics).
     fn vjp(&self, g: &Tensor, inputs: &[&Tensor], output: &Tensor) -> Vec<Option<Tensor>>;
+    /// The output's tangent from the inputs' tangents (`None`: zero), for
+    /// forward mode ([`jvp`](crate::jvp)). The default reads it off `vjp`,
+    /// which must then be written with wgrad ops: the VJP is linear in its
+    /// cotangent u, so J·t is the gradient of ⟨vjp(u), t⟩ with respect to
+    /// u (at the cost of the VJP and its backward pass).
+    fn jvp(&self, tangents: &[Option<&Tensor>], inputs: &[&Tensor], output: &Tensor) -> Option<Tensor> {
+        transposed_jvp(|u| self.vjp(u, inputs, output), tangents, inputs, output)
+    }
 }
 
 /// A user's op, as the tape sees it: a primitive like any other.
@@ -170,6 +178,10 @@ impl Primitive for UserOp {
 
     fn vjp(&self, g: &Tensor, inputs: &[&Tensor], y: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         self.0.vjp(g, inputs, y)
+    }
+
+    fn jvp(&self, t: &[Option<&Tensor>], inputs: &[&Tensor], y: &Tensor) -> Option<Tensor> {
+        self.0.jvp(t, inputs, y)
     }
 }
 

@@ -95,6 +95,30 @@ impl Primitive for Elementwise {
             Elementwise::Cast(_) => vec![Some(g.clone())],
         }
     }
+
+    /// An elementwise map's Jacobian is diagonal in each input, so its JVP
+    /// is its VJP rule applied to the tangents: ∂y = Σᵢ ∂ᵢf ⊙ tᵢ.
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], y: &Tensor) -> Option<Tensor> {
+        match *self {
+            Elementwise::Unary(op) => unary_vjp(op, t[0]?, x[0], y),
+            Elementwise::Binary(op) => {
+                let mut terms = (0..2).filter_map(|i| {
+                    let needs = [i == 0, i == 1];
+                    binary_vjp(op, t[i]?, x[0], x[1], y, &needs).swap_remove(i)
+                });
+                let first = terms.next()?;
+                Some(terms.fold(first, |acc, d| &acc + &d))
+            }
+            Elementwise::BinaryScalar { op, scalar, left } => binary_scalar_vjp(op, t[0]?, x[0], scalar as f32, left, y),
+            Elementwise::Where => match (t[1], t[2]) {
+                (None, None) => None,
+                (Some(a), Some(b)) => Some(x[0].where_(a, b)),
+                (Some(a), None) => Some(x[0].where_(a, 0.0)),
+                (None, Some(b)) => Some(x[0].where_(0.0, b)),
+            },
+            Elementwise::Cast(_) => t[0].cloned(),
+        }
+    }
 }
 
 // ---- kernel launch -------------------------------------------------------

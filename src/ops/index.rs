@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, multilinear_jvp};
 use crate::dtype::DType;
 use crate::ops::{apply, need_f32, need_indices, same_device};
 use crate::runtime::{Kernel, Shader, grid};
@@ -49,6 +49,15 @@ impl Primitive for Indexing {
             // out = scatter_add(idx, src): ∂src = g gathered at idx
             Indexing::ScatterAdd { axis, .. } => vec![None, Some(g.gather(axis as isize, x[0]))],
             Indexing::OneHot(_) => vec![None],
+        }
+    }
+
+    /// Linear in the values (indices are constants).
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _y: &Tensor) -> Option<Tensor> {
+        match self {
+            Indexing::Gather { .. } | Indexing::IndexSelect { .. } => multilinear_jvp(self, t, x, &[0]),
+            Indexing::ScatterAdd { .. } => multilinear_jvp(self, t, x, &[1]),
+            Indexing::OneHot(_) => None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! narrow, squeeze, unsqueeze) change metadata only; contiguous, cat, stack
 //! and pad copy with the strided `copy` kernel of `shaders/elementwise.wgsl`.
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, multilinear_jvp};
 use crate::ops::elementwise::{copy_into, fill};
 use crate::ops::{apply, same_device};
 use crate::shape::{self, Layout, numel};
@@ -81,6 +81,23 @@ impl Primitive for LayoutOp {
                     .collect()
             }
         }
+    }
+
+    /// Layout ops are linear: the tangent goes through the same op (a pad
+    /// fills with 0, a concatenation takes zeros for the constant parts).
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _y: &Tensor) -> Option<Tensor> {
+        match self {
+            LayoutOp::Pad { pads, .. } => Some(apply(LayoutOp::Pad { pads: pads.clone(), value: 0.0 }, &[t[0]?])),
+            LayoutOp::Cat { .. } => {
+                t.iter().any(Option::is_some).then(|| {
+                    let parts: Vec<Tensor> =
+                        t.iter().zip(x).map(|(t, x)| t.cloned().unwrap_or_else(|| x.detach().zeros_like())).collect();
+                    apply(self.clone(), &parts.iter().collect::<Vec<_>>())
+                })
+            }
+            _ => multilinear_jvp(self, t, x, &[0]),
+        }
+
     }
 }
 

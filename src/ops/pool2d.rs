@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, multilinear_jvp};
 use crate::dtype::DType;
 use crate::ops::apply;
 use crate::ops::layout::dense_from_zero;
@@ -52,6 +52,16 @@ impl Primitive for Pool {
             Pool::MaxScatter(geom) => vec![None, needs[1].then(|| apply(Pool::MaxSelect(geom.clone()), &[x[0], g]))],
             Pool::Avg(geom) => vec![Some(apply(Pool::AvgBackward(geom.clone()), &[g]))],
             Pool::AvgBackward(geom) => vec![Some(apply(Pool::Avg(geom.clone()), &[g]))],
+        }
+    }
+
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _y: &Tensor) -> Option<Tensor> {
+        match self {
+            // the tangent at each window's maximum
+            Pool::Max(geom) => Some(apply(Pool::MaxSelect(geom.clone()), &[x[0], t[0]?])),
+            // linear in the values (the positions come from x, a constant)
+            Pool::MaxSelect(_) | Pool::MaxScatter(_) => multilinear_jvp(self, t, x, &[1]),
+            Pool::Avg(_) | Pool::AvgBackward(_) => multilinear_jvp(self, t, x, &[0]),
         }
     }
 }

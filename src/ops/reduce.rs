@@ -4,7 +4,7 @@
 
 use bytemuck::Zeroable;
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, multilinear_jvp};
 use crate::dtype::DType;
 use crate::ir::{EwOperand, Fusable, RedInfo, ReduceKernel, ReduceOp, ReduceParams};
 use crate::ops::layout::contiguous_forward;
@@ -56,6 +56,20 @@ impl Primitive for Reduction {
             }
             // piecewise constant
             Reduction::Arg { .. } => vec![None],
+        }
+    }
+
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], y: &Tensor) -> Option<Tensor> {
+        let (t, x) = (t[0]?, x[0]);
+        match self {
+            Reduction::Reduce { op: ReduceOp::Sum, .. } => multilinear_jvp(self, &[Some(t)], &[x], &[0]),
+            // the tangent at the maxima, averaged over ties (as the VJP shares them)
+            Reduction::Reduce { axes, keepdim, .. } => {
+                let at = x.eq(&keep(y, x, axes, *keepdim)).cast(DType::F32);
+                let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+                Some((&at * t).sum(&iaxes, *keepdim) / at.sum(&iaxes, *keepdim))
+            }
+            Reduction::Arg { .. } => None,
         }
     }
 }

@@ -46,6 +46,21 @@ impl Primitive for Rows {
             }
         })]
     }
+
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], y: &Tensor) -> Option<Tensor> {
+        let t = t[0]?;
+        Some(match self {
+            // dy = y ⊙ (t − Σ t⊙y)
+            Rows::Softmax(axis) => y * &(t - &(t * y).sum(&[*axis as isize], true)),
+            // dy = t − Σ softmax(x)⊙t
+            Rows::LogSoftmax(axis) => t - &(y.exp() * t).sum(&[*axis as isize], true),
+            // df = Σ softmax(x)⊙t over the axes
+            Rows::LogSumExp { axes, keepdim } => {
+                let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+                ((x[0] - &keep(y, x[0], axes, *keepdim)).exp() * t).sum(&iaxes, *keepdim)
+            }
+        })
+    }
 }
 
 /// The entry points of `shaders/softmax.wgsl`.

@@ -31,8 +31,9 @@ pub(crate) struct Site {
 }
 
 thread_local! {
-    /// While the backward pass runs a VJP rule: the forward op it differentiates.
-    static BACKWARD_OF: Cell<Option<Site>> = const { Cell::new(None) };
+    /// While a VJP or JVP rule runs: the pass ("backward pass", "tangent")
+    /// and the op it differentiates.
+    static DERIVATIVE_OF: Cell<Option<Derivative>> = const { Cell::new(None) };
     /// While a primitive's forward kernels are recorded: that primitive.
     static CURRENT: Cell<Option<Site>> = const { Cell::new(None) };
 }
@@ -50,11 +51,19 @@ pub(crate) fn current_site() -> Option<Site> {
     CURRENT.with(Cell::get)
 }
 
-/// Runs `f` (a VJP rule) noting that its ops belong to `forward`'s backward pass.
-pub(crate) fn in_backward_of<R>(forward: Site, f: impl FnOnce() -> R) -> R {
-    let previous = BACKWARD_OF.with(|b| b.replace(Some(forward)));
+/// Which derivative of which op a kernel computes, for messages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Derivative {
+    /// "backward pass" (a VJP rule) or "tangent" (a JVP rule).
+    pub pass: &'static str,
+    pub of: Site,
+}
+
+/// Runs `f` (a VJP or JVP rule) noting that its ops compute `pass` of `forward`.
+pub(crate) fn in_derivative_of<R>(pass: &'static str, forward: Site, f: impl FnOnce() -> R) -> R {
+    let previous = DERIVATIVE_OF.with(|b| b.replace(Some(Derivative { pass, of: forward })));
     let r = f();
-    BACKWARD_OF.with(|b| b.set(previous));
+    DERIVATIVE_OF.with(|b| b.set(previous));
     r
 }
 
@@ -62,9 +71,9 @@ pub(crate) fn in_backward_of<R>(forward: Site, f: impl FnOnce() -> R) -> R {
 #[derive(Default)]
 pub(crate) struct Checks {
     flag: Option<Arc<Storage>>,
-    sites: Vec<(Site, Option<Site>)>,
+    sites: Vec<(Site, Option<Derivative>)>,
     /// Tags of the sites already registered (by op and call site).
-    known: std::collections::HashMap<(&'static str, usize, Option<usize>), u32>,
+    known: std::collections::HashMap<(&'static str, usize, Option<(&'static str, usize)>), u32>,
     /// A kernel that may set the index flag ran since the last check.
     pub indices_pending: bool,
 }
@@ -81,12 +90,16 @@ impl Checks {
             .clone()
     }
 
-    fn tag(&mut self, site: Site, backward_of: Option<Site>) -> u32 {
-        let key = (site.op, site.location as *const _ as usize, backward_of.map(|b| b.location as *const _ as usize));
+    fn tag(&mut self, site: Site, derivative_of: Option<Derivative>) -> u32 {
+        let key = (
+            site.op,
+            site.location as *const _ as usize,
+            derivative_of.map(|d| (d.pass, d.of.location as *const _ as usize)),
+        );
         let next = self.sites.len() as u32;
         let tag = *self.known.entry(key).or_insert(next);
         if tag == next {
-            self.sites.push((site, backward_of));
+            self.sites.push((site, derivative_of));
         }
         tag
     }
@@ -99,7 +112,7 @@ impl DeviceInner {
         let site = CURRENT.with(Cell::get).unwrap_or(Site { op: "index op", location: Location::caller() });
         let mut c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         let flag = c.flag(self);
-        let tag = c.tag(site, BACKWARD_OF.with(Cell::get));
+        let tag = c.tag(site, DERIVATIVE_OF.with(Cell::get));
         c.indices_pending = true;
         (flag, tag)
     }
@@ -148,7 +161,7 @@ impl DeviceInner {
         let (flag, tag) = {
             let mut c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
             let flag = c.flag(self);
-            (flag, c.tag(site, BACKWARD_OF.with(Cell::get)))
+            (flag, c.tag(site, DERIVATIVE_OF.with(Cell::get)))
         };
         let mut strides = vec![layout.strides.clone()];
         let dims = coalesce(&layout.shape, &mut strides);
@@ -195,18 +208,18 @@ impl DeviceInner {
         drop(turn);
         let c = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         if words[1] != CLEAR {
-            let (site, backward_of) = c.sites[words[1] as usize];
+            let (site, derivative) = c.sites[words[1] as usize];
             return Err(Error::IndexOutOfRange {
                 op: site.op,
                 location: site.location,
-                backward_of: backward_of.map(|b| (b.op, b.location)),
+                derivative_of: derivative.map(|d| (d.pass, d.of.op, d.of.location)),
             });
         }
-        let (site, backward_of) = c.sites[words[0] as usize];
+        let (site, derivative) = c.sites[words[0] as usize];
         Err(Error::NonFinite {
             op: site.op,
             location: site.location,
-            backward_of: backward_of.map(|b| (b.op, b.location)),
+            derivative_of: derivative.map(|d| (d.pass, d.of.op, d.of.location)),
         })
     }
 

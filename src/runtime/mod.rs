@@ -33,7 +33,7 @@ mod shaders;
 pub(crate) use adapter::choose_adapter;
 pub(crate) use capture::{begin_capture, end_capture, refuse_in_capture};
 pub(crate) use encode::{Command, Prepared, encode};
-pub(crate) use flags::{Site, in_backward_of, recording};
+pub(crate) use flags::{Site, in_derivative_of, recording};
 pub(crate) use graph::Program;
 pub(crate) use node::{Access, Node, access, grid};
 

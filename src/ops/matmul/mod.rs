@@ -9,7 +9,7 @@ pub(crate) mod select;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autograd::Primitive;
+use crate::autograd::{Primitive, multilinear_jvp};
 use crate::dtype::DType;
 use crate::ir::{ALoad, BLoad, ConvGemm, Fusable, MatmulVariant, MmInfo, ReduceOp, WorkgroupTile};
 use crate::ops::elementwise::fill;
@@ -42,6 +42,11 @@ impl Primitive for Matmul {
         let da = |a: &Tensor| if transposed(a) { x[1].matmul(&g.t()).t() } else { g.matmul(&x[1].t()) };
         let db = |b: &Tensor| if transposed(b) { g.t().matmul(x[0]).t() } else { x[0].t().matmul(g) };
         vec![needs[0].then(|| da(x[0])), needs[1].then(|| db(x[1]))]
+    }
+
+    /// Bilinear: ∂(A·B) = ∂A·B + A·∂B.
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _y: &Tensor) -> Option<Tensor> {
+        multilinear_jvp(self, t, x, &[0, 1])
     }
 }
 
