@@ -34,12 +34,12 @@ mod web;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use autograd::gradcheck;
+pub use autograd::{
+    GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hessian, hvp, hvp_rev, jacfwd, jacobian,
+    jacrev, jvp, no_grad, value_and_grad, vjp,
+};
 #[doc(hidden)]
 pub use autograd::{nest_flat as params_nest_flat, params_path};
-pub use autograd::{
-    GradcheckOptions, GradcheckReport, Output, Params, grad, gradcheck_async, hessian, hvp, hvp_rev, jacfwd, jacobian, jacrev,
-    jvp, no_grad, value_and_grad, vjp,
-};
 pub use compile::{Compiled, MemoryPlan, compile};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};

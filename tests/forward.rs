@@ -193,7 +193,12 @@ fn forward_over_reverse_hvp_equals_reverse_over_reverse() {
     // the two f32 computations differ only in the order of their roundings
     let bound = 256.0 * EPS / 2.0 * scale;
     for e in 0..n {
-        assert!((f[e] - r[e]).abs() <= bound, "element {e}: forward over reverse {}, reverse over reverse {}", f[e], r[e]);
+        assert!(
+            (f[e] - r[e]).abs() <= bound,
+            "element {e}: forward over reverse {}, reverse over reverse {}",
+            f[e],
+            r[e]
+        );
         assert!((f[e] - want[e]).abs() <= bound + 1e-6, "element {e}: H·v = {}, reference {}", f[e], want[e]);
     }
 }

@@ -187,7 +187,7 @@ fn differentiation() {
     let one = vec![w.clone()];
     mistake!(&["vjp", "1 cotangents for 2 outputs"], vjp(|p: &Vec<Tensor>| p.clone(), &p).1(&one));
     let f = |p: &Vec<Tensor>, _: &()| (&p[0] * &p[1]).sum_all();
-    mistake!(&["hvp", "1 tensors", "2"], hvp(f, &p, &(), &one));
+    mistake!(&["hvp", "1 direction tensors", "2 parameters"], hvp(f, &p, &(), &one));
     mistake!(&["hvp", "[3, 2]", "[2, 3]"], hvp(f, &p, &(), &vec![w.clone(), ct(&[3, 2])]));
 }
 

@@ -54,6 +54,16 @@ struct Unary {
 
 const U: f64 = f32::EPSILON as f64;
 
+fn mask(x: bool) -> f64 {
+    x as u8 as f64
+}
+
+/// numpy's remainder: the sign of the divisor.
+fn py_remainder(a: f64, b: f64) -> f64 {
+    let r = a % b;
+    if r != 0.0 && (r < 0.0) != (b < 0.0) { r + b } else { r }
+}
+
 #[rustfmt::skip]
 const UNARY: &[Unary] = &[
     Unary { name: "neg",      gpu: |x| -x,            cpu: |x| -x,                    lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
@@ -83,6 +93,53 @@ const UNARY: &[Unary] = &[
     Unary { name: "erf",      gpu: |x| x.erf(),       cpu: libm::erf,                 lo: -4.0, hi: 4.0, atol: 1.5e-7, rtol: 4.0 * U },
     // 1 + |x| rounds once (½ ULP), then WGSL's division: 2.5 ULP
     Unary { name: "softsign", gpu: |x| x.softsign(),  cpu: |x| x / (1.0 + x.abs()),   lo: -5.0, hi: 5.0, atol: 0.0, rtol: 3.0 * U },
+    // own reduction to |r| ≤ π/4 and a series: a few ULP, 2 divisions
+    Unary { name: "tan",      gpu: |x| x.tan(),       cpu: f64::tan,                  lo: -1.5, hi: 1.5, atol: 0.0, rtol: 16.0 * U },
+    Unary { name: "tan wide", gpu: |x| x.tan(),       cpu: f64::tan,                  lo: -100.0, hi: 100.0, atol: 0.0, rtol: 64.0 * U },
+    // own atan (series after two reductions, each step ≤ 2.5 ULP) through
+    // atan2 and √((1 − x)(1 + x)): 16 ULP
+    Unary { name: "atan",     gpu: |x| x.atan(),      cpu: f64::atan,                 lo: -20.0, hi: 20.0, atol: 0.0, rtol: 16.0 * U },
+    Unary { name: "asin",     gpu: |x| x.asin(),      cpu: f64::asin,                 lo: -1.0, hi: 1.0, atol: 0.0, rtol: 16.0 * U },
+    Unary { name: "acos",     gpu: |x| x.acos(),      cpu: f64::acos,                 lo: -1.0, hi: 1.0, atol: 0.0, rtol: 16.0 * U },
+    // exp: 3 + 2|x| ULP (13 on |x| ≤ 5), then an add and a division; expm1 near 0
+    Unary { name: "sinh",     gpu: |x| x.sinh(),      cpu: f64::sinh,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 18.0 * U },
+    Unary { name: "cosh",     gpu: |x| x.cosh(),      cpu: f64::cosh,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 18.0 * U },
+    // e^(|x| − ln 2): exp's 3 + 2·88 ULP, and |x| − ln 2 rounded by ½ ULP of 88 (32 U)
+    Unary { name: "sinh big", gpu: |x| x.sinh(),      cpu: f64::sinh,                 lo: 10.0, hi: 88.0, atol: 0.0, rtol: 212.0 * U },
+    // log1p (2⁻²¹ absolute where it takes log) after a sqrt and a division
+    Unary { name: "asinh",    gpu: |x| x.asinh(),     cpu: f64::asinh,                lo: -50.0, hi: 50.0, atol: 4.8e-7, rtol: 16.0 * U },
+    Unary { name: "acosh",    gpu: |x| x.acosh(),     cpu: f64::acosh,                lo: 1.0, hi: 50.0, atol: 4.8e-7, rtol: 16.0 * U },
+    Unary { name: "atanh",    gpu: |x| x.atanh(),     cpu: f64::atanh,                lo: -0.99, hi: 0.99, atol: 4.8e-7, rtol: 16.0 * U },
+    // series on |x| < ½ (a few ULP), else log: 2⁻²¹ absolute on [0.5, 2]
+    Unary { name: "log1p",    gpu: |x| x.log1p(),     cpu: f64::ln_1p,                lo: -0.99, hi: 5.0, atol: 4.8e-7, rtol: 8.0 * U },
+    Unary { name: "log1p tiny", gpu: |x| (x * 1e-6).log1p(), cpu: |x| (x * 1e-6).ln_1p(), lo: -1.0, hi: 1.0, atol: 0.0, rtol: 8.0 * U },
+    // series on |x| < ½; else exp (3 + 2|x| ULP) magnified ≤ 2.6× by the − 1
+    Unary { name: "expm1",    gpu: |x| x.expm1(),     cpu: f64::exp_m1,               lo: -5.0, hi: 5.0, atol: 0.0, rtol: 14.0 * U },
+    Unary { name: "expm1 tiny", gpu: |x| (x * 1e-6).expm1(), cpu: |x| (x * 1e-6).exp_m1(), lo: -1.0, hi: 1.0, atol: 0.0, rtol: 8.0 * U },
+    // WGSL log2: 2⁻²¹ absolute on [0.5, 2], else 3 ULP; exp2: 3 + 2|x| ULP
+    Unary { name: "log2",     gpu: |x| x.log2(),      cpu: f64::log2,                 lo: 0.01, hi: 50.0, atol: 4.8e-7, rtol: 3.0 * U },
+    Unary { name: "exp2",     gpu: |x| x.exp2(),      cpu: f64::exp2,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 13.0 * U },
+    Unary { name: "floor",    gpu: |x| x.floor(),     cpu: f64::floor,                lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "ceil",     gpu: |x| x.ceil(),      cpu: f64::ceil,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "round",    gpu: |x| x.round(),     cpu: f64::round_ties_even,      lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "trunc",    gpu: |x| x.trunc(),     cpu: f64::trunc,                lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    // sigmoid (22 ULP on |x| ≤ 8) times x
+    Unary { name: "silu",     gpu: |x| x.silu(),      cpu: |x| x / (1.0 + (-x).exp()), lo: -8.0, hi: 8.0, atol: 0.0, rtol: 23.0 * U },
+    // softplus (2⁻²¹ absolute) through tanh (slope ≤ 1; 4 ULP + 16 ULP), times |x| ≤ 5
+    Unary { name: "mish",     gpu: |x| x.mish(),      cpu: |x| x * x.exp().ln_1p().tanh(), lo: -5.0, hi: 5.0, atol: 5.0 * (4.8e-7 + 4.0 * U), rtol: 17.0 * U },
+    // a division by 6 and an addition
+    Unary { name: "hardsigmoid", gpu: |x| x.hardsigmoid(), cpu: |x| (x / 6.0 + 0.5).clamp(0.0, 1.0), lo: -5.0, hi: 5.0, atol: 0.5 * U, rtol: 3.0 * U },
+    // as softplus
+    Unary { name: "logsigmoid", gpu: |x| x.logsigmoid(), cpu: |x| x.min(0.0) - (-x.abs()).exp().ln_1p(), lo: -20.0, hi: 20.0, atol: 4.8e-7, rtol: 2.0 * U },
+    // compositions of exact selections
+    Unary { name: "clamp",    gpu: |x| x.clamp(-1.0, 2.0), cpu: |x| x.clamp(-1.0, 2.0), lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "hardtanh", gpu: |x| x.hardtanh(),  cpu: |x| x.clamp(-1.0, 1.0),   lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "isnan",    gpu: |x| x.log().isnan().cast(DType::F32), cpu: |x| mask(x.ln().is_nan()), lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    // products round as IEEE says; integers times 1e37 are ≥ 0.08 % from
+    // f32's largest value, so the host's product overflows where the GPU's does
+    Unary { name: "isinf",    gpu: |x| (x.round() * 1e37).isinf().cast(DType::F32), cpu: |x| mask((x.round_ties_even() as f32 * 1e37f32).is_infinite()), lo: -60.0, hi: 60.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "isfinite", gpu: |x| x.log().isfinite().cast(DType::F32), cpu: |x| mask(x > 0.0), lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.0 },
+    Unary { name: "logical_not", gpu: |x| x.round().logical_not().cast(DType::F32), cpu: |x| mask(x.round_ties_even() == 0.0), lo: -2.0, hi: 2.0, atol: 0.0, rtol: 0.0 },
     Unary { name: "square",   gpu: |x| x.square(),    cpu: |x| x * x,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
     Unary { name: "pow 2",    gpu: |x| x.pow(2.0),    cpu: |x| x * x,                 lo: -5.0, hi: 5.0, atol: 0.0, rtol: 0.5 * U },
     // exp2(y log2 x): (3 + 2|y log2 x|) ULP plus |y|·2^-21 from log2; on
@@ -122,10 +179,6 @@ struct Binary {
     rtol: f64,
 }
 
-fn mask(x: bool) -> f64 {
-    x as u8 as f64
-}
-
 #[rustfmt::skip]
 const BINARY: &[Binary] = &[
     Binary { name: "add",     gpu: |a, b| a + b,                          cpu: |a, b| a + b,        lo: -5.0, hi: 5.0, rtol: 0.5 * U },
@@ -144,6 +197,17 @@ const BINARY: &[Binary] = &[
     Binary { name: "gt",      gpu: |a, b| a.gt(b).cast(DType::F32),       cpu: |a, b| mask(a > b),     lo: -2.0, hi: 2.0, rtol: 0.0 },
     Binary { name: "ge",      gpu: |a, b| a.ge(b).cast(DType::F32),       cpu: |a, b| mask(a >= b),    lo: -2.0, hi: 2.0, rtol: 0.0 },
     Binary { name: "where",   gpu: |a, b| a.gt(b).where_(a, b),           cpu: |a, b| if a > b { a } else { b }, lo: -2.0, hi: 2.0, rtol: 0.0 },
+    // own atan of the ratio ≤ 1 (a division first): 16 ULP
+    Binary { name: "atan2",   gpu: |a, b| a.atan2(b),                     cpu: f64::atan2,          lo: -5.0, hi: 5.0, rtol: 16.0 * U },
+    // exact (integer-valued inputs here; fractional ones in fmod_is_exact)
+    Binary { name: "fmod",    gpu: |a, b| a.fmod(b),                      cpu: |a, b| a % b,        lo: -5.0, hi: 5.0, rtol: 0.0 },
+    Binary { name: "remainder", gpu: |a, b| a.remainder(b),               cpu: py_remainder,        lo: -5.0, hi: 5.0, rtol: 0.0 },
+    Binary { name: "logical_and", gpu: |a, b| a.logical_and(b).cast(DType::F32), cpu: |a, b| mask(a != 0.0 && b != 0.0), lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "logical_or", gpu: |a, b| a.logical_or(b).cast(DType::F32), cpu: |a, b| mask(a != 0.0 || b != 0.0), lo: -2.0, hi: 2.0, rtol: 0.0 },
+    Binary { name: "logical_xor", gpu: |a, b| a.logical_xor(b).cast(DType::F32), cpu: |a, b| mask((a != 0.0) != (b != 0.0)), lo: -2.0, hi: 2.0, rtol: 0.0 },
+    // b − a (½ ULP), times 0.3 (½ ULP), plus a (½ ULP): relative to the larger of |a|, |b|
+    Binary { name: "lerp",    gpu: |a, b| a.lerp(b, 0.3),                 cpu: |a, b| a + 0.3f32 as f64 * (b - a), lo: 1.0, hi: 5.0, rtol: 4.0 * U },
+    Binary { name: "clamp to tensors", gpu: |a, b| a.clamp(b, &(b + 1.0)), cpu: |a, b| a.max(b).min(b + 1.0), lo: -2.0, hi: 2.0, rtol: 0.0 },
 ];
 
 /// Shape pairs exercising numpy broadcasting.

@@ -47,7 +47,8 @@ fn traced<P: Params, R>(op: &str, at: &Location, params: &P, f: impl FnOnce(&P) 
     }
     let trace = next_id();
     let tracked: Vec<Tensor> = params.tensors().into_iter().map(|t| t.track(trace)).collect();
-    let leaves = tracked.iter().map(|t| t.traced().and_then(super::Traced::node).expect("just tracked").clone()).collect();
+    let leaves =
+        tracked.iter().map(|t| t.traced().and_then(super::Traced::node).expect("just tracked").clone()).collect();
     let boxed = params.rebuild(&mut tracked.into_iter());
     let out = f(&boxed);
     (trace, leaves, out)

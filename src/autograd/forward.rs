@@ -28,7 +28,12 @@ pub(super) fn check_like<P: Params>(op: &str, at: &Location, what: &str, params:
     }
 }
 
-pub(super) fn jvp_at<P: Params, O: Params>(at: &'static Location<'static>, f: impl FnOnce(&P) -> O, primals: &P, tangents: &P) -> (O, O) {
+pub(super) fn jvp_at<P: Params, O: Params>(
+    at: &'static Location<'static>,
+    f: impl FnOnce(&P) -> O,
+    primals: &P,
+    tangents: &P,
+) -> (O, O) {
     check_like("jvp", at, "tangent", primals, tangents);
     let trace = next_id();
     let boxed: Vec<Tensor> =

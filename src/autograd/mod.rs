@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::DType;
-use crate::shape::broadcast_shapes;
 use crate::runtime::{Site, in_derivative_of, recording};
+use crate::shape::broadcast_shapes;
 use crate::tensor::{Tensor, TensorInner};
 
 /// A primitive op: the forward records its kernels, the VJP rule gives
@@ -316,7 +316,8 @@ pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Tensor {
             return out;
         };
         assert!(
-            tangent.dtype() == DType::F32 && broadcast_shapes(tangent.shape(), out.shape()).as_deref() == Some(out.shape()),
+            tangent.dtype() == DType::F32
+                && broadcast_shapes(tangent.shape(), out.shape()).as_deref() == Some(out.shape()),
             "wgrad: the JVP rule of {prim:?} gave a tangent of {} {:?} for an output of shape {:?}",
             tangent.dtype(),
             tangent.shape(),

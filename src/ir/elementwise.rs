@@ -54,6 +54,54 @@ macro_rules! unary_ops {
             Erf erf [] (g, x, _y) => Some(g * &((-x.square()).exp() * std::f32::consts::FRAC_2_SQRT_PI));
             /// x/(1 + |x|).  f′ = 1/(1 + |x|)².
             Softsign softsign [] (g, x, _y) => Some(g / &(x.abs() + 1.0).square());
+            /// tan x.  f′ = 1 + tan² x.
+            Tan tan [] (g, _x, y) => Some(g * &(y.square() + 1.0));
+            /// arcsin x, in [−π/2, π/2] (NaN outside [−1, 1]).  f′ = 1/√(1 − x²).
+            Asin asin [] (g, x, _y) => Some(g * &((1.0 - x) * &(x + 1.0)).rsqrt());
+            /// arccos x, in [0, π] (NaN outside [−1, 1]).  f′ = −1/√(1 − x²).
+            Acos acos [] (g, x, _y) => Some(-(g * &((1.0 - x) * &(x + 1.0)).rsqrt()));
+            /// arctan x, in (−π/2, π/2).  f′ = 1/(1 + x²).
+            Atan atan [] (g, x, _y) => Some(g / &(x.square() + 1.0));
+            /// sinh x.  f′ = cosh x.
+            Sinh sinh [] (g, x, _y) => Some(g * &x.cosh());
+            /// cosh x.  f′ = sinh x.
+            Cosh cosh [] (g, x, _y) => Some(g * &x.sinh());
+            /// arsinh x.  f′ = 1/√(x² + 1).
+            Asinh asinh [] (g, x, _y) => Some(g * &(x.square() + 1.0).rsqrt());
+            /// arcosh x (NaN below 1).  f′ = 1/√(x² − 1).
+            Acosh acosh [] (g, x, _y) => Some(g * &((x - 1.0) * &(x + 1.0)).rsqrt());
+            /// artanh x (±∞ at ±1, NaN beyond).  f′ = 1/(1 − x²).
+            Atanh atanh [] (g, x, _y) => Some(g / &((1.0 - x) * &(x + 1.0)));
+            /// ln(1 + x), accurate for small x.  f′ = 1/(1 + x).
+            Log1p log1p [] (g, x, _y) => Some(g / &(x + 1.0));
+            /// eˣ − 1, accurate for small x.  f′ = eˣ.
+            Expm1 expm1 [] (g, _x, y) => Some(g * &(y + 1.0));
+            /// log₂ x.  f′ = 1/(x ln 2).
+            Log2 log2 [] (g, x, _y) => Some(g / &(x * std::f32::consts::LN_2));
+            /// 2ˣ.  f′ = 2ˣ ln 2.
+            Exp2 exp2 [] (g, _x, y) => Some(g * &(y * std::f32::consts::LN_2));
+            /// The largest integer ≤ x.  Piecewise constant: no gradient.
+            Floor floor [] (_g, _x, _y) => None;
+            /// The smallest integer ≥ x.  Piecewise constant: no gradient.
+            Ceil ceil [] (_g, _x, _y) => None;
+            /// The nearest integer, halves to even (as numpy and PyTorch).  No gradient.
+            Round round [] (_g, _x, _y) => None;
+            /// x without its fractional part (towards zero).  No gradient.
+            Trunc trunc [] (_g, _x, _y) => None;
+            /// x·σ(x) (swish).  f′ = σ(x)·(1 + x·(1 − σ(x))).
+            Silu silu [] (g, x, _y) => {
+                let s = x.sigmoid();
+                Some(g * &(&s * &(x * &(1.0 - &s) + 1.0)))
+            };
+            /// x·tanh(softplus x).  f′ = t + x·(1 − t²)·σ(x), t = tanh(softplus x).
+            Mish mish [] (g, x, _y) => {
+                let t = x.softplus().tanh();
+                Some(g * &(&t + &(x * &(1.0 - t.square()) * &x.sigmoid())))
+            };
+            /// relu6(x + 3)/6, i.e. clamp(x/6 + ½, 0, 1).  f′ = ⅙ on (−3, 3), else 0.
+            Hardsigmoid hardsigmoid [] (g, x, _y) => Some(x.abs().lt(3.0).where_(&(g * (1.0 / 6.0)), 0.0));
+            /// log σ(x) = −softplus(−x), computed without overflow.  f′ = σ(−x).
+            Logsigmoid logsigmoid [] (g, x, _y) => Some(g * &(-x).sigmoid());
         }
     };
 }
@@ -112,6 +160,30 @@ macro_rules! binary_ops {
                 xs: (g, x, s, _y) => Some(g * &winner_weight(x.lt(s), x.eq(s))),
                 sx: (g, x, s, _y) => Some(g * &winner_weight(x.lt(s), x.eq(s))),
             };
+            /// atan2(a, b): the angle of the point (b, a), in (−π, π], with C's
+            /// special cases.  ∂a = b/(a² + b²), ∂b = −a/(a² + b²).
+            Atan2 atan2 [] arith {
+                ab: (g, a, b, _y, na, nb) => {
+                    let r = g / &(a.square() + b.square());
+                    [na.then(|| &r * b), nb.then(|| -(&r * a))]
+                },
+                xs: (g, x, s, _y) => Some(g * s / &(x.square() + s * s)),
+                sx: (g, x, s, _y) => Some(-(g * s) / &(x.square() + s * s)),
+            };
+            /// C's fmod: a − b·trunc(a/b), computed exactly; the sign of `a`
+            /// (integers: Rust's `%`).  ∂a = 1, ∂b = −trunc(a/b).
+            Fmod fmod [I32 U32] arith {
+                ab: (g, a, b, _y, na, nb) => [na.then(|| g.clone()), nb.then(|| -(g * &(a / b).trunc()))],
+                xs: (g, _x, _s, _y) => Some(g.clone()),
+                sx: (g, x, s, _y) => Some(-(g * &(s / x).trunc())),
+            };
+            /// numpy's remainder (Python's `%`): a − b·floor(a/b), with the
+            /// sign of `b`.  ∂a = 1, ∂b = −floor(a/b).
+            Remainder remainder [I32 U32] arith {
+                ab: (g, a, b, _y, na, nb) => [na.then(|| g.clone()), nb.then(|| -(g * &(a / b).floor()))],
+                xs: (g, _x, _s, _y) => Some(g.clone()),
+                sx: (g, x, s, _y) => Some(-(g * &(s / x).floor())),
+            };
             /// Mask (u32 0/1) of `self == rhs`.
             Eq eq [I32 U32] mask {};
             /// Mask (u32 0/1) of `self != rhs` (true where either is NaN).
@@ -124,6 +196,12 @@ macro_rules! binary_ops {
             Gt gt [I32 U32] mask {};
             /// Mask (u32 0/1) of `self >= rhs`.
             Ge ge [I32 U32] mask {};
+            /// Mask (u32 0/1) of `self && rhs`, non-zero (and NaN) being true.
+            LogicalAnd logical_and [I32 U32] mask {};
+            /// Mask (u32 0/1) of `self || rhs`, non-zero (and NaN) being true.
+            LogicalOr logical_or [I32 U32] mask {};
+            /// Mask (u32 0/1) of exactly one of `self`, `rhs` being non-zero.
+            LogicalXor logical_xor [I32 U32] mask {};
         }
     };
 }

@@ -109,7 +109,9 @@ impl Primitive for Elementwise {
                 let first = terms.next()?;
                 Some(terms.fold(first, |acc, d| &acc + &d))
             }
-            Elementwise::BinaryScalar { op, scalar, left } => binary_scalar_vjp(op, t[0]?, x[0], scalar as f32, left, y),
+            Elementwise::BinaryScalar { op, scalar, left } => {
+                binary_scalar_vjp(op, t[0]?, x[0], scalar as f32, left, y)
+            }
             Elementwise::Where => match (t[1], t[2]) {
                 (None, None) => None,
                 (Some(a), Some(b)) => Some(x[0].where_(a, b)),
@@ -460,6 +462,77 @@ impl Tensor {
             );
         }
         apply(Elementwise::Where, &[self, &a, &b])
+    }
+
+    /// `self` limited to `[lo, hi]` (each a scalar or a tensor that
+    /// broadcasts), as `torch.clamp`: NaN stays NaN, and where lo > hi the
+    /// result is hi. The gradient goes to `self` where lo ≤ x ≤ hi (bounds
+    /// included, as PyTorch), to a tensor bound where it is the result.
+    /// A composition: two comparisons and two `where_` (one kernel in a
+    /// compiled step).
+    #[track_caller]
+    pub fn clamp<'a, 'b>(&self, lo: impl IntoOperand<'a>, hi: impl IntoOperand<'b>) -> Tensor {
+        let (lo, hi) = (lo.into_operand(), hi.into_operand());
+        let raised = self.lt(lo).where_(lo, self);
+        raised.gt(hi).where_(hi, &raised)
+    }
+
+    /// `clamp(−1, 1)`. (At ±1 the gradient is 1, as `clamp`'s; PyTorch's
+    /// hardtanh gives 0 there.)
+    #[track_caller]
+    pub fn hardtanh(&self) -> Tensor {
+        self.clamp(-1.0, 1.0)
+    }
+
+    /// `self + weight·(end − self)`, as `torch.lerp`; `weight` a scalar or a
+    /// tensor. Gradients to all three. A composition: 3 dispatches (one
+    /// kernel in a compiled step).
+    #[track_caller]
+    pub fn lerp<'a>(&self, end: &Tensor, weight: impl IntoOperand<'a>) -> Tensor {
+        let step = match weight.into_operand() {
+            Operand::Tensor(w) => (end - self) * w,
+            Operand::Scalar(w) => (end - self).mul(w),
+        };
+        self + step
+    }
+
+    /// `value` where the mask (u32/i32, broadcasting) is non-zero, `self`
+    /// elsewhere, as `torch.masked_fill`; `value` a scalar or a tensor.
+    /// One `where_`.
+    #[track_caller]
+    pub fn masked_fill<'a>(&self, mask: &Tensor, value: impl IntoOperand<'a>) -> Tensor {
+        mask.where_(value, self)
+    }
+
+    /// Mask (u32 0/1) of the NaN elements (none for integer tensors): `x != x`.
+    #[track_caller]
+    pub fn isnan(&self) -> Tensor {
+        self.ne(self)
+    }
+
+    /// Mask (u32 0/1) of the ±∞ elements (none for integer tensors): `|x| == ∞`.
+    #[track_caller]
+    pub fn isinf(&self) -> Tensor {
+        match self.dtype() {
+            DType::F32 => self.abs().eq(f64::INFINITY),
+            _ => self.ne(self),
+        }
+    }
+
+    /// Mask (u32 0/1) of the finite elements (all for integer tensors): `|x| < ∞`.
+    #[track_caller]
+    pub fn isfinite(&self) -> Tensor {
+        match self.dtype() {
+            DType::F32 => self.abs().lt(f64::INFINITY),
+            _ => self.eq(self),
+        }
+    }
+
+    /// Mask (u32 0/1) of the zero elements: logical not (NaN is true, so its
+    /// negation is 0, as numpy).
+    #[track_caller]
+    pub fn logical_not(&self) -> Tensor {
+        self.eq(0.0)
     }
 
     /// Converts to another dtype (f32 → integer truncates towards zero).

@@ -88,16 +88,13 @@ impl Primitive for LayoutOp {
     fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _y: &Tensor) -> Option<Tensor> {
         match self {
             LayoutOp::Pad { pads, .. } => Some(apply(LayoutOp::Pad { pads: pads.clone(), value: 0.0 }, &[t[0]?])),
-            LayoutOp::Cat { .. } => {
-                t.iter().any(Option::is_some).then(|| {
-                    let parts: Vec<Tensor> =
-                        t.iter().zip(x).map(|(t, x)| t.cloned().unwrap_or_else(|| x.detach().zeros_like())).collect();
-                    apply(self.clone(), &parts.iter().collect::<Vec<_>>())
-                })
-            }
+            LayoutOp::Cat { .. } => t.iter().any(Option::is_some).then(|| {
+                let parts: Vec<Tensor> =
+                    t.iter().zip(x).map(|(t, x)| t.cloned().unwrap_or_else(|| x.detach().zeros_like())).collect();
+                apply(self.clone(), &parts.iter().collect::<Vec<_>>())
+            }),
             _ => multilinear_jvp(self, t, x, &[0]),
         }
-
     }
 }
 

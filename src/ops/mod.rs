@@ -6,7 +6,8 @@
 //! and the public methods built on them; derived ops are compositions.
 //!
 //! Families import only the ones below them: elementwise ← layout ←
-//! reduce ← softmax; reduce ← matmul ← conv; pool2d, index, random,
+//! reduce ← softmax; reduce ← matmul ← conv; reduce ← scan; reduce ← sort
+//! (whose sort and topk compose index's gather); pool2d, index, random,
 //! creation and custom on top of elementwise and layout.
 
 pub(crate) mod conv;
@@ -20,7 +21,9 @@ pub(crate) mod operators;
 pub(crate) mod pool2d;
 mod random;
 pub(crate) mod reduce;
+mod scan;
 mod softmax;
+mod sort;
 
 use std::sync::Arc;
 

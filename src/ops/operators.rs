@@ -23,6 +23,12 @@ impl<'a> IntoOperand<'a> for &'a Tensor {
     }
 }
 
+impl<'a> IntoOperand<'a> for Operand<'a> {
+    fn into_operand(self) -> Operand<'a> {
+        self
+    }
+}
+
 macro_rules! scalar_operand {
     ($($t:ty),*) => {$(
         impl IntoOperand<'_> for $t {

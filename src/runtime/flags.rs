@@ -67,13 +67,17 @@ pub(crate) fn in_derivative_of<R>(pass: &'static str, forward: Site, f: impl FnO
     r
 }
 
+/// A site as a map key: its op, its location's address and, for the ops of
+/// a derivative rule, the pass and the forward op's location.
+type SiteKey = (&'static str, usize, Option<(&'static str, usize)>);
+
 /// The flag buffer and the sites its tags name.
 #[derive(Default)]
 pub(crate) struct Checks {
     flag: Option<Arc<Storage>>,
     sites: Vec<(Site, Option<Derivative>)>,
     /// Tags of the sites already registered (by op and call site).
-    known: std::collections::HashMap<(&'static str, usize, Option<(&'static str, usize)>), u32>,
+    known: std::collections::HashMap<SiteKey, u32>,
     /// A kernel that may set the index flag ran since the last check.
     pub indices_pending: bool,
 }
@@ -82,7 +86,7 @@ impl Checks {
     fn flag(&mut self, dev: &Arc<DeviceInner>) -> Arc<Storage> {
         self.flag
             .get_or_insert_with(|| {
-                let f = dev.alloc(BufferClass::Storage, 8);
+                let f = dev.alloc_new(BufferClass::Storage, 8);
                 let _turn = dev.gl_turn();
                 dev.queue.write_buffer(f.buffer(), 0, bytemuck::cast_slice(&[CLEAR, CLEAR]));
                 f
@@ -91,7 +95,7 @@ impl Checks {
     }
 
     fn tag(&mut self, site: Site, derivative_of: Option<Derivative>) -> u32 {
-        let key = (
+        let key: SiteKey = (
             site.op,
             site.location as *const _ as usize,
             derivative_of.map(|d| (d.pass, d.of.location as *const _ as usize)),

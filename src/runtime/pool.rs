@@ -164,6 +164,22 @@ impl BufferPool {
 }
 
 impl DeviceInner {
+    /// A new buffer, never a pooled one: a pooled buffer may still be
+    /// written by pending work of the tensor that gave it back, which runs
+    /// after a `queue.write_buffer` into it (the flag buffer is written so).
+    pub(crate) fn alloc_new(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {
+        let size = bucket(bytes).min(self.limits.max_buffer_size);
+        let buffer = self.create_buffer(class, size);
+        self.pool().bytes_held += size;
+        Arc::new(Storage {
+            buffer: Some(buffer),
+            size,
+            class,
+            home: Home::Pool(Arc::downgrade(self)),
+            discarded: Default::default(),
+        })
+    }
+
     /// A buffer of at least `bytes` from the pool, or a new one. The caller
     /// has checked `bytes` against the adapter's limits.
     pub(crate) fn alloc(self: &Arc<Self>, class: BufferClass, bytes: u64) -> Arc<Storage> {

@@ -16,6 +16,8 @@ pub(crate) enum Shader {
     Pool,
     Optim,
     Check,
+    Scan,
+    Sort,
 }
 
 macro_rules! family {
@@ -44,8 +46,17 @@ pub(crate) mod sources {
 
 impl Shader {
     #[cfg(test)]
-    pub const ALL: [Shader; 7] =
-        [Shader::Reduce, Shader::Softmax, Shader::Index, Shader::Rng, Shader::Pool, Shader::Optim, Shader::Check];
+    pub const ALL: [Shader; 9] = [
+        Shader::Reduce,
+        Shader::Softmax,
+        Shader::Index,
+        Shader::Rng,
+        Shader::Pool,
+        Shader::Optim,
+        Shader::Check,
+        Shader::Scan,
+        Shader::Sort,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,6 +67,8 @@ impl Shader {
             Shader::Pool => "pool.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Check => "check.wgsl",
+            Shader::Scan => "scan.wgsl",
+            Shader::Sort => "sort.wgsl",
         }
     }
 
@@ -69,6 +82,8 @@ impl Shader {
             Shader::Pool => family!("pool.wgsl"),
             Shader::Optim => family!("optim_rules.wgsl", "optim.wgsl"),
             Shader::Check => family!("check.wgsl"),
+            Shader::Scan => family!("scan.wgsl"),
+            Shader::Sort => family!("sort.wgsl"),
         }
     }
 }

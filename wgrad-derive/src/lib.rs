@@ -111,7 +111,8 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     }
     // the companion's generics: the struct's, then the leaf type
     let params = &input.generics.params;
-    let of_params = if params.is_empty() { quote!(WgradQ: ::wgrad::Params) } else { quote!(#params, WgradQ: ::wgrad::Params) };
+    let of_params =
+        if params.is_empty() { quote!(WgradQ: ::wgrad::Params) } else { quote!(#params, WgradQ: ::wgrad::Params) };
     let args: Vec<proc_macro2::TokenStream> = input
         .generics
         .params
