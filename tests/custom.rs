@@ -73,6 +73,54 @@ fn gradcheck_accepts_a_right_backward_and_rejects_a_wrong_one() {
     assert!(!wrong.passed, "a 5 % error in a backward must fail: {wrong:?}");
 }
 
+/// x² with a backward right to first order that is not differentiable
+/// (it detaches x), or with a wrong forward mode (J·t = 3x·t).
+struct Flawed {
+    square: Arc<dyn CustomOp>,
+    detach: bool,
+}
+
+impl CustomOp for Flawed {
+    fn name(&self) -> &str {
+        "flawed square"
+    }
+    fn forward(&self, x: &[&Tensor]) -> Tensor {
+        self.square.forward(x)
+    }
+    fn vjp(&self, g: &Tensor, x: &[&Tensor], _: &Tensor) -> Vec<Option<Tensor>> {
+        if self.detach { vec![Some(g * &x[0].detach() * 2.0)] } else { vec![Some(g * x[0] * 2.0)] }
+    }
+    fn jvp(&self, t: &[Option<&Tensor>], x: &[&Tensor], _: &Tensor) -> Option<Tensor> {
+        let factor = if self.detach { 2.0 } else { 3.0 };
+        Some(t[0]? * x[0] * factor)
+    }
+}
+
+#[test]
+fn gradcheck_checks_the_full_jacobian_forward_mode_and_second_order() {
+    let x = upload(&Array::new(&[4], vec![0.5, -1.0, 2.0, 0.3]));
+    // a vector function: all 16 entries of its Jacobian
+    let f = |x: &Tensor, op: &Arc<dyn CustomOp>| Tensor::custom(op.clone(), &[x]) * x.sin().sum_all();
+    let all = GradcheckOptions { full: true, forward: true, order: 2, ..Default::default() };
+    let right = gradcheck(f, &x, &square(None), &all).unwrap();
+    assert!(right.passed && right.jacobian_entries == 16 && right.second_order.len() == 3, "{right:?}");
+    // a kernel backward 5 % off fails entry by entry
+    let full = GradcheckOptions { full: true, ..Default::default() };
+    let wrong = gradcheck(f, &x, &square(Some(2.1)), &full).unwrap();
+    assert!(!wrong.passed && wrong.failures.iter().any(|m| m.starts_with("∂y[2]/∂x[2] by reverse mode")), "{wrong:?}");
+    // a wrong forward mode passes the reverse checks and fails the forward one
+    let bad_jvp: Arc<dyn CustomOp> = Arc::new(Flawed { square: square(None), detach: false });
+    let reverse_only = gradcheck(f, &x, &bad_jvp, &GradcheckOptions::default()).unwrap();
+    assert!(reverse_only.passed, "{reverse_only:?}");
+    let both = gradcheck(f, &x, &bad_jvp, &GradcheckOptions { forward: true, ..Default::default() }).unwrap();
+    assert!(!both.passed && both.failures.iter().all(|m| m.contains("by jvp")), "{both:?}");
+    // first derivatives right, second wrong: only order 2 sees it
+    let detached: Arc<dyn CustomOp> = Arc::new(Flawed { square: square(None), detach: true });
+    assert!(gradcheck(f, &x, &detached, &GradcheckOptions { forward: true, ..Default::default() }).unwrap().passed);
+    let second = gradcheck(f, &x, &detached, &GradcheckOptions { order: 2, ..Default::default() }).unwrap();
+    assert!(!second.passed && second.failures.iter().any(|m| m.contains("⟨H·u, v⟩")), "{second:?}");
+}
+
 #[test]
 fn backward_written_with_ops_is_twice_differentiable() {
     let x = upload(&Array::new(&[3], vec![0.5, -1.0, 2.0]));

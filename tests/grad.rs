@@ -182,9 +182,11 @@ fn every_primitive_gradient_matches_the_reference() {
             let got = download(gi);
             assert_within(&format!("{} ∂x{i}", case.name), &got, wi, &grad_bound(case.name, wi, &w));
         }
-        // and the same gradient against f32 finite differences on the GPU
-        let report = gradcheck(f, &params, &wt, &GradcheckOptions::default()).unwrap();
-        assert!(report.passed, "{}: gradcheck {:?}", case.name, report.directions);
+        // and the same gradient against f32 finite differences on the GPU,
+        // and forward mode and second order along the same directions
+        let opts = GradcheckOptions { forward: true, order: 2, ..Default::default() };
+        let report = gradcheck(f, &params, &wt, &opts).unwrap();
+        assert!(report.passed, "{}: gradcheck {:?}", case.name, report.failures);
     }
 }
 
