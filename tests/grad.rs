@@ -103,6 +103,8 @@ const CASES: &[Case] = &[
     Case { name: "log_softmax", shapes: &[&[3, 4]], gpu: |x| x[0].log_softmax(-1),       cpu: |x| x[0].log_softmax(1),      lo: -2.0, hi: 2.0, away: false },
     // matmul, including broadcast batches and transposed views
     Case { name: "matmul",   shapes: &[&[3, 4], &[4, 5]],    gpu: |x| x[0].matmul(&x[1]), cpu: |x| x[0].matmul_with_scale(&x[1]).0, lo: -2.0, hi: 2.0, away: false },
+    Case { name: "einsum ij,kj->ik", shapes: &[&[3, 4], &[5, 4]], gpu: |x| Tensor::einsum("ij,kj->ik", &[&x[0], &x[1]]), cpu: |x| x[0].matmul_with_scale(&x[1].t()).0, lo: -2.0, hi: 2.0, away: false },
+    Case { name: "einsum ij,ij->i", shapes: &[&[3, 4], &[3, 4]], gpu: |x| Tensor::einsum("ij,ij->i", &[&x[0], &x[1]]), cpu: |x| x[0].zip(&x[1], |a, b| a * b).sum(&[1], false), lo: -2.0, hi: 2.0, away: false },
     Case { name: "bmm",      shapes: &[&[2, 3, 4], &[4, 5]], gpu: |x| x[0].matmul(&x[1]), cpu: |x| x[0].matmul_with_scale(&x[1]).0, lo: -2.0, hi: 2.0, away: false },
     Case { name: "matmul tᵀ",shapes: &[&[4, 3], &[5, 4]],    gpu: |x| x[0].t().matmul(&x[1].t()), cpu: |x| x[0].t().matmul_with_scale(&x[1].t()).0, lo: -2.0, hi: 2.0, away: false },
     // layout

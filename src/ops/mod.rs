@@ -6,13 +6,14 @@
 //! and the public methods built on them; derived ops are compositions.
 //!
 //! Families import only the ones below them: elementwise ← layout ←
-//! reduce ← softmax; reduce ← matmul ← conv; reduce ← scan; reduce ← sort
+//! reduce ← softmax; reduce ← matmul ← conv, einsum; reduce ← scan; reduce ← sort
 //! (whose sort and topk compose index's gather); pool2d, index, random,
 //! creation and custom on top of elementwise and layout.
 
 pub(crate) mod conv;
 mod creation;
 pub(crate) mod custom;
+mod einsum;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod layout;
