@@ -245,17 +245,13 @@ async fn full_jacobian<P: Params, A>(
         let minus = f(&params_step(params, &e, -opts.eps), args).to_vec_async::<f32>().await?;
         let column =
             if opts.forward { Some(jvp(|p: &P| f(p, args), params, &e).1.to_vec_async::<f32>().await?) } else { None };
-        for k in 0..m {
-            let numeric = (plus[k] - minus[k]) / (2.0 * opts.eps);
-            let rounding = 64.0 * U * (plus[k].abs() + minus[k].abs()) / (2.0 * opts.eps);
-            check(
-                format!("∂y[{k}]/∂x[{i}] by reverse mode against its central difference"),
-                rows[k][i],
-                numeric,
-                rounding,
-            );
+        for (k, (row, (p, q))) in rows.iter().zip(plus.iter().zip(&minus)).enumerate() {
+            let numeric = (p - q) / (2.0 * opts.eps);
+            let rounding = 64.0 * U * (p.abs() + q.abs()) / (2.0 * opts.eps);
+            let what = |mode: &str| format!("∂y[{k}]/∂x[{i}] by {mode}");
+            check(what("reverse mode against its central difference"), row[i], numeric, rounding);
             if let Some(c) = &column {
-                check(format!("∂y[{k}]/∂x[{i}] by forward mode against reverse mode"), c[k], rows[k][i], 0.0);
+                check(what("forward mode against reverse mode"), c[k], row[i], 0.0);
             }
         }
     }
