@@ -220,24 +220,26 @@ pub fn jacobian<P: Params, O: Params>(f: impl Fn(&P) -> O, x: &P) -> O::Of<P> {
 /// ```
 /// use wgrad::{grad, hessian, Device, Tensor};
 /// # let dev = Device::new()?;
-/// // mean logistic loss of labels y given features x (a column of ones for the bias)
+/// // mean logistic loss of labels y given features x (a column of ones for the
+/// // bias); the one positive point lies inside the others' hull, so the
+/// // classes do not separate and the optimum is finite
 /// let x = Tensor::from_slice(&dev, &[1.0f32, 0.5, 1.0, 1.0, -1.0, 1.0, 2.0, 1.5, 1.0, -0.5, 2.0, 1.0], &[4, 3]);
-/// let y = Tensor::from_slice(&dev, &[1.0f32, 0.0, 1.0, 0.0], &[4]);
+/// let y = Tensor::from_slice(&dev, &[1.0f32, 0.0, 0.0, 0.0], &[4]);
 /// let loss = |w: &Tensor, (x, y): &(Tensor, Tensor)| {
 ///     let z = x.matmul(w);
 ///     (z.softplus() - &z * y).mean_all()
 /// };
 /// let args = (x, y);
 /// let mut w = Tensor::zeros(&dev, &[3]);
-/// for _ in 0..3 {
+/// for _ in 0..4 {
 ///     let (g, _, ()) = grad(loss)(&w, &args);
 ///     let h = hessian(loss, &w, &args); // [3, 3]
 ///     let step = solve(h.to_vec::<f32>()?, g.to_vec::<f32>()?);
 ///     w = &w - &Tensor::from_slice(&dev, &step, &[3]);
 /// }
-/// // at the optimum the gradient vanishes
+/// // Newton converges quadratically: |g| 0.25, 0.03, 2e-3, 1e-5, then f32's floor
 /// let (g, _, ()) = grad(loss)(&w, &args);
-/// assert!(g.to_vec::<f32>()?.iter().all(|g| g.abs() < 1e-4), "{:?}", g.to_vec::<f32>()?);
+/// assert!(g.to_vec::<f32>()?.iter().all(|g| g.abs() < 1e-6), "{:?}", g.to_vec::<f32>()?);
 ///
 /// /// Solves h·s = g by Gaussian elimination (h symmetric positive definite).
 /// fn solve(mut h: Vec<f32>, mut g: Vec<f32>) -> Vec<f32> {
