@@ -334,15 +334,19 @@ impl Tensor {
     /// is 0, as in both: the result is +∞, or NaN where the deviations are
     /// all 0 (N = 1 with correction 1; an empty axis). Two passes (the mean
     /// first, then the squared deviations), so no cancellation of Σx² − N·x̄².
-    /// A composition of 4 dispatches: mean, subtract, square, and a sum
-    /// whose kernel scales by 1/(N − correction).
+    /// The gradient, through the composition, is 2(x − x̄)·g/(N − correction)
+    /// (x̄'s own dependence on x adds Σ(x − x̄) = 0); it is ±∞ or NaN where
+    /// N − correction ≤ 0, as the value is. A composition of 4 dispatches:
+    /// mean, subtract, square, and a sum whose kernel scales by
+    /// 1/(N − correction).
     ///
     /// ```
     /// # use wgrad::{Device, Tensor};
     /// # let dev = Device::new()?;
     /// let x = Tensor::from_slice(&dev, &[1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
     /// assert_eq!(x.var(&[1], 0, false).to_vec::<f32>()?, vec![0.25, 0.25]);
-    /// assert_eq!(x.var(&[0, 1], 1, false).item::<f32>()?, 5.0 / 3.0);
+    /// assert_eq!(x.var(&[0], 1, false).to_vec::<f32>()?, vec![2.0, 2.0]);
+    /// assert_eq!(x.var(&[0, 1], 0, false).item::<f32>()?, 1.25);
     /// # Ok::<(), wgrad::Error>(())
     /// ```
     #[track_caller]
