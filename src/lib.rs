@@ -45,6 +45,7 @@ pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use ops::custom::{CustomKernel, CustomOp};
 pub use ops::operators::{IntoOperand, Operand};
+pub use ops::reduce::Norm;
 pub use runtime::{Counters, Device};
 pub use tensor::Tensor;
 pub use wgpu;

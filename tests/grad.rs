@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use wgrad::{DType, GradcheckOptions, Tensor, grad, gradcheck, hvp};
+use wgrad::{DType, GradcheckOptions, Norm, Tensor, grad, gradcheck, hvp, hvp_rev, jvp};
 
 type GpuFn = fn(&[Tensor]) -> Tensor;
 type RefFn = fn(&[Array]) -> Array;
@@ -99,6 +99,16 @@ const CASES: &[Case] = &[
     Case { name: "max",      shapes: &[&[3, 4]],    gpu: |x| x[0].max(&[1], false),      cpu: |x| x[0].max(&[1], false),    lo: -2.0, hi: 2.0, away: false },
     Case { name: "min",      shapes: &[&[3, 4]],    gpu: |x| x[0].min(&[0], true),       cpu: |x| x[0].min(&[0], true),     lo: -2.0, hi: 2.0, away: false },
     Case { name: "logsumexp",shapes: &[&[2, 3, 4]], gpu: |x| x[0].logsumexp(&[0, 2], false), cpu: |x| x[0].logsumexp(&[0, 2], false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "prod",     shapes: &[&[2, 3, 4]], gpu: |x| x[0].prod(&[0, 2], false),  cpu: |x| prod_ref(&x[0], &[0, 2], false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "prod kd",  shapes: &[&[3, 4]],    gpu: |x| x[0].prod(&[1], true),      cpu: |x| prod_ref(&x[0], &[1], true), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "prod_all", shapes: &[&[2, 3]],    gpu: |x| x[0].t().prod_all(),        cpu: |x| prod_ref(&x[0], &[0, 1], false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "var",      shapes: &[&[3, 4]],    gpu: |x| x[0].var(&[1], 1, false),   cpu: |x| var_ref(&x[0], &[1], 1, false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "std",      shapes: &[&[2, 3, 4]], gpu: |x| x[0].std(&[0, 2], 0, true), cpu: |x| var_ref(&x[0], &[0, 2], 0, true).map(f64::sqrt), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "norm L1",  shapes: &[&[3, 4]],    gpu: |x| x[0].norm(Norm::L1, &[1], false), cpu: |x| x[0].abs().sum(&[1], false), lo: -2.0, hi: 2.0, away: true },
+    Case { name: "norm L2",  shapes: &[&[2, 3, 4]], gpu: |x| x[0].norm(Norm::L2, &[0, 2], false), cpu: |x| x[0].map(|v| v * v).sum(&[0, 2], false).map(f64::sqrt), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "norm Inf", shapes: &[&[3, 4]],    gpu: |x| x[0].norm(Norm::Inf, &[0], true), cpu: |x| x[0].abs().max(&[0], true), lo: -2.0, hi: 2.0, away: true },
+    Case { name: "norm NegInf", shapes: &[&[3, 4]], gpu: |x| x[0].norm(Norm::NegInf, &[1], false), cpu: |x| x[0].abs().min(&[1], false), lo: -2.0, hi: 2.0, away: true },
+    Case { name: "norm Fro", shapes: &[&[2, 3, 4]], gpu: |x| x[0].norm(Norm::Fro, &[-1, -2], false), cpu: |x| x[0].map(|v| v * v).sum(&[1, 2], false).map(f64::sqrt), lo: -2.0, hi: 2.0, away: false },
     Case { name: "softmax",  shapes: &[&[3, 4]],    gpu: |x| x[0].softmax(0),            cpu: |x| x[0].softmax(0),          lo: -2.0, hi: 2.0, away: false },
     Case { name: "log_softmax", shapes: &[&[3, 4]], gpu: |x| x[0].log_softmax(-1),       cpu: |x| x[0].log_softmax(1),      lo: -2.0, hi: 2.0, away: false },
     // matmul, including broadcast batches and transposed views
@@ -121,6 +131,17 @@ const CASES: &[Case] = &[
     Case { name: "scatter_add", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_add(0, &idx_u32(&[0, 2, 2, 2, 0, 1, 0, 0], &[4, 2]), &x[1]), cpu: |x| x[0].scatter_add(0, &Array::new(&[4, 2], vec![0.0, 2.0, 2.0, 2.0, 0.0, 1.0, 0.0, 0.0]), &x[1]), lo: -2.0, hi: 2.0, away: false },
     Case { name: "contiguous", shapes: &[&[3, 4]],  gpu: |x| x[0].t().contiguous(),     cpu: |x| x[0].t(),                lo: -2.0, hi: 2.0, away: false },
 ];
+
+fn prod_ref(x: &Array, axes: &[usize], keepdim: bool) -> Array {
+    x.reduce(axes, keepdim, 1.0, |a, b| a * b)
+}
+
+/// Σ(x − x̄)² / (N − correction).
+fn var_ref(x: &Array, axes: &[usize], correction: usize, keepdim: bool) -> Array {
+    let n: usize = axes.iter().map(|&d| x.shape[d]).product();
+    let mean = x.mean(axes, true);
+    x.zip(&mean, |v, m| (v - m) * (v - m)).sum(axes, keepdim).map(|s| s / (n - correction) as f64)
+}
 
 fn inputs(rng: &mut Rng, case: &Case) -> Vec<Array> {
     case.shapes
@@ -224,6 +245,15 @@ fn second_derivatives_match_the_reference() {
         "log_softmax",
         "matmul",
         "bmm",
+        "prod",
+        "prod kd",
+        "prod_all",
+        "var",
+        "std",
+        "norm L1",
+        "norm L2",
+        "norm Inf",
+        "norm Fro",
     ];
     for case in CASES.iter().filter(|c| names.contains(&c.name)) {
         let xs = inputs(&mut rng, case);
@@ -287,4 +317,167 @@ fn a_weight_used_transposed_gets_its_gradient_in_its_own_layout() {
     // dL/dw[o, i] = (o + 1)·Σ_b x[b, i]: column sums 0, 2.5, 5
     let want: Vec<f32> = (1..=4).flat_map(|o| [0.0, 2.5, 5.0].map(|s| s * o as f32)).collect();
     assert_eq!(g.to_vec::<f32>().unwrap(), want);
+}
+
+/// J·t by forward mode for the reductions built as compositions, against
+/// the central difference (f(x + ht) − f(x − ht))/2h of the f64 reference
+/// (h = 1e-6: O(h²) + ε·|f|/h ≈ 1e-10); the bound is the VJP's, 64u per
+/// element plus 64u of the mean (each JVP is as many f32 steps as its VJP).
+#[test]
+fn reduction_jvps_match_directional_differences() {
+    let mut rng = Rng::new(13);
+    let names =
+        ["prod", "prod kd", "prod_all", "var", "std", "norm L1", "norm L2", "norm Inf", "norm NegInf", "norm Fro"];
+    for case in CASES.iter().filter(|c| names.contains(&c.name)) {
+        let xs = inputs(&mut rng, case);
+        let t = rng.array(&xs[0].shape, -1.0, 1.0);
+        let h = 1e-6;
+        let at = |s: f64| (case.cpu)(&[xs[0].zip(&t, |x, t| x + s * h * t)]);
+        let want = at(1.0).zip(&at(-1.0), |p, m| (p - m) / (2.0 * h));
+        let (y, dy) = jvp(|x: &Tensor| (case.gpu)(std::slice::from_ref(x)), &upload(&xs[0]), &upload(&t));
+        let yr = (case.cpu)(&xs);
+        assert_within(&format!("{} value", case.name), &download(&y), &yr, &yr.map(|v| 1e-5 * (1.0 + v.abs())));
+        let bound = grad_bound(case.name, &want, &want).map(|b| b + 1e-9);
+        assert_within(&format!("J·t of {}", case.name), &download(&dy), &want, &bound);
+    }
+}
+
+/// The slices a reduction over `axes` folds: for each output element (in
+/// order), the flat indices of its inputs.
+fn slices(shape: &[usize], axes: &[usize]) -> Vec<Vec<usize>> {
+    let mut by_kept: std::collections::BTreeMap<Vec<usize>, Vec<usize>> = Default::default();
+    for i in 0..shape.iter().product() {
+        let (mut rest, mut kept) = (i, vec![]);
+        for d in (0..shape.len()).rev() {
+            if !axes.contains(&d) {
+                kept.push(rest % shape[d]);
+            }
+            rest /= shape[d];
+        }
+        kept.reverse();
+        by_kept.entry(kept).or_default().push(i);
+    }
+    by_kept.into_values().collect()
+}
+
+/// L = Σ_s w_s·Π_{k∈s} x_k is multilinear: ∂_i L = w_s·Π_{k≠i} x_k and
+/// ∂_i∂_j L = w_s·Π_{k≠i,j} x_k (i ≠ j in one slice s; 0 otherwise), so
+/// with zeros in x the exact values are known, and exactly 0 where the
+/// other factors hold a zero. The GPU's are exclusive products from both
+/// ends (n − 1 roundings each, plus the product of the two and w): within
+/// (2n + 2)u of Π|factors|, and a second derivative (four such scans) within
+/// (4n + 4)u; with no division, a zero among the factors makes an exact 0.
+#[test]
+fn prod_gradient_hessian_and_jvp_are_exact_at_zeros() {
+    let u = f32::EPSILON as f64 / 2.0;
+    let mut rng = Rng::new(14);
+    #[rustfmt::skip]
+    let rows = Array::new(&[4, 5], vec![
+        1.5, -0.5, 2.0, -1.25, 0.75, // no zero
+        1.5, 0.0, 2.0, -1.25, 0.75,  // one zero
+        0.0, -0.5, 2.0, 0.0, 0.75,   // two zeros
+        1.5, -0.5, 0.0, 0.0, 0.75,   // two zeros side by side
+    ]);
+    // (input, axes): rows along the last axis, along the first (a strided
+    // scan), and over two axes merged (a copy first)
+    let cases =
+        [(rows.clone(), vec![1usize]), (rows.t(), vec![0]), (rows.reshape(&[2, 2, 5]).permute(&[1, 0, 2]), vec![0, 2])];
+    for (x, axes) in cases {
+        let n: usize = axes.iter().map(|&d| x.shape[d]).product();
+        let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+        let out = prod_ref(&x, &axes, false);
+        let (w, v, t) =
+            (rng.array(&out.shape, -1.0, 1.0), rng.array(&x.shape, -1.0, 1.0), rng.array(&x.shape, -1.0, 1.0));
+        // reference ∂L, H·v, J·t and the scales |w|·Π|factors| they are within
+        let n_in = x.numel();
+        let (mut g, mut g_scale) = (vec![0.0; n_in], vec![0.0; n_in]);
+        let (mut hv, mut hv_scale) = (vec![0.0; n_in], vec![0.0; n_in]);
+        let (mut jt, mut jt_scale) = (vec![0.0; out.numel()], vec![0.0; out.numel()]);
+        let others = |s: &[usize], skip: &[usize]| -> (f64, f64) {
+            let f = s.iter().filter(|k| !skip.contains(k));
+            (f.clone().map(|&k| x.data[k]).product(), f.map(|&k| x.data[k].abs()).product())
+        };
+        for (o, s) in slices(&x.shape, &axes).iter().enumerate() {
+            for &i in s {
+                let (p, pa) = others(s, &[i]);
+                g[i] = w.data[o] * p;
+                g_scale[i] = w.data[o].abs() * pa;
+                jt[o] += t.data[i] * p;
+                jt_scale[o] += (t.data[i] * pa).abs();
+                for &j in s.iter().filter(|&&j| j != i) {
+                    let (p, pa) = others(s, &[i, j]);
+                    hv[i] += w.data[o] * p * v.data[j];
+                    hv_scale[i] += (w.data[o] * v.data[j]).abs() * pa;
+                }
+            }
+        }
+        let arr = |d: Vec<f64>, shape: &[usize]| Array::new(shape, d);
+        let unit = (2 * n + 2) as f64 * u;
+        let what = |q: &str| format!("{q} of prod over {axes:?} of {:?}", x.shape);
+        let loss = move |x: &Tensor, w: &Tensor| (x.prod(&iaxes, false) * w).sum_all();
+        let (xt, wt) = (upload(&x), upload(&w));
+        let (got, _, ()) = grad(loss.clone())(&xt, &wt);
+        let bound = arr(g_scale, &x.shape).map(|s| unit * s);
+        assert_within(&what("∂"), &download(&got), &arr(g, &x.shape), &bound);
+        let bound = arr(hv_scale, &x.shape).map(|s| 2.0 * unit * s);
+        let want = arr(hv, &x.shape);
+        assert_within(
+            &what("H·v (forward over reverse)"),
+            &download(&hvp(loss.clone(), &xt, &wt, &upload(&v))),
+            &want,
+            &bound,
+        );
+        assert_within(
+            &what("H·v (reverse over reverse)"),
+            &download(&hvp_rev(loss, &xt, &wt, &upload(&v))),
+            &want,
+            &bound,
+        );
+        let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+        let (_, dy) = jvp(|x: &Tensor| x.prod(&iaxes, false), &xt, &upload(&t));
+        let bound = arr(jt_scale, &out.shape).map(|s| unit * s);
+        assert_within(&what("J·t"), &download(&dy), &arr(jt, &out.shape), &bound);
+    }
+}
+
+/// Where the 2-norm or std has no derivative (x = 0, a constant slice) the
+/// gradient is 0, a subgradient, and the Hessian finite (0); the ∞-norm
+/// shares its gradient among tied |x|, with their signs.
+#[test]
+fn norm_and_std_gradients_at_their_kinks() {
+    let x = Tensor::from_slice(dev(), &[0.0f32, 0.0, 0.0, 0.0, 3.0, -4.0, 0.0, 0.0], &[2, 4]);
+    let w = Tensor::from_slice(dev(), &[0.5f32, 2.0], &[2]);
+    let v = Tensor::from_slice(dev(), &[1.0f32, -2.0, 0.5, 1.0, 0.25, 1.0, -1.0, 2.0], &[2, 4]);
+    let l2 = |x: &Tensor, w: &Tensor| (x.norm(Norm::L2, &[1], false) * w).sum_all();
+    let (g, loss, ()) = grad(l2)(&x, &w);
+    assert_eq!(loss.item::<f32>().unwrap(), 10.0);
+    // row 1: w·x/‖x‖ = 2·(3, −4, 0, 0)/5
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.0, 0.0, 0.0, 0.0, 1.2, -1.6, 0.0, 0.0]);
+    // row 1: w·(v − x̂⟨x̂, v⟩)/‖x‖, x̂ = (0.6, −0.8, 0, 0), ⟨x̂, v⟩ = −0.65
+    let hv = hvp(l2, &x, &w, &v).to_vec::<f32>().unwrap();
+    let want = [0.0, 0.0, 0.0, 0.0, 0.4 * (0.25 + 0.39), 0.4 * (1.0 - 0.52), -0.4, 0.4 * 2.0];
+    for (h, w) in hv.iter().zip(want) {
+        assert!((h - w).abs() < 1e-6, "H·v of the 2-norm: {hv:?}, want {want:?}");
+    }
+    // std of a constant row (2.0: its mean is exact) and of 0, 0, 3, −3
+    let x = Tensor::from_slice(dev(), &[2.0f32, 2.0, 2.0, 2.0, 0.0, 0.0, 3.0, -3.0], &[2, 4]);
+    let sd = |x: &Tensor, w: &Tensor| (x.std(&[1], 0, false) * w).sum_all();
+    let (g, _, ()) = grad(sd)(&x, &w);
+    // row 1: w·(x − x̄)/(N·std), std = √4.5
+    let s = 4.5f32.sqrt();
+    let want = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 * 3.0 / (4.0 * s), -2.0 * 3.0 / (4.0 * s)];
+    let got = g.to_vec::<f32>().unwrap();
+    for (a, b) in got.iter().zip(want) {
+        assert!((a - b).abs() < 1e-6, "∂ std: {got:?}, want {want:?}");
+    }
+    let hv = hvp(sd, &x, &w, &v).to_vec::<f32>().unwrap();
+    assert!(hv[..4].iter().all(|&h| h == 0.0) && hv.iter().all(|h| h.is_finite()), "H·v of std: {hv:?}");
+    // ∞-norm: ties of |3| and |−3| share; the ∞- and 1-norm of 0 have gradient 0
+    let x = Tensor::from_slice(dev(), &[3.0f32, -3.0, 1.0, 0.0, 0.0, 0.0], &[2, 3]);
+    let inf = |x: &Tensor, w: &Tensor| (x.norm(Norm::Inf, &[1], false) * w).sum_all();
+    let (g, _, ()) = grad(inf)(&x, &w);
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.25, -0.25, 0.0, 0.0, 0.0, 0.0]);
+    let l1 = |x: &Tensor, w: &Tensor| (x.norm(Norm::L1, &[1], false) * w).sum_all();
+    let (g, _, ()) = grad(l1)(&x, &w);
+    assert_eq!(g.to_vec::<f32>().unwrap(), vec![0.5, -0.5, 0.5, 0.0, 0.0, 0.0]);
 }

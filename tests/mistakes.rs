@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use common::*;
 use wgrad::nn::{self, ConvOptions, Reduction};
 use wgrad::optim::Optimizer;
-use wgrad::{CustomKernel, DType, Device, Tensor, compile, grad, hvp, value_and_grad, vjp};
+use wgrad::{CustomKernel, DType, Device, Norm, Tensor, compile, grad, hvp, value_and_grad, vjp};
 
 thread_local! {
     /// (location, message) of every panic on this thread while capturing.
@@ -140,6 +140,14 @@ fn reductions_and_indexing() {
     mistake!(&["softmax", "axis -3", "[2, 3]"], a.softmax(-3));
     mistake!(&["log_softmax", "u32"], idx.log_softmax(0));
     mistake!(&["logsumexp", "axis"], a.logsumexp(&[0, 4], false));
+    mistake!(&["prod", "axis 2", "[2, 3]"], a.prod(&[1, 2], false));
+    mistake!(&["prod", "u32"], idx.prod_all());
+    mistake!(&["var", "repeated axis"], a.var(&[1, -1], 1, false));
+    mistake!(&["std", "u32"], idx.std(&[0], 0, false));
+    mistake!(&["norm", "Fro", "two axes", "[2, 3]"], a.norm(Norm::Fro, &[1], false));
+    mistake!(&["norm", "Inf", "empty axis"], Tensor::zeros(d, &[2, 0]).norm(Norm::Inf, &[1], false));
+    mistake!(&["any", "axis -3", "[2, 3]"], a.gt(0.0).any(&[-3], false));
+    mistake!(&["all", "axis 1"], idx.all(&[1], true));
     mistake!(&["matmul", "inner dimensions 3 and 2"], a.matmul(&a));
     mistake!(&["matmul", "rank"], a.matmul(&Tensor::scalar(d, 1.0f32)));
     mistake!(&["matmul", "f32"], idx.matmul(&idx));

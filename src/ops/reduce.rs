@@ -1,6 +1,8 @@
 //! Reductions: sum, mean, max, min, argmax, argmin over any axes, with
 //! keepdim. Kernels: `shaders/reduce.wgsl` (with the default hooks of
-//! `shaders/reduce_hooks.wgsl`).
+//! `shaders/reduce_hooks.wgsl`). Compositions over them: var, std, the
+//! vector norms, any and all (prod is in `scan.rs`: the last element of a
+//! cumprod, for its division-free gradient).
 
 use bytemuck::Zeroable;
 
@@ -235,6 +237,18 @@ impl Tensor {
         apply(Reduction::Reduce { op, axes, keepdim, scale }, &[self])
     }
 
+    /// `scale`·Σ over the checked `axes`: one dispatch (the kernel scales
+    /// the sum as mean's does), or a view times `scale` where nothing is
+    /// reduced.
+    #[track_caller]
+    fn scaled_sum(&self, axes: Vec<usize>, keepdim: bool, scale: f32) -> Tensor {
+        if axes.iter().all(|&d| self.shape()[d] == 1) {
+            let view = if keepdim { self.clone() } else { self.reshape(&reduced_shape(self.shape(), &axes, false)) };
+            return if scale == 1.0 { view } else { view * scale };
+        }
+        apply(Reduction::Reduce { op: ReduceOp::Sum, axes, keepdim, scale }, &[self])
+    }
+
     /// Sum over `axes` (negative counts from the end); `keepdim` keeps them as size 1.
     #[track_caller]
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Tensor {
@@ -294,6 +308,164 @@ impl Tensor {
         }
         apply(Reduction::Arg { op, axis, keepdim }, &[self])
     }
+}
+
+/// The order of a vector norm ([`Tensor::norm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// Σ|x|
+    L1,
+    /// √(Σx²), the Euclidean norm
+    L2,
+    /// max|x|
+    Inf,
+    /// min|x| (not a norm, but numpy's and PyTorch's `ord=-inf`)
+    NegInf,
+    /// √(Σx²) over exactly two axes: the Frobenius norm of the matrices
+    /// they hold (the same numbers as `L2` over those axes)
+    Fro,
+}
+
+impl Tensor {
+    /// Variance over `axes`: Σ(x − x̄)² / (N − `correction`), N the number
+    /// of elements reduced, as `torch.var(x, dims, correction=c)` and
+    /// `numpy.var(x, axes, ddof=c)` (`correction` 1 is the unbiased sample
+    /// variance, 0 the population's). Where N − correction ≤ 0 the divisor
+    /// is 0, as in both: the result is +∞, or NaN where the deviations are
+    /// all 0 (N = 1 with correction 1; an empty axis). Two passes (the mean
+    /// first, then the squared deviations), so no cancellation of Σx² − N·x̄².
+    /// The gradient, through the composition, is 2(x − x̄)·g/(N − correction)
+    /// (x̄'s own dependence on x adds Σ(x − x̄) = 0); it is ±∞ or NaN where
+    /// N − correction ≤ 0, as the value is. A composition of 4 dispatches:
+    /// mean, subtract, square, and a sum whose kernel scales by
+    /// 1/(N − correction).
+    ///
+    /// ```
+    /// # use wgrad::{Device, Tensor};
+    /// # let dev = Device::new()?;
+    /// let x = Tensor::from_slice(&dev, &[1.0f32, 2.0, 3.0, 4.0], &[2, 2]);
+    /// assert_eq!(x.var(&[1], 0, false).to_vec::<f32>()?, vec![0.25, 0.25]);
+    /// assert_eq!(x.var(&[0], 1, false).to_vec::<f32>()?, vec![2.0, 2.0]);
+    /// assert_eq!(x.var(&[0, 1], 0, false).item::<f32>()?, 1.25);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn var(&self, axes: &[isize], correction: usize, keepdim: bool) -> Tensor {
+        need_f32("var", self);
+        let axes = shape::axes("var", self.shape(), axes);
+        self.variance(axes, correction, keepdim)
+    }
+
+    /// Standard deviation over `axes`: √var (see [`Tensor::var`] for
+    /// `correction` and N − correction ≤ 0). Where the variance is 0 (a
+    /// constant slice) the gradient is 0 — a subgradient, std being a norm
+    /// of the deviations there — where PyTorch gives NaN: the square root
+    /// is taken as a "double where" (of 1 in place of 0), so its infinite
+    /// slope at 0 never meets the zero gradient of var. A composition of
+    /// var's 4 dispatches and 4 more (a mask, two `where_`, sqrt).
+    #[track_caller]
+    pub fn std(&self, axes: &[isize], correction: usize, keepdim: bool) -> Tensor {
+        need_f32("std", self);
+        let axes = shape::axes("std", self.shape(), axes);
+        sqrt_flat_at_zero(&self.variance(axes, correction, keepdim))
+    }
+
+    #[track_caller]
+    fn variance(&self, axes: Vec<usize>, correction: usize, keepdim: bool) -> Tensor {
+        let n: usize = axes.iter().map(|&d| self.shape()[d]).product();
+        let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+        // x − x̄ keeps Σ(x − x̄) = 0 but for rounding: no cross term
+        let deviations = self - &self.mean(&iaxes, true);
+        let scale = (1.0 / n.saturating_sub(correction) as f64) as f32;
+        deviations.square().scaled_sum(axes, keepdim, scale)
+    }
+
+    /// The vector norm of order `ord` over `axes` (all of them flattened
+    /// into one vector), as `torch.linalg.vector_norm(x, ord, dims)`:
+    /// Σ|x|, √(Σx²), max|x|, min|x|; [`Norm::Fro`] is √(Σx²) over exactly
+    /// two axes. Unlike `numpy.linalg.norm`, orders 1, 2 and ∞ over two axes
+    /// are not matrix (operator) norms. The norms of an empty slice are 0
+    /// (Inf and NegInf panic, as max and min do). √(Σx²) is not rescaled:
+    /// it overflows for |x| beyond ~10¹⁹ and underflows to 0 below ~10⁻²³,
+    /// as PyTorch's.
+    ///
+    /// Gradients: sign(x) for L1 (0 at 0); x/‖x‖ for L2 and Fro, and 0 at
+    /// x = 0 (a subgradient: the square root is a "double where", as in
+    /// JAX, so no NaN reaches the gradient, nor the Hessian), with exact
+    /// second derivatives elsewhere; for Inf and NegInf, sign(x) at the
+    /// extreme |x|, shared equally among ties as max's gradient is.
+    ///
+    /// Compositions: L1, Inf and NegInf are 2 dispatches (abs and a sum,
+    /// max or min), L2 and Fro 6 (square, sum, a mask, two `where_`, sqrt).
+    ///
+    /// ```
+    /// # use wgrad::{Device, Norm, Tensor};
+    /// # let dev = Device::new()?;
+    /// let x = Tensor::from_slice(&dev, &[3.0f32, -4.0, 0.0, 1.0], &[2, 2]);
+    /// assert_eq!(x.norm(Norm::L2, &[1], false).to_vec::<f32>()?, vec![5.0, 1.0]);
+    /// assert_eq!(x.norm(Norm::L1, &[0, 1], false).item::<f32>()?, 8.0);
+    /// assert_eq!(x.norm(Norm::Inf, &[0], false).to_vec::<f32>()?, vec![3.0, 4.0]);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn norm(&self, ord: Norm, axes: &[isize], keepdim: bool) -> Tensor {
+        need_f32("norm", self);
+        let resolved = shape::axes("norm", self.shape(), axes);
+        if ord == Norm::Fro && resolved.len() != 2 {
+            panic!("wgrad: norm: Fro needs exactly two axes, got {axes:?} for a tensor of shape {:?}", self.shape());
+        }
+        if matches!(ord, Norm::Inf | Norm::NegInf) && resolved.iter().any(|&d| self.shape()[d] == 0) {
+            panic!("wgrad: norm: {ord:?} cannot reduce an empty axis of shape {:?}", self.shape());
+        }
+        let axes: Vec<isize> = resolved.iter().map(|&a| a as isize).collect();
+        match ord {
+            Norm::L1 => self.abs().sum(&axes, keepdim),
+            Norm::L2 | Norm::Fro => sqrt_flat_at_zero(&self.square().sum(&axes, keepdim)),
+            Norm::Inf => self.abs().max(&axes, keepdim),
+            Norm::NegInf => self.abs().min(&axes, keepdim),
+        }
+    }
+
+    /// Whether any element over `axes` is non-zero (NaN counts as
+    /// non-zero), as a u32 mask of 0/1, as `numpy.any` and `torch.any`: a
+    /// mask from the comparisons (u32), or any tensor tested against 0. Over
+    /// an empty axis: 0. No gradient. A composition: the count of non-zero
+    /// elements, > 0 — 3 dispatches on a u32 tensor (cast, sum, compare),
+    /// 4 on others (a first `ne(0)`).
+    #[track_caller]
+    pub fn any(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        let axes = shape::axes("any", self.shape(), axes);
+        let set = if self.dtype() == DType::U32 { self.clone() } else { self.ne(0.0) };
+        set.count(axes, keepdim).gt(0.0)
+    }
+
+    /// Whether all elements over `axes` are non-zero (NaN counts as
+    /// non-zero), as a u32 mask of 0/1, as `numpy.all` and `torch.all`.
+    /// Over an empty axis: 1. No gradient. A composition: no element equal
+    /// to 0 — 4 dispatches (compare, cast, sum, compare).
+    #[track_caller]
+    pub fn all(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        let axes = shape::axes("all", self.shape(), axes);
+        self.eq(0.0).count(axes, keepdim).eq(0.0)
+    }
+
+    /// Σ over the checked `axes` of the u32 `self`, in f32: 0 only where
+    /// every element is 0 (a sum of non-negative numbers is never rounded
+    /// down to 0).
+    #[track_caller]
+    fn count(&self, axes: Vec<usize>, keepdim: bool) -> Tensor {
+        self.cast(DType::F32).scaled_sum(axes, keepdim, 1.0)
+    }
+}
+
+/// √v for v ≥ 0 (or NaN), with a zero gradient where v = 0 rather than
+/// ∞·0 = NaN: a "double where" (JAX's idiom), so the square root only ever
+/// sees v ≠ 0 and its derivatives stay finite in both branches.
+// f(v) = √v where v ≠ 0, else 0;  f'(v) = 1/(2√v) where v ≠ 0, else 0
+#[track_caller]
+fn sqrt_flat_at_zero(v: &Tensor) -> Tensor {
+    let live = v.ne(0.0);
+    live.where_(&live.where_(v, 1.0).sqrt(), 0.0)
 }
 
 /// `g` with the reduced axes restored as size 1 (so it broadcasts against x).

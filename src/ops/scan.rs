@@ -1,13 +1,13 @@
 //! Scans along one axis: cumsum, cumprod and logcumsumexp, forwards or from
-//! the end (the VJP of a scan is a scan the other way). Kernel:
-//! `shaders/scan.wgsl`, one dispatch per scan.
+//! the end (the VJP of a scan is a scan the other way), and prod, the last
+//! element of a cumprod. Kernel: `shaders/scan.wgsl`, one dispatch per scan.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::autograd::{Primitive, multilinear_jvp};
 use crate::dtype::DType;
 use crate::ops::layout::contiguous_forward;
-use crate::ops::reduce::serial;
+use crate::ops::reduce::{reduced_shape, serial};
 use crate::ops::{apply, need_f32};
 use crate::runtime::{Kernel, Shader, grid};
 use crate::shape::{self, MAX_RANK, coalesce, contiguous_strides, pack, pack_divisors};
@@ -238,6 +238,66 @@ impl Tensor {
     #[track_caller]
     pub fn cumprod(&self, axis: isize) -> Tensor {
         self.scan(ScanOp::Prod, axis)
+    }
+
+    /// Product over `axes` (negative counts from the end; `keepdim` keeps
+    /// them as size 1), as `numpy.prod` and `torch.prod` (f32 only, no
+    /// promotion); the product of nothing is 1.
+    ///
+    /// A composition: the last element of a cumprod along the reduced axes
+    /// merged into one. So its gradient is cumprod's, which at the last
+    /// element is ∂x_i = g·(Π_{j<i} x_j)·(Π_{j>i} x_j) — exclusive products
+    /// from both ends, no division by x — exact where x has zeros, and so
+    /// are its second derivatives and its JVP (Σ_i t_i·Π_{j≠i} x_j, a
+    /// linear recurrence). A PROD op in the reduce kernel would save the
+    /// scan's buffer (x's size) and, for axes that do not merge in place,
+    /// a copy, but would need the same two exclusive products for its rule.
+    /// Forward: 1 dispatch (the scan) for one axis or axes that merge in
+    /// place (the last axes of a dense tensor), 2 otherwise (a copy first).
+    /// The products are f32 (relative error ≤ (N − 1)·2⁻²⁴), in the scan's
+    /// order, so the last bits may differ from numpy's.
+    ///
+    /// ```
+    /// # use wgrad::{Device, Tensor};
+    /// # let dev = Device::new()?;
+    /// let x = Tensor::from_slice(&dev, &[1.0f32, 2.0, 3.0, 4.0, 0.0, 6.0], &[2, 3]);
+    /// assert_eq!(x.prod(&[1], false).to_vec::<f32>()?, vec![6.0, 0.0]);
+    /// assert_eq!(x.prod(&[0], true).to_vec::<f32>()?, vec![4.0, 0.0, 18.0]);
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn prod(&self, axes: &[isize], keepdim: bool) -> Tensor {
+        need_f32("prod", self);
+        let axes = shape::axes("prod", self.shape(), axes);
+        let n: usize = axes.iter().map(|&d| self.shape()[d]).product();
+        let out_shape = reduced_shape(self.shape(), &axes, keepdim);
+        if n <= 1 {
+            let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+            // the product of nothing is 1 (a sum keeps the result on the
+            // tape); of one element, a view of it
+            return if n == 0 { self.sum(&iaxes, keepdim) + 1.0 } else { self.reshape(&out_shape) };
+        }
+        let (rows, axis) = match axes[..] {
+            [a] => (self.clone(), a),
+            _ => {
+                // the reduced axes last, merged into one (a view where they
+                // merge in place, else a copy)
+                let kept: Vec<usize> = (0..self.rank()).filter(|d| !axes.contains(d)).collect();
+                let perm: Vec<isize> = kept.iter().chain(&axes).map(|&d| d as isize).collect();
+                let mut merged: Vec<usize> = kept.iter().map(|&d| self.shape()[d]).collect();
+                merged.push(n);
+                (self.permute(&perm).reshape(&merged), kept.len())
+            }
+        };
+        let axis = axis as isize;
+        rows.cumprod(axis).narrow(axis, n - 1, 1).reshape(&out_shape)
+    }
+
+    /// Product of all elements, as a 0-d tensor (see [`Tensor::prod`]).
+    #[track_caller]
+    pub fn prod_all(&self) -> Tensor {
+        let all: Vec<isize> = (0..self.rank() as isize).collect();
+        self.prod(&all, false)
     }
 
     /// log Σ_{i≤k} exp(x_i) along `axis`, computed stably (as
