@@ -4,6 +4,8 @@
 //! blocked on.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use js_sys::Promise;
@@ -13,7 +15,7 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::data::Mnist;
 use crate::nn::{self, ConvOptions, Reduction};
 use crate::optim::Optimizer;
-use crate::{Compiled, Device, Params, Tensor, compile, grad};
+use crate::{Compiled, Device, GradcheckOptions, GradcheckReport, Params, Tensor, compile, grad, gradcheck_async};
 
 #[derive(Params)]
 struct Mlp {
@@ -116,6 +118,19 @@ impl Model {
             Model::Cnn(state, step) => step.run(state, batch).cloned(),
         }
     }
+}
+
+/// The derivatives of the cross-entropy of `p` on `batch` against finite
+/// differences: the gradient, forward mode against reverse, and second order.
+async fn check_derivatives<P: Classifier>(p: P, batch: Batch) -> crate::Result<GradcheckReport> {
+    let opts = GradcheckOptions { forward: true, order: 2, directions: 2, ..Default::default() };
+    let f = |p: &P, (x, y): &Batch| nn::cross_entropy(&p.logits(x), y, Reduction::Mean);
+    gradcheck_async(f, &p, &batch, &opts).await
+}
+
+/// `pairs` as a JS array of two-element arrays.
+fn js_pairs(pairs: &[(f32, f32)]) -> js_sys::Array {
+    pairs.iter().map(|&(a, b)| js_sys::Array::of2(&(a as f64).into(), &(b as f64).into())).collect()
 }
 
 fn logits(m: &Model, x: &Tensor) -> Tensor {
@@ -252,6 +267,40 @@ impl Demo {
             };
             let c: f32 = correct.item_async().await.map_err(js_err)?;
             Ok(JsValue::from_f64(c as f64 / n.max(1) as f64))
+        })
+    }
+
+    /// Checks the current model's derivatives on the first `n` test digits
+    /// against finite differences, here on the page's GPU (`gradcheck` with
+    /// forward mode and second order). Resolves to `{passed, failures,
+    /// directions, forward, secondOrder}` (pairs of the two values compared).
+    #[wasm_bindgen(js_name = checkDerivatives)]
+    pub fn check_derivatives(&self, n: u32) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let report: Pin<Box<dyn Future<Output = crate::Result<GradcheckReport>>>> = {
+                let s = state.borrow();
+                let idx: Vec<usize> = (0..(n as usize).min(s.data.test.len())).collect();
+                let batch = s.data.test.batch(&s.dev, &idx);
+                // (a snapshot of the parameters: training may go on meanwhile)
+                match &s.model {
+                    Model::Mlp((p, _), _) => Box::pin(check_derivatives(p.map(Tensor::clone), batch)),
+                    Model::Cnn((p, _), _) => Box::pin(check_derivatives(p.map(Tensor::clone), batch)),
+                }
+            };
+            let r = report.await.map_err(js_err)?;
+            let o = js_sys::Object::new();
+            let failures: js_sys::Array = r.failures.iter().map(|f| JsValue::from_str(f)).collect();
+            for (k, v) in [
+                ("passed", JsValue::from_bool(r.passed)),
+                ("failures", failures.into()),
+                ("directions", js_pairs(&r.directions).into()),
+                ("forward", js_pairs(&r.forward).into()),
+                ("secondOrder", js_pairs(&r.second_order).into()),
+            ] {
+                js_sys::Reflect::set(&o, &k.into(), &v)?;
+            }
+            Ok(o.into())
         })
     }
 

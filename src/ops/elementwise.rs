@@ -468,8 +468,9 @@ impl Tensor {
     /// broadcasts), as `torch.clamp`: NaN stays NaN, and where lo > hi the
     /// result is hi. The gradient goes to `self` where lo ≤ x ≤ hi (bounds
     /// included, as PyTorch), to a tensor bound where it is the result.
-    /// A composition: two comparisons and two `where_` (one kernel in a
-    /// compiled step).
+    /// A composition: two comparisons and two `where_`, 4 dispatches
+    /// eagerly (6 with scalar bounds, each first filled into a 0-d tensor
+    /// for `where_`), one kernel in a compiled step.
     #[track_caller]
     pub fn clamp<'a, 'b>(&self, lo: impl IntoOperand<'a>, hi: impl IntoOperand<'b>) -> Tensor {
         let (lo, hi) = (lo.into_operand(), hi.into_operand());
@@ -498,7 +499,7 @@ impl Tensor {
 
     /// `value` where the mask (u32/i32, broadcasting) is non-zero, `self`
     /// elsewhere, as `torch.masked_fill`; `value` a scalar or a tensor.
-    /// One `where_`.
+    /// One `where_` (and a fill of the 0-d tensor when `value` is a scalar).
     #[track_caller]
     pub fn masked_fill<'a>(&self, mask: &Tensor, value: impl IntoOperand<'a>) -> Tensor {
         mask.where_(value, self)

@@ -1,6 +1,8 @@
 // The demo in a real browser: Debian's Chromium, headless, with WebGPU.
 // Waits for the adapter, trains a fixed number of steps, checks that the loss
-// fell and the test accuracy passed a threshold, draws a 7 and checks that the
+// fell and the test accuracy passed a threshold, checks the trained MLP's
+// derivatives (gradient, forward mode, second order) against finite
+// differences on the page's GPU, draws a 7 and checks that the
 // prediction of the whole drawing is 7 (training and drawing are
 // deterministic), fails on any console error, and saves a screenshot.
 //
@@ -71,6 +73,17 @@ try {
   const last = s.losses.at(-1)[1];
   check(last < 0.5 * first, `loss fell from ${first.toFixed(3)} to ${last.toFixed(3)}`);
   check(s.accuracy >= minAccuracy, `test accuracy ${(100 * s.accuracy).toFixed(2)}% ≥ ${100 * minAccuracy}%`);
+
+  // the trained model's derivatives in this browser: gradient, forward mode and
+  // second order (the MLP's: the CNN's max-pooling makes its loss piecewise
+  // smooth, and a finite-difference step across all its weights crosses kinks)
+  if (model === 'mlp') {
+    const d = await page.evaluate(() => window.wgradState.demo.checkDerivatives(8));
+    check(d.passed && d.forward.length === 2 && d.secondOrder.length === 2,
+      `derivatives on the page's GPU agree with finite differences: ⟨∇L, v⟩ ${JSON.stringify(d.directions)}, ` +
+      `jvp vs vjp ${JSON.stringify(d.forward)}, ⟨H·u, v⟩ ${JSON.stringify(d.secondOrder)}` +
+      `${d.failures.length ? `; failed: ${d.failures.join('; ')}` : ''}`);
+  }
 
   // draw a 7 on the pad
   const box = await page.locator('#pad').boundingBox();
