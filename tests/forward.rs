@@ -359,3 +359,36 @@ fn scatter_prod_gradient_is_exact_at_zeros() {
     assert_eq!(g[0].to_vec::<f32>().unwrap(), vec![0.0, 0.0, 7.0]);
     assert_eq!(g[1].to_vec::<f32>().unwrap(), vec![6.0, 0.0, 0.0, 0.0, 5.0]);
 }
+
+/// scatter_reduce amax/amin: the gradient is split evenly among the
+/// operands equal to the result (self included when it is an operand), as
+/// PyTorch's; forward mode gives the mean of their tangents.
+#[test]
+fn scatter_amax_gradient_is_split_among_ties() {
+    use wgrad::ScatterReduce;
+    let d = dev();
+    let x = Tensor::from_slice(d, &[3.0f32, 1.0, 5.0], &[3]);
+    let src = Tensor::from_slice(d, &[3.0f32, 2.0, 3.0, 1.0, 4.0], &[5]);
+    let idx = Tensor::from_slice(d, &[0u32, 0, 0, 1, 1], &[5]);
+    let g_of = |reduce, include| {
+        let f = move |p: &Vec<Tensor>, idx: &Tensor| {
+            (p[0].scatter_reduce(0, idx, &p[1], reduce, include) * Tensor::arange(dev(), 1.0, 4.0, 1.0)).sum_all()
+        };
+        let (g, _, ()) = grad(f)(&vec![x.clone(), src.clone()], &idx);
+        (g[0].to_vec::<f32>().unwrap(), g[1].to_vec::<f32>().unwrap())
+    };
+    // row 0: max(3 | 3, 2, 3) — three ties share weight 1; row 1: max(1 | 1, 4) = 4;
+    // row 2: no source, self kept
+    assert_eq!(g_of(ScatterReduce::Amax, true), (vec![1.0 / 3.0, 0.0, 3.0], vec![1.0 / 3.0, 0.0, 1.0 / 3.0, 0.0, 2.0]));
+    // without self: row 0's two sources share; row 1: min(1, 4) = 1
+    assert_eq!(g_of(ScatterReduce::Amin, false), (vec![0.0, 0.0, 3.0], vec![0.0, 1.0, 0.0, 2.0, 0.0]));
+    let (_, t) = jvp(
+        |p: &Vec<Tensor>| p[0].scatter_reduce(0, &idx, &p[1], ScatterReduce::Amax, true),
+        &vec![x.clone(), src.clone()],
+        &vec![
+            Tensor::from_slice(d, &[3.0f32, 0.0, 1.0], &[3]),
+            Tensor::from_slice(d, &[6.0f32, 100.0, 0.0, 0.0, 7.0], &[5]),
+        ],
+    );
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![3.0, 7.0, 1.0]);
+}
