@@ -94,9 +94,10 @@ override INCLUDE_SELF: u32 = 0u;
 fn fold(reduce: u32, acc: f32, v: f32) -> f32 {
     switch reduce {
         case PROD: { return acc * v; }
-        // NaN wins, as in PyTorch's max
-        case AMAX: { return select(acc, v, v > acc || v != v); }
-        case AMIN: { return select(acc, v, v < acc || v != v); }
+        // NaN wins, as in PyTorch's max (tested by its bits: compilers may
+        // assume floats are never NaN)
+        case AMAX: { return select(select(acc, v, v > acc || is_nan(v)), acc, is_nan(acc)); }
+        case AMIN: { return select(select(acc, v, v < acc || is_nan(v)), acc, is_nan(acc)); }
         case REPLACE: { return v; }
         default: { return acc + v; }
     }

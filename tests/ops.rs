@@ -850,6 +850,17 @@ fn scatter_reductions_and_index_put() {
         let got = download(&bt.index_add(axis as isize, &it, &st));
         assert_close(&format!("index_add axis {axis}"), &got, &base.index_add(axis, &iv, &src), 0.0, 0.0);
     }
+    // NaN wins amax and amin, as PyTorch's max (from self and from a source)
+    let x = Tensor::from_slice(dev(), &[f32::NAN, 1.0, 2.0], &[3]);
+    let s = Tensor::from_slice(dev(), &[5.0f32, f32::NAN, 3.0, 0.0], &[4]);
+    let i = Tensor::from_slice(dev(), &[0u32, 1, 2, 0], &[4]);
+    for reduce in [ScatterReduce::Amax, ScatterReduce::Amin] {
+        let got = x.scatter_reduce(0, &i, &s, reduce, true).to_vec::<f32>().unwrap();
+        assert!(
+            got[0].is_nan() && got[1].is_nan() && got[2] == if reduce == ScatterReduce::Amax { 3.0 } else { 2.0 },
+            "{reduce:?}: {got:?}"
+        );
+    }
     // index_put: two index vectors into the first two of three dims, with a
     // repeated position (the last wins; accumulate sums); values broadcast
     let x = ints(&mut rng, &[3, 4, 2]);
