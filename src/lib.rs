@@ -44,6 +44,7 @@ pub use compile::{Compiled, MemoryPlan, compile};
 pub use dtype::{DType, Element};
 pub use error::{Error, Result};
 pub use ops::custom::{CustomKernel, CustomOp};
+pub use ops::index::ScatterReduce;
 pub use ops::operators::{IntoOperand, Operand};
 pub use ops::reduce::Norm;
 pub use runtime::{Counters, Device};

@@ -291,3 +291,104 @@ fn a_custom_op_gets_forward_mode_from_its_vjp() {
     assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.125, -8.0]);
     assert_eq!(dy.to_vec::<f32>().unwrap(), vec![0.75, 3.0]);
 }
+
+/// The JVP rules of the layout and indexing primitives added with flip
+/// (flip, roll, strided views and their embed, scatter_reduce in each mode,
+/// index_put's last-wins scatter): ⟨w, J·t⟩ by forward mode equals
+/// ⟨Jᵀ·w, t⟩ by reverse mode, whose rules tests/grad.rs checks against
+/// central differences.
+#[test]
+fn layout_and_indexing_jvps_are_the_transposed_vjps() {
+    use wgrad::ScatterReduce;
+    type F = Box<dyn Fn(&Vec<Tensor>) -> Tensor>;
+    let d = dev();
+    let idx = Tensor::from_slice(d, &[0u32, 0, 1, 0, 0, 2, 1, 0], &[4, 2]);
+    let scatter = |reduce, include| -> F {
+        let idx = idx.clone();
+        Box::new(move |p: &Vec<Tensor>| p[0].scatter_reduce(0, &idx, &p[1], reduce, include))
+    };
+    let cases: Vec<(&str, F)> = vec![
+        ("flip", Box::new(|p: &Vec<Tensor>| p[0].flip(&[0, 1]) * &p[1].sum_all())),
+        ("roll", Box::new(|p: &Vec<Tensor>| p[0].roll(&[2, -1], &[0, 1]))),
+        ("slice", Box::new(|p: &Vec<Tensor>| p[0].slice(0, 0, 3, 2).square())),
+        ("diagonal", Box::new(|p: &Vec<Tensor>| p[0].diagonal(-1, 0, 1))),
+        ("diag", Box::new(|p: &Vec<Tensor>| p[1].sum(&[0], false).diag(1).square())),
+        ("scatter sum", scatter(ScatterReduce::Sum, false)),
+        ("scatter mean", scatter(ScatterReduce::Mean, true)),
+        ("scatter prod", scatter(ScatterReduce::Prod, true)),
+        ("scatter prod -self", scatter(ScatterReduce::Prod, false)),
+        ("scatter amax", scatter(ScatterReduce::Amax, true)),
+        ("scatter amin -self", scatter(ScatterReduce::Amin, false)),
+        ("index_put", {
+            // positions (0, 1), (1, 0), (0, 1), (1, 1): one repeated
+            let (i, j) = (idx.narrow(1, 0, 1).reshape(&[4]), Tensor::from_slice(d, &[1u32, 0, 1, 1], &[4]));
+            Box::new(move |p: &Vec<Tensor>| p[0].index_put(&[&i, &j], &p[1].sum(&[1], false), false))
+        }),
+    ];
+    let mut rng = Rng::new(55);
+    for (name, f) in cases {
+        let params = vec![upload(&rng.array(&[3, 2], -2.0, 2.0)), upload(&rng.array(&[4, 2], -2.0, 2.0))];
+        let t = vec![upload(&rng.array(&[3, 2], -1.0, 1.0)), upload(&rng.array(&[4, 2], -1.0, 1.0))];
+        let (y, jt) = jvp(&f, &params, &t);
+        let w = upload(&rng.array(y.shape(), -1.0, 1.0));
+        let (_, pullback) = vjp(&f, &params);
+        let jtw = pullback(&w);
+        let lhs: f64 = download(&jt).data.iter().zip(&download(&w).data).map(|(a, b)| a * b).sum();
+        let rhs: f64 = flat(&jtw.iter().collect::<Vec<_>>())
+            .iter()
+            .zip(flat(&t.iter().collect::<Vec<_>>()))
+            .map(|(g, t)| g * t)
+            .sum();
+        assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "{name}: ⟨w, J·t⟩ = {lhs}, ⟨Jᵀ·w, t⟩ = {rhs}");
+    }
+}
+
+/// scatter_reduce prod: the gradient of an operand is the product of the
+/// others, exact where operands are zero (one zero: the rest's product;
+/// two: nothing).
+#[test]
+fn scatter_prod_gradient_is_exact_at_zeros() {
+    use wgrad::ScatterReduce;
+    let d = dev();
+    let x = Tensor::from_slice(d, &[2.0f32, 0.0, 5.0], &[3]);
+    let src = Tensor::from_slice(d, &[0.0f32, 3.0, 4.0, 0.0, 7.0], &[5]);
+    let idx = Tensor::from_slice(d, &[0u32, 0, 1, 1, 2], &[5]);
+    // row 0: 2·0·3 (one zero); row 1: 0·4·0 (two zeros); row 2: 5·7
+    let f = |p: &Vec<Tensor>, idx: &Tensor| p[0].scatter_reduce(0, idx, &p[1], ScatterReduce::Prod, true).sum_all();
+    let (g, _, ()) = grad(f)(&vec![x, src], &idx);
+    assert_eq!(g[0].to_vec::<f32>().unwrap(), vec![0.0, 0.0, 7.0]);
+    assert_eq!(g[1].to_vec::<f32>().unwrap(), vec![6.0, 0.0, 0.0, 0.0, 5.0]);
+}
+
+/// scatter_reduce amax/amin: the gradient is split evenly among the
+/// operands equal to the result (self included when it is an operand), as
+/// PyTorch's; forward mode gives the mean of their tangents.
+#[test]
+fn scatter_amax_gradient_is_split_among_ties() {
+    use wgrad::ScatterReduce;
+    let d = dev();
+    let x = Tensor::from_slice(d, &[3.0f32, 1.0, 5.0], &[3]);
+    let src = Tensor::from_slice(d, &[3.0f32, 2.0, 3.0, 1.0, 4.0], &[5]);
+    let idx = Tensor::from_slice(d, &[0u32, 0, 0, 1, 1], &[5]);
+    let g_of = |reduce, include| {
+        let f = move |p: &Vec<Tensor>, idx: &Tensor| {
+            (p[0].scatter_reduce(0, idx, &p[1], reduce, include) * Tensor::arange(dev(), 1.0, 4.0, 1.0)).sum_all()
+        };
+        let (g, _, ()) = grad(f)(&vec![x.clone(), src.clone()], &idx);
+        (g[0].to_vec::<f32>().unwrap(), g[1].to_vec::<f32>().unwrap())
+    };
+    // row 0: max(3 | 3, 2, 3) — three ties share weight 1; row 1: max(1 | 1, 4) = 4;
+    // row 2: no source, self kept
+    assert_eq!(g_of(ScatterReduce::Amax, true), (vec![1.0 / 3.0, 0.0, 3.0], vec![1.0 / 3.0, 0.0, 1.0 / 3.0, 0.0, 2.0]));
+    // without self: row 0's two sources share; row 1: min(1, 4) = 1
+    assert_eq!(g_of(ScatterReduce::Amin, false), (vec![0.0, 0.0, 3.0], vec![0.0, 1.0, 0.0, 2.0, 0.0]));
+    let (_, t) = jvp(
+        |p: &Vec<Tensor>| p[0].scatter_reduce(0, &idx, &p[1], ScatterReduce::Amax, true),
+        &vec![x.clone(), src.clone()],
+        &vec![
+            Tensor::from_slice(d, &[3.0f32, 0.0, 1.0], &[3]),
+            Tensor::from_slice(d, &[6.0f32, 100.0, 0.0, 0.0, 7.0], &[5]),
+        ],
+    );
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![3.0, 7.0, 1.0]);
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use wgrad::{DType, GradcheckOptions, Norm, Tensor, grad, gradcheck, hvp, hvp_rev, jvp};
+use wgrad::{DType, GradcheckOptions, Norm, ScatterReduce, Tensor, grad, gradcheck, hvp, hvp_rev, jvp};
 
 type GpuFn = fn(&[Tensor]) -> Tensor;
 type RefFn = fn(&[Array]) -> Array;
@@ -129,6 +129,27 @@ const CASES: &[Case] = &[
     Case { name: "index_select", shapes: &[&[4, 3]], gpu: |x| x[0].index_select(0, &idx_u32(&[3, 0, 3, 1], &[4])), cpu: |x| x[0].index_select(0, &[3, 0, 3, 1]), lo: -2.0, hi: 2.0, away: false },
     Case { name: "gather",   shapes: &[&[3, 4]],    gpu: |x| x[0].gather(1, &idx_u32(&[0, 0, 3, 2, 1, 1], &[3, 2])), cpu: |x| x[0].gather(1, &Array::new(&[3, 2], vec![0.0, 0.0, 3.0, 2.0, 1.0, 1.0])), lo: -2.0, hi: 2.0, away: false },
     Case { name: "scatter_add", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_add(0, &idx_u32(&[0, 2, 2, 2, 0, 1, 0, 0], &[4, 2]), &x[1]), cpu: |x| x[0].scatter_add(0, &Array::new(&[4, 2], vec![0.0, 2.0, 2.0, 2.0, 0.0, 1.0, 0.0, 0.0]), &x[1]), lo: -2.0, hi: 2.0, away: false },
+    // layout and indexing: flip, roll, repeat, views with steps, triangles, scatters
+    Case { name: "flip",     shapes: &[&[3, 4]],    gpu: |x| x[0].flip(&[0, 1]),         cpu: |x| x[0].flip(&[0, 1]),       lo: -2.0, hi: 2.0, away: false },
+    Case { name: "roll",     shapes: &[&[3, 4]],    gpu: |x| x[0].roll(&[-1, 5], &[1, 0]), cpu: |x| x[0].roll(&[-1, 5], &[1, 0]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "repeat",   shapes: &[&[3, 2]],    gpu: |x| x[0].repeat(&[2, 1, 3]),    cpu: |x| x[0].repeat(&[2, 1, 3]),  lo: -2.0, hi: 2.0, away: false },
+    Case { name: "chunk",    shapes: &[&[5, 2]],    gpu: |x| { let c = x[0].chunk(2, 0); Tensor::cat(&[&c[1], &c[0]], 0) }, cpu: |x| Array::cat(&[&x[0].narrow(0, 3, 2), &x[0].narrow(0, 0, 3)], 0), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "slice",    shapes: &[&[3, 7]],    gpu: |x| x[0].slice(1, 1, 7, 3).square(), cpu: |x| x[0].slice(1, 1, 7, 3).map(|v| v * v), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "diagonal", shapes: &[&[2, 3, 4]], gpu: |x| x[0].diagonal(1, 2, 1).square(), cpu: |x| x[0].diagonal(1, 2, 1).map(|v| v * v), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "diag vec", shapes: &[&[3]],       gpu: |x| x[0].diag(-1).square(),     cpu: |x| x[0].diag_matrix(-1).map(|v| v * v), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "diag mat", shapes: &[&[4, 4]],    gpu: |x| x[0].diag(1),               cpu: |x| x[0].diagonal(1, 0, 1),   lo: -2.0, hi: 2.0, away: false },
+    Case { name: "tril",     shapes: &[&[2, 3, 4]], gpu: |x| x[0].tril(1),               cpu: |x| x[0].triangle(1, false),  lo: -2.0, hi: 2.0, away: false },
+    Case { name: "triu",     shapes: &[&[3, 4]],    gpu: |x| x[0].triu(-1),              cpu: |x| x[0].triangle(-1, true),  lo: -2.0, hi: 2.0, away: false },
+    Case { name: "index_add", shapes: &[&[3, 2], &[3, 4]], gpu: |x| x[0].index_add(1, &idx_u32(&[1, 0, 1, 1], &[4]), &x[1]), cpu: |x| x[0].index_add(1, &[1, 0, 1, 1], &x[1]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter sum",  shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Sum, false), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "sum", false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter mean", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Mean, true), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "mean", true), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter mean -self", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Mean, false), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "mean", false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter prod", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Prod, true), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "prod", true), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter prod -self", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Prod, false), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "prod", false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter amax", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Amax, true), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "amax", true), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "scatter amin -self", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_reduce(0, &idx_u32(&SCATTER_IDX, &[4, 2]), &x[1], ScatterReduce::Amin, false), cpu: |x| x[0].scatter_reduce(0, &scatter_idx(), &x[1], "amin", false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "index_put", shapes: &[&[3, 4, 2], &[4, 2]], gpu: |x| x[0].index_put(&[&idx_u32(&[2, 0, 2, 1], &[4]), &idx_u32(&[3, 1, 3, 0], &[4])], &x[1], false), cpu: |x| x[0].index_put(&[&[2, 0, 2, 1], &[3, 1, 3, 0]], &x[1], false), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "index_put acc", shapes: &[&[3, 4, 2], &[4, 2]], gpu: |x| x[0].index_put(&[&idx_u32(&[2, 0, 2, 1], &[4]), &idx_u32(&[3, 1, 3, 0], &[4])], &x[1], true), cpu: |x| x[0].index_put(&[&[2, 0, 2, 1], &[3, 1, 3, 0]], &x[1], true), lo: -2.0, hi: 2.0, away: false },
     Case { name: "contiguous", shapes: &[&[3, 4]],  gpu: |x| x[0].t().contiguous(),     cpu: |x| x[0].t(),                lo: -2.0, hi: 2.0, away: false },
 ];
 
@@ -141,6 +162,14 @@ fn var_ref(x: &Array, axes: &[usize], correction: usize, keepdim: bool) -> Array
     let n: usize = axes.iter().map(|&d| x.shape[d]).product();
     let mean = x.mean(axes, true);
     x.zip(&mean, |v, m| (v - m) * (v - m)).sum(axes, keepdim).map(|s| s / (n - correction) as f64)
+}
+
+/// Destinations along axis 0 of a [3, 2] tensor for a [4, 2] source: row 0
+/// gets three sources in column 1, row 2 none in column 0.
+const SCATTER_IDX: [u32; 8] = [0, 0, 1, 0, 0, 2, 1, 0];
+
+fn scatter_idx() -> Array {
+    Array::new(&[4, 2], SCATTER_IDX.iter().map(|&i| i as f64).collect())
 }
 
 fn inputs(rng: &mut Rng, case: &Case) -> Vec<Array> {
@@ -254,6 +283,12 @@ fn second_derivatives_match_the_reference() {
         "norm L2",
         "norm Inf",
         "norm Fro",
+        "slice",
+        "diagonal",
+        "diag vec",
+        "scatter prod",
+        "scatter prod -self",
+        "scatter mean",
     ];
     for case in CASES.iter().filter(|c| names.contains(&c.name)) {
         let xs = inputs(&mut rng, case);

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use common::*;
 use wgrad::nn::{self, ConvOptions, Reduction};
 use wgrad::optim::Optimizer;
-use wgrad::{CustomKernel, DType, Device, Norm, Tensor, compile, grad, hvp, value_and_grad, vjp};
+use wgrad::{CustomKernel, DType, Device, Norm, ScatterReduce, Tensor, compile, grad, hvp, value_and_grad, vjp};
 
 thread_local! {
     /// (location, message) of every panic on this thread while capturing.
@@ -311,4 +311,34 @@ fn views_of_many_dimensions_work() {
     d.set_check_finite(true);
     assert_eq!((&xt * 1.0).sum_all().item::<f32>().unwrap(), data.iter().sum::<f32>());
     d.set_check_finite(false);
+}
+
+#[test]
+fn layout_and_indexing_ops() {
+    let d = device();
+    let a = Tensor::zeros(d, &[2, 3]);
+    let v = Tensor::zeros(d, &[4]);
+    let idx = Tensor::from_slice(d, &[0u32, 1], &[2]);
+    mistake!(&["flip", "axis 2", "[2, 3]"], a.flip(&[2]));
+    mistake!(&["flip", "repeated axis"], a.flip(&[1, -1]));
+    mistake!(&["roll", "2 shifts", "1 axes"], a.roll(&[1, 2], &[0]));
+    mistake!(&["roll", "one shift"], a.roll(&[1, 2], &[]));
+    mistake!(&["repeat", "[2, 3]", "rank 2"], a.repeat(&[2]));
+    mistake!(&["split", "size 0"], a.split(0, 1));
+    mistake!(&["split_with_sizes", "[1, 1]", "[2, 3]"], a.split_with_sizes(&[1, 1], 1));
+    mistake!(&["chunk", "0 chunks"], a.chunk(0, 0));
+    mistake!(&["slice", "step 0", "[2, 3]"], a.slice(1, 0, 3, 0));
+    mistake!(&["slice", "axis 5"], a.slice(5, 0, 3, 1));
+    mistake!(&["diagonal", "both axis 1"], a.diagonal(0, 1, -1));
+    mistake!(&["diag", "vector or a matrix", "[1, 2, 3]"], Tensor::zeros(d, &[1, 2, 3]).diag(0));
+    mistake!(&["tril", "rank ≥ 2", "[4]"], v.tril(0));
+    mistake!(&["triu", "rank ≥ 2"], v.triu(0));
+    mistake!(&["index_add", "do not fit", "[2, 3]"], a.index_add(1, &idx, &a));
+    mistake!(&["index_add", "u32 or i32"], a.index_add(1, &a, &a));
+    mistake!(&["scatter_reduce", "share a shape"], a.scatter_reduce(0, &idx, &a, ScatterReduce::Amax, true));
+    mistake!(&["scatter_reduce", "f32"], idx.scatter_reduce(0, &idx, &idx, ScatterReduce::Sum, true));
+    mistake!(&["index_put", "3 index tensors", "[2, 3]"], a.index_put(&[&idx, &idx, &idx], &v, false));
+    let three = Tensor::from_slice(d, &[0u32, 1, 2], &[3]);
+    mistake!(&["index_put", "do not broadcast together"], a.index_put(&[&idx, &three], &v, false));
+    mistake!(&["index_put", "[4]", "[2, 3]"], a.index_put(&[&idx], &v, true));
 }

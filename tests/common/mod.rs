@@ -3,6 +3,7 @@
 //! tolerance checks whose bounds come from the arithmetic of each op.
 #![allow(dead_code)]
 
+pub mod indexing;
 pub mod reference;
 
 use std::sync::OnceLock;
