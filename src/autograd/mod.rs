@@ -81,7 +81,7 @@ pub(crate) fn multilinear_jvp(
         let t = tangents[i]?;
         let mut args = inputs.to_vec();
         args[i] = t;
-        Some(crate::ops::apply(prim.clone(), &args))
+        Some(apply(Arc::new(prim.clone()), &args))
     });
     let first = terms.next()?;
     Some(terms.fold(first, |acc, t| &acc + &t))

@@ -10,6 +10,7 @@
 //! (whose sort and topk compose index's gather); pool2d, index, random,
 //! creation and custom on top of elementwise and layout.
 
+mod arrange;
 pub(crate) mod conv;
 mod creation;
 pub(crate) mod custom;

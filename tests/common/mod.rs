@@ -125,3 +125,52 @@ pub fn panic_of(f: std::panic::AssertUnwindSafe<impl FnOnce()>) -> (String, Stri
         .unwrap_or_default();
     (msg, LOCATION.with(|c| c.borrow().clone()))
 }
+
+/// Views of `a` as the GPU sees them: the plain upload, a transposed view and
+/// a narrowed view with an offset (the latter two are not contiguous).
+pub fn views(a: &Array) -> Vec<(String, Tensor, Array)> {
+    let mut out = vec![("contiguous".to_string(), upload(a), a.clone())];
+    if a.shape.len() >= 2 {
+        let r = a.shape.len();
+        // Upload the transpose, then view it transposed back: same values, strided.
+        let t = upload(&a.t()).t();
+        out.push(("transposed".into(), t, a.clone()));
+        // a inside a wider array, at start 1 (no row aligned to four
+        // elements) and at start 4 with rows of a multiple of four where a's
+        // are (aligned: the four-wide loads of matmul apply)
+        for (extra, start) in [(3, 1), (8, 4)] {
+            let mut wide = a.shape.clone();
+            wide[r - 1] += extra;
+            let mut big = Array::new(&wide, (0..wide.iter().product()).map(|i| (i % 17) as f64 - 8.0).collect());
+            let n = a.shape[r - 1];
+            for i in 0..a.numel() {
+                let (row, col) = (i / n, i % n);
+                big.data[row * wide[r - 1] + start + col] = a.data[i];
+            }
+            out.push((format!("narrowed at {start}"), upload(&big).narrow(-1, start, n), a.clone()));
+        }
+    }
+    out
+}
+
+pub fn mask(x: bool) -> f64 {
+    x as u8 as f64
+}
+
+/// `f` applied to each row along `axis` of a dense array.
+pub fn along(x: &Array, axis: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Array {
+    let n = x.shape[axis];
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let outer: usize = x.shape[..axis].iter().product();
+    let mut out = x.clone();
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * n + k) * inner + i;
+            let row: Vec<f64> = (0..n).map(|k| x.data[at(k)]).collect();
+            for (k, v) in f(&row).into_iter().enumerate() {
+                out.data[at(k)] = v;
+            }
+        }
+    }
+    out
+}
