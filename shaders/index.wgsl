@@ -114,12 +114,12 @@ fn scatter(i: u32, reduce: u32, from_self: bool, include: bool) {
     let si = p.str_idx[p.axis / 4u][p.axis % 4u];
     // coords() added the output's axis coordinate to c.idx; remove it.
     let idx0 = c.idx - c.along * si;
-    let inf = bitcast<f32>(0x7f800000u);
+    // (inf() from a variable: a browser's WGSL compiler rejects an infinite constant)
     var acc = 0.0;
     switch reduce {
         case PROD: { acc = 1.0; }
-        case AMAX: { acc = -inf; }
-        case AMIN: { acc = inf; }
+        case AMAX: { acc = -inf(); }
+        case AMIN: { acc = inf(); }
         default: {}
     }
     if include {

@@ -671,3 +671,25 @@ fn reductions_take_the_chains_around_them() {
     let two_pass = |s: &Tensor, x: &Tensor| vec![(x - s).abs().sum_all().log()];
     assert_eq!(reduction_case(&d, &long.narrow(1, 0, 20000).contiguous(), &(&long * 0.5), two_pass), 2);
 }
+
+#[test]
+fn a_chain_whose_values_nothing_reads_runs_nowhere() {
+    // An unused branch after a reduction or a matmul: a fused kernel that
+    // stores nothing would be invalid WGSL (a size-0 array), and the work is
+    // dead anyway. Only the reduction or product and the output run.
+    let d = own_device();
+    d.manual_seed(6);
+    let s = Tensor::randn(&d, &[2, 3]);
+    let x = Tensor::randn(&d, &[2, 3]);
+    let after_sum = |_: &Tensor, x: &Tensor| {
+        let _dead = (x.sum(&[1], false).tanh() + 2.0).sinh();
+        vec![x * 2.0]
+    };
+    assert_eq!(reduction_case(&d, &s, &x, after_sum), 2);
+    let after_matmul = |_: &Tensor, x: &Tensor| {
+        let _dead = x.matmul(&x.t()).tanh() + 2.0;
+        vec![x * 2.0]
+    };
+    assert_eq!(reduction_case(&d, &s, &x, after_matmul), 2);
+}
+

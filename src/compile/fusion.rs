@@ -224,6 +224,12 @@ pub(super) fn fuse(
     for (gi, g) in groups.iter().enumerate() {
         let last = *g.last().expect("non-empty");
         let infos = infos_of(g);
+        // a chain whose values nothing reads (a step's unused branch) is
+        // dead: it stores nothing, so it runs nowhere
+        if members(&infos, None, last).iter().all(|m| m.out.is_none()) {
+            g.iter().for_each(|&j| skip[j] = true);
+            continue;
+        }
         // a chain reading a matmul's product or a reduction's results just
         // before it runs in that node, as its epilogue
         match producer(&nodes, &accesses, g).map(|i| (i, &nodes[i])) {
