@@ -3,7 +3,10 @@
 use proptest::prelude::{Strategy, any, prop};
 
 use crate::common::{Array, Rng};
-use crate::program::{BinaryFn::*, Op, Program, ReduceFn::*, ScalarFn::*, UnaryFn::*, numel, out_shape, try_broadcast};
+use crate::program::{
+    BinaryFn::*, Equation, Op, Program, ReduceFn::*, ScalarFn::*, ScanFn::*, UnaryFn::*, numel, out_shape,
+    try_broadcast,
+};
 
 // ---- the generator ----------------------------------------------------------------
 
@@ -23,7 +26,32 @@ fn magnitude(op: &Op, m: &[f64], s: &[Vec<usize>]) -> f64 {
         Op::Unary(Tanh | Sigmoid | Sin, _) => 1.0,
         Op::Unary(Exp, x) => m[x].exp(),
         Op::Unary(Square, x) => m[x] * m[x],
-        Op::Unary(Relu | Abs, x) => m[x],
+        Op::Unary(Relu | Abs | Silu | Mish, x) => m[x], // |x·σ(x)|, |x·tanh(·)| ≤ |x|
+        Op::Unary(Atan, _) => std::f64::consts::FRAC_PI_2,
+        Op::Unary(Asinh, x) => m[x].asinh(),
+        Op::Unary(Softsign, _) => 1.0,
+        Op::Unary(Logsigmoid, x) => m[x] + std::f64::consts::LN_2,
+        Op::Unary(Expm1, x) => m[x].exp_m1().max(1.0),
+        Op::Unary(Log1p, x) => m[x].ln_1p(),
+        Op::Unary(Sinh, x) => m[x].sinh(),
+        Op::Clamp { x, lo, hi } => m[x].min(lo.abs().max(hi.abs())),
+        Op::Lerp { a, b, w } => (1.0 - w).abs() * m[a] + w.abs() * m[b],
+        Op::Scan { x, f, axis } => {
+            let n = s[x][axis] as f64;
+            match f {
+                Cumsum => n * m[x],
+                Cumprod => m[x].powf(n),
+                Logcumsumexp => m[x] + n.ln(),
+            }
+        }
+        Op::Sort { x, .. } | Op::Topk { x, .. } => m[x],
+        Op::Einsum(eq, ref xs) => match eq {
+            Equation::BatchedMatmul | Equation::TransposeContract => {
+                *s[xs[0]].last().expect("rank ≥ 2") as f64 * m[xs[0]] * m[xs[1]]
+            }
+            Equation::Diagonal => m[xs[0]],
+            Equation::Outer => m[xs[0]] * m[xs[1]],
+        },
         Op::Binary(Add | Sub, a, b) => m[a] + m[b],
         Op::Binary(Mul, a, b) => m[a] * m[b],
         Op::Binary(Maximum, a, b) => m[a].max(m[b]),
@@ -115,7 +143,7 @@ impl Builder {
     fn step(&mut self, [kind, operand, seed]: Step) {
         let x = self.pick(operand);
         let r = &mut Rng::new((u64::from(seed) << 20) | u64::from(kind));
-        let done = match kind % 18 {
+        let done = match kind % 22 {
             0..=2 => false, // a unary map, below
             3 | 4 => self.binary(x, r),
             5 => self.scalar(x, r),
@@ -129,7 +157,11 @@ impl Builder {
             14 => self.matmul(x, r),
             15 => self.index(x, r),
             16 => self.pad(x, r),
-            _ => self.cat(x, r),
+            17 => self.cat(x, r),
+            18 => self.clamp_or_lerp(x, r),
+            19 => self.scan(x, r),
+            20 => self.sort(x, r),
+            _ => self.einsum(x, r),
         };
         if !done {
             self.unary(x, r);
@@ -137,34 +169,60 @@ impl Builder {
     }
 
     fn unary(&mut self, x: usize, r: &mut Rng) {
-        let f = [Tanh, Sigmoid, Exp, Sin, Square, Relu, Abs][r.below(7)];
+        const FNS: [crate::program::UnaryFn; 16] = [
+            Tanh, Sigmoid, Exp, Sin, Square, Relu, Abs, Atan, Asinh, Silu, Mish, Softsign, Logsigmoid, Expm1, Log1p,
+            Sinh,
+        ];
+        let f = FNS[r.below(FNS.len())];
+        // where tests/ops.rs bounds the error (and exp stays small)
         let limit = match f {
-            Exp => 4.0,
-            Sin => 3.0,
+            Exp | Expm1 => 4.0,
+            Sin | Sinh => 3.0,
+            Mish => 5.0,
+            Silu => 8.0,
             Square => 30.0,
-            Tanh | Sigmoid | Relu | Abs => f64::INFINITY,
+            _ => f64::INFINITY,
         };
-        let x = if self.mags[x] > limit { self.squash(x) } else { x };
+        let mut x = if self.mags[x] > limit { self.squash(x) } else { x };
+        if f == Log1p && !self.non_negative(x) {
+            // log1p(x²) or log1p(σ(x)): 1 + x ≥ 1
+            x = if r.below(2) == 0 {
+                self.push(Op::Unary(Sigmoid, x))
+            } else {
+                let x = if self.mags[x] > 5.0 { self.squash(x) } else { x };
+                self.push(Op::Unary(Square, x))
+            };
+        }
         self.push(Op::Unary(f, x));
     }
 
-    /// x ⊕ y with a value y that broadcasts with x, or a fresh input whose
-    /// shape is x's with leading dims dropped and some dims set to 1.
-    fn binary(&mut self, x: usize, r: &mut Rng) -> bool {
+    /// Whether value `x` is ≥ 0 by construction.
+    fn non_negative(&self, x: usize) -> bool {
+        matches!(self.ops[x], Op::Unary(Sigmoid | Exp | Square | Relu | Abs, _) | Op::Softmax { log: false, .. })
+    }
+
+    /// A value that broadcasts with x, or a fresh input whose shape is x's
+    /// with leading dims dropped and some dims set to 1.
+    fn partner(&mut self, x: usize, r: &mut Rng) -> usize {
         let fits = |s: &[usize], t: &[usize]| {
             try_broadcast(s, t).is_some_and(|b| b.len() <= MAX_RANK && numel(&b) <= MAX_NUMEL)
         };
         let partners: Vec<usize> = (0..self.ops.len()).filter(|&y| fits(&self.shapes[x], &self.shapes[y])).collect();
         let fresh = usize::from(self.can_add_input());
         let k = r.below(partners.len() + fresh);
-        let y = if k < partners.len() {
+        if k < partners.len() {
             partners[k]
         } else {
             let s = &self.shapes[x];
             let drop = r.below(s.len() + 1);
             let shape = s[drop..].iter().map(|&n| if r.below(3) == 0 { 1 } else { n }).collect();
             self.input(shape)
-        };
+        }
+    }
+
+    /// x ⊕ y with a partner y.
+    fn binary(&mut self, x: usize, r: &mut Rng) -> bool {
+        let y = self.partner(x, r);
         let (a, b) = if r.below(2) == 0 { (x, y) } else { (y, x) };
         match [Add, Sub, Mul, Div, Maximum][r.below(5)] {
             Div => {
@@ -327,6 +385,98 @@ impl Builder {
         let j = r.below(partners.len() + fresh);
         let y = if j < partners.len() { partners[j] } else { self.input(weight) };
         self.push_bounded(vec![x, y], MAX_MAG, |o| Op::Matmul(o[0], o[1]));
+        true
+    }
+
+    /// clamp with scalar bounds, or lerp towards a partner with a scalar weight.
+    fn clamp_or_lerp(&mut self, x: usize, r: &mut Rng) -> bool {
+        if r.below(2) == 0 {
+            let (lo, hi) = [(-0.5, 0.5), (-1.0, 2.0), (0.0, 1.0), (-2.0, 0.25)][r.below(4)];
+            self.push(Op::Clamp { x, lo, hi });
+        } else {
+            let y = self.partner(x, r);
+            let (a, b) = if r.below(2) == 0 { (x, y) } else { (y, x) };
+            let w = [0.25, 0.5, 0.75, -0.5, 1.5][r.below(5)];
+            self.push_bounded(vec![a, b], MAX_MAG, |o| Op::Lerp { a: o[0], b: o[1], w });
+        }
+        true
+    }
+
+    /// cumsum, cumprod (of values bounded by 1) or logcumsumexp along a
+    /// random axis.
+    fn scan(&mut self, x: usize, r: &mut Rng) -> bool {
+        let rank = self.shapes[x].len();
+        if rank == 0 {
+            return false;
+        }
+        let (axis, f) = (r.below(rank), [Cumsum, Cumprod, Logcumsumexp][r.below(3)]);
+        let x = if f == Cumprod { self.squash(x) } else { x };
+        self.push_bounded(vec![x], MAX_MAG, |o| Op::Scan { x: o[0], f, axis });
+        true
+    }
+
+    /// The sorted values, or the values of topk, along a random axis.
+    fn sort(&mut self, x: usize, r: &mut Rng) -> bool {
+        let s = &self.shapes[x];
+        if s.is_empty() {
+            return false;
+        }
+        let axis = r.below(s.len());
+        let flag = r.below(2) == 0;
+        if r.below(2) == 0 {
+            self.push(Op::Sort { x, axis, descending: flag });
+        } else {
+            let k = 1 + r.below(s[axis]);
+            self.push(Op::Topk { x, k, axis, largest: flag });
+        }
+        true
+    }
+
+    /// An einsum whose equation fits x: `ii->i` on x narrowed to a square,
+    /// `i,j->ij`, `ij,kj->ik` or `...ij,...jk->...ik` with a value of a
+    /// fitting shape or a fresh input.
+    fn einsum(&mut self, x: usize, r: &mut Rng) -> bool {
+        let s = self.shapes[x].clone();
+        let eq = match s.len() {
+            0 => return false,
+            1 => Equation::Outer,
+            2 if r.below(3) == 0 => {
+                let n = s[0].min(s[1]);
+                let x = if s[0] != s[1] {
+                    self.push(Op::Narrow { x, axis: usize::from(s[1] > n), start: 0, len: n })
+                } else {
+                    x
+                };
+                self.push(Op::Einsum(Equation::Diagonal, vec![x]));
+                return true;
+            }
+            2 if r.below(2) == 0 => Equation::TransposeContract,
+            _ => Equation::BatchedMatmul,
+        };
+        let rank = s.len();
+        let partner_shape = |t: &[usize]| match eq {
+            Equation::Outer => t.len() == 1 && t[0] * s[0] <= MAX_NUMEL,
+            Equation::TransposeContract => t.len() == 2 && t[1] == s[1] && s[0] * t[0] <= MAX_NUMEL,
+            _ => {
+                t.len() == rank
+                    && t[..rank - 2] == s[..rank - 2]
+                    && t[rank - 2] == s[rank - 1]
+                    && numel(&s) / s[rank - 1] * t[rank - 1] <= MAX_NUMEL
+            }
+        };
+        let partners: Vec<usize> = (0..self.ops.len()).filter(|&y| partner_shape(&self.shapes[y])).collect();
+        let fresh = match eq {
+            Equation::Outer => vec![1 + r.below(5)],
+            Equation::TransposeContract => vec![1 + r.below(5), s[1]],
+            _ => [&s[..s.len() - 2], &[s[s.len() - 1], 1 + r.below(5)]].concat(),
+        };
+        let fresh_fits = self.can_add_input() && numel(&fresh) <= MAX_NUMEL && partner_shape(&fresh);
+        if partners.is_empty() && !fresh_fits {
+            return false;
+        }
+        let k = r.below(partners.len() + usize::from(fresh_fits));
+        let y = if k < partners.len() { partners[k] } else { self.input(fresh) };
+        self.push_bounded(vec![x, y], MAX_MAG, |o| Op::Einsum(eq, o.to_vec()));
         true
     }
 

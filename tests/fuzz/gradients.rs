@@ -2,8 +2,11 @@
 //! differences.
 
 use crate::common::Array;
-use crate::program::{BinaryFn::*, Op, Program, ReduceFn::*, ScalarFn::*, UnaryFn::*, numel};
-use crate::reference::{Analysis, HALF, Kernels, SIN_ABS, TINY, ULP, abs, exp_err, keep, prod, quot, zeros, zip};
+use crate::program::{BinaryFn::*, Equation, Op, Program, ReduceFn::*, ScalarFn::*, ScanFn, UnaryFn::*, numel};
+use crate::reference::{
+    Analysis, Bounded, HALF, Kernels, LOG_ABS, SIN_ABS, TINY, ULP, abs, along, column, exp_err, keep, prod, quot,
+    sort_indices, zeros, zip,
+};
 
 // ---- the f64 reference: gradients and their error bounds ---------------------------
 
@@ -55,6 +58,38 @@ fn backward(op: &Op, v: &[Array], e: &[Array], i: usize, g: &Array, eg: &Array, 
         Op::Input(_) => vec![],
         Op::Unary(f, x) => {
             let (xv, ex) = (&v[*x], &e[*x]);
+            // the new rows' rules, as wgrad writes them (src/ir/elementwise.rs)
+            let (gb, xb, yb) = (Bounded::new(g, eg, k), Bounded::new(xv, ex, k), Bounded::new(y, ey, k));
+            let rule = match f {
+                // g/(x² + 1)
+                Atan => Some(gb.div(&xb.square().plus(1.0))),
+                // g·rsqrt(x² + 1)
+                Asinh => Some(gb.mul(&xb.square().plus(1.0).rsqrt())),
+                // g·(s·(x·(1 − s) + 1)), s = σ(x)
+                Silu => {
+                    let s = xb.sigmoid();
+                    Some(gb.mul(&s.mul(&xb.mul(&s.from(1.0)).plus(1.0))))
+                }
+                // g·(t + x·(1 − t²)·σ(x)), t = tanh(softplus x)
+                Mish => {
+                    let t = xb.softplus().tanh();
+                    Some(gb.mul(&t.add(&xb.mul(&t.square().from(1.0)).mul(&xb.sigmoid()))))
+                }
+                // g/(|x| + 1)²
+                Softsign => Some(gb.div(&xb.abs().plus(1.0).square())),
+                // g·σ(−x)
+                Logsigmoid => Some(gb.mul(&xb.neg().sigmoid())),
+                // g·(y + 1)
+                Expm1 => Some(gb.mul(&yb.plus(1.0))),
+                // g/(x + 1)
+                Log1p => Some(gb.div(&xb.plus(1.0))),
+                // g·cosh x
+                Sinh => Some(gb.mul(&xb.cosh())),
+                _ => None,
+            };
+            if let Some(c) = rule {
+                return one(*x, c.v, c.e);
+            }
             // d = f'(x) as the GPU computes it, with its error
             let (d, ed) = match f {
                 // 1 − y·y: two roundings
@@ -89,6 +124,7 @@ fn backward(op: &Op, v: &[Array], e: &[Array], i: usize, g: &Array, eg: &Array, 
                         Contribution { to: *x, g: c, e: err },
                     ];
                 }
+                _ => unreachable!("ruled above"),
             };
             let (c, err) = times(&d, &ed);
             one(*x, c, err)
@@ -203,22 +239,74 @@ fn backward(op: &Op, v: &[Array], e: &[Array], i: usize, g: &Array, eg: &Array, 
             }
         }
         Op::Matmul(a, b) => {
-            let (av, bv, ea, eb) = (&v[*a], &v[*b], &e[*a], &e[*b]);
-            // dA = G·Bᵀ (dots of length n), dB = Aᵀ·G (length m), each then
-            // summed over broadcast batches (r terms): ≤ (len + r)·u·Σ|terms|
-            let (m, n) = (g.shape[g.shape.len() - 2] as f64, g.shape[g.shape.len() - 1] as f64);
-            let mm = |p: &Array, q: &Array| p.matmul_with_scale(q).0;
-            let (ca, sa) = g.matmul_with_scale(&bv.t());
-            let ea2 = mm(eg, &abs(&bv.t())) + mm(&abs(g), &eb.t()) + mm(eg, &eb.t());
-            let (cb, sb) = av.t().matmul_with_scale(g);
-            let eb2 = mm(&abs(&av.t()), eg) + mm(&ea.t(), &abs(g)) + mm(&ea.t(), eg);
-            let batched = |c: Array, err: Array, scale: Array, len: f64, to: usize| {
-                let reps = (c.numel() / v[to].numel()) as f64;
-                let (c, err) = unbroadcast(c, err, &v[to].shape);
-                let scale = sum_to(&scale, &v[to].shape);
-                Contribution { to, g: c, e: err + scale * ((len + reps) * HALF) + TINY }
-            };
-            vec![batched(ca, ea2, sa, n, *a), batched(cb, eb2, sb, m, *b)]
+            let [(ca, ea2), (cb, eb2)] = matmul_backward(&v[*a], &e[*a], &v[*b], &e[*b], g, eg);
+            vec![Contribution { to: *a, g: ca, e: ea2 }, Contribution { to: *b, g: cb, e: eb2 }]
+        }
+        // the gradient to x where lo ≤ x ≤ hi (two where_: exact)
+        Op::Clamp { x, lo, hi } => {
+            let inside = v[*x].map(|x| f64::from(u8::from(*lo <= x && x <= *hi)));
+            one(*x, g * &inside, eg * &inside)
+        }
+        // y = a + s, s = d·w, d = b − a: ∂a = g (from the sum) and −g·w
+        // (from the difference), ∂b = g·w
+        Op::Lerp { a, b, w } => {
+            let gw = Bounded::new(g, eg, k).times(*w);
+            vec![
+                to_operand(*a, g.clone(), eg.clone()),
+                to_operand(*a, &gw.v * -1.0, gw.e.clone()),
+                to_operand(*b, gw.v, gw.e),
+            ]
+        }
+        Op::Scan { x, f, axis } => {
+            let (c, err) = scan_backward(*f, &v[*x], &e[*x], y, ey, g, eg, *axis, k);
+            one(*x, c, err)
+        }
+        // a gather of the sorted positions (no near-ties: the GPU's order is
+        // the reference's)
+        Op::Sort { x, axis, descending } => {
+            let idx = sort_indices(&v[*x], *axis, *descending, v[*x].shape[*axis]);
+            one_scatter(*x, &v[*x].shape, *axis, &idx, g, eg)
+        }
+        Op::Topk { x, k: top, axis, largest } => {
+            let idx = sort_indices(&v[*x], *axis, *largest, *top);
+            one_scatter(*x, &v[*x].shape, *axis, &idx, g, eg)
+        }
+        Op::Einsum(eq, xs) => {
+            let (av, ea) = (&v[xs[0]], &e[xs[0]]);
+            match eq {
+                Equation::BatchedMatmul => {
+                    let [(ca, ea2), (cb, eb2)] = matmul_backward(av, ea, &v[xs[1]], &e[xs[1]], g, eg);
+                    vec![Contribution { to: xs[0], g: ca, e: ea2 }, Contribution { to: xs[1], g: cb, e: eb2 }]
+                }
+                // a matmul with the second operand read transposed
+                Equation::TransposeContract => {
+                    let [(ca, ea2), (cb, eb2)] = matmul_backward(av, ea, &v[xs[1]].t(), &e[xs[1]].t(), g, eg);
+                    vec![Contribution { to: xs[0], g: ca, e: ea2 }, Contribution { to: xs[1], g: cb.t(), e: eb2.t() }]
+                }
+                // (g·I) expanded: g on the diagonal, exactly
+                Equation::Diagonal => {
+                    let n = g.shape[0];
+                    let on = |a: &Array| {
+                        Array::new(
+                            &[n, n],
+                            (0..n * n).map(|i| if i % (n + 1) == 0 { a.data[i / n] } else { 0.0 }).collect(),
+                        )
+                    };
+                    one(xs[0], on(g), on(eg))
+                }
+                // a broadcast product [i, 1]·[j]: as Mul
+                Equation::Outer => {
+                    let (bv, eb) = (&v[xs[1]], &e[xs[1]]);
+                    let (ca, ea2) = times(bv, eb);
+                    let (cb, eb2) = times(&column(av), &column(ea));
+                    let (ca, ea2) = unbroadcast(ca, ea2, &[av.shape[0], 1]);
+                    let (cb, eb2) = unbroadcast(cb, eb2, &bv.shape);
+                    vec![
+                        Contribution { to: xs[0], g: ca.reshape(&av.shape), e: ea2.reshape(&av.shape) },
+                        Contribution { to: xs[1], g: cb, e: eb2 },
+                    ]
+                }
+            }
         }
         Op::Gather { x, axis, idx } => one_scatter(*x, &v[*x].shape, *axis, idx, g, eg),
         Op::IndexSelect { x, axis, idx } => {
@@ -243,6 +331,123 @@ fn backward(op: &Op, v: &[Array], e: &[Array], i: usize, g: &Array, eg: &Array, 
             out
         }
     }
+}
+
+/// The VJP of a matmul a·b (batched, broadcast) with the bounds of its
+/// error: dA = G·Bᵀ (dots of length n), dB = Aᵀ·G (length m), each then
+/// summed over broadcast batches (r terms): ≤ (len + r)·u·Σ|terms|.
+fn matmul_backward(av: &Array, ea: &Array, bv: &Array, eb: &Array, g: &Array, eg: &Array) -> [(Array, Array); 2] {
+    let (m, n) = (g.shape[g.shape.len() - 2] as f64, g.shape[g.shape.len() - 1] as f64);
+    let mm = |p: &Array, q: &Array| p.matmul_with_scale(q).0;
+    let (ca, sa) = g.matmul_with_scale(&bv.t());
+    let ea2 = mm(eg, &abs(&bv.t())) + mm(&abs(g), &eb.t()) + mm(eg, &eb.t());
+    let (cb, sb) = av.t().matmul_with_scale(g);
+    let eb2 = mm(&abs(&av.t()), eg) + mm(&ea.t(), &abs(g)) + mm(&ea.t(), eg);
+    let batched = |c: Array, err: Array, scale: Array, len: f64, shape: &[usize]| {
+        let reps = (c.numel() / numel(shape)) as f64;
+        let (c, err) = unbroadcast(c, err, shape);
+        let scale = sum_to(&scale, shape);
+        (c, err + scale * ((len + reps) * HALF) + TINY)
+    };
+    [batched(ca, ea2, sa, n, &av.shape), batched(cb, eb2, sb, m, &bv.shape)]
+}
+
+/// The VJP of a scan along `axis`, ∂x_i = Σ_{k≥i} g_k·J_ki (J the row's
+/// Jacobian, lower triangular), with the bound of the GPU's error in it.
+/// Where wgrad's rule reads x (cumprod, logcumsumexp), J is off by at most
+/// J⁺ − |J|, J⁺ its bound at operands moved by their errors; g's errors
+/// carry over through J⁺; and the rounding errors are relative to
+/// Σ_k |ĝ_k|·J⁺_ki.
+#[allow(clippy::too_many_arguments)]
+fn scan_backward(
+    f: ScanFn,
+    x: &Array,
+    ex: &Array,
+    y: &Array,
+    ey: &Array,
+    g: &Array,
+    eg: &Array,
+    axis: usize,
+    k: Kernels,
+) -> (Array, Array) {
+    let extra = k.extra_ulps();
+    let row = |r: &[Vec<f64>]| {
+        let [x, ex, y, ey, g, eg] = [&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]];
+        let n = x.len();
+        let (mut grad, mut err) = (vec![0.0; n], vec![0.0; n]);
+        for i in 0..n {
+            let cnt = (n - i) as f64;
+            // J_ki and J⁺_ki for k ≥ i
+            let (mut j, mut jp): (Vec<f64>, Vec<f64>) = match f {
+                ScanFn::Cumsum => (vec![1.0; n], vec![1.0; n]),
+                ScanFn::Cumprod => {
+                    let mut j = x[..i].iter().product::<f64>();
+                    let mut jp = (0..i).map(|l| x[l].abs() + ex[l]).product::<f64>();
+                    (0..n)
+                        .map(|l| {
+                            if l > i {
+                                j *= x[l];
+                                jp *= x[l].abs() + ex[l];
+                            }
+                            (j, jp)
+                        })
+                        .unzip()
+                }
+                ScanFn::Logcumsumexp => {
+                    (0..n).map(|l| ((x[i] - y[l]).exp(), (x[i] + ex[i] - y[l] + ey[l]).exp())).unzip()
+                }
+            };
+            for l in 0..i {
+                (j[l], jp[l]) = (0.0, 0.0);
+            }
+            grad[i] = (i..n).map(|l| g[l] * j[l]).sum();
+            let carried: f64 = (i..n).map(|l| eg[l] * jp[l] + g[l].abs() * (jp[l] - j[l].abs())).sum();
+            let scale: f64 = (i..n).map(|l| (g[l].abs() + eg[l]) * jp[l]).sum();
+            err[i] = carried
+                + match f {
+                    // the scan the other way: cnt − 1 roundings ≤ u·Σ|g|
+                    ScanFn::Cumsum => (cnt - 1.0) * HALF * scale + TINY,
+                    // (Π_{j<i} x_j)·B_i, B from the linear recurrence: each
+                    // term takes ≤ 3 roundings per ⊕ on its path (< n of them),
+                    // the prefix < n more, the product one (in a fused kernel
+                    // one ULP more); underflows add TINY each (factors ≤ 1)
+                    ScanFn::Cumprod => (3.0 * n as f64 * HALF + extra * ULP) * scale + 3.0 * n as f64 * TINY,
+                    // exp(x_i + lse_{k≥i}(log ĝ_k − y_k)) per sign of g, then
+                    // the difference of the two parts
+                    ScanFn::Logcumsumexp => {
+                        let terms: Vec<usize> = (i..n).filter(|&l| g[l].abs() + eg[l] > 0.0).collect();
+                        if terms.is_empty() {
+                            0.0
+                        } else {
+                            // |log ĝ|, and |log ĝ − y|
+                            let lg = |l: usize| {
+                                let (hi, lo) = (g[l].abs() + eg[l], (g[l].abs() - eg[l]).max(TINY));
+                                hi.ln().abs().max(lo.ln().abs())
+                            };
+                            let z = |l: usize| lg(l) + y[l].abs();
+                            // each term's exponent: log (2⁻²¹, or 3 ULP), − y (½ ULP)
+                            let term = terms
+                                .iter()
+                                .map(|&l| LOG_ABS + (3.0 + extra) * ULP * lg(l) + (0.5 + extra) * ULP * z(l))
+                                .fold(0.0, f64::max);
+                            // the reverse scan: per step 2⁻²¹ + 10u + u·M (the
+                            // forward's analysis), M ≤ max|z| + ln cnt
+                            let m = terms.iter().map(|&l| z(l)).fold(0.0, f64::max) + cnt.ln();
+                            let lse = cnt * (LOG_ABS + 10.0 * HALF + HALF * m);
+                            // t = x_i + lse (½ ULP), |t| ≤ |x_i| + M; exp: (3 + 2|t|) ULP
+                            let t = x[i].abs() + m;
+                            let delta = term + lse + (0.5 + extra) * ULP * t;
+                            let theta = delta.exp_m1() + (3.0 + 2.0 * t + extra) * ULP;
+                            theta * scale + (0.5 + extra) * ULP * grad[i].abs() + TINY
+                        }
+                    }
+                };
+        }
+        vec![grad, err]
+    };
+    let mut out = along(&[x, ex, y, ey, g, eg], axis, x.shape[axis], row);
+    let err = out.pop().expect("two rows");
+    (out.pop().expect("two rows"), err)
 }
 
 /// The adjoint of a gather: g summed into the positions `idx` names (k

@@ -4,11 +4,17 @@
 //! from 1–3 inputs of rank 0–3 (dims 1..=5, data uniform in [−2, 2));
 //! matmul weights and broadcasting partners add inputs on the way (at most
 //! 6). The ops: tanh, sigmoid, exp (of values below 4), sin (below 3),
-//! square, relu, abs; maximum, +, −, × with broadcasting, ÷ by 1.5 + sigmoid(·); × and + with
-//! scalars; permute (as transpose/t when one swap), narrow, reshape, expand,
+//! square, relu, abs, atan, asinh, silu (below 8), mish (below 5), softsign,
+//! logsigmoid, expm1 (below 4), log1p (of x² or sigmoid(x)), sinh (below
+//! 3); maximum, +, −, × with broadcasting, ÷ by 1.5 + sigmoid(·); × and +
+//! with scalars; clamp with scalar bounds, lerp with a scalar weight;
+//! permute (as transpose/t when one swap), narrow, reshape, expand,
 //! unsqueeze, pad, cat; sum, mean, max and logsumexp over random axes (with
-//! or without keepdim, rarely none); softmax and log_softmax; matmul
-//! (batched, broadcast); gather and index_select with random indices.
+//! or without keepdim, rarely none); softmax and log_softmax; cumsum,
+//! cumprod (of values below 1) and logcumsumexp along a random axis; the
+//! values of sort and topk; matmul (batched, broadcast); einsum
+//! (`...ij,...jk->...ik`, `ij,kj->ik`, `ii->i`, `i,j->ij`); gather and
+//! index_select with random indices.
 //! Values stay below 1000 in magnitude (tanh is inserted where an op would
 //! exceed it). The output y is reduced to the loss L = Σ w·y with fixed
 //! random weights w. Every case checks:
@@ -19,8 +25,8 @@
 //! 2. gradients: ∂L/∂(each input) from `grad`, elementwise, against central
 //!    differences of the f64 loss (h = 1e-6) and against the gradient of a
 //!    reverse pass over the f64 reference, which also carries the bound on
-//!    the GPU's error. Skipped when a max or maximum has a near-tie or a
-//!    relu or abs an operand near 0 (kinks);
+//!    the GPU's error. Skipped when a max, maximum or sort has a near-tie
+//!    or a relu, abs or clamp an operand near its kink;
 //! 3. compiled: the same `grad` step under `compile`, traced and replayed:
 //!    both runs against the reference within the bounds of fused kernels
 //!    (one more ULP per elementwise op: a fused kernel may contract a·b + c
@@ -92,6 +98,8 @@ impl Stats {
                 Op::Binary(f, ..) => format!("{f:?}"),
                 Op::Scalar(f, ..) => format!("{f:?}"),
                 Op::Reduce { f, .. } => format!("{f:?}"),
+                Op::Scan { f, .. } => format!("{f:?}"),
+                Op::Einsum(eq, _) => format!("Einsum({})", eq.spec()),
                 Op::Softmax { log: true, .. } => "LogSoftmax".into(),
                 other => format!("{other:?}").split(['(', ' ']).next().unwrap_or_default().to_string(),
             };

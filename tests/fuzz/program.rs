@@ -23,6 +23,53 @@ pub(crate) enum UnaryFn {
     Square,
     Relu,
     Abs,
+    Atan,
+    Asinh,
+    /// Only on values bounded by 8, where tests/ops.rs bounds its error.
+    Silu,
+    /// Only on values bounded by 5 (tests/ops.rs).
+    Mish,
+    Softsign,
+    Logsigmoid,
+    /// Only on values bounded by 4, as exp.
+    Expm1,
+    /// Only on values ≥ 0 (the generator squares or takes sigmoid first).
+    Log1p,
+    /// Only on values bounded by 3 (tests/ops.rs bounds it on 5).
+    Sinh,
+}
+
+/// Scans along one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScanFn {
+    Cumsum,
+    /// Only on values bounded by 1: no prefix grows or amplifies an error.
+    Cumprod,
+    Logcumsumexp,
+}
+
+/// einsum equations the generator fits to the current shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Equation {
+    /// `...ij,...jk->...ik` on equal batch dims: one batched matmul.
+    BatchedMatmul,
+    /// `ij,kj->ik`: one matmul reading the second operand transposed.
+    TransposeContract,
+    /// `ii->i` on a square value: the diagonal, exactly.
+    Diagonal,
+    /// `i,j->ij`: one broadcast product.
+    Outer,
+}
+
+impl Equation {
+    pub(crate) fn spec(self) -> &'static str {
+        match self {
+            Equation::BatchedMatmul => "...ij,...jk->...ik",
+            Equation::TransposeContract => "ij,kj->ik",
+            Equation::Diagonal => "ii->i",
+            Equation::Outer => "i,j->ij",
+        }
+    }
 }
 
 /// Broadcasting binary maps.
@@ -57,6 +104,7 @@ pub(crate) enum ReduceFn {
 use BinaryFn::*;
 use ReduceFn::*;
 use ScalarFn::*;
+use ScanFn::*;
 use UnaryFn::*;
 
 /// One op; operands are indices of earlier values.
@@ -113,6 +161,38 @@ pub(crate) enum Op {
         xs: Vec<usize>,
         axis: usize,
     },
+    /// Scalar bounds, lo < hi, exact in f32. Kinks at the bounds: programs
+    /// with an operand near one skip the gradient check.
+    Clamp {
+        x: usize,
+        lo: f64,
+        hi: f64,
+    },
+    /// a + w·(b − a), a and b broadcasting, w a scalar exact in f32.
+    Lerp {
+        a: usize,
+        b: usize,
+        w: f64,
+    },
+    Scan {
+        x: usize,
+        f: ScanFn,
+        axis: usize,
+    },
+    /// The sorted values (stable). Near-ties skip the gradient check.
+    Sort {
+        x: usize,
+        axis: usize,
+        descending: bool,
+    },
+    /// The values of topk (the first k of the stable sort).
+    Topk {
+        x: usize,
+        k: usize,
+        axis: usize,
+        largest: bool,
+    },
+    Einsum(Equation, Vec<usize>),
 }
 
 /// A program: input shapes, ops (value i is the result of op i; the last
@@ -189,6 +269,15 @@ impl fmt::Display for Program {
             let text = match op {
                 Op::Input(j) => format!("input {j}"),
                 Op::Unary(u, x) => format!("{u:?}(v{x})").to_lowercase(),
+                Op::Clamp { x, lo, hi } => format!("clamp(v{x}, {lo:?}, {hi:?})"),
+                Op::Lerp { a, b, w } => format!("lerp(v{a}, v{b}, {w:?})"),
+                Op::Scan { x, f, axis } => format!("{}(v{x}, axis {axis})", format!("{f:?}").to_lowercase()),
+                Op::Sort { x, axis, descending } => format!("sort(v{x}, axis {axis}, descending {descending})"),
+                Op::Topk { x, k, axis, largest } => format!("topk(v{x}, k {k}, axis {axis}, largest {largest})"),
+                Op::Einsum(eq, xs) => {
+                    let xs: Vec<String> = xs.iter().map(|x| format!("v{x}")).collect();
+                    format!("einsum(\"{}\", [{}])", eq.spec(), xs.join(", "))
+                }
                 Op::Binary(Maximum, x, y) => format!("maximum(v{x}, v{y})"),
                 Op::Binary(b, x, y) => {
                     let sym = ["+", "-", "*", "/"][*b as usize];
@@ -241,6 +330,9 @@ fn rust(op: &Op) -> String {
         Op::IndexSelect { x, axis, idx } => format!("IndexSelect {{ x: {x}, axis: {axis}, idx: {} }}", v(idx)),
         Op::Pad { x, pads, value } => format!("Pad {{ x: {x}, pads: vec!{pads:?}, value: {value:?} }}"),
         Op::Cat { xs, axis } => format!("Cat {{ xs: {}, axis: {axis} }}", v(xs)),
+        Op::Clamp { x, lo, hi } => format!("Clamp {{ x: {x}, lo: {lo:?}, hi: {hi:?} }}"),
+        Op::Lerp { a, b, w } => format!("Lerp {{ a: {a}, b: {b}, w: {w:?} }}"),
+        Op::Einsum(eq, xs) => format!("Einsum(Equation::{eq:?}, {})", v(xs)),
         other => format!("{other:?}"),
     };
     format!("Op::{text}")
@@ -283,8 +375,29 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 pub(crate) fn out_shape(op: &Op, s: &[Vec<usize>], inputs: &[Vec<usize>]) -> Vec<usize> {
     match op {
         Op::Input(j) => inputs[*j].clone(),
-        Op::Unary(_, x) | Op::Scalar(_, _, x) | Op::Softmax { x, .. } => s[*x].clone(),
-        Op::Binary(_, a, b) => try_broadcast(&s[*a], &s[*b]).expect("operands broadcast"),
+        Op::Unary(_, x)
+        | Op::Scalar(_, _, x)
+        | Op::Softmax { x, .. }
+        | Op::Clamp { x, .. }
+        | Op::Scan { x, .. }
+        | Op::Sort { x, .. } => s[*x].clone(),
+        Op::Topk { x, k, axis, .. } => {
+            let mut t = s[*x].clone();
+            t[*axis] = *k;
+            t
+        }
+        Op::Einsum(eq, xs) => match eq {
+            Equation::BatchedMatmul => {
+                let (sa, sb) = (&s[xs[0]], &s[xs[1]]);
+                let mut t = sa[..sa.len() - 1].to_vec();
+                t.push(sb[sb.len() - 1]);
+                t
+            }
+            Equation::TransposeContract => vec![s[xs[0]][0], s[xs[1]][0]],
+            Equation::Diagonal => vec![s[xs[0]][0]],
+            Equation::Outer => vec![s[xs[0]][0], s[xs[1]][0]],
+        },
+        Op::Binary(_, a, b) | Op::Lerp { a, b, .. } => try_broadcast(&s[*a], &s[*b]).expect("operands broadcast"),
         Op::Permute(x, p) => p.iter().map(|&d| s[*x][d]).collect(),
         Op::Narrow { x, axis, len, .. } => {
             let mut t = s[*x].clone();
@@ -334,7 +447,26 @@ fn gpu_op(op: &Op, v: &[Tensor], inputs: &[Tensor]) -> Tensor {
             Square => v[*x].square(),
             Relu => v[*x].relu(),
             Abs => v[*x].abs(),
+            Atan => v[*x].atan(),
+            Asinh => v[*x].asinh(),
+            Silu => v[*x].silu(),
+            Mish => v[*x].mish(),
+            Softsign => v[*x].softsign(),
+            Logsigmoid => v[*x].logsigmoid(),
+            Expm1 => v[*x].expm1(),
+            Log1p => v[*x].log1p(),
+            Sinh => v[*x].sinh(),
         },
+        Op::Clamp { x, lo, hi } => v[*x].clamp(*lo, *hi),
+        Op::Lerp { a, b, w } => v[*a].lerp(&v[*b], *w),
+        Op::Scan { x, f, axis } => match f {
+            Cumsum => v[*x].cumsum(ax(*axis)),
+            Cumprod => v[*x].cumprod(ax(*axis)),
+            Logcumsumexp => v[*x].logcumsumexp(ax(*axis) - ax(v[*x].rank())), // a negative axis too
+        },
+        Op::Sort { x, axis, descending } => v[*x].sort(ax(*axis), *descending).0,
+        Op::Topk { x, k, axis, largest } => v[*x].topk(*k, ax(*axis), *largest).0,
+        Op::Einsum(eq, xs) => Tensor::einsum(eq.spec(), &xs.iter().map(|&x| &v[x]).collect::<Vec<_>>()),
         Op::Binary(f, a, b) => match f {
             Add => &v[*a] + &v[*b],
             Sub => &v[*a] - &v[*b],

@@ -2,7 +2,7 @@
 //! bounds.
 
 use crate::common::{Array, EPS};
-use crate::program::{BinaryFn::*, Op, Program, ReduceFn::*, ScalarFn::*, UnaryFn::*, reduced};
+use crate::program::{BinaryFn::*, Equation, Op, Program, ReduceFn::*, ScalarFn::*, ScanFn::*, UnaryFn::*, reduced};
 
 // ---- error model ---------------------------------------------------------------
 //
@@ -32,7 +32,9 @@ pub(crate) const TINY: f64 = f32::MIN_POSITIVE as f64;
 /// WGSL sin and cos: absolute error 2⁻¹¹ on [−π, π].
 pub(crate) const SIN_ABS: f64 = 1.0 / 2048.0;
 /// WGSL log: absolute error 2⁻²¹ on [0.5, 2] (3 ULP elsewhere).
-const LOG_ABS: f64 = 1.0 / (1u32 << 21) as f64;
+pub(crate) const LOG_ABS: f64 = 1.0 / (1u32 << 21) as f64;
+/// A Lipschitz constant of silu and of mish: max |f′| is 1.0998 and 1.0885.
+const SILU_MISH_SLOPE: f64 = 1.1;
 
 /// Bound on one rounding of `y` by an op accurate to `ulps` ULP.
 fn rounding(y: &Array, ulps: f64) -> Array {
@@ -127,6 +129,90 @@ fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `f` applied to the rows along `axis` of the arrays `xs` (of one shape):
+/// it gets one row of each and returns rows of `len` elements, one per
+/// output array (of `xs[0]`'s shape with `len` along the axis).
+pub(crate) fn along(xs: &[&Array], axis: usize, len: usize, f: impl Fn(&[Vec<f64>]) -> Vec<Vec<f64>>) -> Vec<Array> {
+    let shape = &xs[0].shape;
+    let n = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    let mut out_shape = shape.clone();
+    out_shape[axis] = len;
+    let mut out: Vec<Array> = Vec::new();
+    for o in 0..outer {
+        for i in 0..inner {
+            let rows: Vec<Vec<f64>> =
+                xs.iter().map(|x| (0..n).map(|k| x.data[(o * n + k) * inner + i]).collect()).collect();
+            let results = f(&rows);
+            if out.is_empty() {
+                out = results.iter().map(|_| Array::full(&out_shape, 0.0)).collect();
+            }
+            for (a, r) in out.iter_mut().zip(results) {
+                for (k, value) in r.into_iter().enumerate() {
+                    a.data[(o * len + k) * inner + i] = value;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// numpy's logaddexp.
+fn logaddexp(a: f64, b: f64) -> f64 {
+    if a == b {
+        return a + std::f64::consts::LN_2;
+    }
+    a.max(b) + (-(a - b).abs()).exp().ln_1p()
+}
+
+/// An inclusive scan of one row, in order.
+pub(crate) fn scan_row(f: crate::program::ScanFn, row: &[f64]) -> Vec<f64> {
+    let mut acc = match f {
+        Cumsum => 0.0,
+        Cumprod => 1.0,
+        Logcumsumexp => f64::NEG_INFINITY,
+    };
+    let step = |acc: f64, v: f64| match f {
+        Cumsum => acc + v,
+        Cumprod => acc * v,
+        Logcumsumexp => logaddexp(acc, v),
+    };
+    row.iter()
+        .map(|&v| {
+            acc = step(acc, v);
+            acc
+        })
+        .collect()
+}
+
+/// The first `k` indices of a stable sort of each row along `axis` (as
+/// wgrad's argsort: equal elements keep their order in both directions).
+pub(crate) fn sort_indices(x: &Array, axis: usize, descending: bool, k: usize) -> Array {
+    let row = |r: &[Vec<f64>]| {
+        let mut order: Vec<usize> = (0..r[0].len()).collect();
+        let key = |i: &usize| if descending { -r[0][*i] } else { r[0][*i] };
+        // (−0 equals +0, as on the GPU; there are no NaNs)
+        order.sort_by(|i, j| key(i).partial_cmp(&key(j)).expect("no NaN"));
+        vec![order[..k].iter().map(|&i| i as f64).collect()]
+    };
+    along(&[x], axis, k, row).remove(0)
+}
+
+/// The diagonal of a square matrix.
+pub(crate) fn diagonal(a: &Array) -> Array {
+    Array::new(&a.shape[..1], (0..a.shape[0]).map(|i| a.at(&[i, i])).collect())
+}
+
+/// A vector as a column [n, 1].
+pub(crate) fn column(a: &Array) -> Array {
+    a.reshape(&[a.shape[0], 1])
+}
+
 /// The value of `op` given the earlier values `v` (or, for the linear data
 /// movement ops, their error bounds: those move the same way).
 pub(crate) fn eval(op: &Op, v: &[Array], inputs: &[Array]) -> Array {
@@ -141,8 +227,37 @@ pub(crate) fn eval(op: &Op, v: &[Array], inputs: &[Array]) -> Array {
                 Square => |x| x * x,
                 Relu => |x| x.max(0.0),
                 Abs => f64::abs,
+                Atan => f64::atan,
+                Asinh => f64::asinh,
+                Silu => |x| x * sigmoid(x),
+                Mish => |x| x * softplus(x).tanh(),
+                Softsign => |x| x / (1.0 + x.abs()),
+                Logsigmoid => |x| -softplus(-x),
+                Expm1 => f64::exp_m1,
+                Log1p => f64::ln_1p,
+                Sinh => f64::sinh,
             };
             v[*x].map(f)
+        }
+        Op::Clamp { x, lo, hi } => v[*x].map(|x| x.clamp(*lo, *hi)),
+        Op::Lerp { a, b, w } => &v[*a] + &((&v[*b] - &v[*a]) * *w),
+        Op::Scan { x, f, axis } => {
+            let row = |r: &[Vec<f64>]| vec![scan_row(*f, &r[0])];
+            along(&[&v[*x]], *axis, v[*x].shape[*axis], row).remove(0)
+        }
+        Op::Sort { x, axis, descending } => {
+            let n = v[*x].shape[*axis];
+            v[*x].gather(*axis, &sort_indices(&v[*x], *axis, *descending, n))
+        }
+        Op::Topk { x, k, axis, largest } => v[*x].gather(*axis, &sort_indices(&v[*x], *axis, *largest, *k)),
+        Op::Einsum(eq, xs) => {
+            let a = &v[xs[0]];
+            match eq {
+                Equation::BatchedMatmul => a.matmul_with_scale(&v[xs[1]]).0,
+                Equation::TransposeContract => a.matmul_with_scale(&v[xs[1]].t()).0,
+                Equation::Diagonal => diagonal(a),
+                Equation::Outer => column(a) * &v[xs[1]],
+            }
         }
         Op::Binary(f, a, b) => match f {
             Add => &v[*a] + &v[*b],
@@ -249,6 +364,166 @@ fn sigmoid_slope(x: f64) -> f64 {
     sigmoid(x) * (1.0 - sigmoid(x))
 }
 
+/// A value of a formula of several f32 ops (a VJP rule, a composition) with
+/// a bound on the GPU's error in it: each op propagates its operands'
+/// bounds as `prod` and `quot` do and adds its own rounding (one more ULP
+/// in fused kernels). The builtins carry WGSL's accuracies, or the ones
+/// tests/ops.rs derives for wgrad's own kernels.
+#[derive(Clone)]
+pub(crate) struct Bounded {
+    pub(crate) v: Array,
+    pub(crate) e: Array,
+    k: Kernels,
+}
+
+impl Bounded {
+    pub(crate) fn new(v: &Array, e: &Array, k: Kernels) -> Bounded {
+        Bounded { v: v.clone(), e: e.clone(), k }
+    }
+
+    /// `v` with the propagated error `moved` and a rounding of `ulps` ULP.
+    fn rounded(&self, v: Array, moved: Array, ulps: f64) -> Bounded {
+        let e = moved + self.k.rounding(&v, ulps);
+        Bounded { v, e, k: self.k }
+    }
+
+    pub(crate) fn add(&self, o: &Bounded) -> Bounded {
+        self.rounded(&self.v + &o.v, &self.e + &o.e, 0.5)
+    }
+
+    pub(crate) fn sub(&self, o: &Bounded) -> Bounded {
+        self.rounded(&self.v - &o.v, &self.e + &o.e, 0.5)
+    }
+
+    pub(crate) fn mul(&self, o: &Bounded) -> Bounded {
+        self.rounded(&self.v * &o.v, prod(&self.v, &self.e, &o.v, &o.e), 0.5)
+    }
+
+    /// WGSL x / y: 2.5 ULP
+    pub(crate) fn div(&self, o: &Bounded) -> Bounded {
+        self.rounded(&self.v / &o.v, quot(&self.v, &self.e, &o.v, &o.e), 2.5)
+    }
+
+    pub(crate) fn square(&self) -> Bounded {
+        self.mul(self)
+    }
+
+    /// x + c for an f32 scalar c
+    pub(crate) fn plus(&self, c: f64) -> Bounded {
+        self.rounded(&self.v + c, self.e.clone(), 0.5)
+    }
+
+    /// c − x for an f32 scalar c
+    pub(crate) fn from(&self, c: f64) -> Bounded {
+        self.rounded(self.v.map(|x| c - x), self.e.clone(), 0.5)
+    }
+
+    /// x·c for an f32 scalar c
+    pub(crate) fn times(&self, c: f64) -> Bounded {
+        self.rounded(&self.v * c, &self.e * c.abs(), 0.5)
+    }
+
+    /// −x and |x|: exact
+    pub(crate) fn neg(&self) -> Bounded {
+        Bounded { v: &self.v * -1.0, e: self.e.clone(), k: self.k }
+    }
+
+    pub(crate) fn abs(&self) -> Bounded {
+        Bounded { v: abs(&self.v), e: self.e.clone(), k: self.k }
+    }
+
+    /// A map with its value `y`, the bound `moved` on how far the operand's
+    /// error moves it, and its own error `own` (not counting the extra ULP
+    /// of fused kernels, which this adds).
+    fn map(&self, f: fn(f64) -> f64, moved: impl Fn(f64, f64) -> f64, own: impl Fn(f64, f64) -> f64) -> Bounded {
+        let y = self.v.map(f);
+        let e = zip(&self.v, &self.e, moved) + zip(&self.v, &y, own) + self.k.rounding(&y, 0.0);
+        Bounded { v: y, e, k: self.k }
+    }
+
+    /// exp(−|x|) with (3 + 2|x|) ULP, then 1 + e and one division (2.5
+    /// ULP): ≤ (9 + 2|x|) ULP of y; the slope falls away from 0
+    pub(crate) fn sigmoid(&self) -> Bounded {
+        self.map(
+            sigmoid,
+            |x, e| e * sigmoid_slope((x.abs() - e).max(0.0)),
+            |x, y| (9.0 + 2.0 * x.abs()) * ULP * y.abs(),
+        )
+    }
+
+    /// 16 ULP + 4·2⁻²³ absolute (tests/ops.rs); slope 1 − tanh² falls away from 0
+    pub(crate) fn tanh(&self) -> Bounded {
+        self.map(f64::tanh, |x, e| e * sech2((x.abs() - e).max(0.0)), |_, y| 16.0 * ULP * y.abs() + 4.0 * ULP)
+    }
+
+    /// max(x, 0) + log(1 + e), e = exp(−|x|): exp errs by ≤ (3 + 2|x|)·e ≤ 3
+    /// ULP absolute, 1 + e in [1, 2] rounds by ≤ 1 ULP absolute, log adds
+    /// 2⁻²¹ (slope ≤ 1 throughout); then ½ ULP for the sum. Slope σ(x).
+    pub(crate) fn softplus(&self) -> Bounded {
+        self.map(softplus, |x, e| e * sigmoid(x + e), |_, y| LOG_ABS + 4.0 * ULP + 0.5 * ULP * y.abs())
+    }
+
+    /// 1/√x: 2.5 ULP each (tests/ops.rs), on x > 0 beyond its error
+    pub(crate) fn rsqrt(&self) -> Bounded {
+        let f = |x: f64| 1.0 / x.sqrt();
+        self.map(f, move |x, e| f(x - e) - f(x), |_, y| 5.0 * ULP * y.abs())
+    }
+
+    /// 18 ULP on |x| ≤ 5 (tests/ops.rs); |cosh′| = |sinh| grows with |x|
+    pub(crate) fn cosh(&self) -> Bounded {
+        self.map(f64::cosh, |x, e| e * (x.abs() + e).sinh(), |_, y| 18.0 * ULP * y.abs())
+    }
+}
+
+/// The matmul a·b (batched, broadcast) of operands with bounds `ea`, `eb`:
+/// k FMAs: ≤ (k + 1)·u·Σ|a||b| (tests/ops.rs); and the operands' errors
+/// as in `prod`, summed over k.
+fn matmul_bound(a: &Array, ea: &Array, b: &Array, eb: &Array) -> Array {
+    let k = *a.shape.last().expect("rank ≥ 2") as f64;
+    let scale = a.matmul_with_scale(b).1;
+    let mm = |p: &Array, q: &Array| p.matmul_with_scale(q).0;
+    mm(ea, &abs(b)) + mm(&abs(a), eb) + mm(ea, eb) + scale * ((k + 1.0) * HALF) + TINY
+}
+
+/// Bounds of a scan's outputs along `axis` (see tests/scan_sort.rs): each
+/// output is a tree of fewer than k ⊕ over its prefix of k elements.
+fn scan_bound(f: crate::program::ScanFn, x: &Array, ex: &Array, axis: usize) -> Array {
+    let row = |r: &[Vec<f64>]| {
+        let (x, ex) = (&r[0], &r[1]);
+        let y = scan_row(f, x);
+        let out = (0..x.len()).map(|k| {
+            let steps = k as f64; // (k + 1 elements)
+            let prefix = 0..=k;
+            match f {
+                // Σ e_i, and each of the k roundings ≤ u·Σ|x_i|
+                Cumsum => {
+                    let s: f64 = prefix.clone().map(|i| x[i].abs()).sum();
+                    prefix.map(|i| ex[i]).sum::<f64>() + steps * HALF * s + TINY
+                }
+                // |Π x̂ − Π x| ≤ Π(|x| + e) − Π|x|; k roundings of u each
+                // (relative, or TINY where a product underflows: factors ≤ 1
+                // do not amplify it)
+                Cumprod => {
+                    let hi: f64 = prefix.clone().map(|i| x[i].abs() + ex[i]).product();
+                    let lo: f64 = prefix.map(|i| x[i].abs()).product();
+                    hi - lo + steps * (HALF * hi + TINY)
+                }
+                // inputs off by δ move it by ≤ Σ p·(e^|δ| − 1) (as in
+                // `lse_analysis`); each logaddexp step errs by ≤ 2⁻²¹ (log)
+                // + 10u (exp of a value ≤ 0, log1p's correction) + u·M, M the
+                // largest magnitude of a partial result (tests/scan_sort.rs)
+                Logcumsumexp => {
+                    let moved: f64 = prefix.clone().map(|i| (x[i] - y[k]).exp() * ex[i].exp_m1()).sum();
+                    let m = prefix.map(|i| x[i].abs()).fold(y[k].abs(), f64::max);
+                    moved + (steps + 1.0) * (LOG_ABS + 10.0 * HALF + HALF * m) + TINY
+                }
+            }
+        });
+        vec![out.collect()]
+    };
+    along(&[x, ex], axis, x.shape[axis], row).remove(0)
+}
+
 /// A bound on the GPU's error in the result `y` of `op`, given the values
 /// `v` and the bounds `e` of its operands: the propagated errors (exactly
 /// bounded, see `prod`) plus the op's own rounding (first order in u).
@@ -272,6 +547,76 @@ fn forward_bound(op: &Op, v: &[Array], e: &[Array], y: &Array, k: Kernels) -> Ar
                 Square => prod(x, ex, x, ex) + k.rounding(y, 0.5),
                 // exact, and 1-Lipschitz: the operand's error carries over
                 Relu | Abs => ex + &k.rounding(y, 0.0),
+                // own atan: 16 ULP (tests/ops.rs); slope 1/(1 + x²)
+                Atan => ex * &slope(x, ex, |x| 1.0 / (1.0 + x * x)) + k.rounding(y, 16.0),
+                // log1p after a sqrt and a division: 16 ULP and 2⁻²¹ absolute
+                // (tests/ops.rs: 4.8e-7); slope 1/√(1 + x²)
+                Asinh => ex * &slope(x, ex, |x| 1.0 / (1.0 + x * x).sqrt()) + k.rounding(y, 16.0) + LOG_ABS,
+                // x·σ(x): sigmoid's (9 + 2|x|) ULP (see Sigmoid) and ½ ULP
+                Silu => ex * SILU_MISH_SLOPE + abs(y) * &x.map(|x| (9.5 + 2.0 * x.abs()) * ULP) + k.rounding(y, 0.0),
+                // x·tanh(sp), sp = softplus(x) off by ≤ 2⁻²¹ + 4 ULP absolute +
+                // ½ ULP of sp (`Bounded::softplus`), through tanh (slope ≤ 1)
+                // and times x; tanh's own 16 ULP + 4·2⁻²³ times x; ½ ULP for
+                // the product (tests/ops.rs derives the same on |x| ≤ 5)
+                Mish => {
+                    let sp = x.map(softplus);
+                    let carried = abs(x) * &sp.map(|s| LOG_ABS + 4.0 * ULP + 0.5 * ULP * s + 4.0 * ULP);
+                    ex * SILU_MISH_SLOPE + carried + k.rounding(y, 16.5)
+                }
+                // 1 + |x| (½ ULP) and WGSL's division (2.5 ULP); slope 1/(1 + |x|)²
+                Softsign => ex * &slope(x, ex, |x| 1.0 / (1.0 + x).powi(2)) + k.rounding(y, 3.0),
+                // −softplus(−x): as `Bounded::softplus`; slope σ(−x)
+                Logsigmoid => zip(x, ex, |x, e| e * sigmoid(e - x)) + k.rounding(y, 0.5) + LOG_ABS + 4.0 * ULP,
+                // |x| < ½: a series, 8 ULP (tests/ops.rs, "expm1 tiny"); else
+                // exp's (3 + 2|x|) ULP of eˣ and ½ ULP for the − 1. Inputs off
+                // by δ: eˣ·|e^δ − 1|
+                Expm1 => {
+                    let ex_ = x.map(f64::exp);
+                    let own = zip(x, y, |x, y| {
+                        if x.abs() < 0.5 {
+                            8.0 * ULP * y.abs()
+                        } else {
+                            (3.0 + 2.0 * x.abs()) * ULP * x.exp() + 0.5 * ULP * y.abs()
+                        }
+                    });
+                    exp_err(&ex_, ex) + own + k.rounding(y, 0.0)
+                }
+                // x ≥ 0: a series below ½ (8 ULP, tests/ops.rs); else 1 + x
+                // rounds (½ ULP of it: ½·2⁻²³ after the log) and log errs by
+                // 2⁻²¹ on [0.5, 2], 3 ULP beyond. Inputs off by δ:
+                // log((1 + x)/(1 + x − |δ|))
+                Log1p => {
+                    let moved = zip(x, ex, |x, e| -(-e / (1.0 + x)).ln_1p());
+                    moved + k.rounding(y, 8.0) + LOG_ABS + 0.5 * ULP
+                }
+                // 18 ULP on |x| ≤ 5 (tests/ops.rs); slope cosh grows with |x|
+                Sinh => zip(x, ex, |x, e| e * (x.abs() + e).cosh()) + k.rounding(y, 18.0),
+            }
+        }
+        // selections, exact and 1-Lipschitz
+        Op::Clamp { x, .. } => &e[*x] + &k.rounding(y, 0.0),
+        // a + (b − a)·w: three roundings
+        Op::Lerp { a, b, w } => {
+            let (a, b) = (Bounded::new(&v[*a], &e[*a], k), Bounded::new(&v[*b], &e[*b], k));
+            a.add(&b.sub(&a).times(*w)).e
+        }
+        Op::Scan { x, f, axis } => scan_bound(*f, &v[*x], &e[*x], *axis),
+        // sorting is 1-Lipschitz in the max norm: each sorted value is off by
+        // at most the largest error in its row (the GPU may order differently
+        // elements closer than that)
+        Op::Sort { x, axis, .. } | Op::Topk { x, axis, .. } => {
+            let len = y.shape[*axis];
+            let row = |r: &[Vec<f64>]| vec![vec![r[0].iter().fold(0.0, |m: f64, &e| m.max(e)); len]];
+            along(&[&e[*x]], *axis, len, row).remove(0)
+        }
+        Op::Einsum(eq, xs) => {
+            let (a, ea) = (&v[xs[0]], &e[xs[0]]);
+            match eq {
+                Equation::BatchedMatmul => matmul_bound(a, ea, &v[xs[1]], &e[xs[1]]),
+                Equation::TransposeContract => matmul_bound(a, ea, &v[xs[1]].t(), &e[xs[1]].t()),
+                // x·I summed over a row: one exact term and exact zeros
+                Equation::Diagonal => diagonal(ea),
+                Equation::Outer => prod(&column(a), &column(ea), &v[xs[1]], &e[xs[1]]) + k.rounding(y, 0.5),
             }
         }
         Op::Binary(f, a, b) => {
@@ -327,15 +672,7 @@ fn forward_bound(op: &Op, v: &[Array], e: &[Array], y: &Array, k: Kernels) -> Ar
                 y * &rel + TINY
             }
         }
-        Op::Matmul(a, b) => {
-            let (a, b, ea, eb) = (&v[*a], &v[*b], &e[*a], &e[*b]);
-            let k = *a.shape.last().expect("rank ≥ 2") as f64;
-            // k FMAs: ≤ (k + 1)·u·Σ|a||b| (tests/ops.rs); and the operands'
-            // errors as in `prod`, summed over k
-            let scale = a.matmul_with_scale(b).1;
-            let mm = |p: &Array, q: &Array| p.matmul_with_scale(q).0;
-            mm(ea, &abs(b)) + mm(&abs(a), eb) + mm(ea, eb) + scale * ((k + 1.0) * HALF) + TINY
-        }
+        Op::Matmul(a, b) => matmul_bound(&v[*a], &e[*a], &v[*b], &e[*b]),
     }
 }
 
@@ -357,13 +694,32 @@ fn near_zero(x: &Array, ex: &Array) -> bool {
     x.data.iter().zip(&ex.data).any(|(&x, &e)| x.abs() <= 2.0 * e + 1e-4)
 }
 
+/// Two elements of a row within rounding (or finite-difference) reach of
+/// each other without being equal: the GPU may sort them the other way,
+/// and the loss has a kink there. (Equal ones are copies or constants,
+/// ordered alike by both stable sorts.)
+fn near_tie_in_rows(x: &Array, ex: &Array, axis: usize) -> bool {
+    let row = |r: &[Vec<f64>]| {
+        let (x, ex) = (&r[0], &r[1]);
+        let near = (0..x.len()).any(|i| {
+            (0..i).any(|j| {
+                let gap = (x[i] - x[j]).abs();
+                gap > 0.0 && gap <= 2.0 * (ex[i] + ex[j]) + 1e-4 * (1.0 + x[i].abs())
+            })
+        });
+        vec![vec![f64::from(u8::from(near))]]
+    };
+    along(&[x, ex], axis, 1, row).remove(0).data.iter().any(|&n| n > 0.0)
+}
+
 /// The reference analysis of a program on its data.
 pub(crate) struct Analysis {
     /// every value, exact
     pub(crate) values: Vec<Array>,
     /// bounds on the GPU's error in every value
     pub(crate) bounds: Vec<Array>,
-    /// a near-tie of a max (the gradient check is skipped)
+    /// a kink: a near-tie of a max or a sort, an operand of relu, abs or
+    /// clamp near its kink (the gradient check is skipped)
     pub(crate) kink: Option<usize>,
 }
 
@@ -378,6 +734,10 @@ pub(crate) fn analyse(p: &Program, xs: &[Array], k: Kernels) -> Analysis {
             Op::Reduce { x, f: Max, axes, .. } => near_tie(&values[*x], &bounds[*x], axes),
             Op::Unary(Relu | Abs, x) => near_zero(&values[*x], &bounds[*x]),
             Op::Binary(Maximum, a, b) => near_zero(&(&values[*a] - &values[*b]), &(&bounds[*a] + &bounds[*b])),
+            Op::Clamp { x, lo, hi } => {
+                near_zero(&(&values[*x] - *lo), &bounds[*x]) || near_zero(&(&values[*x] - *hi), &bounds[*x])
+            }
+            Op::Sort { x, axis, .. } | Op::Topk { x, axis, .. } => near_tie_in_rows(&values[*x], &bounds[*x], *axis),
             _ => false,
         };
         if near {

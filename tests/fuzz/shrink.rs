@@ -29,7 +29,7 @@ fn prune(p: &Program) -> Program {
 fn operands_mut(op: &mut Op) -> Vec<&mut usize> {
     match op {
         Op::Input(_) => vec![],
-        Op::Binary(_, a, b) | Op::Matmul(a, b) => vec![a, b],
+        Op::Binary(_, a, b) | Op::Matmul(a, b) | Op::Lerp { a, b, .. } => vec![a, b],
         Op::Unary(_, x)
         | Op::Scalar(_, _, x)
         | Op::Permute(x, _)
@@ -41,8 +41,12 @@ fn operands_mut(op: &mut Op) -> Vec<&mut usize> {
         | Op::Softmax { x, .. }
         | Op::Gather { x, .. }
         | Op::IndexSelect { x, .. }
-        | Op::Pad { x, .. } => vec![x],
-        Op::Cat { xs, .. } => xs.iter_mut().collect(),
+        | Op::Pad { x, .. }
+        | Op::Clamp { x, .. }
+        | Op::Scan { x, .. }
+        | Op::Sort { x, .. }
+        | Op::Topk { x, .. } => vec![x],
+        Op::Cat { xs, .. } | Op::Einsum(_, xs) => xs.iter_mut().collect(),
     }
 }
 
