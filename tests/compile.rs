@@ -692,4 +692,3 @@ fn a_chain_whose_values_nothing_reads_runs_nowhere() {
     };
     assert_eq!(reduction_case(&d, &s, &x, after_matmul), 2);
 }
-

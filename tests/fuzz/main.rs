@@ -51,6 +51,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bounds;
 mod check;
 mod generator;
 mod gradients;
