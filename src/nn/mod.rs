@@ -6,17 +6,17 @@
 //! `tanh`, `sigmoid`, `softplus`, `softmax`, `log_softmax`; `x.flatten(1, -1)`
 //! flattens all but the batch axis.
 
-pub mod init;
 mod conv;
+pub mod init;
 mod loss;
 mod norm;
 mod pool;
 
+pub use conv::{Conv1dOptions, ConvOptions, conv_transpose2d, conv1d, conv2d};
 pub use loss::{
     CrossEntropyOptions, Reduction, bce_loss, bce_with_logits, cross_entropy, cross_entropy_with, huber_loss, kl_div,
     l1_loss, log_multinomial_loss, mse_loss, nll_loss, smooth_l1_loss,
 };
-pub use conv::{Conv1dOptions, ConvOptions, conv_transpose2d, conv1d, conv2d};
 pub use norm::{group_norm, rms_norm};
 pub use pool::{
     PoolOptions, adaptive_avg_pool2d, avg_pool2d, avg_pool2d_with, global_avg_pool2d, max_pool2d, max_pool2d_with,

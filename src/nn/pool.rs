@@ -158,7 +158,10 @@ fn adaptive_weights(len: usize, out: usize) -> Vec<f32> {
 pub fn adaptive_avg_pool2d(x: &Tensor, out: (usize, usize)) -> Tensor {
     need_f32("adaptive_avg_pool2d", x);
     if x.rank() < 2 || out.0 == 0 || out.1 == 0 || x.dim(-2) == 0 || x.dim(-1) == 0 {
-        panic!("wgrad: adaptive_avg_pool2d: cannot pool input {:?} to {out:?} ([..., H, W] to non-empty (OH, OW))", x.shape());
+        panic!(
+            "wgrad: adaptive_avg_pool2d: cannot pool input {:?} to {out:?} ([..., H, W] to non-empty (OH, OW))",
+            x.shape()
+        );
     }
     let (h, w) = (x.dim(-2), x.dim(-1));
     if h % out.0 == 0 && w % out.1 == 0 {

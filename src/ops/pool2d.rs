@@ -143,7 +143,8 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
     let tiles = g.stride == g.kernel
         && g.padding == (0, 0)
         && g.dilation == (1, 1)
-        && g.h == g.oh * g.kernel.0 && g.w == g.ow * g.kernel.1;
+        && g.h == g.oh * g.kernel.0
+        && g.w == g.ow * g.kernel.1;
     let (kernel, total) = match kernel {
         PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, g.planes() * g.oh * g.ow),
         _ => (kernel, out.numel()),
