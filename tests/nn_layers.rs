@@ -428,11 +428,11 @@ fn ce_indices_ref(x: &Array, y: &[i64], w: Option<&Array>, ignore: i64, eps: f64
     let lp = x.log_softmax(1);
     let wc = |k: usize| w.map_or(1.0, |w| w.data[k]);
     let (mut per, mut denom) = (Array::full(&[n], 0.0), 0.0);
-    for i in 0..n {
-        if y[i] == ignore {
+    for (i, &yi) in y.iter().enumerate() {
+        if yi == ignore {
             continue;
         }
-        let yi = y[i] as usize;
+        let yi = yi as usize;
         let smooth: f64 = (0..c).map(|k| -wc(k) * lp.data[i * c + k]).sum();
         per.data[i] = (1.0 - eps) * -wc(yi) * lp.data[i * c + yi] + eps / c as f64 * smooth;
         denom += wc(yi);
