@@ -7,11 +7,14 @@
 // which are adjoint to each other. The argmax is the first maximum in
 // row-major window order (as PyTorch); padding never wins.
 // Average pooling divides by the full window size (padding counted as 0).
+// Window (i, j) reads rows i·sh − ph + a·dh, a < kh, and columns likewise
+// (dh, dw: the dilation).
 
 struct Pool {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kh: u32, kw: u32, sh: u32,
     sw: u32, ph: u32, pw: u32, total: u32,
+    dh: u32, dw: u32, _pad0: u32, _pad1: u32,
     // fast_div constants of OW, OH, W, H (integer division runs lane by
     // lane on CPU adapters)
     magic: vec4<u32>,
@@ -31,16 +34,27 @@ fn split(idx: u32, k: u32, rows: u32, cols: u32) -> vec3<u32> {
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// The window whose tap at offset `off` (a·dh) reads padded row `r`
+// (r + ph), i.e. i with i·s + off = r, or −1 if there is none below `n`.
+// One window per tap: the gradient kernels loop over the kh·kw taps.
+fn window_of(r: u32, off: u32, s: u32, n: u32) -> i32 {
+    if r < off { return -1; }
+    let t = r - off;
+    let i = t / s;
+    if i * s != t || i >= n { return -1; }
+    return i32(i);
+}
+
 // Flat input index of the first maximum of window (plane, i, j), or
 // 0xffffffff for a window entirely in the padding.
 fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
     var best = -inf();
     var at = 0xffffffffu;
     for (var a = 0u; a < p.kh; a++) {
-        let y = i32(i * p.sh + a) - i32(p.ph);
+        let y = i32(i * p.sh + a * p.dh) - i32(p.ph);
         if y < 0 || y >= i32(p.h) { continue; }
         for (var b = 0u; b < p.kw; b++) {
-            let xx = i32(j * p.sw + b) - i32(p.pw);
+            let xx = i32(j * p.sw + b * p.dw) - i32(p.pw);
             if xx < 0 || xx >= i32(p.w) { continue; }
             let k = (plane * p.h + u32(y)) * p.w + u32(xx);
             let val = x[k];
@@ -76,16 +90,15 @@ fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let plane = at_in.x;
     let r = at_in.y;
     let q = at_in.z;
-    // windows i with i·sh − ph ≤ r < i·sh − ph + kh
-    let i0 = u32(max(i32(r + p.ph) - i32(p.kh) + i32(p.sh), 0)) / p.sh;
-    let i1 = min((r + p.ph) / p.sh + 1u, p.oh);
-    let j0 = u32(max(i32(q + p.pw) - i32(p.kw) + i32(p.sw), 0)) / p.sw;
-    let j1 = min((q + p.pw) / p.sw + 1u, p.ow);
     var acc = 0.0;
-    for (var i = i0; i < i1; i++) {
-        for (var j = j0; j < j1; j++) {
-            if argmax_of(plane, i, j) == idx {
-                acc += v[(plane * p.oh + i) * p.ow + j];
+    for (var a = 0u; a < p.kh; a++) {
+        let i = window_of(r + p.ph, a * p.dh, p.sh, p.oh);
+        if i < 0 { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let j = window_of(q + p.pw, b * p.dw, p.sw, p.ow);
+            if j < 0 { continue; }
+            if argmax_of(plane, u32(i), u32(j)) == idx {
+                acc += v[(plane * p.oh + u32(i)) * p.ow + u32(j)];
             }
         }
     }
@@ -127,10 +140,10 @@ fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let j = at_out.z;
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
-        let y = i32(i * p.sh + a) - i32(p.ph);
+        let y = i32(i * p.sh + a * p.dh) - i32(p.ph);
         if y < 0 || y >= i32(p.h) { continue; }
         for (var b = 0u; b < p.kw; b++) {
-            let xx = i32(j * p.sw + b) - i32(p.pw);
+            let xx = i32(j * p.sw + b * p.dw) - i32(p.pw);
             if xx < 0 || xx >= i32(p.w) { continue; }
             acc += x[(plane * p.h + u32(y)) * p.w + u32(xx)];
         }
@@ -138,8 +151,8 @@ fn avg_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     out[idx] = acc / f32(p.kh * p.kw);
 }
 
-// x = g over the outputs; out over the inputs: each input receives g/k² from
-// every window that covers it.
+// x = g over the outputs; out over the inputs: each input receives
+// g/(kh·kw) from every window that covers it.
 @compute @workgroup_size(256)
 fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
@@ -149,14 +162,14 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     let plane = at_in.x;
     let r = at_in.y;
     let q = at_in.z;
-    let i0 = u32(max(i32(r + p.ph) - i32(p.kh) + i32(p.sh), 0)) / p.sh;
-    let i1 = min((r + p.ph) / p.sh + 1u, p.oh);
-    let j0 = u32(max(i32(q + p.pw) - i32(p.kw) + i32(p.sw), 0)) / p.sw;
-    let j1 = min((q + p.pw) / p.sw + 1u, p.ow);
     var acc = 0.0;
-    for (var i = i0; i < i1; i++) {
-        for (var j = j0; j < j1; j++) {
-            acc += x[(plane * p.oh + i) * p.ow + j];
+    for (var a = 0u; a < p.kh; a++) {
+        let i = window_of(r + p.ph, a * p.dh, p.sh, p.oh);
+        if i < 0 { continue; }
+        for (var b = 0u; b < p.kw; b++) {
+            let j = window_of(q + p.pw, b * p.dw, p.sw, p.ow);
+            if j < 0 { continue; }
+            acc += x[(plane * p.oh + u32(i)) * p.ow + u32(j)];
         }
     }
     out[idx] = acc / f32(p.kh * p.kw);

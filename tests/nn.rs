@@ -358,6 +358,7 @@ fn losses_match_reference() {
             Reduction::Mean => Array::new(&[], vec![a.data.iter().sum::<f64>() / a.numel() as f64]),
             Reduction::Sum => Array::new(&[], vec![a.data.iter().sum::<f64>()]),
             Reduction::None => a,
+            Reduction::BatchMean => Array::new(&[], vec![a.data.iter().sum::<f64>() / a.shape[0] as f64]),
         };
         let name = |n: &str| format!("{n} {red:?}");
         check_layer(

@@ -6,15 +6,24 @@
 //! `tanh`, `sigmoid`, `softplus`, `softmax`, `log_softmax`; `x.flatten(1, -1)`
 //! flattens all but the batch axis.
 
+mod conv;
 pub mod init;
 mod loss;
+mod norm;
+mod pool;
 
-pub use loss::{Reduction, bce_loss, bce_with_logits, cross_entropy, log_multinomial_loss, mse_loss, nll_loss};
+pub use conv::{Conv1dOptions, ConvOptions, conv_transpose2d, conv1d, conv2d};
+pub use loss::{
+    CrossEntropyOptions, Reduction, bce_loss, bce_with_logits, cross_entropy, cross_entropy_with, huber_loss, kl_div,
+    l1_loss, log_multinomial_loss, mse_loss, nll_loss, smooth_l1_loss,
+};
+pub use norm::{group_norm, rms_norm};
+pub use pool::{
+    PoolOptions, adaptive_avg_pool2d, avg_pool2d, avg_pool2d_with, global_avg_pool2d, max_pool2d, max_pool2d_with,
+};
 
 use crate::Params;
-use crate::ops::conv::ConvGeom;
-use crate::ops::pool2d::PoolGeom;
-use crate::ops::{need_f32, need_indices, same_device};
+use crate::ops::need_indices;
 use crate::tensor::Tensor;
 
 /// `x · wᵀ + b`, with `w` of shape [out, in] and `b` of shape `[out]` (PyTorch's
@@ -29,156 +38,6 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
         Some(b) => y + b,
         None => y,
     }
-}
-
-/// Options of [`conv2d`]: stride, zero padding and dilation (rows, columns),
-/// and the number of groups.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvOptions {
-    pub stride: (usize, usize),
-    pub padding: (usize, usize),
-    pub dilation: (usize, usize),
-    pub groups: usize,
-}
-
-impl Default for ConvOptions {
-    fn default() -> Self {
-        ConvOptions { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
-    }
-}
-
-impl ConvOptions {
-    /// The same stride along both axes.
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = (s, s);
-        self
-    }
-    /// The same zero padding along both axes.
-    pub fn padding(mut self, p: usize) -> Self {
-        self.padding = (p, p);
-        self
-    }
-    /// The same dilation along both axes.
-    pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = (d, d);
-        self
-    }
-    /// Channel groups (input and output channels must divide by it).
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-}
-
-/// 2-d convolution (cross-correlation, as PyTorch) of `x` [N, C, H, W] with
-/// `w` [O, C/groups, KH, KW], plus `b` `[O]`.
-///
-/// ```
-/// use wgrad::{nn, Device, Tensor};
-/// # let dev = Device::new()?;
-/// let x = Tensor::ones(&dev, &[1, 1, 4, 4]);
-/// let w = Tensor::ones(&dev, &[2, 1, 3, 3]);
-/// let y = nn::conv2d(&x, &w, None, nn::ConvOptions::default().padding(1));
-/// assert_eq!(y.shape(), &[1, 2, 4, 4]);
-/// assert_eq!(y.to_vec::<f32>()?[..4], [4.0, 6.0, 6.0, 4.0]);
-/// # Ok::<(), wgrad::Error>(())
-/// ```
-#[track_caller]
-pub fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, opts: ConvOptions) -> Tensor {
-    need_f32("conv2d", x);
-    need_f32("conv2d", w);
-    same_device("conv2d", &[x, w]);
-    // a macro, not a closure: the panic then names the caller's line
-    macro_rules! bad {
-        ($why:expr) => {
-            panic!("wgrad: conv2d: input {:?} and weight {:?} with {opts:?}: {}", x.shape(), w.shape(), $why)
-        };
-    }
-    if x.rank() != 4 || w.rank() != 4 {
-        bad!("input must be [N, C, H, W] and weight [O, C/groups, KH, KW]");
-    }
-    let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (o, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    let g = opts.groups;
-    if g == 0 || c % g != 0 || o % g != 0 || cg * g != c {
-        bad!("channels do not match the weight and groups");
-    }
-    if g > x.device().inner.limits.max_compute_workgroups_per_dimension as usize {
-        bad!("more groups than a dispatch holds (65,535 on most adapters)");
-    }
-    if opts.stride.0 == 0 || opts.stride.1 == 0 || opts.dilation.0 == 0 || opts.dilation.1 == 0 {
-        bad!("stride and dilation must be at least 1");
-    }
-    let span = |k: usize, d: usize| (k - 1) * d + 1;
-    let (eh, ew) = (h + 2 * opts.padding.0, wd + 2 * opts.padding.1);
-    if kh == 0 || kw == 0 || span(kh, opts.dilation.0) > eh || span(kw, opts.dilation.1) > ew {
-        bad!("the kernel is larger than the padded input");
-    }
-    let geom = ConvGeom {
-        n,
-        c,
-        h,
-        w: wd,
-        o,
-        oh: (eh - span(kh, opts.dilation.0)) / opts.stride.0 + 1,
-        ow: (ew - span(kw, opts.dilation.1)) / opts.stride.1 + 1,
-        kh,
-        kw,
-        stride: opts.stride,
-        padding: opts.padding,
-        dilation: opts.dilation,
-        groups: g,
-    };
-    let y = crate::ops::conv::conv2d(&geom, x, w);
-    match b {
-        Some(b) => {
-            if b.shape() != [o] {
-                bad!("the bias must have shape [O]");
-            }
-            y + b.reshape(&[o, 1, 1])
-        }
-        None => y,
-    }
-}
-
-#[track_caller]
-fn pool_geom(op: &str, x: &Tensor, kernel: usize, stride: usize, padding: usize) -> PoolGeom {
-    need_f32(op, x);
-    if x.rank() < 2 {
-        panic!("wgrad: {op}: needs [..., H, W], got shape {:?}", x.shape());
-    }
-    let (h, w) = (x.dim(-2), x.dim(-1));
-    if kernel == 0 || stride == 0 || 2 * padding > kernel || kernel > h + 2 * padding || kernel > w + 2 * padding {
-        panic!(
-            "wgrad: {op}: kernel {kernel}, stride {stride}, padding {padding} do not fit input {:?} \
-             (padding may be at most half the kernel)",
-            x.shape()
-        );
-    }
-    PoolGeom {
-        lead: x.shape()[..x.rank() - 2].to_vec(),
-        h,
-        w,
-        oh: (h + 2 * padding - kernel) / stride + 1,
-        ow: (w + 2 * padding - kernel) / stride + 1,
-        kernel: (kernel, kernel),
-        stride: (stride, stride),
-        padding: (padding, padding),
-    }
-}
-
-/// Max over `kernel`×`kernel` windows of the last two axes.
-#[track_caller]
-pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Tensor {
-    let g = pool_geom("max_pool2d", x, kernel, stride, padding);
-    crate::ops::pool2d::max_pool2d(g, x)
-}
-
-/// Mean over `kernel`×`kernel` windows of the last two axes (padding counts as zeros).
-#[track_caller]
-pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Tensor {
-    let g = pool_geom("avg_pool2d", x, kernel, stride, padding);
-    crate::ops::pool2d::avg_pool2d(g, x)
 }
 
 /// Running statistics of [`batch_norm`], per channel.

@@ -148,20 +148,32 @@ impl ConvGeom {
 
 /// y = conv(x, w): per image and group, the weights [Og, Cg·KH·KW] times
 /// the receptive fields [Cg·KH·KW, OH·OW] gathered from x as the product
-/// reads them (the product is the output in NCHW order). A dispatch holds
-/// at most 65,535 (image, group) pairs (the adapter's limit): larger
-/// batches are convolved in slices.
+/// reads them (the product is the output in NCHW order).
 pub(crate) fn conv2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
+    by_slices(g, x, w, Conv::Forward)
+}
+
+/// The transposed convolution of `x` (shaped like the output of the
+/// convolution `g`, [N, O, OH, OW]) with `w` [O, C/groups, KH, KW]: the
+/// input gradient of `g`, so the same primitive, shaped [N, C, H, W].
+pub(crate) fn conv_transpose2d(g: &ConvGeom, x: &Tensor, w: &Tensor) -> Tensor {
+    by_slices(g, x, w, Conv::InputGrad)
+}
+
+/// `product` of the batch `x` with `w`. A dispatch holds at most 65,535
+/// (image, group) pairs (the adapter's limit): larger batches are done in
+/// slices along the batch axis.
+fn by_slices(g: &ConvGeom, x: &Tensor, w: &Tensor, product: fn(ConvGeom) -> Conv) -> Tensor {
     let most = x.device().inner.limits.max_compute_workgroups_per_dimension as usize;
     let per = (most / g.groups).max(1);
     if g.n <= per {
-        return apply(Conv::Forward(*g), &[x, w]);
+        return apply(product(*g), &[x, w]);
     }
     let parts: Vec<Tensor> = (0..g.n)
         .step_by(per)
         .map(|s| {
             let len = per.min(g.n - s);
-            apply(Conv::Forward(g.with_n(len)), &[&x.narrow(0, s, len), w])
+            apply(product(g.with_n(len)), &[&x.narrow(0, s, len), w])
         })
         .collect();
     let refs: Vec<&Tensor> = parts.iter().collect();

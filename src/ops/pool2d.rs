@@ -101,12 +101,13 @@ pub(crate) struct PoolGeom {
     pub kernel: (usize, usize),
     pub stride: (usize, usize),
     pub padding: (usize, usize),
+    pub dilation: (usize, usize),
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct PoolParams {
-    dims: [u32; 12],
+    dims: [u32; 16],
     /// `fast_div` constants of OW, OH, W, H
     magic: [u32; 4],
     shift: [u32; 4],
@@ -139,7 +140,11 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         return out;
     }
     // windows that tile the input: one invocation per window
-    let tiles = g.stride == g.kernel && g.padding == (0, 0) && g.h == g.oh * g.kernel.0 && g.w == g.ow * g.kernel.1;
+    let tiles = g.stride == g.kernel
+        && g.padding == (0, 0)
+        && g.dilation == (1, 1)
+        && g.h == g.oh * g.kernel.0
+        && g.w == g.ow * g.kernel.1;
     let (kernel, total) = match kernel {
         PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, g.planes() * g.oh * g.ow),
         _ => (kernel, out.numel()),
@@ -157,6 +162,10 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         g.padding.0,
         g.padding.1,
         total,
+        g.dilation.0,
+        g.dilation.1,
+        0,
+        0,
     ];
     let (magic, shift) = crate::shape::pack_divisors(&[g.ow, g.oh, g.w, g.h]);
     let params = PoolParams {
