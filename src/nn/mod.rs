@@ -6,10 +6,14 @@
 //! `tanh`, `sigmoid`, `softplus`, `softmax`, `log_softmax`; `x.flatten(1, -1)`
 //! flattens all but the batch axis.
 
+mod attention;
 pub mod init;
 mod loss;
+mod rnn;
 
+pub use attention::{AttnMask, MhaParams, multi_head_attention, scaled_dot_product_attention};
 pub use loss::{Reduction, bce_loss, bce_with_logits, cross_entropy, log_multinomial_loss, mse_loss, nll_loss};
+pub use rnn::{gru_cell, lstm_cell};
 
 use crate::Params;
 use crate::ops::conv::ConvGeom;

@@ -25,6 +25,7 @@ mod random;
 pub(crate) mod reduce;
 mod scan;
 mod softmax;
+pub(crate) use softmax::scaled_softmax;
 mod sort;
 
 use std::sync::Arc;
