@@ -96,7 +96,8 @@ fn attention_matches_the_reference_with_its_gradients() {
     additive.data[2 * tk + 1] = f64::NEG_INFINITY;
     // (lead, Tq, Tk, D, Dv, mask): Tq < Tk, Tq > Tk (top-left causal
     // alignment), one long row (the kernel's workgroup-per-row path)
-    let cases: Vec<(&[usize], usize, usize, usize, usize, Mask)> = vec![
+    type Case<'a> = (&'a [usize], usize, usize, usize, usize, Mask<'a>);
+    let cases: Vec<Case> = vec![
         (&[2, 2], tq, tk, 4, 3, Mask::None),
         (&[2, 2], tq, tk, 4, 3, Mask::Causal),
         (&[2, 2], 5, 3, 4, 2, Mask::Causal),

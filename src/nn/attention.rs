@@ -5,10 +5,18 @@
 //! one softmax.
 
 use crate::Params;
-use crate::ops::scaled_softmax;
+use crate::ops::softmax::scaled_softmax;
 use crate::tensor::Tensor;
 
-use super::{dropout, linear};
+/// x·wᵀ + b (`nn::linear` without its checks: this module sits below
+/// `nn/mod.rs`, which re-exports it).
+fn project(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let y = x.matmul(&w.t());
+    match b {
+        Some(b) => y + b,
+        None => y,
+    }
+}
 
 /// What [`scaled_dot_product_attention`] hides from each query.
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +89,15 @@ pub fn scaled_dot_product_attention(
         // the (usually larger) scores
         AttnMask::Additive(m) => scaled_softmax(&(scores + m * (1.0 / scale)), scale, false),
     };
-    dropout(&weights, dropout_p, train).matmul(v)
+    if !(0.0..1.0).contains(&dropout_p) {
+        panic!("wgrad: scaled_dot_product_attention: dropout probability {dropout_p} is not in [0, 1)");
+    }
+    if train && dropout_p > 0.0 {
+        // as nn::dropout: the device's seeded uniforms ≥ p keep, scaled by 1/(1 − p)
+        let keep = Tensor::rand(weights.device(), weights.shape()).ge(dropout_p);
+        return keep.where_(&(weights * (1.0 / (1.0 - dropout_p))), 0.0).matmul(v);
+    }
+    weights.matmul(v)
 }
 
 /// The projections of [`multi_head_attention`], PyTorch's layout: each
@@ -165,13 +181,13 @@ pub fn multi_head_attention(
         shape.extend([t, heads, e / heads]);
         x.reshape(&shape).transpose(-3, -2)
     };
-    let q = split(linear(x_q, &params.w_q, params.b_q.as_ref()));
-    let k = split(linear(x_kv, &params.w_k, params.b_k.as_ref()));
-    let v = split(linear(x_kv, &params.w_v, params.b_v.as_ref()));
+    let q = split(project(x_q, &params.w_q, params.b_q.as_ref()));
+    let k = split(project(x_kv, &params.w_k, params.b_k.as_ref()));
+    let v = split(project(x_kv, &params.w_v, params.b_v.as_ref()));
     let y = scaled_dot_product_attention(&q, &k, &v, mask, dropout_p, train);
     // [..., heads, Tq, E/heads] → [..., Tq, E]
     let y = y.transpose(-3, -2);
     let mut shape = y.shape()[..y.rank() - 2].to_vec();
     shape.push(e);
-    linear(&y.reshape(&shape), &params.w_o, params.b_o.as_ref())
+    project(&y.reshape(&shape), &params.w_o, params.b_o.as_ref())
 }

@@ -19,8 +19,6 @@
 
 use crate::tensor::Tensor;
 
-use super::linear;
-
 /// x·W_ihᵀ + b_ih and h·W_hhᵀ + b_hh, after checking the shapes: `gates`
 /// gates of width H = h.dim(-1).
 #[track_caller]
@@ -53,7 +51,11 @@ fn projections(
             b_hh.map(|b| b.shape().to_vec())
         );
     }
-    (linear(x, w_ih, b_ih), linear(h, w_hh, b_hh))
+    let affine = |x: &Tensor, w: &Tensor, b: Option<&Tensor>| {
+        let y = x.matmul(&w.t());
+        b.map_or_else(|| y.clone(), |b| &y + b)
+    };
+    (affine(x, w_ih, b_ih), affine(h, w_hh, b_hh))
 }
 
 /// One LSTM step: `x` [..., I], state `(h, c)` [..., H]; returns `(h', c')`.
