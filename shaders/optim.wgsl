@@ -1,6 +1,7 @@
 // Fused optimizer updates: one dispatch updates one parameter tensor and
 // its state, reading the gradient once, with the rules of optim_rules.wgsl:
-// `t[0]` counts the steps taken and `scale[0]` multiplies the gradient.
+// `t[0]` counts the steps taken, `scale[0]` multiplies the gradient and
+// `scale[1]` is the base learning rate.
 
 @group(0) @binding(0) var<uniform> o: Opt;
 // Parameters, gradients and state are read and written four at a time: on
@@ -26,7 +27,7 @@ fn sgd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
     let z = vec4<f32>();
-    param_out[i] = sgd_rule(o, t[0], scale[0], param[i], grad[i], z, z).p;
+    param_out[i] = sgd_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], z, z).p;
 }
 
 @compute @workgroup_size(256)
@@ -34,7 +35,7 @@ fn sgd_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
                 @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let u = sgd_momentum_rule(o, t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
+    let u = sgd_momentum_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
     s1_out[i] = u.s1;
     param_out[i] = u.p;
 }
@@ -44,7 +45,7 @@ fn adam(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let u = adam_rule(o, t[0], scale[0], param[i], grad[i], s1[i], s2[i]);
+    let u = adam_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], s1[i], s2[i]);
     s1_out[i] = u.s1;
     s2_out[i] = u.s2;
     param_out[i] = u.p;
@@ -55,7 +56,7 @@ fn rmsprop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
            @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let u = rmsprop_rule(o, t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
+    let u = rmsprop_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
     s1_out[i] = u.s1;
     param_out[i] = u.p;
 }
@@ -65,8 +66,28 @@ fn rmsprop_momentum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
                     @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wg, nwg, lid);
     if i >= (o.n + 3u) / 4u { return; }
-    let u = rmsprop_momentum_rule(o, t[0], scale[0], param[i], grad[i], s1[i], s2[i]);
+    let u = rmsprop_momentum_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], s1[i], s2[i]);
     s1_out[i] = u.s1;
     s2_out[i] = u.s2;
+    param_out[i] = u.p;
+}
+
+@compute @workgroup_size(256)
+fn adagrad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let u = adagrad_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
+    s1_out[i] = u.s1;
+    param_out[i] = u.p;
+}
+
+@compute @workgroup_size(256)
+fn lion(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wg, nwg, lid);
+    if i >= (o.n + 3u) / 4u { return; }
+    let u = lion_rule(with_lr(o, scale[1]), t[0], scale[0], param[i], grad[i], s1[i], vec4<f32>());
+    s1_out[i] = u.s1;
     param_out[i] = u.p;
 }

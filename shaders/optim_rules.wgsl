@@ -5,14 +5,18 @@
 // lives on the GPU, so a compiled (replayed) step stays correct: `done`
 // counts the steps taken (the bias corrections and the learning-rate
 // schedule are computed from it here), and `scale` multiplies the gradient
-// (the factor of clipping by global norm). Formulas follow PyTorch.
+// (the factor of clipping by global norm), and the base learning rate, so
+// `Optimizer::set_lr` reaches replays too. Formulas follow PyTorch.
 
 struct Opt {
     n: u32,
     nesterov: u32,
-    // learning-rate schedule: 0 constant, 1 step decay, 2 cosine annealing
+    // learning-rate schedule: 0 constant, 1 step decay, 2 cosine annealing,
+    // 3 linear warm-up over `warmup` steps, then cosine annealing
     schedule: u32,
     every: u32,
+    // the tensor's factor of the base rate (its group's); `with_lr` makes it
+    // the tensor's rate
     lr: f32,
     momentum: f32,
     weight_decay: f32,
@@ -27,9 +31,18 @@ struct Opt {
     gamma: f32,
     total: f32,
     min_lr: f32,
+    // Adagrad: the rate is lr / (1 + done·lr_decay)
+    lr_decay: f32,
+    warmup: f32,
     _pad0: f32,
-    _pad1: f32,
-    _pad2: f32,
+}
+
+// `o` with the tensor's base rate: its factor times `base`, the optimizer's
+// current rate (read from the GPU: `scale[1]`).
+fn with_lr(o: Opt, base: f32) -> Opt {
+    var q = o;
+    q.lr = o.lr * base;
+    return q;
 }
 
 // The learning rate after `done` steps.
@@ -38,6 +51,11 @@ fn rate(o: Opt, done: f32) -> f32 {
         case 1u: { return o.lr * pow(o.gamma, floor(done / f32(o.every))); }
         case 2u: {
             let progress = min(done, o.total) / o.total;
+            return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1.0 + cos(3.14159265358979 * progress));
+        }
+        case 3u: {
+            if done < o.warmup { return o.lr * (done + 1.0) / o.warmup; }
+            let progress = min(done - o.warmup, o.total - o.warmup) / max(o.total - o.warmup, 1.0);
             return o.min_lr + (o.lr - o.min_lr) * 0.5 * (1.0 + cos(3.14159265358979 * progress));
         }
         default: { return o.lr; }
@@ -119,3 +137,21 @@ fn rmsprop_momentum_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g0: vec4<f
     return Updated(p - rate(o, done) * b, v, b);
 }
 
+
+// Adagrad: s ← s + g²;  p ← p − lr/(1 + (t−1)·decay) · g/(√s + ε)
+fn adagrad_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>) -> Updated {
+    let g = g0 * scale + o.weight_decay * p;
+    let s = s1 + g * g;
+    let lr = rate(o, done) / (1.0 + done * o.lr_decay);
+    return Updated(p - lr * g / (sqrt(s) + o.eps), s, s2);
+}
+
+// Lion (Chen et al. 2023, as lion-pytorch): c = β₁m + (1−β₁)g;
+//   p ← p·(1 − lr·λ) − lr·sign(c);  m ← β₂m + (1−β₂)g
+fn lion_rule(o: Opt, done: f32, scale: f32, p: vec4<f32>, g0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>) -> Updated {
+    let lr = rate(o, done);
+    let g = g0 * scale;
+    let c = o.beta1 * s1 + (1.0 - o.beta1) * g;
+    let m = o.beta2 * s1 + (1.0 - o.beta2) * g;
+    return Updated(p * (1.0 - lr * o.weight_decay) - lr * sign(c), m, s2);
+}

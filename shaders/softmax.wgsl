@@ -13,9 +13,11 @@ struct Rows {
     stride: u32,
     rank_outer: u32,
     offset: u32,
+    // attention's softmax: the inputs' factor, and the rows per causal
+    // block (Tq; 0: no causal mask), see `scaled_softmax`
+    scale: f32,
+    causal: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
     shape_outer: array<vec4<u32>, 2>,
     str_outer: array<vec4<u32>, 2>,
     magic_outer: array<vec4<u32>, 2>,
@@ -54,12 +56,20 @@ fn assignment(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec3<u32> {
     return vec3<u32>(linear_group(wg, nwg), lid, RWG);
 }
 
+// Element j of a row, as the kernels see it: scale·x, or −∞ where the
+// causal mask hides it (key j after query i = row mod Tq: top-left aligned,
+// PyTorch's is_causal). Plain softmax has scale 1 and no mask.
+fn value(base: u32, row: u32, j: u32) -> f32 {
+    if p.causal != 0u && j > row % p.causal { return -inf(); }
+    return p.scale * x[base + j * p.stride];
+}
+
 // Returns (max, sum of exp(x - max)) of the row, identical in every invocation.
 fn row_stats(base: u32, a: vec3<u32>, live: bool) -> vec2<f32> {
     let lane = a.y;
     var m = -inf();
     if live {
-        for (var j = lane; j < p.n; j += a.z) { m = fmax(m, x[base + j * p.stride]); }
+        for (var j = lane; j < p.n; j += a.z) { m = fmax(m, value(base, a.x, j)); }
     }
     if !SERIAL {
         scratch[lane] = m;
@@ -74,7 +84,7 @@ fn row_stats(base: u32, a: vec3<u32>, live: bool) -> vec2<f32> {
     let shift = select(m, 0.0, m == -inf());
     var acc = 0.0;
     if live {
-        for (var j = lane; j < p.n; j += a.z) { acc += exp(x[base + j * p.stride] - shift); }
+        for (var j = lane; j < p.n; j += a.z) { acc += exp(value(base, a.x, j) - shift); }
     }
     if !SERIAL {
         workgroupBarrier();
@@ -100,7 +110,25 @@ fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     if !live { return; }
     let inv = 1.0 / st.y;
     for (var j = a.y; j < p.n; j += a.z) {
-        out[row * p.n + j] = exp(x[base + j * p.stride] - st.x) * inv;
+        out[row * p.n + j] = exp(value(base, row, j) - st.x) * inv;
+    }
+}
+
+// softmax(scale·x) with the causal mask, for attention: as `softmax`, but a
+// row with nothing left (every entry −∞: masked out) is all zeros, not
+// 0/0 = NaN, as PyTorch's scaled_dot_product_attention (since 2.5).
+@compute @workgroup_size(64)
+fn scaled_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let a = assignment(wg, nwg, lid);
+    let row = a.x;
+    let live = row < p.n_rows;
+    let base = row_base(row);
+    let st = row_stats(base, a, live);
+    if !live { return; }
+    let inv = select(1.0 / st.y, 0.0, st.y == 0.0);
+    for (var j = a.y; j < p.n; j += a.z) {
+        out[row * p.n + j] = exp(value(base, row, j) - st.x) * inv;
     }
 }
 
@@ -115,7 +143,7 @@ fn log_softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     if !live { return; }
     let lse = st.x + log(st.y);
     for (var j = a.y; j < p.n; j += a.z) {
-        out[row * p.n + j] = x[base + j * p.stride] - lse;
+        out[row * p.n + j] = value(base, row, j) - lse;
     }
 }
 

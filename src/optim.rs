@@ -1,11 +1,16 @@
 //! Optimizers over any [`Params`] structure. State lives on the GPU and every
 //! parameter tensor is updated by one fused WGSL kernel
 //! (`shaders/optim.wgsl`). The step count is a GPU tensor too, from which the
-//! kernels compute bias corrections and the learning-rate schedule, and
-//! gradient clipping by global norm computes its factor on the GPU: a step
-//! never reads back, and a compiled step replays correctly. In a compiled
+//! kernels compute bias corrections and the learning-rate schedule, the
+//! base learning rate is a GPU tensor (so [`Optimizer::set_lr`] reaches
+//! compiled steps), and gradient clipping by global norm computes its
+//! factor on the GPU: a step never reads back, and a compiled step replays
+//! correctly. Parameter groups ([`Optimizer::param_group`]) give tensors
+//! their own weight decay and learning-rate factor. In a compiled
 //! step the same update rules run in place, several tensors per dispatch
 //! (`compile/optimizer.rs`).
+
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -26,6 +31,12 @@ pub enum Rule {
     Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32, decoupled: bool },
     /// RMSprop with optional momentum and L2 weight decay.
     RmsProp { alpha: f32, eps: f32, momentum: f32, weight_decay: f32 },
+    /// Adagrad (PyTorch's form): the rate lr/(1 + (t−1)·`lr_decay`) over
+    /// √(Σ g²) + ε, with L2 weight decay.
+    Adagrad { lr_decay: f32, eps: f32, weight_decay: f32 },
+    /// Lion (Chen et al. 2023; `lion-pytorch`'s form): the sign of an
+    /// interpolation of momentum and gradient, decoupled weight decay.
+    Lion { beta1: f32, beta2: f32, weight_decay: f32 },
 }
 
 /// How the learning rate changes with the step count `t` (from 0).
@@ -37,6 +48,9 @@ pub enum Schedule {
     Step { every: u64, gamma: f32 },
     /// Cosine annealing from lr to `min_lr` over `total` steps, then `min_lr`.
     Cosine { total: u64, min_lr: f32 },
+    /// Linear warm-up, lr·(t + 1)/`warmup` for t < `warmup`, then cosine
+    /// annealing from lr to `min_lr` by step `total`, then `min_lr`.
+    WarmupCosine { warmup: u64, total: u64, min_lr: f32 },
 }
 
 impl Schedule {
@@ -48,6 +62,14 @@ impl Schedule {
             Schedule::Step { every, gamma } => base * gamma.powi((t / every.max(1)) as i32),
             Schedule::Cosine { total, min_lr } => {
                 let progress = (t.min(total) as f64 / total.max(1) as f64) as f32;
+                min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
+            }
+            Schedule::WarmupCosine { warmup, total, min_lr } => {
+                if t < warmup {
+                    return base * (t + 1) as f32 / warmup as f32;
+                }
+                let span = total.saturating_sub(warmup);
+                let progress = ((t - warmup).min(span) as f64 / span.max(1) as f64) as f32;
                 min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
             }
         }
@@ -78,12 +100,58 @@ pub struct Optimizer {
     lr: f32,
     schedule: Schedule,
     clip: Option<f32>,
+    /// Parameter groups, first match wins.
+    groups: Vec<(Selector, Group)>,
+    /// Per parameter tensor, in `Params` order: its group's options (set by `init`).
+    options: Vec<Group>,
     /// Per parameter tensor, in `Params` order: up to two state tensors.
     state: Vec<[Option<Tensor>; 2]>,
     /// Steps taken, as an f32 [1] tensor on the GPU (created by the first step).
     t: Option<Tensor>,
-    /// The gradients' scale when nothing clips them: 1, made once.
-    one: Option<Tensor>,
+    /// [1, lr]: the gradients' scale when nothing clips them, and the base
+    /// learning rate, read by the kernels (made by `init`, replaced by `set_lr`).
+    factors: Option<Tensor>,
+}
+
+/// Options of a parameter group (see [`Optimizer::param_group`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Group {
+    /// The group's learning rate as a factor of the optimizer's (and its
+    /// schedule's): 1 by default.
+    pub lr_scale: f32,
+    /// The group's weight decay instead of the rule's (`Some(0.0)`: none).
+    pub weight_decay: Option<f32>,
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Group { lr_scale: 1.0, weight_decay: None }
+    }
+}
+
+impl Group {
+    /// The group's weight decay.
+    pub fn weight_decay(mut self, wd: f32) -> Group {
+        self.weight_decay = Some(wd);
+        self
+    }
+    /// The group's factor of the learning rate.
+    pub fn lr_scale(mut self, f: f32) -> Group {
+        self.lr_scale = f;
+        self
+    }
+}
+
+/// A parameter group's predicate on (name, tensor).
+type Predicate = dyn Fn(&str, &Tensor) -> bool + Send + Sync;
+
+#[derive(Clone)]
+struct Selector(Arc<Predicate>);
+
+impl std::fmt::Debug for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<predicate>")
+    }
 }
 
 #[repr(C)]
@@ -106,12 +174,24 @@ struct OptParams {
     gamma: f32,
     total: f32,
     min_lr: f32,
-    _pad: [f32; 3],
+    lr_decay: f32,
+    warmup: f32,
+    _pad: f32,
 }
 
 impl Optimizer {
     fn with_rule(rule: Rule, lr: f32) -> Optimizer {
-        Optimizer { rule, lr, schedule: Schedule::Constant, clip: None, state: Vec::new(), t: None, one: None }
+        Optimizer {
+            rule,
+            lr,
+            schedule: Schedule::Constant,
+            clip: None,
+            groups: Vec::new(),
+            options: Vec::new(),
+            state: Vec::new(),
+            t: None,
+            factors: None,
+        }
     }
 
     /// Plain SGD with learning rate `lr`.
@@ -137,16 +217,65 @@ impl Optimizer {
         Optimizer::with_rule(Rule::RmsProp { alpha: 0.99, eps: 1e-8, momentum: 0.0, weight_decay: 0.0 }, lr)
     }
 
+    /// Adagrad with ε = 1e-10 and no learning-rate decay.
+    pub fn adagrad(lr: f32) -> Optimizer {
+        Optimizer::with_rule(Rule::Adagrad { lr_decay: 0.0, eps: 1e-10, weight_decay: 0.0 }, lr)
+    }
+
+    /// Lion with β = (0.9, 0.99) (use a rate 3–10× below AdamW's).
+    pub fn lion(lr: f32) -> Optimizer {
+        Optimizer::with_rule(Rule::Lion { beta1: 0.9, beta2: 0.99, weight_decay: 0.0 }, lr)
+    }
+
     /// Momentum (SGD, RMSprop).
     #[track_caller]
     pub fn momentum(mut self, m: f32) -> Optimizer {
         match &mut self.rule {
             Rule::Sgd { momentum, .. } | Rule::RmsProp { momentum, .. } => *momentum = m,
-            Rule::Adam { .. } => {
-                panic!("wgrad: optimizer: Adam has no momentum setting (use betas)")
-            }
+            _ => panic!("wgrad: optimizer: momentum is an SGD and RMSprop setting (Adam and Lion: use betas)"),
         }
         self
+    }
+
+    /// Adagrad's learning-rate decay: the rate at step t is lr/(1 + (t−1)·decay).
+    #[track_caller]
+    pub fn lr_decay(mut self, decay: f32) -> Optimizer {
+        match &mut self.rule {
+            Rule::Adagrad { lr_decay, .. } => *lr_decay = decay,
+            _ => panic!("wgrad: optimizer: lr_decay is an Adagrad setting (others: use a schedule)"),
+        }
+        self
+    }
+
+    /// Options for the parameter tensors that `select(name, tensor)` picks
+    /// (names as [`Params::named_tensors`]; the first group that matches a
+    /// tensor wins; the rest keep the optimizer's options). Groups are
+    /// resolved when the state is made (`init` or the first step).
+    ///
+    /// ```
+    /// use wgrad::{optim::{Group, Optimizer}, Device, Tensor};
+    /// # let dev = Device::new()?;
+    /// // no weight decay on biases and norms' scales (vectors)
+    /// let opt = Optimizer::adamw(1e-3, 0.1).param_group(|_, p| p.rank() < 2, Group::default().weight_decay(0.0));
+    /// # Ok::<(), wgrad::Error>(())
+    /// ```
+    pub fn param_group(
+        mut self,
+        select: impl Fn(&str, &Tensor) -> bool + Send + Sync + 'static,
+        group: Group,
+    ) -> Optimizer {
+        self.groups.push((Selector(Arc::new(select)), group));
+        self
+    }
+
+    /// Changes the base learning rate from the next step on (the schedule
+    /// scales it from there). It is a GPU tensor read by the update kernels,
+    /// so compiled steps replay with it too.
+    pub fn set_lr(&mut self, lr: f32) {
+        self.lr = lr;
+        if let Some(f) = &self.factors {
+            self.factors = Some(Tensor::from_slice(f.device(), &[1.0f32, lr], &[2]));
+        }
     }
 
     /// Nesterov momentum (SGD).
@@ -162,29 +291,31 @@ impl Optimizer {
     /// L2 weight decay (decoupled for AdamW).
     pub fn weight_decay(mut self, wd: f32) -> Optimizer {
         match &mut self.rule {
-            Rule::Sgd { weight_decay, .. } | Rule::Adam { weight_decay, .. } | Rule::RmsProp { weight_decay, .. } => {
-                *weight_decay = wd
-            }
+            Rule::Sgd { weight_decay, .. }
+            | Rule::Adam { weight_decay, .. }
+            | Rule::RmsProp { weight_decay, .. }
+            | Rule::Adagrad { weight_decay, .. }
+            | Rule::Lion { weight_decay, .. } => *weight_decay = wd,
         }
         self
     }
 
-    /// Adam's (β₁, β₂).
+    /// Adam's or Lion's (β₁, β₂).
     #[track_caller]
     pub fn betas(mut self, b1: f32, b2: f32) -> Optimizer {
         match &mut self.rule {
-            Rule::Adam { beta1, beta2, .. } => (*beta1, *beta2) = (b1, b2),
-            _ => panic!("wgrad: optimizer: betas are an Adam setting"),
+            Rule::Adam { beta1, beta2, .. } | Rule::Lion { beta1, beta2, .. } => (*beta1, *beta2) = (b1, b2),
+            _ => panic!("wgrad: optimizer: betas are an Adam and Lion setting"),
         }
         self
     }
 
-    /// ε of Adam and RMSprop.
+    /// ε of Adam, RMSprop and Adagrad.
     #[track_caller]
     pub fn eps(mut self, e: f32) -> Optimizer {
         match &mut self.rule {
-            Rule::Adam { eps, .. } | Rule::RmsProp { eps, .. } => *eps = e,
-            Rule::Sgd { .. } => panic!("wgrad: optimizer: SGD has no ε"),
+            Rule::Adam { eps, .. } | Rule::RmsProp { eps, .. } | Rule::Adagrad { eps, .. } => *eps = e,
+            Rule::Sgd { .. } | Rule::Lion { .. } => panic!("wgrad: optimizer: SGD and Lion have no ε"),
         }
         self
     }
@@ -216,7 +347,7 @@ impl Optimizer {
         &self.rule
     }
 
-    /// The base learning rate.
+    /// The base learning rate (as last set).
     pub fn base_lr(&self) -> f32 {
         self.lr
     }
@@ -245,6 +376,20 @@ impl Optimizer {
     #[track_caller]
     pub fn init<P: Params>(&mut self, params: &P) {
         let ps = params.tensors();
+        let Some(first) = ps.first() else { return };
+        if self.options.len() != ps.len() {
+            self.options = params
+                .named_tensors()
+                .into_iter()
+                .map(|(name, p)| {
+                    let group = self.groups.iter().find(|(select, _)| (select.0)(&name, p));
+                    group.map_or_else(Group::default, |(_, g)| *g)
+                })
+                .collect();
+        }
+        if self.factors.is_none() {
+            self.factors = Some(Tensor::from_slice(first.device(), &[1.0f32, self.lr], &[2]));
+        }
         if self.state.len() == ps.len() && self.t.is_some() {
             return;
         }
@@ -255,11 +400,14 @@ impl Optimizer {
                 ps.len()
             );
         }
-        let Some(first) = ps.first() else { return };
         let slots = self.slots();
         self.state = ps.iter().map(|p| std::array::from_fn(|k| (k < slots).then(|| p.detach().zeros_like()))).collect();
         self.t = Some(Tensor::zeros(first.device(), &[1]));
-        self.one = Some(Tensor::ones(first.device(), &[1]));
+    }
+
+    /// Each parameter tensor's group options, in `Params` order (after `init`).
+    pub fn tensor_options(&self) -> &[Group] {
+        &self.options
     }
 
     /// State tensors by parameter index and slot, and the step counter, for checkpoints.
@@ -281,6 +429,7 @@ impl Optimizer {
             Rule::Sgd { momentum, .. } => (momentum != 0.0) as usize,
             Rule::Adam { .. } => 2,
             Rule::RmsProp { momentum, .. } => 1 + (momentum != 0.0) as usize,
+            Rule::Adagrad { .. } | Rule::Lion { .. } => 1,
         }
     }
 
@@ -302,24 +451,27 @@ impl Optimizer {
                 );
             }
         }
-        let Some(first) = ps.first() else {
+        if ps.is_empty() {
             return params.map(|t| t.clone());
-        };
-        let device = first.device().clone();
+        }
         self.init(params);
         let t = self.t.clone().expect("initialised");
+        let factors = self.factors.clone().expect("initialised");
         let updated = no_grad(|| {
+            // [gradient factor, base learning rate]
             let scale = match self.clip {
                 Some(max_norm) => {
                     let sq: Tensor =
                         gs.iter().map(|g| g.detach().square().sum_all()).reduce(|a, b| a + b).expect("non-empty");
-                    ((sq.sqrt() + 1e-6).recip() * max_norm).minimum(1.0)
+                    let clip = ((sq.sqrt() + 1e-6).recip() * max_norm).minimum(1.0);
+                    Tensor::cat(&[&clip.reshape(&[1]), &factors.narrow(0, 1, 1)], 0)
                 }
-                None => self.one.get_or_insert_with(|| Tensor::ones(&device, &[1])).clone(),
+                None => factors,
             };
             let mut params_out = Vec::with_capacity(ps.len());
-            for ((p, g), state) in ps.iter().zip(&gs).zip(self.state.iter_mut()) {
-                params_out.push(update(&self.rule, self.lr, &self.schedule, p, g, &scale, &t, state));
+            for (((p, g), state), group) in ps.iter().zip(&gs).zip(self.state.iter_mut()).zip(&self.options) {
+                let rule = group.weight_decay.map_or_else(|| self.rule.clone(), |wd| self.rule.with_weight_decay(wd));
+                params_out.push(update(&rule, group.lr_scale, &self.schedule, p, g, &scale, &t, state));
             }
             self.t = Some(&t + 1.0);
             params_out
@@ -328,11 +480,26 @@ impl Optimizer {
     }
 }
 
-/// Records the fused update of one parameter tensor.
+impl Rule {
+    fn with_weight_decay(&self, wd: f32) -> Rule {
+        let mut r = self.clone();
+        match &mut r {
+            Rule::Sgd { weight_decay, .. }
+            | Rule::Adam { weight_decay, .. }
+            | Rule::RmsProp { weight_decay, .. }
+            | Rule::Adagrad { weight_decay, .. }
+            | Rule::Lion { weight_decay, .. } => *weight_decay = wd,
+        }
+        r
+    }
+}
+
+/// Records the fused update of one parameter tensor: `lr_scale` is its
+/// factor of the base rate, `scale` the [gradient factor, base rate] tensor.
 #[allow(clippy::too_many_arguments)]
 fn update(
     rule: &Rule,
-    lr: f32,
+    lr_scale: f32,
     schedule: &Schedule,
     p: &Tensor,
     g: &Tensor,
@@ -341,11 +508,14 @@ fn update(
     state: &mut [Option<Tensor>; 2],
 ) -> Tensor {
     let (p, g) = (dense_from_zero(&p.detach()), dense_from_zero(&g.detach()));
-    let mut u = OptParams { n: p.numel() as u32, lr, ..Zeroable::zeroed() };
+    let mut u = OptParams { n: p.numel() as u32, lr: lr_scale, ..Zeroable::zeroed() };
     match *schedule {
         Schedule::Constant => {}
         Schedule::Step { every, gamma } => (u.schedule, u.every, u.gamma) = (1, every.max(1) as u32, gamma),
         Schedule::Cosine { total, min_lr } => (u.schedule, u.total, u.min_lr) = (2, total.max(1) as f32, min_lr),
+        Schedule::WarmupCosine { warmup, total, min_lr } => {
+            (u.schedule, u.warmup, u.total, u.min_lr) = (3, warmup.max(1) as f32, total.max(warmup) as f32, min_lr)
+        }
     }
     let update_rule = match *rule {
         Rule::Sgd { momentum, nesterov, weight_decay } => {
@@ -362,6 +532,14 @@ fn update(
         Rule::RmsProp { alpha, eps, momentum, weight_decay } => {
             (u.alpha, u.eps, u.momentum, u.weight_decay) = (alpha, eps, momentum, weight_decay);
             if momentum != 0.0 { UpdateRule::RmsPropMomentum } else { UpdateRule::RmsProp }
+        }
+        Rule::Adagrad { lr_decay, eps, weight_decay } => {
+            (u.lr_decay, u.eps, u.weight_decay) = (lr_decay, eps, weight_decay);
+            UpdateRule::Adagrad
+        }
+        Rule::Lion { beta1, beta2, weight_decay } => {
+            (u.beta1, u.beta2, u.weight_decay) = (beta1, beta2, weight_decay);
+            UpdateRule::Lion
         }
     };
     let out = Tensor::empty(p.device(), "optimizer step", p.shape(), crate::DType::F32);
@@ -404,7 +582,8 @@ fn update(
     out
 }
 
-/// The optimizer's tensors: per-parameter state, then the step counter.
+/// The optimizer's tensors: per-parameter state, the step counter, then
+/// the [1, lr] factors (a compiled step copies in the ones `set_lr` made).
 impl Params for Optimizer {
     type Of<Q: Params> = Vec<Q>;
 
@@ -421,6 +600,9 @@ impl Params for Optimizer {
         if let Some(t) = &self.t {
             f(t);
         }
+        if let Some(l) = &self.factors {
+            f(l);
+        }
     }
 
     fn rebuild(&self, it: &mut dyn Iterator<Item = Tensor>) -> Self {
@@ -432,6 +614,9 @@ impl Params for Optimizer {
         }
         if let Some(t) = o.t.as_mut() {
             *t = it.next().expect("wgrad: Optimizer::rebuild ran out of tensors");
+        }
+        if let Some(l) = o.factors.as_mut() {
+            *l = it.next().expect("wgrad: Optimizer::rebuild ran out of tensors");
         }
         o
     }

@@ -5,14 +5,16 @@
 mod common;
 
 use common::*;
-use wgrad::optim::{Optimizer, Schedule};
-use wgrad::{Params, Tensor, grad, nn};
+use wgrad::optim::{Group, Optimizer, Schedule};
+use wgrad::{Params, Tensor, compile, grad, nn};
 
 #[derive(Clone, Copy)]
 enum Kind {
     Sgd { momentum: f64, nesterov: bool, wd: f64 },
     Adam { wd: f64, decoupled: bool },
     RmsProp { momentum: f64, wd: f64 },
+    Adagrad { lr_decay: f64, wd: f64 },
+    Lion { wd: f64 },
 }
 
 /// One reference step on flat f64 vectors. `state` holds two buffers.
@@ -52,6 +54,25 @@ fn reference_step(kind: Kind, lr: f64, t: i32, p: &mut [f64], g: &[f64], s: &mut
                     p[i] -= lr * s[1][i];
                 }
             }
+            Kind::Adagrad { lr_decay, wd } => {
+                let gi = g[i] + wd * p[i];
+                s[0][i] += gi * gi;
+                let clr = lr / (1.0 + (t - 1) as f64 * lr_decay);
+                p[i] -= clr * gi / (s[0][i].sqrt() + 1e-10);
+            }
+            Kind::Lion { wd } => {
+                let (b1, b2) = (0.9, 0.99);
+                let c = b1 * s[0][i] + (1.0 - b1) * g[i];
+                let sign = if c > 0.0 {
+                    1.0
+                } else if c < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                };
+                p[i] = p[i] * (1.0 - lr * wd) - lr * sign;
+                s[0][i] = b2 * s[0][i] + (1.0 - b2) * g[i];
+            }
         }
     }
 }
@@ -76,6 +97,14 @@ fn first_steps_match_the_reference() {
             Kind::RmsProp { momentum: 0.5, wd: 0.01 },
             Optimizer::rmsprop(0.01).momentum(0.5).weight_decay(0.01),
         ),
+        ("adagrad", Kind::Adagrad { lr_decay: 0.0, wd: 0.0 }, Optimizer::adagrad(0.1)),
+        (
+            "adagrad decay",
+            Kind::Adagrad { lr_decay: 0.5, wd: 0.01 },
+            Optimizer::adagrad(0.1).lr_decay(0.5).weight_decay(0.01),
+        ),
+        ("lion", Kind::Lion { wd: 0.0 }, Optimizer::lion(0.01)),
+        ("lion wd", Kind::Lion { wd: 0.5 }, Optimizer::lion(0.01).weight_decay(0.5)),
     ];
     let mut rng = Rng::new(51);
     for (name, kind, mut opt) in kinds {
@@ -86,7 +115,7 @@ fn first_steps_match_the_reference() {
         let mut want: Vec<Vec<f64>> = p0.iter().map(|a| a.data.clone()).collect();
         let mut state: Vec<[Vec<f64>; 2]> = want.iter().map(|w| [vec![0.0; w.len()], vec![0.0; w.len()]]).collect();
         let lr = opt.base_lr() as f64;
-        for t in 1..=3 {
+        for t in 1..=4 {
             let g = shapes.map(|s| rng.array(s, -1.0, 1.0));
             params = opt.step(&params, &(upload(&g[0]), upload(&g[1]), upload(&g[2])));
             for k in 0..3 {
@@ -101,7 +130,7 @@ fn first_steps_match_the_reference() {
                 assert_close(&format!("{name} step {t} tensor {k}"), &download(got), &w, 16.0 * EPS, 2.0 * 16.0 * EPS);
             }
         }
-        assert_eq!(opt.steps().unwrap(), 3);
+        assert_eq!(opt.steps().unwrap(), 4);
     }
 }
 
@@ -139,6 +168,100 @@ fn clipping_and_schedules() {
     for (t, (r, w)) in got.iter().zip(want).enumerate() {
         assert!((r - w).abs() < 1e-6, "{got:?}");
         assert!((cosine.rate(1.0, t as u64) - w).abs() < 1e-6);
+    }
+    // linear warm-up over 2 steps, then cosine down to 0.1 by step 6
+    let warm = Schedule::WarmupCosine { warmup: 2, total: 6, min_lr: 0.1 };
+    let got = rates(Optimizer::sgd(1.0).schedule(warm.clone()), 8);
+    let want = [0.5, 1.0, 1.0, 0.868_198_05, 0.55, 0.231_801_95, 0.1, 0.1];
+    for (t, (r, w)) in got.iter().zip(want).enumerate() {
+        assert!((r - w).abs() < 1e-6, "{got:?}");
+        assert!((warm.rate(1.0, t as u64) - w).abs() < 1e-6, "{t}");
+    }
+}
+
+/// Plain SGD on p = 0 with g = 1 moves p by −lr: the rates of `n` steps,
+/// eagerly and compiled, with `set_lr(0.25)` before step 2.
+#[test]
+fn a_changed_learning_rate_reaches_eager_and_compiled_steps() {
+    let d = own_device();
+    let one = Tensor::from_slice(&d, &[1.0f32], &[1]);
+    for optimizer in [Optimizer::sgd(1.0), Optimizer::sgd(1.0).clip_grad_norm(10.0)] {
+        // eager
+        let mut opt = optimizer.clone();
+        let mut p = Tensor::zeros(&d, &[1]);
+        let mut moves = Vec::new();
+        for k in 0..4 {
+            if k == 2 {
+                opt.set_lr(0.25);
+            }
+            let next = opt.step(&p, &one);
+            moves.push(p.item::<f32>().unwrap() - next.item::<f32>().unwrap());
+            p = next;
+        }
+        assert_eq!(moves, vec![1.0, 1.0, 0.25, 0.25], "eager");
+        // compiled: traced with lr 1, replayed after set_lr
+        let mut opt = optimizer.clone();
+        let p = Tensor::zeros(&d, &[1]);
+        opt.init(&p);
+        // nothing returned: the update then runs in place, in a generated kernel
+        let mut step = compile(|(p, opt): &mut (Tensor, Optimizer), g: &Tensor| {
+            *p = opt.step(p, g);
+        });
+        let mut state = (p, opt);
+        let mut moves = Vec::new();
+        let mut before = 0.0;
+        for k in 0..4 {
+            if k == 2 {
+                state.1.set_lr(0.25);
+            }
+            step.run(&mut state, &one).unwrap();
+            let now = state.0.item::<f32>().unwrap();
+            moves.push(before - now);
+            before = now;
+        }
+        assert_eq!(step.programs(), 1);
+        assert!(step.wgsl().unwrap().iter().any(|(_, src)| src.contains("fn in_place")));
+        assert_eq!(moves, vec![1.0, 1.0, 0.25, 0.25], "compiled");
+        assert_eq!(state.1.base_lr(), 0.25);
+    }
+}
+
+/// AdamW with a group that takes no weight decay (vectors: biases) and a
+/// group at half the rate, against two plain optimizers.
+#[test]
+fn parameter_groups_set_options_per_tensor() {
+    #[derive(Params, Clone)]
+    struct Net {
+        w: Tensor,
+        b: Tensor,
+        head: Tensor,
+    }
+    let mut rng = Rng::new(8);
+    let net = Net {
+        w: upload(&rng.array(&[3, 4], -1.0, 1.0)),
+        b: upload(&rng.array(&[3], -1.0, 1.0)),
+        head: upload(&rng.array(&[2, 3], -1.0, 1.0)),
+    };
+    let grads = Net {
+        w: upload(&rng.array(&[3, 4], -1.0, 1.0)),
+        b: upload(&rng.array(&[3], -1.0, 1.0)),
+        head: upload(&rng.array(&[2, 3], -1.0, 1.0)),
+    };
+    let mut opt = Optimizer::adamw(0.1, 0.5)
+        .param_group(|_, p| p.rank() < 2, Group::default().weight_decay(0.0))
+        .param_group(|name, _| name.starts_with("head"), Group::default().lr_scale(0.5));
+    let (mut decayed, mut plain, mut slow) =
+        (Optimizer::adamw(0.1, 0.5), Optimizer::adamw(0.1, 0.0), Optimizer::adamw(0.05, 0.5));
+    let (mut n, mut w, mut b, mut head) = (net.clone(), net.w.clone(), net.b.clone(), net.head.clone());
+    for _ in 0..3 {
+        n = opt.step(&n, &grads);
+        w = decayed.step(&w, &grads.w);
+        b = plain.step(&b, &grads.b);
+        head = slow.step(&head, &grads.head);
+    }
+    assert_eq!(opt.tensor_options().len(), 3);
+    for (name, got, want) in [("w", &n.w, &w), ("b", &n.b, &b), ("head", &n.head, &head)] {
+        assert_eq!(download(got).data, download(want).data, "{name}");
     }
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn optimizer_in_place(uniform: &[u8], infos: &[&OptInfo], count: Opti
     }
     line!("    let done = t[0];");
     line!("    let factor = scale[0];");
+    line!("    let hyper = with_lr(o, scale[1]);");
     line!("    let z = vec4<f32>();");
     // each tensor has workgroups of its own (on a GPU, no workgroup then
     // diverges); `start`: its first workgroup
@@ -70,7 +71,7 @@ pub(crate) fn optimizer_in_place(uniform: &[u8], infos: &[&OptInfo], count: Opti
         let state = |slot: usize| {
             if slot < info.updates.len() { format!("s{slot}_{k}[j]") } else { "z".to_string() }
         };
-        line!("        let u = {rule}(o, done, factor, p{k}[j], g{k}[j], {}, {});", state(1), state(2));
+        line!("        let u = {rule}(hyper, done, factor, p{k}[j], g{k}[j], {}, {});", state(1), state(2));
         if info.numel % 4 == 0 {
             line!("        p{k}[j] = u.p;");
             for slot in 1..info.updates.len() {

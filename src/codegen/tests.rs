@@ -171,6 +171,8 @@ fn optimizers_in_place_validate() {
         (UpdateRule::Adam, 2),
         (UpdateRule::RmsProp, 1),
         (UpdateRule::RmsPropMomentum, 2),
+        (UpdateRule::Adagrad, 1),
+        (UpdateRule::Lion, 1),
     ];
     for (rule, slots) in rules {
         // tensor k: parameter and state in b[4k..], its gradient b[4k + 3]

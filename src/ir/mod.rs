@@ -104,6 +104,8 @@ pub(crate) enum UpdateRule {
     Adam,
     RmsProp,
     RmsPropMomentum,
+    Adagrad,
+    Lion,
 }
 
 impl UpdateRule {
@@ -115,6 +117,8 @@ impl UpdateRule {
             UpdateRule::Adam => "adam",
             UpdateRule::RmsProp => "rmsprop",
             UpdateRule::RmsPropMomentum => "rmsprop_momentum",
+            UpdateRule::Adagrad => "adagrad",
+            UpdateRule::Lion => "lion",
         }
     }
 

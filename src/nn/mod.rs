@@ -6,12 +6,15 @@
 //! `tanh`, `sigmoid`, `softplus`, `softmax`, `log_softmax`; `x.flatten(1, -1)`
 //! flattens all but the batch axis.
 
+mod attention;
 mod conv;
 pub mod init;
 mod loss;
 mod norm;
 mod pool;
+mod rnn;
 
+pub use attention::{AttnMask, MhaParams, multi_head_attention, scaled_dot_product_attention};
 pub use conv::{Conv1dOptions, ConvOptions, conv_transpose2d, conv1d, conv2d};
 pub use loss::{
     CrossEntropyOptions, Reduction, bce_loss, bce_with_logits, cross_entropy, cross_entropy_with, huber_loss, kl_div,
@@ -21,6 +24,7 @@ pub use norm::{group_norm, rms_norm};
 pub use pool::{
     PoolOptions, adaptive_avg_pool2d, avg_pool2d, avg_pool2d_with, global_avg_pool2d, max_pool2d, max_pool2d_with,
 };
+pub use rnn::{gru_cell, lstm_cell};
 
 use crate::Params;
 use crate::ops::need_indices;

@@ -24,7 +24,7 @@ pub(crate) mod pool2d;
 mod random;
 pub(crate) mod reduce;
 mod scan;
-mod softmax;
+pub(crate) mod softmax;
 mod sort;
 
 use std::sync::Arc;

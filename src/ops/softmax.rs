@@ -1,6 +1,7 @@
 //! The row kernels: softmax, log_softmax and logsumexp, each along one
 //! axis in one pass over the rows (logsumexp over several axes moves them
-//! last and merges them). Kernels: `shaders/softmax.wgsl`.
+//! last and merges them), and attention's scaled, optionally causal
+//! softmax over the last axis. Kernels: `shaders/softmax.wgsl`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -19,7 +20,16 @@ use crate::tensor::Tensor;
 pub(crate) enum Rows {
     Softmax(usize),
     LogSoftmax(usize),
-    LogSumExp { axes: Vec<usize>, keepdim: bool },
+    LogSumExp {
+        axes: Vec<usize>,
+        keepdim: bool,
+    },
+    /// softmax(scale·x) over the last axis, entries j > i of query row i
+    /// masked out when `causal` (attention's weights; see [`scaled_softmax`]).
+    ScaledSoftmax {
+        scale: f32,
+        causal: bool,
+    },
 }
 
 impl Primitive for Rows {
@@ -31,6 +41,10 @@ impl Primitive for Rows {
         match self {
             Rows::Softmax(axis) | Rows::LogSoftmax(axis) => rows_forward(self.kernel(), x[0], *axis),
             Rows::LogSumExp { axes, keepdim } => logsumexp_forward(x[0], axes, *keepdim),
+            Rows::ScaledSoftmax { scale, causal } => {
+                let causal = if *causal { x[0].dim(-2) } else { 0 };
+                rows_with(self.kernel(), x[0], x[0].rank() - 1, *scale, causal)
+            }
         }
     }
 
@@ -44,6 +58,9 @@ impl Primitive for Rows {
             Rows::LogSumExp { axes, keepdim } => {
                 keep(g, x[0], axes, *keepdim) * (x[0] - &keep(y, x[0], axes, *keepdim)).exp()
             }
+            // y = softmax(s·x): dx = s·y ⊙ (g − Σ g⊙y); masked entries have
+            // y = 0, so their gradient is 0
+            Rows::ScaledSoftmax { scale, .. } => (y * *scale) * (g - &(g * y).sum(&[-1], true)),
         })]
     }
 
@@ -59,6 +76,8 @@ impl Primitive for Rows {
                 let iaxes: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
                 ((x[0] - &keep(y, x[0], axes, *keepdim)).exp() * t).sum(&iaxes, *keepdim)
             }
+            // dy = s·y ⊙ (t − Σ t⊙y)
+            Rows::ScaledSoftmax { scale, .. } => (y * *scale) * (t - &(t * y).sum(&[-1], true)),
         })
     }
 }
@@ -69,6 +88,7 @@ enum RowKernel {
     Softmax,
     LogSoftmax,
     LogSumExp,
+    ScaledSoftmax,
 }
 
 impl RowKernel {
@@ -77,6 +97,7 @@ impl RowKernel {
             RowKernel::Softmax => "softmax",
             RowKernel::LogSoftmax => "log_softmax",
             RowKernel::LogSumExp => "logsumexp",
+            RowKernel::ScaledSoftmax => "scaled_softmax",
         }
     }
 }
@@ -87,6 +108,7 @@ impl Rows {
             Rows::Softmax(_) => RowKernel::Softmax,
             Rows::LogSoftmax(_) => RowKernel::LogSoftmax,
             Rows::LogSumExp { .. } => RowKernel::LogSumExp,
+            Rows::ScaledSoftmax { .. } => RowKernel::ScaledSoftmax,
         }
     }
 }
@@ -99,7 +121,9 @@ struct RowParams {
     stride: u32,
     rank_outer: u32,
     offset: u32,
-    _pad: [u32; 3],
+    scale: f32,
+    causal: u32,
+    _pad: u32,
     shape_outer: [u32; MAX_RANK],
     str_outer: [u32; MAX_RANK],
     magic_outer: [u32; MAX_RANK],
@@ -109,11 +133,17 @@ struct RowParams {
 /// Runs a row kernel along `axis`; returns the output buffer's tensor, laid
 /// out row-major in (other dims..., axis) order (logsumexp: other dims only).
 fn rows(kernel: RowKernel, x: &Tensor, axis: usize) -> Tensor {
+    rows_with(kernel, x, axis, 1.0, 0)
+}
+
+/// [`rows`] of `scale`·x, with the causal mask over blocks of `causal` rows
+/// (0: none); the mask needs `axis` last.
+fn rows_with(kernel: RowKernel, x: &Tensor, axis: usize, scale: f32, causal: usize) -> Tensor {
     let entry = kernel.entry();
     let ((os, _), _) = split(x.layout(), &[axis]);
     if os.len() > MAX_RANK && !x.is_contiguous() {
         // a view whose dimensions do not merge down to the kernel's: dense, they do
-        return rows(kernel, &contiguous_forward(x), axis);
+        return rows_with(kernel, &contiguous_forward(x), axis, scale, causal);
     }
     let l = x.layout();
     let ((os, ost), _) = split(l, &[axis]);
@@ -145,7 +175,9 @@ fn rows(kernel: RowKernel, x: &Tensor, axis: usize) -> Tensor {
         stride: l.strides[axis] as u32,
         rank_outer: os.len() as u32,
         offset: l.offset as u32,
-        _pad: [0; 3],
+        scale,
+        causal: causal as u32,
+        _pad: 0,
         shape_outer: pack(&os),
         str_outer: pack(&ost),
         magic_outer: pack_divisors(&os).0,
@@ -184,6 +216,19 @@ fn logsumexp_forward(x: &Tensor, axes: &[usize], keepdim: bool) -> Tensor {
         rows(RowKernel::LogSumExp, &moved.with_layout(l), kept.len())
     };
     lse.with_layout(Layout::contiguous(&out_shape))
+}
+
+/// softmax(`scale`·x) over the last axis of `x` [..., Tq, Tk], in one
+/// kernel: with `causal`, entry j of row i (i indexing axis −2) is masked
+/// out when j > i (top-left aligned, as PyTorch's `is_causal`). A row with
+/// every entry masked (−∞) gives zeros, not NaN. Attention's weights.
+#[track_caller]
+pub(crate) fn scaled_softmax(x: &Tensor, scale: f32, causal: bool) -> Tensor {
+    need_f32("scaled_softmax", x);
+    if x.rank() < 2 {
+        panic!("wgrad: scaled_softmax: needs [..., Tq, Tk], got shape {:?}", x.shape());
+    }
+    apply(Rows::ScaledSoftmax { scale, causal }, &[x])
 }
 
 impl Tensor {
