@@ -21,8 +21,9 @@ use wgrad::{Params, Tensor, compile, grad, nn};
 const STEPS: usize = 64;
 const EMBED: usize = 32;
 const HIDDEN: usize = 128;
-/// `gpt`'s validation loss with its defaults on lavapipe, for comparison.
-const GPT_DEFAULT: &str = "(see README)";
+/// `gpt`'s validation loss with its defaults on lavapipe (600 steps, 512
+/// windows), for comparison.
+const GPT_DEFAULT: &str = "1.864";
 
 /// Linear weights are [out, in], the gates stacked as (input, forget, cell, output).
 #[derive(Params)]
