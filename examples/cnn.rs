@@ -85,5 +85,6 @@ fn train(name: &str, about: &str) -> support::Result<()> {
     history.plot(&args.out.join(format!("{name}-loss.svg")), "convolutional network on MNIST")?;
     checkpoint::save(args.out.join(format!("{name}.safetensors")), &state.0, Some(&state.1))?;
     history.final_accuracy();
-    Ok(())
+    let acc = history.test_accuracy.last().copied().unwrap_or(0.0);
+    support::check(args.quick, &format!("test accuracy {:.2}% above 93%", 100.0 * acc), acc > 0.93)
 }

@@ -57,5 +57,6 @@ fn run() -> support::Result<()> {
     history.plot(&args.out.join("logistic-loss.svg"), "logistic regression on MNIST")?;
     checkpoint::save(args.out.join("logistic.safetensors"), &state.0, Some(&state.1))?;
     history.final_accuracy();
-    Ok(())
+    let acc = history.test_accuracy.last().copied().unwrap_or(0.0);
+    support::check(args.quick, &format!("test accuracy {:.2}% above 85%", 100.0 * acc), acc > 0.85)
 }

@@ -3,6 +3,8 @@
 //! models and training loops are in each example.
 #![allow(dead_code)]
 
+pub mod text;
+
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -109,6 +111,9 @@ pub struct Args {
     pub out: PathBuf,
     /// Run the training step op by op instead of compiled (same results).
     pub eager: bool,
+    /// A short run (one epoch unless `--epochs` says otherwise) that checks
+    /// the example's headline figure: see [`check`].
+    pub quick: bool,
 }
 
 /// Parses the command line of an MNIST example (`--help` lists the options)
@@ -125,10 +130,13 @@ pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Re
         "--resume FILE  continue from a checkpoint saved by a previous run".to_string(),
         "--out DIR      where the loss curve, images and model go (default out)".to_string(),
         "--eager        run each step op by op instead of compiled (same numbers, slower)".to_string(),
+        "--quick        one epoch (unless --epochs is given), then check the headline figure".to_string(),
     ];
     let path = |p: &PathBuf| !p.as_os_str().is_empty();
     let count = |n: &usize| *n >= 1;
     let args = command_line(name, about, &options, |p| {
+        let quick = p.flag("--quick");
+        let epochs = if quick { 1 } else { epochs };
         Ok(Args {
             data: p
                 .value("--data", "a folder", path)?
@@ -140,10 +148,23 @@ pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Re
             resume: p.value("--resume", "a checkpoint file", path)?,
             out: p.value("--out", "a folder", path)?.unwrap_or_else(|| PathBuf::from("out")),
             eager: p.flag("--eager"),
+            quick,
         })
     });
     writable_folder(&args.out)?;
     Ok(args)
+}
+
+/// In a `--quick` run, fails (exit status 1) unless `ok`, the example's
+/// headline figure `what` having met its bar.
+pub fn check(quick: bool, what: &str, ok: bool) -> Result<()> {
+    if quick {
+        if !ok {
+            return Err(format!("quick check failed: {what}").into());
+        }
+        println!("quick check passed: {what}");
+    }
+    Ok(())
 }
 
 /// Turns an error about `path` into one that names it.
@@ -332,6 +353,20 @@ pub fn train_epoch(
     }
     bar.finish_and_clear();
     Ok(total / batches.len() as f32)
+}
+
+/// Writes 20 test digits `x` and their reconstructions `y` ([20, 784] each,
+/// values in [0, 1]) as a PNG: 2 rows of 10 digits, each above its
+/// reconstruction.
+pub fn save_reconstructions(path: &Path, x: &Tensor, y: &Tensor) -> Result<()> {
+    let (x, y): (Vec<f32>, Vec<f32>) = (x.to_vec()?, y.to_vec()?);
+    let mut grid = Vec::with_capacity(40 * 784);
+    for half in 0..2 {
+        let rows = half * 10 * 784..(half + 1) * 10 * 784;
+        grid.extend_from_slice(&x[rows.clone()]);
+        grid.extend_from_slice(&y[rows]);
+    }
+    save_grid(path, &grid, (4, 10), 28, 28)
 }
 
 /// Writes grey images (values in [0, 1], `rows`×`cols` tiles of h×w) as a PNG.
