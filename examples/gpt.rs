@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use support::text::{self, Rng, Text};
+use wgrad::nn::AttnMask;
 use wgrad::optim::{Optimizer, Schedule};
 use wgrad::{Params, Tensor, compile, grad, nn};
 
@@ -73,25 +74,21 @@ impl Gpt {
     }
 }
 
-/// Causal scaled dot-product attention of q, k, v [B, H, T, Dh]:
-/// softmax(q·kᵀ/√Dh, each position masked to itself and the past)·v.
-/// (One function so that `nn::scaled_dot_product_attention` can replace it.)
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
-    let t = q.dim(-2);
-    let scores = q.matmul(&k.transpose(-2, -1)) * (1.0 / (q.dim(-1) as f32).sqrt());
-    let past = Tensor::ones(q.device(), &[t, t]).tril(0).gt(0.0);
-    // NOTE: a large finite fill, not −∞: exp gives exactly 0 either way, and
-    // the backward never meets ∞ − ∞
-    past.where_(&scores, -1e9).softmax(-1).matmul(v)
-}
-
 /// x + attention(norm(x)), then x + mlp(norm(x)), for x [B, T, WIDTH].
 fn block(b: &Block, x: &Tensor) -> Tensor {
     let (batch, t) = (x.dim(0), x.dim(1));
     let heads = |z: &Tensor| z.reshape(&[batch, t, HEADS, WIDTH / HEADS]).permute(&[0, 2, 1, 3]);
     let h = nn::layer_norm(x, 1, Some(&b.norm1_w), Some(&b.norm1_b), 1e-5);
     let qkv = nn::linear(&h, &b.qkv, None).chunk(3, -1);
-    let y = attention(&heads(&qkv[0]), &heads(&qkv[1]), &heads(&qkv[2]));
+    // causal attention: the mask is made from indices inside the softmax kernel
+    let y = nn::scaled_dot_product_attention(
+        &heads(&qkv[0]),
+        &heads(&qkv[1]),
+        &heads(&qkv[2]),
+        AttnMask::Causal,
+        0.0,
+        false,
+    );
     let x = x + &nn::linear(&y.permute(&[0, 2, 1, 3]).reshape(&[batch, t, WIDTH]), &b.proj, None);
     let h = nn::layer_norm(&x, 1, Some(&b.norm2_w), Some(&b.norm2_b), 1e-5);
     let mlp = nn::linear(&nn::linear(&h, &b.up, Some(&b.up_b)).gelu(), &b.down, Some(&b.down_b));

@@ -52,17 +52,6 @@ impl Lstm {
     }
 }
 
-/// One LSTM step for inputs x [B, in] and state (h, c) [B, HIDDEN]:
-/// i, f, g, o = σ, σ, tanh, σ of x·W_ihᵀ + h·W_hhᵀ + b;
-/// c′ = f ⊙ c + i ⊙ g; h′ = o ⊙ tanh(c′).
-/// (One function so that `nn::lstm_cell` can replace it.)
-fn lstm_cell(x: &Tensor, (h, c): (&Tensor, &Tensor), w_ih: &Tensor, w_hh: &Tensor, b: &Tensor) -> (Tensor, Tensor) {
-    let gates = (nn::linear(x, w_ih, Some(b)) + nn::linear(h, w_hh, None)).chunk(4, -1);
-    let (i, f, g, o) = (gates[0].sigmoid(), gates[1].sigmoid(), gates[2].tanh(), gates[3].sigmoid());
-    let c = f * c + i * g;
-    (o * c.tanh(), c)
-}
-
 /// Logits [B, T, V] of the next character after each of `ids` [B, T], the
 /// state starting at zero in each window.
 fn logits(m: &Lstm, ids: &Tensor) -> Tensor {
@@ -72,7 +61,8 @@ fn logits(m: &Lstm, ids: &Tensor) -> Tensor {
     let mut c = h.clone();
     let mut hs = Vec::with_capacity(t);
     for step in 0..t {
-        (h, c) = lstm_cell(&x.narrow(1, step, 1).squeeze(1), (&h, &c), &m.w_ih, &m.w_hh, &m.bias);
+        // i, f, g, o = σ, σ, tanh, σ of x·W_ihᵀ + h·W_hhᵀ + b; c′ = f⊙c + i⊙g; h′ = o⊙tanh(c′)
+        (h, c) = nn::lstm_cell(&x.narrow(1, step, 1).squeeze(1), (&h, &c), &m.w_ih, &m.w_hh, Some(&m.bias), None);
         hs.push(h.clone());
     }
     let hs: Vec<&Tensor> = hs.iter().collect();
@@ -144,7 +134,7 @@ fn run() -> support::Result<()> {
         let mut c = h.clone();
         for i in 0..STEPS + args.sample - 1 {
             let x = nn::embedding(&Tensor::from_slice(&dev, &ids[i..=i], &[1]), &m.embed);
-            (h, c) = lstm_cell(&x, (&h, &c), &m.w_ih, &m.w_hh, &m.bias);
+            (h, c) = nn::lstm_cell(&x, (&h, &c), &m.w_ih, &m.w_hh, Some(&m.bias), None);
             if i + 1 >= STEPS {
                 let next: Vec<f32> = nn::linear(&h, &m.out, Some(&m.out_b)).to_vec()?;
                 ids.push(text::draw(&mut rng, &next, 0.8));
