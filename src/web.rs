@@ -12,6 +12,11 @@ use js_sys::Promise;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+mod gpt;
+mod newton;
+
+use newton::Newton;
+
 use crate::data::Mnist;
 use crate::nn::{self, ConvOptions, Reduction};
 use crate::optim::Optimizer;
@@ -302,6 +307,11 @@ impl Demo {
             }
             Ok(o.into())
         })
+    }
+
+    /// The second-derivative panel, on this demo's device.
+    pub fn newton(&self) -> Newton {
+        Newton::new(self.state.borrow().dev.clone())
     }
 
     /// Resolves to the 10 class probabilities of one 28×28 image (784 values
