@@ -169,6 +169,21 @@ impl State {
     }
 }
 
+/// The adapter, as JSON: name, backend, device type, driver, and what the
+/// matmul's autotune chose and measured.
+fn adapter_json(dev: &Device) -> String {
+    let i = dev.adapter_info();
+    let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    format!(
+        "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\",\"matmul\":\"{}\"}}",
+        esc(&i.name),
+        i.backend,
+        i.device_type,
+        esc(&i.driver),
+        esc(dev.matmul_autotune().unwrap_or("not tuned"))
+    )
+}
+
 fn js_err(e: crate::Error) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
@@ -197,17 +212,7 @@ impl Demo {
     /// The adapter, as JSON: name, backend, device type, driver, and what
     /// the matmul's autotune chose and measured.
     pub fn adapter(&self) -> String {
-        let s = self.state.borrow();
-        let i = s.dev.adapter_info();
-        let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        format!(
-            "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\",\"matmul\":\"{}\"}}",
-            esc(&i.name),
-            i.backend,
-            i.device_type,
-            esc(&i.driver),
-            esc(s.dev.matmul_autotune().unwrap_or("not tuned"))
-        )
+        adapter_json(&self.state.borrow().dev)
     }
 
     /// Starts over with a fresh model ("mlp" or "cnn") and optimizer.

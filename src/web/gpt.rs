@@ -11,7 +11,7 @@ use js_sys::Promise;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::{Newton, js_err};
+use super::{Newton, adapter_json, js_err};
 use crate::nn::{self, AttnMask};
 use crate::optim::Optimizer;
 use crate::{Compiled, Device, Params, Tensor, compile, grad};
@@ -191,6 +191,11 @@ impl TextDemo {
             };
             Ok(TextDemo { state: Rc::new(RefCell::new(state)) }.into())
         })
+    }
+
+    /// The adapter, as JSON (as `Demo.adapter`).
+    pub fn adapter(&self) -> String {
+        adapter_json(&self.state.borrow().dev)
     }
 
     /// The model, as one line: layers, heads, width, context, parameters.
