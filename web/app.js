@@ -156,7 +156,7 @@ async function trainSteps(n) {
   const rate = n / dt;
   state.rate = state.rate === null ? rate : 0.8 * state.rate + 0.2 * rate;
   state.losses.push([state.demo.steps(), loss]);
-  if (state.firstEpochSeconds === null && state.demo.epochs() >= 1) {
+  if (!isText() && state.firstEpochSeconds === null && state.demo.epochs() >= 1) {
     state.firstEpochSeconds = (performance.now() - state.trainStart) / 1000;
   }
   const every = isText() ? SAMPLE_EVERY : EVAL_EVERY[state.model];
