@@ -406,7 +406,7 @@ fn newton_panel_hessian_matches_its_pins() {
     let xs = [-2.0f32, -1.2, -0.4, 0.3, 0.8, 1.5, 2.2, 3.0];
     let ys = [0.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0];
     let features: Vec<f32> = xs.iter().flat_map(|&x| [x, 1.0]).collect();
-    let data = (Tensor::from_slice(&dev, &features, &[8, 2]), Tensor::from_slice(&dev, &ys, &[8]));
+    let data = (Tensor::from_slice(dev, &features, &[8, 2]), Tensor::from_slice(dev, &ys, &[8]));
     let loss = |w: &Tensor, (x, y): &(Tensor, Tensor)| {
         let z = x.matmul(w);
         (z.softplus() - &z * y).mean_all()
@@ -420,7 +420,7 @@ fn newton_panel_hessian_matches_its_pins() {
         let m = |f: &dyn Fn(f64) -> f64| xs.iter().map(|&x| q(x as f64) * f(x as f64)).sum::<f64>();
         vec![m(&|x| x * x), m(&|x| x), m(&|x| x), m(&|_| 1.0)]
     };
-    let h: Vec<f32> = hessian(loss, &Tensor::from_slice(&dev, &[a as f32, b as f32], &[2]), &data).to_vec().unwrap();
+    let h: Vec<f32> = hessian(loss, &Tensor::from_slice(dev, &[a as f32, b as f32], &[2]), &data).to_vec().unwrap();
     for i in 0..4 {
         // the pins are the closed form rounded to f32
         assert!((closed[i] - NEWTON_HESSIAN[i] as f64).abs() < 1e-8, "pin {i}: {} vs {}", NEWTON_HESSIAN[i], closed[i]);
