@@ -213,7 +213,7 @@ impl TextDemo {
         self.state.borrow().steps as f64
     }
 
-    /// Records `steps` compiled training steps on random windows of the
+    /// Records `steps` training steps (eager for now: see below) on random windows of the
     /// text, then resolves to their mean loss in nats per character.
     pub fn train(&self, steps: u32) -> Promise {
         let state = self.state.clone();
