@@ -12,6 +12,11 @@ use js_sys::Promise;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+mod gpt;
+mod newton;
+
+use newton::Newton;
+
 use crate::data::Mnist;
 use crate::nn::{self, ConvOptions, Reduction};
 use crate::optim::Optimizer;
@@ -164,6 +169,21 @@ impl State {
     }
 }
 
+/// The adapter, as JSON: name, backend, device type, driver, and what the
+/// matmul's autotune chose and measured.
+fn adapter_json(dev: &Device) -> String {
+    let i = dev.adapter_info();
+    let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    format!(
+        "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\",\"matmul\":\"{}\"}}",
+        esc(&i.name),
+        i.backend,
+        i.device_type,
+        esc(&i.driver),
+        esc(dev.matmul_autotune().unwrap_or("not tuned"))
+    )
+}
+
 fn js_err(e: crate::Error) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
@@ -192,17 +212,7 @@ impl Demo {
     /// The adapter, as JSON: name, backend, device type, driver, and what
     /// the matmul's autotune chose and measured.
     pub fn adapter(&self) -> String {
-        let s = self.state.borrow();
-        let i = s.dev.adapter_info();
-        let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        format!(
-            "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\",\"matmul\":\"{}\"}}",
-            esc(&i.name),
-            i.backend,
-            i.device_type,
-            esc(&i.driver),
-            esc(s.dev.matmul_autotune().unwrap_or("not tuned"))
-        )
+        adapter_json(&self.state.borrow().dev)
     }
 
     /// Starts over with a fresh model ("mlp" or "cnn") and optimizer.
@@ -302,6 +312,11 @@ impl Demo {
             }
             Ok(o.into())
         })
+    }
+
+    /// The second-derivative panel, on this demo's device.
+    pub fn newton(&self) -> Newton {
+        Newton::new(self.state.borrow().dev.clone())
     }
 
     /// Resolves to the 10 class probabilities of one 28×28 image (784 values

@@ -392,3 +392,41 @@ fn scatter_amax_gradient_is_split_among_ties() {
     );
     assert_eq!(t.to_vec::<f32>().unwrap(), vec![3.0, 7.0, 1.0]);
 }
+
+/// The Hessian the browser demo's Newton panel computes first (`src/web/newton.rs`,
+/// the same eight points and start): the mean logistic loss of slope and
+/// intercept w = (a, b) at (−0.5, 1). The pins are its closed form in f64,
+/// H = mean σ(z)(1 − σ(z)) [x², x; x, 1] with z = a·x + b; `web/test/e2e.mjs`
+/// compares the browser's value with the same numbers, so the two cannot drift.
+const NEWTON_HESSIAN: [f32; 4] = [0.586_351_74, 0.177_492_16, 0.177_492_16, 0.198_965_34];
+
+#[test]
+fn newton_panel_hessian_matches_its_pins() {
+    let dev = dev();
+    let xs = [-2.0f32, -1.2, -0.4, 0.3, 0.8, 1.5, 2.2, 3.0];
+    let ys = [0.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+    let features: Vec<f32> = xs.iter().flat_map(|&x| [x, 1.0]).collect();
+    let data = (Tensor::from_slice(dev, &features, &[8, 2]), Tensor::from_slice(dev, &ys, &[8]));
+    let loss = |w: &Tensor, (x, y): &(Tensor, Tensor)| {
+        let z = x.matmul(w);
+        (z.softplus() - &z * y).mean_all()
+    };
+    let (a, b) = (-0.5f64, 1.0f64);
+    let closed: Vec<f64> = {
+        let q = |x: f64| {
+            let s = 1.0 / (1.0 + (-(a * x + b)).exp());
+            s * (1.0 - s) / 8.0
+        };
+        let m = |f: &dyn Fn(f64) -> f64| xs.iter().map(|&x| q(x as f64) * f(x as f64)).sum::<f64>();
+        vec![m(&|x| x * x), m(&|x| x), m(&|x| x), m(&|_| 1.0)]
+    };
+    let h: Vec<f32> = hessian(loss, &Tensor::from_slice(dev, &[a as f32, b as f32], &[2]), &data).to_vec().unwrap();
+    for i in 0..4 {
+        // the pins are the closed form rounded to f32
+        assert!((closed[i] - NEWTON_HESSIAN[i] as f64).abs() < 1e-8, "pin {i}: {} vs {}", NEWTON_HESSIAN[i], closed[i]);
+        // a dozen f32 roundings per term (matmul, exp, log, the products), over
+        // values ≤ 0.6: far inside 1e-6
+        assert!((h[i] - NEWTON_HESSIAN[i]).abs() < 1e-6, "H[{i}] = {} vs pinned {}", h[i], NEWTON_HESSIAN[i]);
+    }
+    println!("newton panel hessian at (-0.5, 1): {h:?}");
+}

@@ -1,16 +1,23 @@
-// The MNIST demo page: loads the wasm module and the digits, trains with
-// start/pause, charts loss and accuracy, and classifies what you draw.
+// The demo page: loads the wasm module and the digits (or, for the GPT, a
+// text), trains with start/pause, charts loss and accuracy, classifies what
+// you draw or samples text, and runs Newton's method with Hessians.
 //
 // URL parameters, for links and for the browser test:
-//   ?model=mlp|cnn   the model to start with
-//   ?steps=N         train N steps on load, then evaluate on all test digits
+//   ?model=mlp|cnn|gpt   the model to start with (gpt: a character model)
+//   ?steps=N             train N steps on load, then evaluate on all test
+//                        digits (the GPT: draw a sample)
 
-import init, { Demo } from './pkg/wgrad.js';
+import init, { Demo, TextDemo } from './pkg/wgrad.js';
+import { setUpNewton } from './newton.js';
 
 const FILES = ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'];
-const STEPS_PER_CALL = { mlp: 10, cnn: 2 };
+const STEPS_PER_CALL = { mlp: 10, cnn: 2, gpt: 2 };
 const EVAL_EVERY = { mlp: 100, cnn: 20 };
 const EVAL_DIGITS = 500;
+// the GPT: a sample of SAMPLE_CHARS characters every SAMPLE_EVERY steps
+const SAMPLE_EVERY = 20;
+const SAMPLE_CHARS = 100;
+const TEMPERATURE = 0.8;
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -18,7 +25,7 @@ const params = new URLSearchParams(location.search);
 // Everything the page knows, also read by the browser test.
 const state = {
   demo: null,
-  model: params.get('model') === 'cnn' ? 'cnn' : 'mlp',
+  model: ['cnn', 'gpt'].includes(params.get('model')) ? params.get('model') : 'mlp',
   running: false,
   busy: Promise.resolve(),
   losses: [],      // [step, mean loss since the previous point]
@@ -30,7 +37,10 @@ const state = {
   done: false,
   error: null,
   strokes: 0,      // strokes drawn on the pad
+  samples: [],     // the GPT's: [step, text]
+  newton: null,    // the Newton panel's first run: {path, hessian, gradient}
 };
+const isText = () => state.model === 'gpt';
 window.wgradState = state;
 
 function status(text) { $('status').textContent = text; }
@@ -53,14 +63,19 @@ async function main() {
     return noWebGPU('WebGPU is present but no adapter is available (it may be disabled or blocklisted).');
   }
   const fallback = Boolean(gpuAdapter.isFallbackAdapter || (gpuAdapter.info && gpuAdapter.info.isFallbackAdapter));
-  status('loading the wasm module and the digits…');
+  status(`loading the wasm module and ${isText() ? 'the text' : 'the digits'}…`);
   await init();
-  const buffers = await Promise.all(FILES.map(async (f) => {
+  const get = async (f) => {
     const r = await fetch(`data/${f}`);
     if (!r.ok) throw new Error(`fetching data/${f}: HTTP ${r.status}`);
-    return new Uint8Array(await r.arrayBuffer());
-  }));
-  state.demo = await Demo.create(...buffers);
+    return r;
+  };
+  if (isText()) {
+    state.demo = await TextDemo.create(await (await get('shakespeare.txt')).text());
+  } else {
+    state.demo = await Demo.create(...await Promise.all(FILES.map(async (f) => new Uint8Array(await (await get(f)).arrayBuffer()))));
+  }
+  showMode();
   // wgpu reports the backend; the browser's own adapter info names the device
   const info = gpuAdapter.info || {};
   const described = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
@@ -70,13 +85,19 @@ async function main() {
   $('adapter').textContent = `${a.name} · ${a.backend}${a.fallback ? ' · fallback (software) adapter' : ''}`;
   $('adapter').classList.add('ok');
   $('model').value = state.model;
-  state.demo.setModel(state.model);
+  if (!isText()) state.demo.setModel(state.model);
   for (const id of ['model', 'start', 'reset']) $(id).disabled = false;
   $('start').onclick = () => (state.running ? pause() : start());
   $('reset').onclick = () => { pause(); reset(state.model); };
-  $('model').onchange = () => { pause(); reset($('model').value); };
+  // the GPT and the digit models are separate demos: switch by reloading
+  $('model').onchange = () => {
+    pause();
+    if (($('model').value === 'gpt') !== isText()) location.search = `?model=${$('model').value}`;
+    else reset($('model').value);
+  };
   $('clear').onclick = clearPad;
-  status('ready: press Start, or draw a digit to see the untrained model guess');
+  state.newton = await setUpNewton(state.demo.newton(), $('newton-plot'), $('newton-numbers'));
+  status(isText() ? 'ready: press Start to train the GPT' : 'ready: press Start, or draw a digit to see the untrained model guess');
   const fixed = parseInt(params.get('steps') || '', 10);
   if (fixed > 0) await trainFixed(fixed);
 }
@@ -89,7 +110,20 @@ function noWebGPU(reason) {
   state.error = reason;
 }
 
+// The page's parts for the model: the digits' (pad, accuracy) or the text's
+// (samples).
+function showMode() {
+  const text = isText();
+  $('train-title').textContent = text ? 'Train a character GPT on Hamlet' : 'Train on 8,000 real MNIST digits';
+  $('draw-card').hidden = text;
+  $('samples-card').hidden = !text;
+  for (const id of ['accuracy-chart', 'accuracy-stat', 'epochs-stat']) $(id).hidden = text;
+  $('loss-label').textContent = text ? 'loss, nats/char' : 'loss';
+  if (text) $('gpt-about').textContent = state.demo.describe();
+}
+
 function reset(model) {
+  if (model === 'gpt') return location.reload(); // a fresh TextDemo
   state.model = model;
   state.demo.setModel(model);
   state.losses = [];
@@ -122,13 +156,14 @@ async function trainSteps(n) {
   const rate = n / dt;
   state.rate = state.rate === null ? rate : 0.8 * state.rate + 0.2 * rate;
   state.losses.push([state.demo.steps(), loss]);
-  if (state.firstEpochSeconds === null && state.demo.epochs() >= 1) {
+  if (!isText() && state.firstEpochSeconds === null && state.demo.epochs() >= 1) {
     state.firstEpochSeconds = (performance.now() - state.trainStart) / 1000;
   }
-  const every = EVAL_EVERY[state.model];
+  const every = isText() ? SAMPLE_EVERY : EVAL_EVERY[state.model];
   const steps = state.demo.steps();
   if (Math.floor(steps / every) > Math.floor((steps - n) / every)) {
-    state.accuracies.push([steps, await state.demo.evaluate(EVAL_DIGITS)]);
+    if (isText()) await sampleText();
+    else state.accuracies.push([steps, await state.demo.evaluate(EVAL_DIGITS)]);
   }
   updateStats();
   drawCharts();
@@ -158,6 +193,13 @@ async function trainFixed(total) {
       left -= n;
       await new Promise(requestAnimationFrame);
     }
+    if (isText()) {
+      if (state.samples.at(-1)?.[0] !== state.demo.steps()) await sampleText();
+      const [first, last] = [state.losses[0][1], state.losses.at(-1)[1]];
+      status(`trained ${total} steps: loss ${first.toFixed(3)} → ${last.toFixed(3)} nats/char`);
+      state.done = true;
+      return;
+    }
     state.finalAccuracy = await state.demo.evaluate(1e9);
     if (state.accuracies.at(-1)?.[0] !== state.demo.steps()) state.accuracies.push([state.demo.steps(), state.finalAccuracy]);
     drawCharts();
@@ -169,10 +211,23 @@ async function trainFixed(total) {
   }
 }
 
+// A sample from the GPT as it is now, shown above the earlier ones.
+async function sampleText() {
+  const step = state.demo.steps();
+  const text = await state.demo.sample(SAMPLE_CHARS, TEMPERATURE);
+  state.samples.push([step, text]);
+  const item = document.createElement('div');
+  item.className = 'sample';
+  item.innerHTML = '<span class="label"></span><pre></pre>';
+  item.querySelector('.label').textContent = `after ${step} steps`;
+  item.querySelector('pre').textContent = text;
+  $('samples').prepend(item);
+}
+
 function updateStats() {
   const d = state.demo;
   $('steps').textContent = d ? d.steps() : 0;
-  $('epochs').textContent = d ? d.epochs().toFixed(2) : '0.00';
+  $('epochs').textContent = d && !isText() ? d.epochs().toFixed(2) : '0.00';
   $('rate').textContent = state.rate === null ? '–' : state.rate.toFixed(1);
   const l = state.losses.at(-1);
   $('loss').textContent = l ? l[1].toFixed(3) : '–';
@@ -224,7 +279,9 @@ function drawChart(canvas, points, { title, color, yMax, format }) {
 }
 
 function drawCharts() {
-  drawChart($('loss-chart'), state.losses, { title: 'training loss', color: '#3b5bdb', format: (v) => v.toFixed(2) });
+  drawChart($('loss-chart'), state.losses, {
+    title: isText() ? 'training loss (nats per character)' : 'training loss', color: '#3b5bdb', format: (v) => v.toFixed(2),
+  });
   drawChart($('accuracy-chart'), state.accuracies, {
     title: `test accuracy (${EVAL_DIGITS} digits)`, color: '#e8590c', yMax: 1, format: (v) => `${Math.round(100 * v)}%`,
   });
