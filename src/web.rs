@@ -13,8 +13,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 mod gpt;
+mod js;
 mod newton;
 
+use js::{adapter_json, js_err};
 use newton::Newton;
 
 use crate::data::Mnist;
@@ -167,25 +169,6 @@ impl State {
         self.next += 1;
         self.order[self.next - 1].clone()
     }
-}
-
-/// The adapter, as JSON: name, backend, device type, driver, and what the
-/// matmul's autotune chose and measured.
-fn adapter_json(dev: &Device) -> String {
-    let i = dev.adapter_info();
-    let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-    format!(
-        "{{\"name\":\"{}\",\"backend\":\"{:?}\",\"deviceType\":\"{:?}\",\"driver\":\"{}\",\"matmul\":\"{}\"}}",
-        esc(&i.name),
-        i.backend,
-        i.device_type,
-        esc(&i.driver),
-        esc(dev.matmul_autotune().unwrap_or("not tuned"))
-    )
-}
-
-fn js_err(e: crate::Error) -> JsValue {
-    JsError::new(&e.to_string()).into()
 }
 
 /// The MNIST demo: a model, its optimizer and the digits, on the page's GPU.

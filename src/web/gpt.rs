@@ -11,7 +11,8 @@ use js_sys::Promise;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::{Newton, adapter_json, js_err};
+use super::js::{adapter_json, js_err};
+use super::newton::Newton;
 use crate::nn::{self, AttnMask};
 use crate::optim::Optimizer;
 use crate::{Compiled, Device, Params, Tensor, compile, grad};

@@ -7,7 +7,7 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use super::js_err;
+use super::js::js_err;
 use crate::{Device, Tensor, grad, hessian};
 
 /// One feature per point and its label; the labels interleave, so the classes
