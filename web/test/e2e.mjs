@@ -139,9 +139,10 @@ try {
   await page.waitForTimeout(300); // the probability bars' 0.12 s transition
   mkdirSync(dirname(shot), { recursive: true });
   await page.screenshot({ path: shot, fullPage: true });
-  // the README shows the default demo, the MLP's
-  if (model === 'mlp') copyFileSync(shot, join(web, 'screenshot.png'));
-  console.log(`screenshot: ${shot}${model === 'mlp' ? ' (and web/screenshot.png)' : ''}`);
+  // the README shows the default demo, the MLP's, and the GPT's
+  const shown = { mlp: 'screenshot.png', gpt: 'screenshot-gpt.png' }[model];
+  if (shown) copyFileSync(shot, join(web, shown));
+  console.log(`screenshot: ${shot}${shown ? ` (and web/${shown})` : ''}`);
   console.log(`summary: ${steps} ${model.toUpperCase()} steps at ${s.rate.toFixed(2)} steps/s, ` +
     (model === 'gpt' ? `loss ${first.toFixed(3)} → ${last.toFixed(3)} nats/char, ` : `first epoch after ${s.firstEpoch?.toFixed(1)} s, `) +
     `page load to done ${((Date.now() - t0) / 1000).toFixed(1)} s` +
