@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 
 use common::*;
-use wgrad::nn::{self, Reduction};
+use wgrad::nn::{self, AttnMask, Reduction};
 use wgrad::optim::Optimizer;
 use wgrad::{Device, Params, Tensor, compile, grad};
 
@@ -487,10 +487,14 @@ fn both<P: Params, I: Params>(
             l
         });
         let mut losses = Vec::new();
+        let dev = state.0.tensors()[0].device().clone();
+        let before = dev.counters();
         for b in batches {
             let l = if compiled { step.run(&mut state, b).unwrap().clone() } else { step.run_eager(&mut state, b) };
             losses.push(l.item::<f32>().unwrap());
         }
+        // no dispatch binds a buffer it writes twice (browsers refuse it)
+        assert_eq!((dev.counters() - before).aliased_bindings, 0, "compiled: {compiled}");
         results.push((losses, flat(&state.0)));
     }
     let c = results.pop().unwrap();
@@ -691,4 +695,55 @@ fn a_chain_whose_values_nothing_reads_runs_nowhere() {
         vec![x * 2.0]
     };
     assert_eq!(reduction_case(&d, &s, &x, after_matmul), 2);
+}
+
+#[derive(Params)]
+struct Block {
+    qkv: Tensor,
+    proj: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+/// A transformer block's loss over tokens `x` [B, T, 48] (layer norms,
+/// causal attention, a GELU MLP, per-row cross-entropy).
+fn block_loss(m: &Block, (x, y): &(Tensor, Tensor)) -> Tensor {
+    let (b, t) = (x.dim(0), x.dim(1));
+    let heads = |z: &Tensor| z.reshape(&[b, t, 4, 12]).permute(&[0, 2, 1, 3]);
+    let qkv = nn::linear(&nn::layer_norm(x, 1, None, None, 1e-5), &m.qkv, None).chunk(3, -1);
+    let a = nn::scaled_dot_product_attention(
+        &heads(&qkv[0]),
+        &heads(&qkv[1]),
+        &heads(&qkv[2]),
+        AttnMask::Causal,
+        0.0,
+        false,
+    );
+    let h = x + &nn::linear(&a.permute(&[0, 2, 1, 3]).reshape(&[b, t, 48]), &m.proj, None);
+    let h = &h + &nn::linear(&nn::linear(&nn::layer_norm(&h, 1, None, None, 1e-5), &m.up, None).gelu(), &m.down, None);
+    nn::cross_entropy(&h.reshape(&[b * t, 48]), y, Reduction::Mean)
+}
+
+#[test]
+fn no_kernel_binds_a_buffer_it_writes_twice() {
+    // Browsers' WebGPU rejects a dispatch that binds one buffer to a
+    // writable binding and to another (native drivers run it). A reduction
+    // whose result only its epilogue reads leaves its buffer to the
+    // epilogue's output: fused, that buffer would be bound twice.
+    let d = own_device();
+    let make = || {
+        d.manual_seed(8);
+        Block {
+            qkv: Tensor::randn(&d, &[144, 48]) * 0.2,
+            proj: Tensor::randn(&d, &[48, 48]) * 0.2,
+            up: Tensor::randn(&d, &[192, 48]) * 0.2,
+            down: Tensor::randn(&d, &[48, 192]) * 0.2,
+        }
+    };
+    let x = Tensor::randn(&d, &[16, 32, 48]);
+    let y = Tensor::from_slice(&d, &(0..512u32).map(|i| i * 7 % 48).collect::<Vec<_>>(), &[512]);
+    let before = d.counters();
+    let [eager, compiled] = both(make, block_loss, || Optimizer::adam(1e-2), &[(x.clone(), y.clone()), (x, y)]);
+    assert_eq!((d.counters() - before).aliased_bindings, 0);
+    assert_eq!(eager, compiled);
 }

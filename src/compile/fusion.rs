@@ -132,7 +132,8 @@ pub(super) fn fuse(
     // reduction, or the chain before it, reads: free by then, but not while
     // they run in one kernel (as its epilogue and prologue): one of the two
     // values moves to a buffer of its own. So may the reduction's results
-    // where they would overwrite what the chain before it reads.
+    // where they would overwrite what the chain before it reads, and a
+    // chain's value that liveness put in the results' buffer.
     for i in 0..nodes.len() {
         let Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } = &nodes[i] else { continue };
         let out = r.out.clone();
@@ -147,9 +148,22 @@ pub(super) fn fuse(
         if read.contains(&out) {
             rename_output(dev, &mut nodes, i, pinned, fresh);
         }
+        let results = |nodes: &[Node]| match &nodes[i] {
+            Node::Dispatch { fusable: Some(Fusable::Reduce(r)), .. } => r.out.clone(),
+            _ => unreachable!("a reduction"),
+        };
         for j in i + 1..nodes.len() {
             let Node::Dispatch { fusable: Some(Fusable::Elementwise(e)), .. } = &nodes[j] else { break };
             let written = e.out.buffer.clone();
+            if written == results(&nodes) {
+                // in the results' own buffer, the chain's store would bind it
+                // twice in one kernel, once writable (WebGPU forbids that):
+                // the chain's value moves, or else the results do
+                if !rename_output(dev, &mut nodes, j, pinned, fresh) {
+                    rename_output(dev, &mut nodes, i, pinned, fresh);
+                }
+                continue;
+            }
             if read.contains(&written) && !rename_output(dev, &mut nodes, j, pinned, fresh) {
                 // the values read move instead: those the chain before
                 // writes, and the one it finds
@@ -448,9 +462,9 @@ fn reduction_epilogue_fits(r: &RedInfo, infos: &[&EwInfo], bound: &Access, prolo
     if !r.last || shape.iter().product::<usize>() != r.outputs || !reads.iter().any(|o| o.buffer == r.out) {
         return false;
     }
-    if reads.iter().any(|o| o.buffer == r.out && !dense(o, shape))
-        || infos.iter().any(|e| e.out.buffer == r.out && !dense(&e.out, shape))
-    {
+    // (a chain storing into the results' buffer would bind it twice, once
+    // writable: WebGPU forbids that)
+    if reads.iter().any(|o| o.buffer == r.out && !dense(o, shape)) || infos.iter().any(|e| e.out.buffer == r.out) {
         return false;
     }
     let Access { reads: read, writes: written } = bound;

@@ -57,7 +57,7 @@ pub(super) fn rename_output(
         _ => return false,
     };
     // the readers of this value: up to (and including) a full overwrite
-    let mut end = nodes.len();
+    let mut end = None;
     for (j, node) in nodes.iter().enumerate().skip(i + 1) {
         let Access { reads, writes } = access(dev, node);
         if reads.contains(&old) {
@@ -76,13 +76,15 @@ pub(super) fn rename_output(
             if !overwrites(node, &old, numel) {
                 return false;
             }
-            end = j + 1;
+            end = Some(j + 1);
             break;
         }
     }
-    if end == nodes.len() && pinned.contains(&old) {
+    // (a value that outlives the step keeps its buffer, unless a later
+    // node overwrites it, the last one included)
+    let Some(end) = end.or((!pinned.contains(&old)).then_some(nodes.len())) else {
         return false;
-    }
+    };
     let new = fresh(old.size());
     for (j, node) in nodes[i..end].iter_mut().enumerate() {
         let Node::Dispatch { pipeline, bindings, fusable, .. } = node else { continue };

@@ -89,6 +89,9 @@ impl DeviceInner {
                             }),
                         });
                     }
+                    if aliases_a_writable_binding(|| self.interface(&pipeline.source), bindings) {
+                        self.stats.aliased.fetch_add(1, Ordering::Relaxed);
+                    }
                     for (binding, buffer) in bindings {
                         entries.push(wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() });
                     }
@@ -144,4 +147,23 @@ pub(crate) fn encode(
         }
     }
     dispatches
+}
+
+/// Whether one buffer is bound to a writable binding and to another one
+/// (WebGPU forbids it; native backends do not check).
+/// (The module's interface is looked up only when a buffer repeats.)
+fn aliases_a_writable_binding(
+    interface: impl FnOnce() -> std::sync::Arc<super::pipelines::Interface>,
+    bindings: &[(u32, wgpu::Buffer)],
+) -> bool {
+    let pairs = || {
+        bindings.iter().enumerate().flat_map(|(i, (b1, buf1))| {
+            bindings[i + 1..].iter().filter(move |(_, buf2)| buf1 == buf2).map(move |(b2, _)| (*b1, *b2))
+        })
+    };
+    if pairs().next().is_none() {
+        return false;
+    }
+    let interface = interface();
+    pairs().any(|(b1, b2)| interface.writes(b1) || interface.writes(b2))
 }

@@ -100,6 +100,7 @@ pub(crate) struct Stats {
     pub pipelines: AtomicU64,
     pub bind_groups: AtomicU64,
     pub tensors: AtomicU64,
+    pub aliased: AtomicU64,
 }
 
 /// A snapshot of a device's counters, for tests and benchmarks.
@@ -117,6 +118,10 @@ pub struct Counters {
     pub pipelines: u64,
     /// Bind groups created.
     pub bind_groups: u64,
+    /// Dispatches that bound one buffer to a writable binding and to another
+    /// binding. Browsers' WebGPU rejects them (native drivers run them):
+    /// wgrad never records one, and the tests hold it to 0.
+    pub aliased_bindings: u64,
     /// Tensor handles created (views and results alike).
     pub tensors_created: u64,
     /// GPU buffers created by the pool.
@@ -145,6 +150,7 @@ impl std::ops::Sub for Counters {
             uploads: self.uploads - before.uploads,
             pipelines: self.pipelines - before.pipelines,
             bind_groups: self.bind_groups - before.bind_groups,
+            aliased_bindings: self.aliased_bindings - before.aliased_bindings,
             tensors_created: self.tensors_created - before.tensors_created,
             buffers_created: self.buffers_created - before.buffers_created,
             bytes_held: self.bytes_held,
@@ -243,6 +249,7 @@ impl Device {
             uploads: s.uploads.load(Ordering::Relaxed),
             pipelines: s.pipelines.load(Ordering::Relaxed),
             bind_groups: s.bind_groups.load(Ordering::Relaxed),
+            aliased_bindings: s.aliased.load(Ordering::Relaxed),
             tensors_created: s.tensors.load(Ordering::Relaxed),
             buffers_created: pool.created,
             bytes_held: pool.bytes_held,
@@ -362,7 +369,9 @@ impl DeviceInner {
     /// Zeroes the activity counters (after the device's own set-up work).
     pub(crate) fn reset_counters(&self) {
         let s = &self.stats;
-        for c in [&s.submits, &s.dispatches, &s.readbacks, &s.uploads, &s.pipelines, &s.bind_groups, &s.tensors] {
+        for c in
+            [&s.submits, &s.dispatches, &s.readbacks, &s.uploads, &s.pipelines, &s.bind_groups, &s.tensors, &s.aliased]
+        {
             c.store(0, Ordering::Relaxed);
         }
         self.pool().created = 0;
