@@ -214,7 +214,7 @@ impl TextDemo {
         self.state.borrow().steps as f64
     }
 
-    /// Records `steps` training steps (eager for now: see below) on random windows of the
+    /// Records `steps` compiled training steps on random windows of the
     /// text, then resolves to their mean loss in nats per character.
     pub fn train(&self, steps: u32) -> Promise {
         let state = self.state.clone();
@@ -232,11 +232,10 @@ impl TextDemo {
                         Tensor::from_slice(&s.dev, &window(0), &shape),
                         Tensor::from_slice(&s.dev, &window(1), &shape),
                     );
-                    // Eager, not replayed: the compiled GPT step binds one
-                    // buffer to two writable bindings of a fused kernel, which
-                    // Chromium's WebGPU rejects (lavapipe does not check).
-                    // TODO: replay once the planner never aliases outputs.
-                    total = total + s.step.run_eager(&mut s.model, &batch);
+                    // (the compiled step's loss is overwritten by the next
+                    // replay: add it first)
+                    let State { step, model, .. } = &mut *s;
+                    total = total + step.run(model, &batch).map_err(js_err)?;
                     s.steps += 1;
                 }
                 total
