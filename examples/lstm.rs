@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use support::text::{self, Rng, Text};
-use wgrad::optim::{Optimizer, Schedule};
+use wgrad::optim::Optimizer;
 use wgrad::{Params, Tensor, compile, grad, nn};
 
 /// Characters per training window (as `gpt`'s context, so the validation
@@ -71,9 +71,7 @@ fn logits(m: &Lstm, ids: &Tensor) -> Tensor {
 
 /// Mean cross-entropy of the next characters `y` [B, T], in nats.
 fn loss(m: &Lstm, (x, y): &(Tensor, Tensor)) -> Tensor {
-    let l = logits(m, x);
-    let n = l.dim(0) * l.dim(1);
-    nn::cross_entropy(&l.reshape(&[n, l.dim(2)]), &y.reshape(&[n]), nn::Reduction::Mean)
+    text::next_char_loss(&logits(m, x), y)
 }
 
 fn main() -> ExitCode {
@@ -95,9 +93,7 @@ fn run() -> support::Result<()> {
     let bigram = text::bigram_loss(&data, &data.val, &val_starts, STEPS);
     println!("bigram (add-one smoothing) validation loss: {bigram:.3} nats/char");
 
-    let total = args.steps as u64;
-    let mut opt =
-        Optimizer::adam(args.lr).schedule(Schedule::Cosine { total, min_lr: args.lr / 10.0 }).clip_grad_norm(1.0);
+    let mut opt = text::optimizer(&args);
     opt.init(&model);
     let mut state = (model, opt);
     let mut train = compile(|(m, opt): &mut (Lstm, Optimizer), batch: &(Tensor, Tensor)| {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use wgrad::optim::{Optimizer, Schedule};
 use wgrad::{Device, Tensor, nn};
 
 use super::{Result, command_line};
@@ -209,4 +210,18 @@ pub fn finish(args: &TextArgs, val: f32, bigram: f64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Mean cross-entropy of the next characters `y` [B, T] under `logits`
+/// [B, T, V], in nats.
+pub fn next_char_loss(logits: &Tensor, y: &Tensor) -> Tensor {
+    let n = logits.dim(0) * logits.dim(1);
+    nn::cross_entropy(&logits.reshape(&[n, logits.dim(2)]), &y.reshape(&[n]), nn::Reduction::Mean)
+}
+
+/// The text examples' optimizer: Adam at the rate asked for, decayed by a
+/// cosine to a tenth of it over the run, gradients clipped at norm 1.
+pub fn optimizer(args: &TextArgs) -> Optimizer {
+    let total = args.steps as u64;
+    Optimizer::adam(args.lr).schedule(Schedule::Cosine { total, min_lr: args.lr / 10.0 }).clip_grad_norm(1.0)
 }
