@@ -68,23 +68,6 @@ fn pool_ref(x: &Array, k: usize, s: usize, p: usize, max: bool) -> Array {
     out
 }
 
-/// Central differences (f64) of Σ w·f(x) with respect to every input.
-fn fd(f: &dyn Fn(&[Array]) -> Array, xs: &[Array], w: &Array) -> Vec<Array> {
-    let loss = |xs: &[Array]| -> f64 { f(xs).data.iter().zip(&w.data).map(|(a, b)| a * b).sum() };
-    (0..xs.len())
-        .map(|i| {
-            let mut g = xs[i].clone();
-            for e in 0..xs[i].numel() {
-                let (mut a, mut b) = (xs.to_vec(), xs.to_vec());
-                a[i].data[e] += 1e-6;
-                b[i].data[e] -= 1e-6;
-                g.data[e] = (loss(&a) - loss(&b)) / 2e-6;
-            }
-            g
-        })
-        .collect()
-}
-
 /// Checks forward and gradients of `gpu` against `cpu`. Outputs are sums of
 /// at most a few hundred products: 256 units of roundoff of the largest
 /// magnitude involved bounds the error.
@@ -98,7 +81,7 @@ fn check_layer(name: &str, xs: &[Array], gpu: &dyn Fn(&[Tensor]) -> Tensor, cpu:
     let w = rng.array(&want.shape, -1.0, 1.0);
     let wt = upload(&w);
     let (g, _, ()) = grad(|p: &Vec<Tensor>, w: &Tensor| (gpu(p) * w).sum_all())(&ts, &wt);
-    for (i, (gi, want)) in g.iter().zip(fd(cpu, xs, &w)).enumerate() {
+    for (i, (gi, want)) in g.iter().zip(reference_grads(cpu, xs, &w)).enumerate() {
         let scale = want.data.iter().fold(1.0f64, |m, v| m.max(v.abs()));
         assert_close(&format!("{name} ∂x{i}"), &download(gi), &want, 0.0, 256.0 * EPS * scale);
     }
