@@ -246,7 +246,7 @@ fn main() -> wgrad::Result<()> {
     let cnn_data = (Tensor::rand(&dev, &[64, 1, 28, 28]), &labels - &(&labels / 10u32 * 10u32));
     rows.push(step_row(&dev, "W4: CNN (seed's), batch 64", cnn, cnn_data, cnn_loss, sgd(), if quick { 3 } else { 10 }));
     // the gpt example's model and optimizer on random characters of a
-    // 73-letter alphabet (the size of its data's)
+    // 73-letter alphabet (as many letters as its data has)
     let vocab = 73;
     let ids = |dev: &Device| (Tensor::rand(dev, &[32, gpt::CONTEXT]) * vocab as f32).floor().cast(wgrad::DType::U32);
     let adam = Optimizer::adam(5e-3).clip_grad_norm(1.0);
