@@ -142,6 +142,9 @@ fn conv2d_matches_reference() {
         (&[1, 1, 28, 28], &[3, 1, 5, 5], ConvOptions::default().padding(2)),
         (&[2, 4, 9, 9], &[6, 2, 3, 3], ConvOptions::default().stride(2).padding(1).groups(2)),
         (&[1, 2, 10, 8], &[2, 2, 3, 2], ConvOptions { stride: (2, 1), padding: (1, 0), dilation: (2, 1), groups: 1 }),
+        // one output channel (per group): the forward product is a row vector
+        (&[2, 3, 7, 6], &[1, 3, 3, 3], ConvOptions::default().padding(1)),
+        (&[1, 2, 6, 5], &[2, 1, 3, 3], ConvOptions::default().groups(2)),
     ];
     for (xs, ws, o) in cases {
         let x = rng.array(xs, -1.0, 1.0);

@@ -104,6 +104,12 @@ impl<'a> GemmOperand<'a> {
         GemmOperand { t, offset: t.layout().offset, rs: s[r - 2], cs: s[r - 1], batch, load }
     }
 
+    /// The operand's transpose (its matrices' rows and columns swapped).
+    fn transposed(self) -> GemmOperand<'a> {
+        let [along_cols, along_rows] = self.load;
+        GemmOperand { rs: self.cs, cs: self.rs, load: [along_rows, along_cols], ..self }
+    }
+
     /// An operand a convolution's gather reads (`rs`, `cs`: what the
     /// gather takes them for), one element at a time.
     pub fn gathered(t: &'a Tensor, offset: usize, rs: usize, cs: usize, batch: Vec<usize>) -> GemmOperand<'a> {
@@ -128,6 +134,13 @@ pub(crate) struct Gemm<'a> {
 pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
     let Gemm { a: ao, b: bo, m, n, k, batch, conv } = g;
     let dev = ao.t.device();
+    // A column vector (n = 1) where a row vector has a tile of its own is
+    // computed as its transpose, Cᵀ = Bᵀ·Aᵀ: a row vector whose dense
+    // result is laid out as C's.
+    let (ao, bo, m, n) = match n == 1 && m > 1 && conv.is_none() && select::row_vector_tiles(&dev.inner) {
+        true => (bo.transposed(), ao.transposed(), 1, m),
+        false => (ao, bo, m, n),
+    };
     let kind = conv.as_ref().map(|c| c.0);
     let label = kind.map_or("matmul", ConvGemm::name);
     let nb: usize = batch.iter().product();
