@@ -81,10 +81,88 @@ fn child(compiled: bool) -> wgrad::Result<()> {
     Ok(())
 }
 
+/// The phases one child printed (`name ms` lines), and its wall time.
+struct Run {
+    wall_s: f64,
+    phases: Vec<(String, f64)>,
+}
+
+/// Runs this program as a child measuring one first step, with the shader
+/// caches in `dir` (Mesa's and wgrad's; NVIDIA's driver's too).
+fn spawn(mode: &str, dir: &std::path::Path) -> Run {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let t = Instant::now();
+    let out = std::process::Command::new(exe)
+        .args(["--child", mode])
+        .env("MESA_SHADER_CACHE_DIR", dir.join("mesa"))
+        .env("__GL_SHADER_DISK_CACHE_PATH", dir.join("nvidia"))
+        .env("WGRAD_CACHE_DIR", dir.join("wgrad"))
+        .output()
+        .expect("run the child");
+    let wall_s = t.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the child failed: {}{text}", String::from_utf8_lossy(&out.stderr));
+    let phases = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+        })
+        .collect();
+    Run { wall_s, phases }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() -> wgrad::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         return child(args.get(i + 1).is_some_and(|m| m == "compiled"));
+    }
+    let runs = if args.iter().any(|a| a == "--quick") { 1 } else { 3 };
+    let hips = args
+        .iter()
+        .position(|a| a == "--reference")
+        .and_then(|i| std::fs::read_to_string(args.get(i + 1)?).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|r| r["autograd_first_step_s"].as_f64());
+    // [mode][cold, warm]: runs of each, cold and warm alternating
+    let modes = ["eager", "compiled"];
+    let mut results: Vec<[Vec<Run>; 2]> = vec![Default::default(), Default::default()];
+    for r in 0..runs {
+        for (m, mode) in modes.iter().enumerate() {
+            let dir = std::env::temp_dir().join(format!("wgrad-first-step-{}-{r}-{mode}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            results[m][0].push(spawn(mode, &dir));
+            results[m][1].push(spawn(mode, &dir));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    println!("first training step of a fresh process: MLP 784-256-10, batch 128 (median of {runs})\n");
+    println!(
+        "| step | caches | s to the loss | opening the device | recording (compiled: tracing, fusion, pipelines) | submission and run |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (m, mode) in modes.iter().enumerate() {
+        for (c, caches) in ["cold", "warm"].iter().enumerate() {
+            let rs = &results[m][c];
+            let phase = |name: &str| {
+                median(rs.iter().map(|r| r.phases.iter().find(|p| p.0 == name).map_or(0.0, |p| p.1)).collect())
+            };
+            println!(
+                "| {mode} | {caches} | {:.2} | {:.0} ms | {:.0} ms | {:.0} ms |",
+                median(rs.iter().map(|r| r.wall_s).collect()),
+                phase("device"),
+                phase("record"),
+                phase("run"),
+            );
+        }
+    }
+    if let Some(s) = hips {
+        println!("| HIPS autograd (Python start, imports, step) | – | {s:.2} | – | – | – |");
     }
     Ok(())
 }
