@@ -136,6 +136,8 @@ fn main() -> wgrad::Result<()> {
         for (m, mode) in modes.iter().enumerate() {
             let dir = std::env::temp_dir().join(format!("wgrad-first-step-{}-{r}-{mode}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
+            // (Mesa makes its cache directory, but not the one above it)
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
             results[m][0].push(spawn(mode, &dir));
             results[m][1].push(spawn(mode, &dir));
             let _ = std::fs::remove_dir_all(&dir);
