@@ -7,7 +7,9 @@
 //! `cargo bench --bench first_step` prints the table (`--reference FILE`
 //! adds HIPS autograd's first step from benches/reference.py, `--quick`
 //! fewer runs); `-- --child eager|compiled` runs one first step and prints
-//! where its time went.
+//! where its time went, `-- --child matmuls` the first and second run of
+//! each of its products alone (with `MESA_SHADER_CACHE_DIR` an empty
+//! directory: what lavapipe's compiler takes for each).
 
 use std::time::Instant;
 
@@ -81,6 +83,33 @@ fn child(compiled: bool) -> wgrad::Result<()> {
     Ok(())
 }
 
+/// The first and the second run of each of the step's five products, on
+/// their own (where a driver compiles a kernel at its first dispatch, as
+/// lavapipe does, the difference is that compilation); prints `ms` lines.
+fn matmuls() -> wgrad::Result<()> {
+    let dev = Device::new()?;
+    let t = |name: &str, a: &Tensor, b: &Tensor| -> wgrad::Result<()> {
+        let mut ms = [0.0; 2];
+        for m in &mut ms {
+            let start = Instant::now();
+            a.matmul(b).sum_all().item::<f32>()?;
+            *m = start.elapsed().as_secs_f64() * 1e3;
+        }
+        println!("{name}: first {:.0} ms, second {:.1} ms", ms[0], ms[1]);
+        Ok(())
+    };
+    let (x, w1, h) =
+        (Tensor::ones(&dev, &[128, 784]), Tensor::ones(&dev, &[784, 256]), Tensor::ones(&dev, &[128, 256]));
+    let (w2, g) = (Tensor::ones(&dev, &[256, 10]), Tensor::ones(&dev, &[128, 10]));
+    Tensor::ones(&dev, &[1]).sum_all().item::<f32>()?; // the fill and sum kernels
+    t("x·w1 [128, 784]·[784, 256]", &x, &w1)?;
+    t("h·w2 [128, 256]·[256, 10]", &h, &w2)?;
+    t("g·w2ᵀ [128, 10]·[10, 256]", &g, &w2.t())?;
+    t("xᵀ·g1 [784, 128]·[128, 256]", &x.t(), &h)?;
+    t("hᵀ·g [256, 128]·[128, 10]", &h.t(), &g)?;
+    Ok(())
+}
+
 /// The phases one child printed (`name ms` lines), and its wall time.
 struct Run {
     wall_s: f64,
@@ -120,7 +149,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> wgrad::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        return child(args.get(i + 1).is_some_and(|m| m == "compiled"));
+        return match args.get(i + 1).map(String::as_str) {
+            Some("matmuls") => matmuls(),
+            m => child(m == Some("compiled")),
+        };
     }
     let runs = if args.iter().any(|a| a == "--quick") { 1 } else { 3 };
     let hips = args
