@@ -168,7 +168,13 @@ fn a_replay_is_one_submit_and_creates_nothing() {
         l
     });
     let mut state = (p, opt);
+    d.sync().unwrap();
+    let before = d.counters();
     step.run(&mut state, &data[0]).unwrap(); // trace
+    // pipelines are built for the kernels the program runs, not for the
+    // ops that fusion replaced
+    let built = (d.counters() - before).pipelines as usize;
+    assert!(built <= step.memory().unwrap().dispatches, "{built} pipelines for {:?}", step.memory());
     d.sync().unwrap();
     for b in &data[1..] {
         let before = d.counters();
