@@ -167,7 +167,7 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
         [_, true] => BLoad::AlongK,
         _ => BLoad::Scalar,
     };
-    let mk = select::kernel(&dev.inner, nb * m * n, m, n, a_load, b_load, kind);
+    let mk = select::kernel(&dev.inner, nb * m * n, nb * m * n * k, m, n, a_load, b_load, kind);
     let (tile_m, tile_n) = (mk.variant.tile_m(), mk.variant.tile_n());
     // Few output tiles over a long k leave most of the GPU idle: split k so
     // that enough workgroups run, each over at least 256 steps of k. The

@@ -88,14 +88,24 @@ pub(crate) struct MatmulKernel {
     pub variant: MatmulVariant,
 }
 
+/// Products of fewer multiply-adds than this get a subgroup tile of at most
+/// 16 rows. A tile's code is fully unrolled, and the driver's compile time
+/// grows faster than the tile: on lavapipe a 64-row tile took 1–9 s to
+/// compile cold against 0.4 s for 16 rows, while a product this small runs
+/// in a fraction of a millisecond on either.
+const SMALL_PRODUCT: usize = 1 << 20;
+
 /// The matmul kernel for an [m, n] output (`outputs` elements with the
-/// batches) on `dev`: the subgroup kernel with a tile that fits the output,
-/// or the workgroup-tiled one with the tile measured for products of this
-/// size and rows (`MatmulTiles::for_product`). `a`, `b`: the four-wide loads
-/// the operands allow (see [`MatmulTile`]).
+/// batches) on `dev`: the subgroup kernel with a tile that fits the output
+/// (and a small one for a product of few multiply-adds, `macs`), or the
+/// workgroup-tiled one with the tile measured for products of this size and
+/// rows (`MatmulTiles::for_product`). `a`, `b`: the four-wide loads the
+/// operands allow (see [`MatmulTile`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn kernel(
     dev: &DeviceInner,
     outputs: usize,
+    macs: usize,
     m: usize,
     n: usize,
     a: ALoad,
@@ -116,6 +126,7 @@ pub(crate) fn kernel(
                 17..=32 => 32,
                 _ => 64,
             };
+            let rows = if macs < SMALL_PRODUCT { rows.min(16) } else { rows };
             let cols = if n > 32 { 8 } else { 4 };
             let a = if vector || (a == ALoad::AlongM && rows % 32 != 0) { ALoad::Scalar } else { a };
             let unroll = match (a, b) {
