@@ -315,6 +315,10 @@ fn matmul_shapes() {
         (&[1, 3000], &[3000, 5]), (&[3, 1, 20], &[20, 9]), (&[2, 5, 1, 12], &[12, 33]), (&[1, 9], &[2, 9, 64]),
         (&[45, 37], &[37, 1]), (&[130, 1024], &[1024, 1]), (&[4, 6, 9], &[4, 9, 1]), (&[3, 2, 8], &[8, 1]),
         (&[2, 1], &[1, 1]), (&[1, 33], &[33, 1]), (&[784, 1], &[1, 256]),
+        // tall products that tiles of 56 rows pad less than tiles of 64
+        // (784 = 14·56), A loaded four k steps or one element at a time
+        // (a transposed A, four rows at a time, keeps tiles of 64)
+        (&[784, 12], &[12, 40]), (&[100, 8], &[8, 36]),
     ];
     for (sa, sb) in cases {
         let (a, b) = (rng.array(sa, -1.0, 1.0), rng.array(sb, -1.0, 1.0));

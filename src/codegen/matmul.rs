@@ -66,6 +66,9 @@ mod tests {
             tile(32, 8, 2, ALoad::AlongM, BLoad::Scalar),
             tile(64, 8, 4, ALoad::AlongK, BLoad::AlongK),
             tile(32, 4, 4, ALoad::AlongM, BLoad::AlongK),
+            // tall products' tiles of 56 rows
+            tile(56, 8, 4, ALoad::AlongK, BLoad::AlongN),
+            tile(56, 8, 2, ALoad::Scalar, BLoad::AlongN),
             // row vectors
             tile(1, 4, 8, ALoad::Scalar, BLoad::Scalar),
             tile(1, 8, 8, ALoad::Scalar, BLoad::AlongN),

@@ -124,6 +124,11 @@ pub(crate) fn kernel(
                 0..=8 => 8,
                 9..=16 => 16,
                 17..=32 => 32,
+                // tall products: tiles of 56 rows where they pad m less
+                // than 64 (m = 784: 14 full tiles rather than 13 with a
+                // last one three-quarters empty), unless A loads four rows
+                // at a time (which needs 32 | rows)
+                65.. if a != ALoad::AlongM && m.div_ceil(56) * 56 < m.div_ceil(64) * 64 => 56,
                 _ => 64,
             };
             let rows = if macs < SMALL_PRODUCT { rows.min(16) } else { rows };
