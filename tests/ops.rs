@@ -315,10 +315,12 @@ fn matmul_shapes() {
         (&[1, 3000], &[3000, 5]), (&[3, 1, 20], &[20, 9]), (&[2, 5, 1, 12], &[12, 33]), (&[1, 9], &[2, 9, 64]),
         (&[45, 37], &[37, 1]), (&[130, 1024], &[1024, 1]), (&[4, 6, 9], &[4, 9, 1]), (&[3, 2, 8], &[8, 1]),
         (&[2, 1], &[1, 1]), (&[1, 33], &[33, 1]), (&[784, 1], &[1, 256]),
-        // tall products that tiles of 56 rows pad less than tiles of 64
-        // (784 = 14·56), A loaded four k steps or one element at a time
-        // (a transposed A, four rows at a time, keeps tiles of 64)
-        (&[784, 12], &[12, 40]), (&[100, 8], &[8, 36]),
+        // products of 2^20 multiply-adds or more (smaller ones get tiles of
+        // at most 16 rows on CPU adapters): tiles of 32 rows, and tall
+        // products that tiles of 56 rows pad less than tiles of 64 (784 =
+        // 14·56, 65, 70), A loaded four k steps or one element at a time
+        // (a transposed A, four rows at a time, keeps tiles of 64), batched
+        (&[784, 48], &[48, 40]), (&[65, 300], &[300, 70]), (&[30, 1200], &[1200, 36]), (&[2, 70, 120], &[120, 68]),
     ];
     for (sa, sb) in cases {
         let (a, b) = (rng.array(sa, -1.0, 1.0), rng.array(sb, -1.0, 1.0));
