@@ -9,7 +9,7 @@ use mpi::request::{Request, Scope, scope};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 
-use super::Collective;
+use super::collective::Collective;
 use crate::error::{Error, Result};
 
 /// MPI's world communicator as a [`Collective`]: every process started by
