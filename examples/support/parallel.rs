@@ -128,8 +128,21 @@ pub fn train<M: Params>(
             history.epoch(epoch, mean_loss, Some(acc));
         }
     }
+    let s = dp.stats();
+    // the exchange alone, the ranks lined up by a first one: what the
+    // all-reduce's "sum and exchange" costs beyond waiting for the slowest rank
+    let processes = dp.replicas() / n;
+    let mut alone = None;
+    if processes > 1 {
+        let mut buffer = vec![1.0f32; s.bytes as usize / 4];
+        dp.collective().all_reduce_sum(&mut buffer)?;
+        let start = Instant::now();
+        for _ in 0..20 {
+            dp.collective().all_reduce_sum(&mut buffer)?;
+        }
+        alone = Some(start.elapsed().as_secs_f64() / 20.0);
+    }
     if root {
-        let s = dp.stats();
         let per = |x: f64| 1e3 * x / s.steps.max(1) as f64;
         println!(
             "step {:.2} ms: gradients {:.2} ms, all-reduce {:.2} ms (pack and read-back {:.2}, sum and exchange {:.2}, \
@@ -142,6 +155,13 @@ pub fn train<M: Params>(
             per(s.write_s),
             s.bytes
         );
+        if let Some(t) = alone {
+            println!(
+                "the exchange alone: {:.3} ms per all-reduce of {} bytes over {processes} processes",
+                1e3 * t,
+                s.bytes
+            );
+        }
         let (m, opt) = &states[0];
         checkpoint::save(args.out.join(format!("{name}.safetensors")), m, Some(opt))?;
     }

@@ -243,6 +243,12 @@ impl DataParallel {
         Ok(out)
     }
 
+    /// The collective joining this process to the others, for exchanges of
+    /// one's own (metrics, a barrier).
+    pub fn collective(&mut self) -> &mut dyn Collective {
+        self.collective.as_mut()
+    }
+
     /// Where the all-reduces' time went so far.
     pub fn stats(&self) -> Stats {
         self.stats
