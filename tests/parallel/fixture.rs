@@ -87,9 +87,13 @@ pub fn data_parallel(dp: &mut DataParallel) -> wgrad::Result<Run> {
     data_parallel_with(dp, |_| {})
 }
 
-/// [`data_parallel`], calling `before(step)` before each step.
+/// [`data_parallel`], calling `before(step)` before each step; each rank
+/// starts from other values (plus its rank), which `replicate` replaces by
+/// rank 0's.
 pub fn data_parallel_with(dp: &mut DataParallel, mut before: impl FnMut(usize)) -> wgrad::Result<Run> {
-    let (w, b) = initial();
+    let (mut w, b) = initial();
+    let rank = dp.rank() as f32;
+    w.iter_mut().for_each(|v| *v += rank);
     let dev = dp.devices()[0].clone();
     let init = Linear { w: Tensor::from_slice(&dev, &w, &[D, K]), b: Tensor::from_slice(&dev, &b, &[K]) };
     let mut ms = dp.replicate(&init)?;
