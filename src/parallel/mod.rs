@@ -4,7 +4,7 @@
 //!
 //! The replicas of one process are [`Device`]s — every adapter of the
 //! machine, or one adapter opened several times. Processes (on one host or
-//! many) join through a [`Collective`]: [`Mpi`] with the feature `mpi`.
+//! many) join through a [`Collective`]: `Mpi` with the feature `mpi`.
 //! A step is written as without data parallelism — `grad` and an optimizer,
 //! eager or compiled — split where the gradients are known:
 //!
@@ -14,7 +14,7 @@
 //! let w = Tensor::from_slice(&Device::new()?, &[1.0f32, -1.0], &[2]);
 //! let mut ws = dp.replicate(&w)?; // the same values on every device
 //! let mut opts: Vec<Optimizer> = (0..2).map(|_| Optimizer::sgd(0.1)).collect();
-//! let xs = [0.5f32, 1.0, 1.5, 2.0]; // the global batch: 4 examples of 2 features
+//! let xs = [0.5f32, 1.0, 1.5, 2.0]; // the global batch: 2 examples of 2 features
 //! let loss = |w: &Tensor, x: &Tensor| x.matmul(&w.reshape(&[2, 1])).square().mean_all();
 //! let grads: Vec<Tensor> = (0..2)
 //!     .map(|r| {
@@ -44,8 +44,11 @@
 //! N-replica gradient and the single-replica one differ by at most
 //! 2·γ_{B+k}·Σᵢ|gᵢ| for a global batch of B examples with per-example
 //! gradients gᵢ (k: the roundings of the per-example terms themselves).
-//! For a given N the order is fixed: the same bits run to run (and for two
-//! replicas the same bits in one process as in two, since a + b = b + a).
+//! For a given layout of replicas the order is fixed (wgrad's kernels sum in
+//! a fixed order too): the same bits run to run, and for two replicas the
+//! same bits in one process as in two, since a + b = b + a. (Several devices
+//! in each of several processes sum locally first, ((r₀ + r₁) + (r₂ + r₃)),
+//! another order than four devices in one process.)
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -187,7 +190,8 @@ impl DataParallel {
     /// The mean over all replicas of `values` (one per local replica, each
     /// on its replica's device: gradients, and the loss if wanted), on every
     /// local device. Fails if a read-back fails or the collective does (a
-    /// process died: see [`Mpi`](self#)); the replicas are then out of step.
+    /// process died or stopped answering); the replicas are then out of
+    /// step.
     #[track_caller]
     pub fn all_reduce<P: Params>(&mut self, values: &[P]) -> Result<Vec<P>> {
         if values.len() != self.devices.len() {
