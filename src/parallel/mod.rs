@@ -209,6 +209,13 @@ impl DataParallel {
         };
         let start = Instant::now();
         let packed: Vec<Vec<Tensor>> = tensors.iter().map(|ts| packing.pack(ts)).collect();
+        // every device starts on its work before the first read-back waits
+        // for one of them (the replicas run side by side)
+        if self.devices.len() > 1 {
+            for d in &self.devices {
+                d.inner.flush(&[])?;
+            }
+        }
         let mut reduce = Duration::ZERO;
         let mut means = Vec::with_capacity(packing.buckets());
         let replicas = self.replicas() as f32;
