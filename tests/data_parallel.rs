@@ -20,10 +20,12 @@ fn two_devices() -> DataParallel {
 }
 
 #[test]
-fn two_replicas_match_one_device_within_the_summation_bound() {
+fn two_and_four_replicas_match_one_device_within_the_summation_bound() {
     let single = fixture::single(&own_device());
     let two = fixture::data_parallel(&mut two_devices()).expect("two replicas");
     fixture::assert_within_bound(&two, &single);
+    let four = fixture::data_parallel(&mut DataParallel::new((0..4).map(|_| own_device()).collect())).expect("four");
+    fixture::assert_within_bound(&four, &single);
     // one replica is the plain run: the round trip through the host is exact
     let one = fixture::data_parallel(&mut DataParallel::new(vec![own_device()])).expect("one replica");
     assert_eq!(one.params, single.params);
