@@ -68,6 +68,8 @@ pub fn train<M: Params>(
     let mut updates: Vec<_> =
         (0..n).map(|_| compile(|(m, opt): &mut (M, Optimizer), g: &M| *m = opt.step(m, g))).collect();
     if root {
+        let info = dp.devices()[0].adapter_info();
+        println!("device: {} ({:?}, {})", info.name, info.backend, info.driver_info);
         println!(
             "data parallel: {} replicas ({} processes × {n} devices), {} examples each per batch",
             dp.replicas(),
@@ -85,7 +87,10 @@ pub fn train<M: Params>(
             .into_iter()
             .filter(|b| b.len() % dp.replicas() == 0)
             .collect();
-        let bar = super::progress(epoch, args.epochs, batches.len());
+        let bar = match root {
+            true => super::progress(epoch, args.epochs, batches.len()),
+            false => indicatif::ProgressBar::hidden(),
+        };
         let dev0 = dp.devices()[0].clone();
         let mut total = Tensor::zeros(&dev0, &[]);
         for idx in &batches {
@@ -117,9 +122,7 @@ pub fn train<M: Params>(
             // wait for the update, so the step's time is all of it
             dev0.sync()?;
             step_s += start.elapsed().as_secs_f64();
-            if root {
-                bar.inc(1);
-            }
+            bar.inc(1);
         }
         bar.finish_and_clear();
         let mean_loss = total.item::<f32>()? / batches.len() as f32;
