@@ -5,9 +5,9 @@
 //!
 //! Data parallelism moves gradients through it: one read-back, one
 //! all-reduce and one upload per bucket instead of per tensor
-//! ([`crate::parallel`]). The same layout serves an optimizer that updates
-//! every tensor in one dispatch over the packed parameters, gradients and
-//! state.
+//! ([`crate::parallel`]), whose averaged gradients come back as views of
+//! the packed buckets. With parameters, gradients and optimizer state packed
+//! alike, one update dispatch per bucket covers every tensor.
 
 use std::ops::Range;
 
