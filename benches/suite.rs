@@ -8,14 +8,20 @@
 //!   784-256-10 at batch 128 and 1; W4: the seed's CNN at batch 64 — eager
 //!   and compiled, in ms/step (median; each step ends with a read-back of
 //!   its loss), with dispatches and submits per step, against HIPS autograd
-//!   on numpy for W2 and W3;
+//!   on numpy for W2 and W3; W5: the `gpt` example's transformer (2 blocks,
+//!   width 64, context 64, batch 32) with its optimizer (Adam, gradients
+//!   clipped at norm 1);
 //! - compiled-step overhead: wall time per step (pipelined, no read-back)
 //!   over the sum of its kernels' GPU times (timestamp queries).
 //!
 //! Options: `--reference FILE` (JSON from benches/reference.py), `--quick`.
 
+#[path = "../examples/support/mod.rs"]
+mod support;
+
 use std::time::Instant;
 
+use support::gpt;
 use wgrad::nn::{self, ConvOptions};
 use wgrad::optim::Optimizer;
 use wgrad::{Device, Params, Tensor, compile, grad};
@@ -88,9 +94,9 @@ fn step_row<P: Params>(
     params: P,
     data: (Tensor, Tensor),
     loss: impl Fn(&P, &(Tensor, Tensor)) -> Tensor + Copy,
+    mut opt: Optimizer,
     reps: usize,
 ) -> StepRow {
-    let mut opt = Optimizer::sgd(0.01);
     opt.init(&params);
     let mut state = (params, opt);
     let mut step = compile(|(p, o): &mut (P, Optimizer), d: &(Tensor, Tensor)| {
@@ -223,9 +229,10 @@ fn main() -> wgrad::Result<()> {
         (Tensor::rand(&dev, &[n, 784]), (&labels - &(&labels / 10u32 * 10u32)).one_hot(10))
     };
     let reps = if quick { 10 } else { 50 };
+    let sgd = || Optimizer::sgd(0.01);
     let mut rows = vec![
-        step_row(&dev, "W2: MLP 784-256-10, batch 128", mlp(&dev), batch(128), mlp_loss, reps),
-        step_row(&dev, "W3: MLP 784-256-10, batch 1", mlp(&dev), batch(1), mlp_loss, reps * 2),
+        step_row(&dev, "W2: MLP 784-256-10, batch 128", mlp(&dev), batch(128), mlp_loss, sgd(), reps),
+        step_row(&dev, "W3: MLP 784-256-10, batch 1", mlp(&dev), batch(1), mlp_loss, sgd(), reps * 2),
     ];
     let cnn = Cnn {
         c1: nn::init::kaiming_uniform(&dev, &[16, 1, 5, 5]),
@@ -237,7 +244,23 @@ fn main() -> wgrad::Result<()> {
     };
     let labels = Tensor::arange(&dev, 0.0, 64.0, 1.0).cast(wgrad::DType::U32);
     let cnn_data = (Tensor::rand(&dev, &[64, 1, 28, 28]), &labels - &(&labels / 10u32 * 10u32));
-    rows.push(step_row(&dev, "W4: CNN (seed's), batch 64", cnn, cnn_data, cnn_loss, if quick { 3 } else { 10 }));
+    rows.push(step_row(&dev, "W4: CNN (seed's), batch 64", cnn, cnn_data, cnn_loss, sgd(), if quick { 3 } else { 10 }));
+    // the gpt example's model and optimizer on random characters of a
+    // 73-letter alphabet (as many letters as its data has)
+    let vocab = 73;
+    let ids = |dev: &Device| (Tensor::rand(dev, &[32, gpt::CONTEXT]) * vocab as f32).floor().cast(wgrad::DType::U32);
+    let adam = Optimizer::adam(5e-3).clip_grad_norm(1.0);
+    let gpt_data = (ids(&dev), ids(&dev));
+    let model = gpt::Gpt::new(&dev, vocab);
+    rows.push(step_row(
+        &dev,
+        "W5: GPT (gpt example), batch 32",
+        model,
+        gpt_data,
+        gpt::loss,
+        adam,
+        if quick { 3 } else { 10 },
+    ));
 
     println!("\ntraining steps (forward + backward + SGD), ms/step\n");
     println!(

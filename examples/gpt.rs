@@ -13,102 +13,10 @@ mod support;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use support::gpt::{CONTEXT, Gpt, HEADS, LAYERS, WIDTH, logits, loss};
 use support::text::{self, Rng, Text};
-use wgrad::nn::AttnMask;
 use wgrad::optim::Optimizer;
-use wgrad::{Params, Tensor, compile, grad, nn};
-
-/// Characters the model sees at once.
-const CONTEXT: usize = 64;
-const WIDTH: usize = 64;
-const HEADS: usize = 4;
-const LAYERS: usize = 2;
-
-/// One pre-norm transformer block; linear weights are [out, in].
-#[derive(Params)]
-struct Block {
-    norm1_w: Tensor,
-    norm1_b: Tensor,
-    qkv: Tensor,
-    proj: Tensor,
-    norm2_w: Tensor,
-    norm2_b: Tensor,
-    up: Tensor,
-    up_b: Tensor,
-    down: Tensor,
-    down_b: Tensor,
-}
-
-#[derive(Params)]
-struct Gpt {
-    /// [V, WIDTH], also the output layer (tied weights).
-    token: Tensor,
-    /// [CONTEXT, WIDTH], learned.
-    position: Tensor,
-    blocks: Vec<Block>,
-    norm_w: Tensor,
-    norm_b: Tensor,
-}
-
-impl Gpt {
-    fn new(dev: &wgrad::Device, vocab: usize) -> Gpt {
-        let block = || Block {
-            norm1_w: Tensor::ones(dev, &[WIDTH]),
-            norm1_b: Tensor::zeros(dev, &[WIDTH]),
-            qkv: nn::init::xavier_uniform(dev, &[3 * WIDTH, WIDTH], 1.0),
-            proj: nn::init::xavier_uniform(dev, &[WIDTH, WIDTH], 1.0) * (1.0 / (2.0 * LAYERS as f32).sqrt()),
-            norm2_w: Tensor::ones(dev, &[WIDTH]),
-            norm2_b: Tensor::zeros(dev, &[WIDTH]),
-            up: nn::init::xavier_uniform(dev, &[4 * WIDTH, WIDTH], 1.0),
-            up_b: Tensor::zeros(dev, &[4 * WIDTH]),
-            down: nn::init::xavier_uniform(dev, &[WIDTH, 4 * WIDTH], 1.0) * (1.0 / (2.0 * LAYERS as f32).sqrt()),
-            down_b: Tensor::zeros(dev, &[WIDTH]),
-        };
-        Gpt {
-            token: Tensor::randn(dev, &[vocab, WIDTH]) * 0.1,
-            position: Tensor::randn(dev, &[CONTEXT, WIDTH]) * 0.1,
-            blocks: (0..LAYERS).map(|_| block()).collect(),
-            norm_w: Tensor::ones(dev, &[WIDTH]),
-            norm_b: Tensor::zeros(dev, &[WIDTH]),
-        }
-    }
-}
-
-/// x + attention(norm(x)), then x + mlp(norm(x)), for x [B, T, WIDTH].
-fn block(b: &Block, x: &Tensor) -> Tensor {
-    let (batch, t) = (x.dim(0), x.dim(1));
-    let heads = |z: &Tensor| z.reshape(&[batch, t, HEADS, WIDTH / HEADS]).permute(&[0, 2, 1, 3]);
-    let h = nn::layer_norm(x, 1, Some(&b.norm1_w), Some(&b.norm1_b), 1e-5);
-    let qkv = nn::linear(&h, &b.qkv, None).chunk(3, -1);
-    // causal attention: the mask is made from indices inside the softmax kernel
-    let y = nn::scaled_dot_product_attention(
-        &heads(&qkv[0]),
-        &heads(&qkv[1]),
-        &heads(&qkv[2]),
-        AttnMask::Causal,
-        0.0,
-        false,
-    );
-    let x = x + &nn::linear(&y.permute(&[0, 2, 1, 3]).reshape(&[batch, t, WIDTH]), &b.proj, None);
-    let h = nn::layer_norm(&x, 1, Some(&b.norm2_w), Some(&b.norm2_b), 1e-5);
-    let mlp = nn::linear(&nn::linear(&h, &b.up, Some(&b.up_b)).gelu(), &b.down, Some(&b.down_b));
-    &x + &mlp
-}
-
-/// Logits [B, T, V] of the next character after each of `ids` [B, T].
-fn logits(m: &Gpt, ids: &Tensor) -> Tensor {
-    let t = ids.dim(1);
-    let mut h = nn::embedding(ids, &m.token) + m.position.narrow(0, 0, t);
-    for b in &m.blocks {
-        h = block(b, &h);
-    }
-    nn::layer_norm(&h, 1, Some(&m.norm_w), Some(&m.norm_b), 1e-5).matmul(&m.token.t())
-}
-
-/// Mean cross-entropy of the next characters `y` [B, T], in nats.
-fn loss(m: &Gpt, (x, y): &(Tensor, Tensor)) -> Tensor {
-    text::next_char_loss(&logits(m, x), y)
-}
+use wgrad::{Params, Tensor, compile, grad};
 
 fn main() -> ExitCode {
     support::main(run)

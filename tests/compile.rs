@@ -168,7 +168,13 @@ fn a_replay_is_one_submit_and_creates_nothing() {
         l
     });
     let mut state = (p, opt);
+    d.sync().unwrap();
+    let before = d.counters();
     step.run(&mut state, &data[0]).unwrap(); // trace
+    // pipelines are built for the kernels the program runs, not for the
+    // ops that fusion replaced
+    let built = (d.counters() - before).pipelines as usize;
+    assert!(built <= step.memory().unwrap().dispatches, "{built} pipelines for {:?}", step.memory());
     d.sync().unwrap();
     for b in &data[1..] {
         let before = d.counters();
@@ -303,19 +309,22 @@ fn matmul_epilogues_fold_bias_and_activation() {
     d.manual_seed(5);
     let r = |shape: &[usize]| Tensor::randn(&d, shape);
     // odd sizes (edge tiles, scalar loads), a transposed B, a product also
-    // returned, a batched product, and aligned sizes (four-wide loads)
-    let xs = [r(&[37, 19]), r(&[3, 8, 16]), r(&[64, 128])];
-    let ws = [r(&[19, 45]), r(&[30, 45]), r(&[16, 32]), r(&[32]), r(&[128, 64]), r(&[64]), r(&[45])];
-    let f = |ws: &[Tensor; 7], xs: &[Tensor; 3]| {
+    // returned, a batched product, aligned sizes (four-wide loads), a row
+    // vector and a column vector (one-row tiles where the adapter has them)
+    let xs = [r(&[37, 19]), r(&[3, 8, 16]), r(&[64, 128]), r(&[1, 19])];
+    let ws = [r(&[19, 45]), r(&[30, 45]), r(&[16, 32]), r(&[32]), r(&[128, 64]), r(&[64]), r(&[45]), r(&[19, 1])];
+    let f = |ws: &[Tensor; 8], xs: &[Tensor; 4]| {
         let h = (xs[0].matmul(&ws[0]) + &ws[6]).tanh();
         let y = h.matmul(&ws[1].t()) + 1.0;
         let z = xs[1].matmul(&ws[2]);
         let s = (&z + &ws[3]).sigmoid() * 2.0;
         let g = (xs[2].matmul(&ws[4]) + &ws[5]).gelu();
-        vec![h, y, z, s, g]
+        let v = (xs[3].matmul(&ws[0]) + &ws[6]).tanh();
+        let c = (xs[0].matmul(&ws[7]) - 0.5).sigmoid();
+        vec![h, y, z, s, g, v, c]
     };
     let eager: Vec<Vec<f32>> = f(&ws, &xs).iter().map(|t| t.to_vec().unwrap()).collect();
-    let mut step = compile(move |ws: &mut [Tensor; 7], xs: &[Tensor; 3]| f(ws, xs));
+    let mut step = compile(move |ws: &mut [Tensor; 8], xs: &[Tensor; 4]| f(ws, xs));
     let mut state = ws.clone();
     let out: Vec<Vec<f32>> = step.run(&mut state, &xs).unwrap().iter().map(|t| t.to_vec().unwrap()).collect();
     // an epilogue computes what the separate kernels did, on the same
@@ -327,11 +336,11 @@ fn matmul_epilogues_fold_bias_and_activation() {
             assert!((g - w).abs() <= 3.0 * f32::EPSILON * w.abs().max(1.0), "output {k}: {g} vs {w}");
         }
     }
-    // each product and what follows it is one dispatch: the four products,
+    // each product and what follows it is one dispatch: the six products,
     // each with its epilogue, nothing else
     let dot = step.dot().unwrap();
-    assert_eq!(epilogue_dispatches(dot), 4, "{dot}");
-    assert_eq!(step.memory().unwrap().dispatches, 4, "{dot}");
+    assert_eq!(epilogue_dispatches(dot), 6, "{dot}");
+    assert_eq!(step.memory().unwrap().dispatches, 6, "{dot}");
     let modules = step.wgsl().unwrap();
     let labels: Vec<&String> = modules.iter().map(|(label, _)| label).collect();
     assert!(

@@ -127,6 +127,7 @@ const CASES: &[Case] = &[
     Case { name: "cat",      shapes: &[&[2, 3], &[4, 3]], gpu: |x| Tensor::cat(&[&x[0], &x[1], &x[0]], 0), cpu: |x| Array::cat(&[&x[0], &x[1], &x[0]], 0), lo: -2.0, hi: 2.0, away: false },
     Case { name: "stack",    shapes: &[&[3], &[3]], gpu: |x| Tensor::stack(&[&x[0], &x[1]], 1), cpu: |x| Array::cat(&[&x[0].reshape(&[3, 1]), &x[1].reshape(&[3, 1])], 1), lo: -2.0, hi: 2.0, away: false },
     Case { name: "index_select", shapes: &[&[4, 3]], gpu: |x| x[0].index_select(0, &idx_u32(&[3, 0, 3, 1], &[4])), cpu: |x| x[0].index_select(0, &[3, 0, 3, 1]), lo: -2.0, hi: 2.0, away: false },
+    Case { name: "index_select axis 1", shapes: &[&[2, 4, 3]], gpu: |x| x[0].index_select(1, &idx_u32(&[3, 0, 3, 1, 2], &[5])), cpu: |x| x[0].index_select(1, &[3, 0, 3, 1, 2]), lo: -2.0, hi: 2.0, away: false },
     Case { name: "gather",   shapes: &[&[3, 4]],    gpu: |x| x[0].gather(1, &idx_u32(&[0, 0, 3, 2, 1, 1], &[3, 2])), cpu: |x| x[0].gather(1, &Array::new(&[3, 2], vec![0.0, 0.0, 3.0, 2.0, 1.0, 1.0])), lo: -2.0, hi: 2.0, away: false },
     Case { name: "scatter_add", shapes: &[&[3, 2], &[4, 2]], gpu: |x| x[0].scatter_add(0, &idx_u32(&[0, 2, 2, 2, 0, 1, 0, 0], &[4, 2]), &x[1]), cpu: |x| x[0].scatter_add(0, &Array::new(&[4, 2], vec![0.0, 2.0, 2.0, 2.0, 0.0, 1.0, 0.0, 0.0]), &x[1]), lo: -2.0, hi: 2.0, away: false },
     // layout and indexing: flip, roll, repeat, views with steps, triangles, scatters

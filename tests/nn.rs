@@ -142,6 +142,9 @@ fn conv2d_matches_reference() {
         (&[1, 1, 28, 28], &[3, 1, 5, 5], ConvOptions::default().padding(2)),
         (&[2, 4, 9, 9], &[6, 2, 3, 3], ConvOptions::default().stride(2).padding(1).groups(2)),
         (&[1, 2, 10, 8], &[2, 2, 3, 2], ConvOptions { stride: (2, 1), padding: (1, 0), dilation: (2, 1), groups: 1 }),
+        // one output channel (per group): the forward product is a row vector
+        (&[2, 3, 7, 6], &[1, 3, 3, 3], ConvOptions::default().padding(1)),
+        (&[1, 2, 6, 5], &[2, 1, 3, 3], ConvOptions::default().groups(2)),
     ];
     for (xs, ws, o) in cases {
         let x = rng.array(xs, -1.0, 1.0);
@@ -313,6 +316,23 @@ fn activations_embedding_dropout() {
     check_layer("embedding", std::slice::from_ref(&table), &|t| nn::embedding(&it, &t[0]), &|a| {
         a[0].index_select(0, &idx.map(|i| i as usize)).reshape(&[2, 3, 3])
     });
+    // the embedding's gradient: a one-hot product for small tables, a scatter
+    // past 2^24 one-hot elements; both give the sums of the rows' weights
+    for (rows, n) in [(300, 4100), (4200, 4100)] {
+        let idx: Vec<u32> = (0..n).map(|j| ((j * j * 31 + 7) % rows) as u32).collect();
+        let w: Vec<f32> = (0..n).map(|j| ((j * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let (it, wt) = (Tensor::from_slice(dev(), &idx, &[n]), Tensor::from_slice(dev(), &w, &[n, 1]));
+        let table = Tensor::zeros(dev(), &[rows, 1]);
+        let (g, _, ()) = grad(|t: &Tensor, (): &()| (nn::embedding(&it, t) * &wt).sum_all())(&table, &());
+        let mut want = vec![0.0f64; rows];
+        for (&i, &v) in idx.iter().zip(&w) {
+            want[i as usize] += v as f64;
+        }
+        let got: Vec<f32> = g.to_vec().unwrap();
+        // at most 4100 terms of |w| ≤ 2 in f32: 4100 · 2 · 2⁻²⁴ ≈ 5e-4
+        let worst = got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 5e-4, "embedding gradient, {rows} rows, {n} indices: off by {worst}");
+    }
     // dropout: zeroes about p, scales the rest, reproducible, identity in eval
     let d = own_device();
     let ones = Tensor::ones(&d, &[100_000]);

@@ -308,6 +308,13 @@ fn matmul_shapes() {
         // (transposed views of A: four rows at a time; of B: four k steps
         // of a column at a time)
         (&[65, 36], &[36, 132]), (&[3, 1, 8, 12], &[2, 12, 20]), (&[1, 1028], &[1028, 4]), (&[2, 36, 8], &[8, 12]),
+        // row vectors (one row of A: a tile of one row, k in steps of 8 and
+        // a remainder) and column vectors (one column of B: run as the
+        // transposed row vector), batched, with k split into slices
+        (&[1, 784], &[784, 256]), (&[1, 37], &[37, 45]), (&[1, 7], &[7, 3]), (&[1, 16], &[16, 65]),
+        (&[1, 3000], &[3000, 5]), (&[3, 1, 20], &[20, 9]), (&[2, 5, 1, 12], &[12, 33]), (&[1, 9], &[2, 9, 64]),
+        (&[45, 37], &[37, 1]), (&[130, 1024], &[1024, 1]), (&[4, 6, 9], &[4, 9, 1]), (&[3, 2, 8], &[8, 1]),
+        (&[2, 1], &[1, 1]), (&[1, 33], &[33, 1]), (&[784, 1], &[1, 256]),
     ];
     for (sa, sb) in cases {
         let (a, b) = (rng.array(sa, -1.0, 1.0), rng.array(sb, -1.0, 1.0));

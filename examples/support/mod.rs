@@ -3,6 +3,7 @@
 //! models and training loops are in each example.
 #![allow(dead_code)]
 
+pub mod gpt;
 pub mod parallel;
 pub mod text;
 

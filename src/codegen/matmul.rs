@@ -66,6 +66,11 @@ mod tests {
             tile(32, 8, 2, ALoad::AlongM, BLoad::Scalar),
             tile(64, 8, 4, ALoad::AlongK, BLoad::AlongK),
             tile(32, 4, 4, ALoad::AlongM, BLoad::AlongK),
+            // row vectors
+            tile(1, 4, 8, ALoad::Scalar, BLoad::Scalar),
+            tile(1, 8, 8, ALoad::Scalar, BLoad::AlongN),
+            tile(1, 8, 4, ALoad::Scalar, BLoad::AlongK),
+            tile(1, 4, 1, ALoad::Scalar, BLoad::Scalar),
         ] {
             let src = source(MatmulVariant::Subgroup(t), None, None);
             DynamicShader::new("matmul", &src, true).unwrap_or_else(|e| panic!("{t:?}: {e}"));
@@ -79,6 +84,8 @@ mod tests {
         ] {
             for t in
                 [tile(8, 4, if a == ALoad::AlongK { 4 } else { 1 }, a, BLoad::Scalar), tile(64, 8, 4, a, BLoad::Scalar)]
+                    .into_iter()
+                    .chain((!conv.gathers_a() && a == ALoad::Scalar).then(|| tile(1, 8, 8, a, BLoad::Scalar)))
             {
                 let src = source(MatmulVariant::Subgroup(t), Some(conv), None);
                 DynamicShader::new("conv", &src, true).unwrap_or_else(|e| panic!("{t:?} {conv:?}: {e}"));

@@ -7,6 +7,11 @@
 //! owns the columns c0 + l + 8j and loads, per k, `rows/8` values of A (one
 //! row per lane) that `subgroupBroadcast` shares with all lanes, and `cols`
 //! values of B. Each accumulator gets `unroll` FMAs in a row.
+//!
+//! A tile of one row (`rows` = 1) is the row-vector product (GEMV: a
+//! batch of one, `xᵀ·W`): there lane l loads A's element k + l and
+//! `subgroupBroadcast` shares it, so A costs one load per lane per
+//! `unroll` (≤ 8) steps of k and no lane computes a row that is not there.
 
 use std::fmt::Write;
 
@@ -16,12 +21,16 @@ use crate::ir::{ALoad, BLoad, ConvGemm, MatmulTile};
 
 /// The matmul, with `epilogue` run on every element of its result.
 pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
-    assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
+    assert!((t.rows == 1 || t.rows % 8 == 0) && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
     // the operands' gathers, if the product is a convolution's: read one
     // element at a time
     let gather_a = conv.and_then(gather_a);
     let gather_b = conv.map(gather_b);
     assert!(gather_a.is_none() || t.a == ALoad::Scalar, "{t:?} {conv:?}");
+    // one row: A's k steps spread over the lanes (not a gathered A, whose
+    // offsets follow k's counters step by step)
+    let vector = t.rows == 1;
+    assert!(!vector || (t.a == ALoad::Scalar && gather_a.is_none() && t.unroll <= 8), "{t:?} {conv:?}");
     assert!(gather_b.is_none() || t.b == BLoad::Scalar, "{t:?} {conv:?}");
     match t.a {
         ALoad::Scalar => {}
@@ -57,6 +66,7 @@ pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Ch
     // row offsets of the A rows this lane loads, column offsets of its B columns
     // (clamped, so edge tiles read valid memory and skip their writes)
     match t.a {
+        ALoad::Scalar if vector => line!("    let ar0 = ao + min(r0, p.m - 1u) * p.a_rs;"),
         ALoad::Scalar => {
             for q in 0..rq {
                 line!("    let ar{q} = ao + min(r0 + {}u + l, p.m - 1u) * p.a_rs;", 8 * q);
@@ -137,6 +147,7 @@ pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Ch
                 }
             }
             match t.a {
+                ALoad::Scalar if vector => {} // below, once for all u steps
                 ALoad::Scalar => {
                     match gather_a {
                         Some((_, f)) => line!("        let ka{i} = {f}(kc);"),
@@ -164,10 +175,16 @@ pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Ch
                 line!("        let a_{q} = a[ar{q} + k / 4u];");
             }
         }
+        if vector {
+            // the u steps of the row: lane l loads step l (lanes past u
+            // load step u − 1 again)
+            line!("        let a_ = a[ar0 + (k + min(l, {}u)) * p.a_cs];", u - 1);
+        }
         for r in 0..t.rows {
             for i in 0..u {
                 // the lane that loaded row r, and where it holds it
                 let (a, lane) = match t.a {
+                    ALoad::Scalar if vector => ("a_".to_string(), i),
                     ALoad::Scalar => (format!("a{i}_{}", r / 8), r % 8),
                     ALoad::AlongK => (format!("a_{}[{i}]", r / 8), r % 8),
                     ALoad::AlongM => (format!("a{i}_{}[{}]", r / 32, r % 4), r % 32 / 4),

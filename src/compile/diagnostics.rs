@@ -99,7 +99,7 @@ pub(super) fn graph_dot<O: Params>(
     }
     for (k, n) in nodes.iter().enumerate() {
         let label = match n {
-            Node::Dispatch { pipeline, .. } => pipeline.label.replace('"', "'"),
+            Node::Dispatch { kernel, .. } => kernel.label().replace('"', "'"),
             Node::Upload { .. } => "constant upload".to_string(),
         };
         let _ = writeln!(s, "  n{k} [label=\"{label}\"];");

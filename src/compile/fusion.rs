@@ -27,8 +27,8 @@ use crate::shape::contiguous_strides;
 const MAX_BUFFERS: usize = 8;
 
 /// The dispatch of a generated kernel, its module validated (once per
-/// source text) and its pipeline built; `None` if it fails validation (the
-/// nodes it would replace then stay as they are).
+/// source text); `None` if it fails validation (the nodes it would replace
+/// then stay as they are).
 pub(super) fn generated(dev: &DeviceInner, k: GeneratedKernel) -> Option<Node> {
     let shader = dev.generated_shader(&k.label, &k.wgsl, k.subgroups)?;
     let kernel = k.constants.iter().fold(Kernel::dynamic(shader, k.entry), |kernel, &(name, v)| kernel.with(name, v));

@@ -271,14 +271,14 @@ impl<S: Params, I: Params, O: Params, F: FnMut(&mut S, &I) -> O> Compiled<S, I, 
         let dot = diagnostics::graph_dot(&device, &nodes, &slots, &before, &outputs);
         let checks_indices = nodes
             .iter()
-            .any(|n| matches!(n, Node::Dispatch { pipeline, .. } if pipeline.source == Source::Builtin(Shader::Index)));
+            .any(|n| matches!(n, Node::Dispatch { kernel, .. } if kernel.source == Source::Builtin(Shader::Index)));
         let mut modules: Vec<(String, String)> = Vec::new();
         let mut seen: Vec<Source> = Vec::new();
         for n in &nodes {
-            if let Node::Dispatch { pipeline, .. } = n {
-                if !seen.contains(&pipeline.source) {
-                    seen.push(pipeline.source.clone());
-                    modules.push((pipeline.source.label().to_string(), pipeline.source.wgsl().to_string()));
+            if let Node::Dispatch { kernel, .. } = n {
+                if !seen.contains(&kernel.source) {
+                    seen.push(kernel.source.clone());
+                    modules.push((kernel.source.label().to_string(), kernel.source.wgsl().to_string()));
                 }
             }
         }

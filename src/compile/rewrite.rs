@@ -87,8 +87,8 @@ pub(super) fn rename_output(
     };
     let new = fresh(old.size());
     for (j, node) in nodes[i..end].iter_mut().enumerate() {
-        let Node::Dispatch { pipeline, bindings, fusable, .. } = node else { continue };
-        let interface = dev.interface(&pipeline.source);
+        let Node::Dispatch { kernel, bindings, fusable, .. } = node else { continue };
+        let interface = dev.interface(&kernel.source);
         // node i: its writes; the others: their reads
         let rewrite = |binding: u32| interface.writes(binding) == (j == 0);
         for (_, b) in bindings.iter_mut().filter(|(n, b)| *b == old && rewrite(*n)) {

@@ -44,6 +44,11 @@ pub(crate) enum ConvGemm {
 }
 
 impl ConvGemm {
+    /// Does the product gather A too (not only B)?
+    pub fn gathers_a(self) -> bool {
+        self != ConvGemm::Forward
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ConvGemm::Forward => "conv2d",
@@ -53,9 +58,9 @@ impl ConvGemm {
     }
 }
 
-/// Tile shape of the subgroup matmul: `rows` (a multiple of 8) × 8·`cols`
-/// (`cols` a multiple of 4), `unroll` k steps per iteration, and how A and
-/// B load.
+/// Tile shape of the subgroup matmul: `rows` (a multiple of 8, or 1: a
+/// row vector, A loaded `Scalar`) × 8·`cols` (`cols` a multiple of 4),
+/// `unroll` k steps per iteration, and how A and B load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct MatmulTile {
     pub rows: usize,

@@ -499,8 +499,26 @@ fn gather_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
     if pads.iter().any(|&(_, p)| p > 0) { dx.pad(&pads, 0.0) } else { dx }
 }
 
-/// out = index_select(x, idx): ∂x = g summed into the rows idx names.
+/// Up to this many elements (64 MiB of f32), `index_select`'s gradient is a
+/// product with the one-hot matrix of its indices.
+const ONE_HOT_VJP: usize = 1 << 24;
+
+/// out = index_select(x, idx): ∂x = g summed into the rows idx names. While
+/// the one-hot matrix of idx is small, that is the product onehot(idx)ᵀ·g
+/// along the axis (an embedding's gradient): the generated matmul, which
+/// adds the same terms in the same order as the scatter but with far fewer
+/// loads of idx (the scatter loops over every index for each output).
 fn index_select_vjp(g: &Tensor, x: &Tensor, idx: &Tensor, axis: usize) -> Tensor {
+    let (rows, n) = (x.shape()[axis], idx.numel());
+    if rows * n <= ONE_HOT_VJP {
+        // g with the axis first, as [n, rest]
+        let front = g.transpose(0, axis as isize);
+        let mut shape = front.shape().to_vec();
+        let flat = front.reshape(&[n, g.numel() / n.max(1)]);
+        shape[0] = rows;
+        let summed = idx.one_hot(rows).t().matmul(&flat);
+        return summed.reshape(&shape).transpose(0, axis as isize);
+    }
     let mut shape = vec![1; g.rank()];
     shape[axis] = idx.numel();
     let spread = idx.reshape(&shape).expand(g.shape());

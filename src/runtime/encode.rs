@@ -50,7 +50,8 @@ impl Prepared {
 
 impl DeviceInner {
     /// Packs the uniforms of `nodes` into one buffer (written now) and
-    /// builds every dispatch's bind group.
+    /// builds every dispatch's pipeline (or takes it from the cache) and
+    /// bind group.
     pub(crate) fn prepare(self: &Arc<Self>, nodes: &[Node]) -> Prepared {
         let align = self.limits.min_uniform_buffer_offset_alignment as usize;
         let mut bytes: Vec<u8> = Vec::new();
@@ -77,7 +78,8 @@ impl DeviceInner {
         let mut staging = Vec::new();
         for (n, offset) in nodes.iter().zip(offsets) {
             match n {
-                Node::Dispatch { pipeline, bindings, uniform, groups, .. } => {
+                Node::Dispatch { kernel, bindings, uniform, groups, .. } => {
+                    let pipeline = self.pipeline(kernel);
                     let mut entries = Vec::with_capacity(bindings.len() + 1);
                     if let (Some(u), Some(size)) = (&uniforms, NonZeroU64::new(uniform.len() as u64)) {
                         entries.push(wgpu::BindGroupEntry {
@@ -89,7 +91,7 @@ impl DeviceInner {
                             }),
                         });
                     }
-                    if aliases_a_writable_binding(|| self.interface(&pipeline.source), bindings) {
+                    if aliases_a_writable_binding(|| self.interface(&kernel.source), bindings) {
                         self.stats.aliased.fetch_add(1, Ordering::Relaxed);
                     }
                     for (binding, buffer) in bindings {
@@ -101,7 +103,7 @@ impl DeviceInner {
                         entries: &entries,
                     });
                     self.stats.bind_groups.fetch_add(1, Ordering::Relaxed);
-                    commands.push(Command::Dispatch { pipeline: pipeline.clone(), bind_group, groups: *groups });
+                    commands.push(Command::Dispatch { pipeline, bind_group, groups: *groups });
                 }
                 Node::Upload { staging: s, dst, size } => {
                     commands.push(Command::Copy { src: s.buffer().clone(), dst: dst.clone(), size: *size });

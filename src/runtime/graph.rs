@@ -100,8 +100,8 @@ impl DeviceInner {
         random: bool,
         fusable: Option<Fusable>,
     ) {
-        let pipeline = self.pipeline(kernel);
-        let node = Node::Dispatch { pipeline, bindings, uniform: uniform.to_vec(), groups, random, fusable };
+        let node =
+            Node::Dispatch { kernel: kernel.clone(), bindings, uniform: uniform.to_vec(), groups, random, fusable };
         // (a failed input fails the output even where there is nothing to run)
         if self.runnable(&node) && !groups.contains(&0) {
             self.push(node);

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::DeviceInner;
-use super::pipelines::Pipeline;
 use super::pool::Storage;
+use super::shaders::Kernel;
 use crate::ir::Fusable;
 
 /// One recorded command. Nodes hold wgpu buffer handles, not [`Storage`]s,
@@ -12,7 +12,9 @@ use crate::ir::Fusable;
 /// once (see `pool.rs` for why that is safe).
 pub(crate) enum Node {
     Dispatch {
-        pipeline: Arc<Pipeline>,
+        /// The pipeline to run, built when the node is prepared (a node
+        /// that fusion replaces never builds one).
+        kernel: Kernel,
         /// Storage buffers by binding number (binding 0 is the uniform).
         bindings: Vec<(u32, wgpu::Buffer)>,
         uniform: Vec<u8>,
@@ -28,16 +30,15 @@ pub(crate) enum Node {
 }
 
 impl DeviceInner {
-    /// A dispatch of `kernel` (its pipeline built or taken from the cache),
-    /// for the graph or a compiled step.
+    /// A dispatch of `kernel`, for the graph or a compiled step.
     pub(crate) fn dispatch(
         &self,
-        kernel: &super::Kernel,
+        kernel: &Kernel,
         bindings: Vec<(u32, wgpu::Buffer)>,
         uniform: Vec<u8>,
         groups: [u32; 3],
     ) -> Node {
-        Node::Dispatch { pipeline: self.pipeline(kernel), bindings, uniform, groups, random: false, fusable: None }
+        Node::Dispatch { kernel: kernel.clone(), bindings, uniform, groups, random: false, fusable: None }
     }
 }
 
@@ -62,8 +63,8 @@ pub(crate) fn access(dev: &DeviceInner, node: &Node) -> Access {
             reads: info.inputs.iter().map(|o| o.buffer.clone()).collect(),
             writes: vec![info.out.buffer.clone()],
         },
-        Node::Dispatch { pipeline, bindings, .. } => {
-            let interface = dev.interface(&pipeline.source);
+        Node::Dispatch { kernel, bindings, .. } => {
+            let interface = dev.interface(&kernel.source);
             let mut a = Access::default();
             for (b, buf) in bindings {
                 if interface.writes(*b) { a.writes.push(buf.clone()) } else { a.reads.push(buf.clone()) }

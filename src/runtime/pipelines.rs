@@ -15,7 +15,6 @@ pub(crate) struct Pipeline {
     pub layout: wgpu::BindGroupLayout,
     /// `entry (module)` with its specialisation, for profiles and graphs.
     pub label: String,
-    pub source: Source,
 }
 
 /// The bindings a module declares: its storage buffers (name, binding
@@ -27,10 +26,17 @@ pub(crate) struct Interface {
 }
 
 impl Interface {
-    fn parse(wgsl: &str) -> Interface {
-        let Ok(module) = naga::front::wgsl::parse_str(wgsl) else {
-            return Interface { bindings: Vec::new(), uniform: None };
-        };
+    fn of(source: &Source) -> Interface {
+        match source {
+            Source::Dynamic(d) => Interface::read(&d.module),
+            Source::Builtin(s) => match naga::front::wgsl::parse_str(s.source()) {
+                Ok(module) => Interface::read(&module),
+                Err(_) => Interface { bindings: Vec::new(), uniform: None },
+            },
+        }
+    }
+
+    fn read(module: &naga::Module) -> Interface {
         let bindings = module
             .global_variables
             .iter()
@@ -80,7 +86,7 @@ impl DeviceInner {
     /// The storage bindings `source` declares, parsed once per module.
     pub(crate) fn interface(&self, source: &Source) -> Arc<Interface> {
         let mut cache = self.caches.interfaces.lock().unwrap_or_else(|p| p.into_inner());
-        cache.entry(source.clone()).or_insert_with(|| Arc::new(Interface::parse(source.wgsl()))).clone()
+        cache.entry(source.clone()).or_insert_with(|| Arc::new(Interface::of(source))).clone()
     }
 
     /// `bindings` by the names `kernel`'s module gives them, as numbers.
@@ -117,10 +123,14 @@ impl DeviceInner {
         let _turn = self.gl_turn();
         let mut modules = self.caches.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(kernel.source.clone()).or_insert_with(|| {
-            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.source.label()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source.wgsl().into()),
-            })
+            let source = match &kernel.source {
+                // (the browser's WebGPU takes WGSL only)
+                #[cfg(not(target_arch = "wasm32"))]
+                Source::Dynamic(d) => wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(d.module.clone())),
+                s => wgpu::ShaderSource::Wgsl(s.wgsl().into()),
+            };
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(kernel.source.label()), source })
         });
         let constants: Vec<(&str, f64)> = kernel.constants.iter().map(|&(k, v)| (k, v as f64)).collect();
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -133,11 +143,7 @@ impl DeviceInner {
         });
         let layout = pipeline.get_bind_group_layout(0);
         self.stats.pipelines.fetch_add(1, Ordering::Relaxed);
-        let mut label = format!("{} ({})", kernel.entry, kernel.source.label());
-        for (k, v) in &kernel.constants {
-            label.push_str(&format!(" {k}={v}"));
-        }
-        let p = Arc::new(Pipeline { pipeline, layout, label, source: kernel.source.clone() });
+        let p = Arc::new(Pipeline { pipeline, layout, label: kernel.label() });
         cache.insert(kernel.clone(), p.clone());
         p
     }

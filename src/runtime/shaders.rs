@@ -95,6 +95,10 @@ pub(crate) struct DynamicShader {
     pub id: u64,
     pub label: String,
     pub wgsl: String,
+    /// The parsed module: the bindings are read from it, and native
+    /// backends take it as it is instead of parsing the text again (a
+    /// large generated matmul takes tens of milliseconds to parse).
+    pub module: naga::Module,
 }
 
 /// Where a module's WGSL comes from; compared by identity.
@@ -157,7 +161,7 @@ impl DynamicShader {
         validator.validate(&module).map_err(|e| e.emit_to_string(wgsl))?;
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Arc::new(DynamicShader { id, label: label.to_string(), wgsl: wgsl.to_string() }))
+        Ok(Arc::new(DynamicShader { id, label: label.to_string(), wgsl: wgsl.to_string(), module }))
     }
 }
 
@@ -182,6 +186,15 @@ impl Kernel {
     pub fn with(mut self, name: &'static str, value: u32) -> Kernel {
         self.constants.push((name, value));
         self
+    }
+
+    /// `entry (module)` with its specialisation, for profiles and graphs.
+    pub fn label(&self) -> String {
+        let mut label = format!("{} ({})", self.entry, self.source.label());
+        for (k, v) in &self.constants {
+            label.push_str(&format!(" {k}={v}"));
+        }
+        label
     }
 }
 

@@ -42,11 +42,14 @@ pub(crate) async fn tune(dev: &Device) -> Result<String> {
     }
     let key = adapter_key(&dev.inner.info);
     let cached = TUNED.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().get(&key).copied();
-    let (tiles, how) = match cached.or_else(|| disk::load(&key)) {
+    let file = disk::path();
+    let (tiles, how) = match cached.or_else(|| file.as_deref().and_then(|f| disk::load(f, &key))) {
         Some(tiles) => (tiles, "from the cache".to_string()),
         None => {
             let (tiles, table) = measure(dev).await?;
-            disk::store(&key, tiles);
+            if let Some(f) = &file {
+                disk::store(f, &key, tiles);
+            }
             (tiles, table)
         }
     };
@@ -108,11 +111,12 @@ async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
     Ok((best, table))
 }
 
-/// Identifies an adapter and the kernel's source: a new driver or a changed
-/// kernel measures again.
+/// Identifies an adapter, the kernel's source and the candidate tiles: a
+/// new driver, a changed kernel or a new candidate measures again.
 fn adapter_key(info: &wgpu::AdapterInfo) -> String {
     // FNV-1a: stable across builds, unlike std's hasher
-    let source = crate::codegen::matmul_source(MatmulVariant::Workgroup(WorkgroupTile::DEFAULT), None, None);
+    let mut source = crate::codegen::matmul_source(MatmulVariant::Workgroup(WorkgroupTile::DEFAULT), None, None);
+    source += &format!("{:?}", WorkgroupTile::CANDIDATES);
     let hash = source.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let key = format!(
         "{:?} {} ({} {}) {:04x}:{:04x} kernel {hash:016x}",
@@ -136,75 +140,24 @@ fn now_ms() -> f64 {
     now.ok().and_then(|v| v.as_f64()).unwrap_or_else(js_sys::Date::now)
 }
 
-/// The cache file: a line per adapter, `key<TAB>small<TAB>medium<TAB>large`,
-/// each tile as `wx wy tm tn bk staging` (staging 0 none, 1 scalar, 2 vec4).
-#[cfg(not(target_arch = "wasm32"))]
-mod disk {
-    use super::{MatmulTiles, Staging, WorkgroupTile};
-
-    fn path() -> Option<std::path::PathBuf> {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
-        let dir = var("WGRAD_CACHE_DIR")
-            .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("wgrad")))
-            .or_else(|| var("HOME").map(|d| d.join(".cache").join("wgrad")))?;
-        Some(dir.join("matmul-tiles"))
-    }
-
-    fn parse(tile: &str) -> Option<WorkgroupTile> {
-        let v: Vec<u32> = tile.split(' ').map(str::parse).collect::<Result<_, _>>().ok()?;
-        let &[wx, wy, tm, tn, bk, staging] = v.as_slice() else { return None };
-        let staging = [Staging::None, Staging::Scalar, Staging::Vec4].get(staging as usize).copied()?;
-        let t = WorkgroupTile { wx, wy, tm, tn, bk, staging };
-        WorkgroupTile::CANDIDATES.contains(&t).then_some(t)
-    }
-
-    fn format(t: WorkgroupTile) -> String {
-        format!("{} {} {} {} {} {}", t.wx, t.wy, t.tm, t.tn, t.bk, t.staging as u32)
-    }
-
-    pub(super) fn load(key: &str) -> Option<MatmulTiles> {
-        let text = std::fs::read_to_string(path()?).ok()?;
-        text.lines().find_map(|line| {
-            let f: Vec<&str> = line.split('\t').collect();
-            match f.as_slice() {
-                [k, s, m, l] if *k == key => {
-                    Some(MatmulTiles { small: parse(s)?, medium: parse(m)?, large: parse(l)? })
-                }
-                _ => None,
-            }
-        })
-    }
-
-    /// Best effort: a machine without a writable cache measures again next
-    /// time. Written whole to a temporary file and renamed, so a reader
-    /// never sees half a file.
-    pub(super) fn store(key: &str, tiles: MatmulTiles) {
-        let Some(path) = path() else { return };
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut text: String =
-            old.lines().filter(|l| l.split('\t').next() != Some(key)).map(|l| format!("{l}\n")).collect();
-        text += &format!("{key}\t{}\t{}\t{}\n", format(tiles.small), format(tiles.medium), format(tiles.large));
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let written = path.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok())
-            && std::fs::write(&tmp, text).is_ok()
-            && std::fs::rename(&tmp, &path).is_ok();
-        if !written {
-            let _ = std::fs::remove_file(&tmp);
-        }
-    }
-}
-
 /// In the browser the tiles are measured once per page.
 #[cfg(target_arch = "wasm32")]
 mod disk {
     use super::MatmulTiles;
 
-    pub(super) fn load(_key: &str) -> Option<MatmulTiles> {
+    pub(super) fn path() -> Option<std::path::PathBuf> {
         None
     }
 
-    pub(super) fn store(_key: &str, _tiles: MatmulTiles) {}
+    pub(super) fn load(_path: &std::path::Path, _key: &str) -> Option<MatmulTiles> {
+        None
+    }
+
+    pub(super) fn store(_path: &std::path::Path, _key: &str, _tiles: MatmulTiles) {}
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+use super::tile_cache as disk;
 
 #[cfg(test)]
 mod tests {

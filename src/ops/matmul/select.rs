@@ -76,6 +76,12 @@ pub(crate) fn set_tiles(dev: &DeviceInner, tiles: Option<MatmulTiles>) {
     *state(dev).tiles.lock().unwrap_or_else(|p| p.into_inner()) = tiles;
 }
 
+/// Does `dev` run the subgroup kernels (CPU adapters with subgroups), and
+/// so a tile of one row for row vectors?
+pub(crate) fn row_vector_tiles(dev: &DeviceInner) -> bool {
+    state(dev).tiles.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+}
+
 /// A matmul pipeline key and the variant (and tile) it runs.
 pub(crate) struct MatmulKernel {
     pub kernel: Kernel,
@@ -101,15 +107,23 @@ pub(crate) fn kernel(
     let variant = match tiles {
         Some(tiles) => MatmulVariant::Workgroup(tiles.for_product(outputs, m)),
         None => {
+            // (a gathered A reads k step by step: no row-vector tile)
+            let vector = m == 1 && !conv.is_some_and(ConvGemm::gathers_a);
             let rows = match m {
+                _ if vector => 1,
                 0..=8 => 8,
                 9..=16 => 16,
                 17..=32 => 32,
                 _ => 64,
             };
             let cols = if n > 32 { 8 } else { 4 };
-            let a = if a == ALoad::AlongM && rows % 32 != 0 { ALoad::Scalar } else { a };
-            let unroll = if a == ALoad::AlongK || b == BLoad::AlongK { 4 } else { 2 };
+            let a = if vector || (a == ALoad::AlongM && rows % 32 != 0) { ALoad::Scalar } else { a };
+            let unroll = match (a, b) {
+                (ALoad::AlongK, _) | (_, BLoad::AlongK) => 4,
+                // a row vector: one load of A per lane per 8 steps
+                _ if vector => 8,
+                _ => 2,
+            };
             MatmulVariant::Subgroup(MatmulTile { rows, cols, unroll, a, b })
         }
     };
