@@ -2,6 +2,8 @@
 //! conv 5×5 → tanh → max-pool, twice, then a linear layer and log-softmax.
 //!
 //! Run: `cargo run --release --example cnn` (`-- --help` for options).
+//! Data-parallel: `-- --devices 2` (two replicas in one process), or
+//! `mpirun -np 2 cargo run --release --features mpi --example cnn -- --data-parallel`.
 
 mod support;
 
@@ -58,7 +60,18 @@ pub fn run(name: &str, about: &str) -> ExitCode {
 }
 
 fn train(name: &str, about: &str) -> support::Result<()> {
-    let args = support::args(name, about, 3, 64, 0.05)?;
+    let args = support::parallel_args(name, about, 3, 64, 0.05)?;
+    if args.devices > 1 || args.data_parallel {
+        let data = wgrad::data::Mnist::load(&args.data)?;
+        let opt = Optimizer::sgd(args.lr).momentum(0.9);
+        let (history, root) = support::parallel::train(name, &args, &data, Cnn::new, loss, predict, opt)?;
+        if !root {
+            return Ok(());
+        }
+        history.final_accuracy();
+        let acc = history.test_accuracy.last().copied().unwrap_or(0.0);
+        return support::check(args.quick, &format!("test accuracy {:.2}% above 93%", 100.0 * acc), acc > 0.93);
+    }
     let dev = support::device(args.seed)?;
     let data = support::mnist(&args)?;
     let mut model = Cnn::new(&dev);

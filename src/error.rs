@@ -71,6 +71,10 @@ pub enum Error {
     /// What was asked cannot be done on this adapter or backend.
     #[error("wgrad: {0}")]
     Unsupported(String),
+    /// Processes training together (data parallelism) lost touch: one died
+    /// or stopped answering.
+    #[error("wgrad: data parallel: {0}")]
+    Collective(String),
     /// An error reported by the WebGPU implementation (a bug in wgrad if it happens).
     #[error("wgrad: GPU error: {0}")]
     Gpu(String),

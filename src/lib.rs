@@ -29,6 +29,9 @@ pub mod data;
 mod device;
 pub mod nn;
 pub mod optim;
+pub mod pack;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod parallel;
 #[cfg(target_arch = "wasm32")]
 mod web;
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod gpt;
+pub mod parallel;
 pub mod text;
 
 use std::fmt::Display;
@@ -115,13 +116,27 @@ pub struct Args {
     /// A short run (one epoch unless `--epochs` says otherwise) that checks
     /// the example's headline figure: see [`check`].
     pub quick: bool,
+    /// Data-parallel replicas in this process, one device each (examples
+    /// parsed with [`parallel_args`]; otherwise 1).
+    pub devices: usize,
+    /// Data parallelism across the processes `mpirun` started (feature `mpi`).
+    pub data_parallel: bool,
 }
 
 /// Parses the command line of an MNIST example (`--help` lists the options)
 /// over the example's defaults, and makes sure the output folder can be
 /// written before any training.
 pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Result<Args> {
-    let options = [
+    parse(name, about, epochs, batch, lr, false)
+}
+
+/// [`args`], with the data-parallel options `--devices N` and `--data-parallel`.
+pub fn parallel_args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Result<Args> {
+    parse(name, about, epochs, batch, lr, true)
+}
+
+fn parse(name: &str, about: &str, epochs: usize, batch: usize, lr: f32, parallel: bool) -> Result<Args> {
+    let mut options = vec![
         "--data DIR     MNIST IDX files (default: data/mnist, the shipped 8k/2k digits;".to_string(),
         "               the official 60k/10k files work too)".to_string(),
         format!("--epochs N     passes over the training set, at least 1 (default {epochs})"),
@@ -133,6 +148,11 @@ pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Re
         "--eager        run each step op by op instead of compiled (same numbers, slower)".to_string(),
         "--quick        one epoch (unless --epochs is given), then check the headline figure".to_string(),
     ];
+    if parallel {
+        options.push("--devices N    data-parallel replicas in this process, one device each (default 1)".to_string());
+        options
+            .push("--data-parallel  one replica per process started by mpirun (build with --features mpi)".to_string());
+    }
     let path = |p: &PathBuf| !p.as_os_str().is_empty();
     let count = |n: &usize| *n >= 1;
     let args = command_line(name, about, &options, |p| {
@@ -150,6 +170,11 @@ pub fn args(name: &str, about: &str, epochs: usize, batch: usize, lr: f32) -> Re
             out: p.value("--out", "a folder", path)?.unwrap_or_else(|| PathBuf::from("out")),
             eager: p.flag("--eager"),
             quick,
+            devices: match parallel {
+                true => p.value("--devices", "a whole number of at least 1", count)?.unwrap_or(1),
+                false => 1,
+            },
+            data_parallel: parallel && p.flag("--data-parallel"),
         })
     });
     writable_folder(&args.out)?;
