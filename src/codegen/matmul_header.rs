@@ -2,7 +2,7 @@
 //! batch offsets, and the convolution's gathers.
 
 use super::chain::Chain;
-use crate::ir::ConvGemm;
+use crate::ir::{ConvGemm, OptInfo};
 use crate::runtime::sources;
 
 /// The matmul kernels' bindings and uniform (both variants), so the host
@@ -12,7 +12,8 @@ use crate::runtime::sources;
 /// load at once), `{C}` the result's; `{CONV}`, `{EPILOGUE}`: the
 /// convolution's and the epilogue's uniform fields. `wg_x0`, `wg_y0`: the
 /// tile column and row of the dispatch's first workgroup (a product with
-/// more tiles than a dispatch holds runs in several).
+/// more tiles than a dispatch holds runs in several). `{UPDATE}`: the
+/// optimizer's hyper-parameters, where the product updates a parameter.
 const HEADER: &str = "
 struct Mm {
     m: u32, n: u32, k: u32, batch_rank: u32,
@@ -22,7 +23,7 @@ struct Mm {
     batch_shape: array<vec4<u32>, 2>,
     a_bstr: array<vec4<u32>, 2>,
     b_bstr: array<vec4<u32>, 2>,
-{CONV}{EPILOGUE}}
+{CONV}{EPILOGUE}{UPDATE}}
 @group(0) @binding(0) var<uniform> p: Mm;
 @group(0) @binding(1) var<storage, read> a: array<{A}>;
 @group(0) @binding(2) var<storage, read> b: array<{B}>;
@@ -46,9 +47,18 @@ pub(super) const BATCH_OFFSETS: &str = "    var ao = p.a_off;
 ";
 
 /// [`HEADER`] with element types `a`, `b`, `c`, the convolution's gathers
-/// and fields where it is one, and the epilogue's prelude, bindings, fields
-/// and function where there is one.
-pub(super) fn header(conv: Option<ConvGemm>, epilogue: Option<&Chain>, a: &str, b: &str, c: &str) -> String {
+/// and fields where it is one, the epilogue's prelude, bindings, fields
+/// and function where there is one, and the update in place where the
+/// product is the gradient of a parameter (see [`update_in_place`]).
+pub(super) fn header(
+    conv: Option<ConvGemm>,
+    epilogue: Option<&Chain>,
+    update: Option<&OptInfo>,
+    a: &str,
+    b: &str,
+    c: &str,
+) -> String {
+    assert!(epilogue.is_none() || update.is_none(), "a matmul runs an epilogue or an update, not both");
     let mut s = String::new();
     if let Some(e) = epilogue {
         s += sources::COMMON;
@@ -64,17 +74,57 @@ pub(super) fn header(conv: Option<ConvGemm>, epilogue: Option<&Chain>, a: &str, 
         }
     }
     let fields = epilogue.map_or(String::new(), |e| e.fields("e_"));
+    if update.is_some() {
+        s += sources::OPTIM_RULES;
+    }
     let conv_fields = if conv.is_some() { "    cv: ConvGather,\n" } else { "" };
+    let update_fields = if update.is_some() { "    o: Opt,\n" } else { "" };
     s += &HEADER
         .replace("{CONV}", conv_fields)
         .replace("{EPILOGUE}", &fields)
+        .replace("{UPDATE}", update_fields)
         .replace("{A}", a)
         .replace("{B}", b)
         .replace("{C}", c);
     if let Some(e) = epilogue {
         s += &format!("fn epilogue(i: u32, acc: f32) {{\n{}}}\n", e.body("p.e_"));
     }
+    if let Some(u) = update {
+        s += &update_in_place(u);
+    }
     s
+}
+
+/// Where the product is the gradient of a parameter (`update`), the
+/// epilogue applies the parameter's update rule (`shaders/optim_rules.wgsl`)
+/// to each element in place, reading the gradient back as it was just
+/// stored: the update takes no dispatch or pass over memory of its own.
+/// Bindings 4 to 6 are the parameter, the optimizer's gradient scale and
+/// step count, 7 and 8 the state slots the rule uses. The rules work on
+/// four elements: here each element runs as lane x of a vector.
+fn update_in_place(update: &OptInfo) -> String {
+    let slots = update.updates.len() - 1;
+    let mut s = String::from(
+        "@group(0) @binding(4) var<storage, read_write> param: array<f32>;\n\
+         @group(0) @binding(5) var<storage, read> scale: array<f32>;\n\
+         @group(0) @binding(6) var<storage, read> t: array<f32>;\n",
+    );
+    for k in 1..=slots {
+        s += &format!("@group(0) @binding({}) var<storage, read_write> s{k}: array<f32>;\n", 6 + k);
+    }
+    let state = |k: usize| if k <= slots { format!("vec4<f32>(s{k}[i])") } else { "vec4<f32>()".into() };
+    s += &format!(
+        "fn epilogue(i: u32, acc: f32) {{\n    let g = vec4<f32>(acc);\n    \
+         let u = {}(with_lr(p.o, scale[1]), t[0], scale[0], vec4<f32>(param[i]), g, {}, {});\n    \
+         param[i] = u.p.x;\n",
+        update.rule.function(),
+        state(1),
+        state(2)
+    );
+    for k in 1..=slots {
+        s += &format!("    s{k}[i] = u.s{k}.x;\n");
+    }
+    s + "}\n"
 }
 
 /// If A is gathered (a convolution's product), the functions of

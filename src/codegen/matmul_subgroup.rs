@@ -12,10 +12,16 @@ use std::fmt::Write;
 
 use super::chain::Chain;
 use super::matmul_header::{BATCH_OFFSETS, gather_a, gather_b, header};
-use crate::ir::{ALoad, BLoad, ConvGemm, MatmulTile};
+use crate::ir::{ALoad, BLoad, ConvGemm, MatmulTile, OptInfo};
 
-/// The matmul, with `epilogue` run on every element of its result.
-pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
+/// The matmul, with `epilogue` (or the parameter `update`, see
+/// `matmul_header.rs`) run on every element of its result.
+pub(super) fn source(
+    t: MatmulTile,
+    conv: Option<ConvGemm>,
+    epilogue: Option<&Chain>,
+    update: Option<&OptInfo>,
+) -> String {
     assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
     // the operands' gathers, if the product is a convolution's: read one
     // element at a time
@@ -39,7 +45,7 @@ pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Ch
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
     let vec_c = t.b == BLoad::AlongN;
-    let mut s = header(conv, epilogue, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
+    let mut s = header(conv, epilogue, update, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -229,7 +235,7 @@ pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Ch
         }
         line!("    }}");
     }
-    if epilogue.is_some() {
+    if epilogue.is_some() || update.is_some() {
         // The epilogue runs in a loop over the elements this lane just
         // stored, reading each back: its code appears once. (Calling it on
         // the accumulators, unrolled or through a local array, made the
