@@ -43,14 +43,17 @@ pub(crate) fn with_update(
     opt: &OptInfo,
     opt_uniform: &[u8],
 ) -> GeneratedKernel {
-    let mut bindings = vec![
-        ("a".to_string(), mm.a.clone()),
-        ("b".to_string(), mm.b.clone()),
-        ("c".to_string(), mm.c.clone()),
+    let mut bindings = vec![("a".to_string(), mm.a.clone()), ("b".to_string(), mm.b.clone())];
+    if !mm.variant.stores_four_wide() {
+        // the update reads back the gradient stored (a four-wide kernel
+        // does not store it)
+        bindings.push(("c".to_string(), mm.c.clone()));
+    }
+    bindings.extend([
         ("param".to_string(), opt.updates[0].read.clone()),
         ("scale".to_string(), opt.scale.clone()),
         ("t".to_string(), opt.t.clone()),
-    ];
+    ]);
     for (k, u) in opt.updates.iter().enumerate().skip(1) {
         bindings.push((format!("s{k}"), u.read.clone()));
     }

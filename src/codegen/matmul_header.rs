@@ -90,39 +90,51 @@ pub(super) fn header(
         s += &format!("fn epilogue(i: u32, acc: f32) {{\n{}}}\n", e.body("p.e_"));
     }
     if let Some(u) = update {
-        s += &update_in_place(u);
+        s += &update_in_place(u, c);
     }
     s
 }
 
 /// Where the product is the gradient of a parameter (`update`), the
-/// epilogue applies the parameter's update rule (`shaders/optim_rules.wgsl`)
-/// to each element in place, reading the gradient back as it was just
-/// stored: the update takes no dispatch or pass over memory of its own.
-/// Bindings 4 to 6 are the parameter, the optimizer's gradient scale and
-/// step count, 7 and 8 the state slots the rule uses. The rules work on
-/// four elements: here each element runs as lane x of a vector.
-fn update_in_place(update: &OptInfo) -> String {
+/// parameter's update rule (`shaders/optim_rules.wgsl`) runs on each
+/// element in place. With `c` four-wide (`vec4<f32>`), the kernel calls
+/// `store_c(i, g)` instead of storing its vector `i` of C: the gradient is
+/// never stored. Otherwise the update is the epilogue, which reads back
+/// each element just stored. Bindings 4 to 6 are the parameter, the
+/// optimizer's gradient scale and step count, 7 and 8 the state slots the
+/// rule uses. (The rules work on four elements: one element runs as lane
+/// x of a vector.)
+fn update_in_place(update: &OptInfo, c: &str) -> String {
     let slots = update.updates.len() - 1;
-    let mut s = String::from(
-        "@group(0) @binding(4) var<storage, read_write> param: array<f32>;\n\
+    let wide = c != "f32";
+    let mut s = format!(
+        "@group(0) @binding(4) var<storage, read_write> param: array<{c}>;\n\
          @group(0) @binding(5) var<storage, read> scale: array<f32>;\n\
          @group(0) @binding(6) var<storage, read> t: array<f32>;\n",
     );
     for k in 1..=slots {
-        s += &format!("@group(0) @binding({}) var<storage, read_write> s{k}: array<f32>;\n", 6 + k);
+        s += &format!("@group(0) @binding({}) var<storage, read_write> s{k}: array<{c}>;\n", 6 + k);
     }
     let state = |k: usize| if k <= slots { format!("vec4<f32>(s{k}[i])") } else { "vec4<f32>()".into() };
+    // What every element shares is read and computed once per invocation
+    // (the first time it updates one): the rate after `done` steps, which
+    // the rule then takes as a constant schedule's.
+    s += "var<private> ready: bool;\nvar<private> hyper: Opt;\nvar<private> done: f32;\nvar<private> factor: f32;\n";
+    s += "fn constant_rate(o: Opt) -> Opt {\n    var q = o;\n    q.schedule = 0u;\n    return q;\n}\n";
+    let (head, lane) =
+        if wide { ("fn store_c(i: u32, acc: vec4<f32>)", "") } else { ("fn epilogue(i: u32, acc: f32)", ".x") };
     s += &format!(
-        "fn epilogue(i: u32, acc: f32) {{\n    let g = vec4<f32>(acc);\n    \
-         let u = {}(with_lr(p.o, scale[1]), t[0], scale[0], vec4<f32>(param[i]), g, {}, {});\n    \
-         param[i] = u.p.x;\n",
+        "{head} {{\n    \
+         if !ready {{\n        done = t[0];\n        factor = scale[0];\n        \
+         hyper = with_lr(p.o, scale[1]);\n        hyper.lr = rate(hyper, done);\n        ready = true;\n    }}\n    \
+         let u = {}(constant_rate(hyper), done, factor, vec4<f32>(param[i]), vec4<f32>(acc), {}, {});\n    \
+         param[i] = u.p{lane};\n",
         update.rule.function(),
         state(1),
         state(2)
     );
     for k in 1..=slots {
-        s += &format!("    s{k}[i] = u.s{k}.x;\n");
+        s += &format!("    s{k}[i] = u.s{k}{lane};\n");
     }
     s + "}\n"
 }

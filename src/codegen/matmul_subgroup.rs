@@ -216,11 +216,12 @@ pub(super) fn source(
         line!("    if r0 + {r}u < p.m {{");
         if vec_c {
             for v in 0..nv {
-                line!(
-                    "        if c0 + {}u < p.n {{ c[(base + (r0 + {r}u) * p.n + c0 + {}u) / 4u] = acc{r}_{v}; }}",
-                    32 * v,
-                    32 * v
-                );
+                let at = format!("(base + (r0 + {r}u) * p.n + c0 + {}u) / 4u", 32 * v);
+                match update {
+                    // the update in place: the gradient is not stored (`matmul_header.rs`)
+                    Some(_) => line!("        if c0 + {}u < p.n {{ store_c({at}, acc{r}_{v}); }}", 32 * v),
+                    None => line!("        if c0 + {}u < p.n {{ c[{at}] = acc{r}_{v}; }}", 32 * v),
+                }
             }
         } else {
             for j in 0..t.cols {
@@ -235,7 +236,7 @@ pub(super) fn source(
         }
         line!("    }}");
     }
-    if epilogue.is_some() || update.is_some() {
+    if epilogue.is_some() || update.is_some() && !vec_c {
         // The epilogue runs in a loop over the elements this lane just
         // stored, reading each back: its code appears once. (Calling it on
         // the accumulators, unrolled or through a local array, made the
