@@ -7,70 +7,15 @@
 use super::chain::{Chain, FusedMember};
 use super::kernel::GeneratedKernel;
 use super::{matmul_subgroup, matmul_tiled};
-use crate::ir::{ConvGemm, MatmulVariant, MmInfo, OptInfo};
+use crate::ir::{ConvGemm, MatmulVariant, MmInfo};
 
 /// WGSL of `variant`'s kernel (entry point `matmul`; bindings `a`, `b`,
 /// `c`), the product of convolution `conv` if there is one, with
 /// `epilogue` run on every element of its result.
 pub(crate) fn source(variant: MatmulVariant, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
-    kernel_source(variant, conv, epilogue, None)
-}
-
-/// [`source`], or with `update`: the product is the gradient of the
-/// parameter bound as `param`, updated in place with it (`matmul_header.rs`).
-fn kernel_source(
-    variant: MatmulVariant,
-    conv: Option<ConvGemm>,
-    epilogue: Option<&Chain>,
-    update: Option<&OptInfo>,
-) -> String {
     match variant {
-        MatmulVariant::Subgroup(t) => matmul_subgroup::source(t, conv, epilogue, update),
-        MatmulVariant::Workgroup(t) => matmul_tiled::source(t, conv, epilogue, update),
-    }
-}
-
-/// The matmul node `mm` (its `uniform` and workgroup `groups`) computing
-/// the gradient of the parameter that optimizer update `opt` (with
-/// hyper-parameters `opt_uniform`) updates: the kernel applies the update
-/// in place to each element as it stores it (see `matmul_header.rs`). The
-/// product must have the parameter's elements in its order (a dense
-/// result of as many elements, no batch).
-pub(crate) fn with_update(
-    mm: &MmInfo,
-    uniform: &[u8],
-    groups: [u32; 3],
-    opt: &OptInfo,
-    opt_uniform: &[u8],
-) -> GeneratedKernel {
-    let mut bindings = vec![("a".to_string(), mm.a.clone()), ("b".to_string(), mm.b.clone())];
-    if !mm.variant.stores_four_wide() {
-        // the update reads back the gradient stored (a four-wide kernel
-        // does not store it)
-        bindings.push(("c".to_string(), mm.c.clone()));
-    }
-    bindings.extend([
-        ("param".to_string(), opt.updates[0].read.clone()),
-        ("scale".to_string(), opt.scale.clone()),
-        ("t".to_string(), opt.t.clone()),
-    ]);
-    for (k, u) in opt.updates.iter().enumerate().skip(1) {
-        bindings.push((format!("s{k}"), u.read.clone()));
-    }
-    // the hyper-parameters are a struct member of the matmul's uniform:
-    // it starts at a multiple of 16 bytes
-    let mut uniform = uniform.to_vec();
-    uniform.resize(uniform.len().next_multiple_of(16), 0);
-    uniform.extend_from_slice(opt_uniform);
-    GeneratedKernel {
-        label: format!("{} + {} in place", mm.variant.label(mm.conv), opt.rule.entry()),
-        wgsl: kernel_source(mm.variant, mm.conv, None, Some(opt)),
-        entry: "matmul",
-        constants: Vec::new(),
-        subgroups: mm.variant.subgroups(),
-        bindings,
-        uniform,
-        groups,
+        MatmulVariant::Subgroup(t) => matmul_subgroup::source(t, conv, epilogue),
+        MatmulVariant::Workgroup(t) => matmul_tiled::source(t, conv, epilogue),
     }
 }
 
@@ -93,7 +38,7 @@ pub(crate) fn with_epilogue(
     uniform.extend_from_slice(bytemuck::cast_slice(&chain.words()));
     Some(GeneratedKernel {
         label: format!("{} + epilogue", mm.variant.label(mm.conv)),
-        wgsl: kernel_source(mm.variant, mm.conv, Some(&chain), None),
+        wgsl: source(mm.variant, mm.conv, Some(&chain)),
         entry: "matmul",
         constants: Vec::new(),
         subgroups: mm.variant.subgroups(),

@@ -2,7 +2,7 @@
 //! batch offsets, and the convolution's gathers.
 
 use super::chain::Chain;
-use crate::ir::{ConvGemm, OptInfo};
+use crate::ir::ConvGemm;
 use crate::runtime::sources;
 
 /// The matmul kernels' bindings and uniform (both variants), so the host
@@ -12,8 +12,7 @@ use crate::runtime::sources;
 /// load at once), `{C}` the result's; `{CONV}`, `{EPILOGUE}`: the
 /// convolution's and the epilogue's uniform fields. `wg_x0`, `wg_y0`: the
 /// tile column and row of the dispatch's first workgroup (a product with
-/// more tiles than a dispatch holds runs in several). `{UPDATE}`: the
-/// optimizer's hyper-parameters, where the product updates a parameter.
+/// more tiles than a dispatch holds runs in several).
 const HEADER: &str = "
 struct Mm {
     m: u32, n: u32, k: u32, batch_rank: u32,
@@ -23,7 +22,7 @@ struct Mm {
     batch_shape: array<vec4<u32>, 2>,
     a_bstr: array<vec4<u32>, 2>,
     b_bstr: array<vec4<u32>, 2>,
-{CONV}{EPILOGUE}{UPDATE}}
+{CONV}{EPILOGUE}}
 @group(0) @binding(0) var<uniform> p: Mm;
 @group(0) @binding(1) var<storage, read> a: array<{A}>;
 @group(0) @binding(2) var<storage, read> b: array<{B}>;
@@ -47,18 +46,9 @@ pub(super) const BATCH_OFFSETS: &str = "    var ao = p.a_off;
 ";
 
 /// [`HEADER`] with element types `a`, `b`, `c`, the convolution's gathers
-/// and fields where it is one, the epilogue's prelude, bindings, fields
-/// and function where there is one, and the update in place where the
-/// product is the gradient of a parameter (see [`update_in_place`]).
-pub(super) fn header(
-    conv: Option<ConvGemm>,
-    epilogue: Option<&Chain>,
-    update: Option<&OptInfo>,
-    a: &str,
-    b: &str,
-    c: &str,
-) -> String {
-    assert!(epilogue.is_none() || update.is_none(), "a matmul runs an epilogue or an update, not both");
+/// and fields where it is one, and the epilogue's prelude, bindings, fields
+/// and function where there is one.
+pub(super) fn header(conv: Option<ConvGemm>, epilogue: Option<&Chain>, a: &str, b: &str, c: &str) -> String {
     let mut s = String::new();
     if let Some(e) = epilogue {
         s += sources::COMMON;
@@ -74,69 +64,17 @@ pub(super) fn header(
         }
     }
     let fields = epilogue.map_or(String::new(), |e| e.fields("e_"));
-    if update.is_some() {
-        s += sources::OPTIM_RULES;
-    }
     let conv_fields = if conv.is_some() { "    cv: ConvGather,\n" } else { "" };
-    let update_fields = if update.is_some() { "    o: Opt,\n" } else { "" };
     s += &HEADER
         .replace("{CONV}", conv_fields)
         .replace("{EPILOGUE}", &fields)
-        .replace("{UPDATE}", update_fields)
         .replace("{A}", a)
         .replace("{B}", b)
         .replace("{C}", c);
     if let Some(e) = epilogue {
         s += &format!("fn epilogue(i: u32, acc: f32) {{\n{}}}\n", e.body("p.e_"));
     }
-    if let Some(u) = update {
-        s += &update_in_place(u, c);
-    }
     s
-}
-
-/// Where the product is the gradient of a parameter (`update`), the
-/// parameter's update rule (`shaders/optim_rules.wgsl`) runs on each
-/// element in place. With `c` four-wide (`vec4<f32>`), the kernel calls
-/// `store_c(i, g)` instead of storing its vector `i` of C: the gradient is
-/// never stored. Otherwise the update is the epilogue, which reads back
-/// each element just stored. Bindings 4 to 6 are the parameter, the
-/// optimizer's gradient scale and step count, 7 and 8 the state slots the
-/// rule uses. (The rules work on four elements: one element runs as lane
-/// x of a vector.)
-fn update_in_place(update: &OptInfo, c: &str) -> String {
-    let slots = update.updates.len() - 1;
-    let wide = c != "f32";
-    let mut s = format!(
-        "@group(0) @binding(4) var<storage, read_write> param: array<{c}>;\n\
-         @group(0) @binding(5) var<storage, read> scale: array<f32>;\n\
-         @group(0) @binding(6) var<storage, read> t: array<f32>;\n",
-    );
-    for k in 1..=slots {
-        s += &format!("@group(0) @binding({}) var<storage, read_write> s{k}: array<{c}>;\n", 6 + k);
-    }
-    let state = |k: usize| if k <= slots { format!("vec4<f32>(s{k}[i])") } else { "vec4<f32>()".into() };
-    // What every element shares is read and computed once per invocation
-    // (the first time it updates one): the rate after `done` steps, which
-    // the rule then takes as a constant schedule's.
-    s += "var<private> ready: bool;\nvar<private> hyper: Opt;\nvar<private> done: f32;\nvar<private> factor: f32;\n";
-    s += "fn constant_rate(o: Opt) -> Opt {\n    var q = o;\n    q.schedule = 0u;\n    return q;\n}\n";
-    let (head, lane) =
-        if wide { ("fn store_c(i: u32, acc: vec4<f32>)", "") } else { ("fn epilogue(i: u32, acc: f32)", ".x") };
-    s += &format!(
-        "{head} {{\n    \
-         if !ready {{\n        done = t[0];\n        factor = scale[0];\n        \
-         hyper = with_lr(p.o, scale[1]);\n        hyper.lr = rate(hyper, done);\n        ready = true;\n    }}\n    \
-         let u = {}(constant_rate(hyper), done, factor, vec4<f32>(param[i]), vec4<f32>(acc), {}, {});\n    \
-         param[i] = u.p{lane};\n",
-        update.rule.function(),
-        state(1),
-        state(2)
-    );
-    for k in 1..=slots {
-        s += &format!("    s{k}[i] = u.s{k}{lane};\n");
-    }
-    s + "}\n"
 }
 
 /// If A is gathered (a convolution's product), the functions of

@@ -12,16 +12,10 @@ use std::fmt::Write;
 
 use super::chain::Chain;
 use super::matmul_header::{BATCH_OFFSETS, gather_a, gather_b, header};
-use crate::ir::{ALoad, BLoad, ConvGemm, MatmulTile, OptInfo};
+use crate::ir::{ALoad, BLoad, ConvGemm, MatmulTile};
 
-/// The matmul, with `epilogue` (or the parameter `update`, see
-/// `matmul_header.rs`) run on every element of its result.
-pub(super) fn source(
-    t: MatmulTile,
-    conv: Option<ConvGemm>,
-    epilogue: Option<&Chain>,
-    update: Option<&OptInfo>,
-) -> String {
+/// The matmul, with `epilogue` run on every element of its result.
+pub(super) fn source(t: MatmulTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
     assert!(t.rows % 8 == 0 && t.cols % 4 == 0 && t.unroll >= 1, "{t:?}");
     // the operands' gathers, if the product is a convolution's: read one
     // element at a time
@@ -45,7 +39,7 @@ pub(super) fn source(
     let (rq, nv) = (t.rows / 8, t.cols / 4);
     let ty = |v: bool| if v { "vec4<f32>" } else { "f32" };
     let vec_c = t.b == BLoad::AlongN;
-    let mut s = header(conv, epilogue, update, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
+    let mut s = header(conv, epilogue, ty(t.a != ALoad::Scalar), ty(t.b != BLoad::Scalar), ty(vec_c));
     let w = &mut s;
     // writeln! into a String cannot fail
     macro_rules! line { ($($arg:tt)*) => { writeln!(w, $($arg)*).expect("write to String") }; }
@@ -216,12 +210,11 @@ pub(super) fn source(
         line!("    if r0 + {r}u < p.m {{");
         if vec_c {
             for v in 0..nv {
-                let at = format!("(base + (r0 + {r}u) * p.n + c0 + {}u) / 4u", 32 * v);
-                match update {
-                    // the update in place: the gradient is not stored (`matmul_header.rs`)
-                    Some(_) => line!("        if c0 + {}u < p.n {{ store_c({at}, acc{r}_{v}); }}", 32 * v),
-                    None => line!("        if c0 + {}u < p.n {{ c[{at}] = acc{r}_{v}; }}", 32 * v),
-                }
+                line!(
+                    "        if c0 + {}u < p.n {{ c[(base + (r0 + {r}u) * p.n + c0 + {}u) / 4u] = acc{r}_{v}; }}",
+                    32 * v,
+                    32 * v
+                );
             }
         } else {
             for j in 0..t.cols {
@@ -236,7 +229,7 @@ pub(super) fn source(
         }
         line!("    }}");
     }
-    if epilogue.is_some() || update.is_some() && !vec_c {
+    if epilogue.is_some() {
         // The epilogue runs in a loop over the elements this lane just
         // stored, reading each back: its code appears once. (Calling it on
         // the accumulators, unrolled or through a local array, made the

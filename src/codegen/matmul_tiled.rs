@@ -5,11 +5,10 @@ use std::fmt::Write;
 
 use super::chain::Chain;
 use super::matmul_header::{BATCH_OFFSETS, gather_a, gather_b, header};
-use crate::ir::{ConvGemm, OptInfo, Staging, WorkgroupTile};
+use crate::ir::{ConvGemm, Staging, WorkgroupTile};
 
 /// The workgroup-tiled matmul with tile `t`, and `epilogue` run on each
-/// element as it is stored (or the parameter `update`, see
-/// `matmul_header.rs`): the kernel of every adapter but CPU ones with
+/// element as it is stored: the kernel of every adapter but CPU ones with
 /// subgroups (GPUs, the browser).
 ///
 /// A `wx`×`wy` workgroup computes a (`wy`·`tm`)×(`wx`·`tn`) tile of C,
@@ -29,12 +28,7 @@ use crate::ir::{ConvGemm, OptInfo, Staging, WorkgroupTile};
 /// are staged as zeros (or read at a clamped, valid address) and not
 /// written; k past the slice is staged as −0 in A, and fma(−0, 0, x) = x
 /// for every x, ±0 included.
-pub(super) fn source(
-    t: WorkgroupTile,
-    conv: Option<ConvGemm>,
-    epilogue: Option<&Chain>,
-    update: Option<&OptInfo>,
-) -> String {
+pub(super) fn source(t: WorkgroupTile, conv: Option<ConvGemm>, epilogue: Option<&Chain>) -> String {
     let WorkgroupTile { wx, wy, tm, tn, bk, staging } = t;
     let (bm, bn, threads) = (wy * tm, wx * tn, wx * wy);
     let vec4 = staging == Staging::Vec4;
@@ -55,7 +49,7 @@ pub(super) fn source(
         true => format!("4u * l.x + {}u", j / 4 * 4 * wx + j % 4),
         false => format!("l.x + {}u", j * wx),
     };
-    let mut s = header(conv, epilogue, update, "f32", "f32", "f32");
+    let mut s = header(conv, epilogue, "f32", "f32", "f32");
     let w = &mut s;
     // the operands' gathers, if the product is a convolution's
     let gather_a = conv.and_then(gather_a);
@@ -222,7 +216,7 @@ pub(super) fn source(
             line!("    if r{i} < p.m && c{j} < p.n {{ c[base + r{i} * p.n + c{j}] = acc{i}_{}{e}; }}", j / vw);
         }
     }
-    if epilogue.is_some() || update.is_some() {
+    if epilogue.is_some() {
         // a loop over the elements this invocation just stored, reading
         // each back: the epilogue's code appears once
         line!("    for (var q = 0u; q < {}u; q++) {{", tm * tn);

@@ -10,8 +10,7 @@
 //! - `chain.rs`: a fused chain's layout and per-element code;
 //! - `matmul.rs`, `matmul_header.rs`, `matmul_tiled.rs`,
 //!   `matmul_subgroup.rs`: the matmuls (and convolutions as implicit
-//!   GEMMs), with epilogues, or updating the parameter whose gradient
-//!   they compute;
+//!   GEMMs), with epilogues;
 //! - `reduction.rs`: reductions running the chains around them;
 //! - `optimizer.rs`: optimizer updates of several tensors in place.
 
@@ -30,6 +29,6 @@ mod tests;
 pub(crate) use chain::{FusedMember, FusedOperand};
 pub(crate) use elementwise::{eager_elementwise, fused_elementwise};
 pub(crate) use kernel::GeneratedKernel;
-pub(crate) use matmul::{source as matmul_source, with_epilogue as matmul_epilogue, with_update as matmul_update};
+pub(crate) use matmul::{source as matmul_source, with_epilogue as matmul_epilogue};
 pub(crate) use optimizer::{StepCount, optimizer_in_place};
 pub(crate) use reduction::{Epilogue, Prologue, reduction};

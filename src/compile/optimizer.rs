@@ -1,27 +1,20 @@
 //! Optimizer updates in place: an update whose new parameter and state are
 //! only copied back into the tensors it read (and nothing after it reads
 //! either) writes them directly, and consecutive such updates of one rule
-//! run in one generated dispatch (`codegen/optimizer.rs`). The update of
-//! a large parameter whose gradient is a matmul's product runs in that
-//! matmul instead, as its epilogue (`codegen::matmul_update`).
+//! run in one generated dispatch (`codegen/optimizer.rs`).
 
 use std::sync::Arc;
 
 use super::fusion::generated;
 use super::rewrite::splice;
-use crate::codegen::{StepCount, matmul_update, optimizer_in_place};
+use crate::codegen::{StepCount, optimizer_in_place};
 use crate::dtype::DType;
-use crate::ir::{BinaryOp, EwExpr, Fusable, OptInfo, Scalar, Update, UpdateRule};
-use crate::runtime::{Access, DeviceInner, Node, access};
+use crate::ir::{BinaryOp, EwExpr, Fusable, OptInfo, Scalar, Update};
+use crate::runtime::{DeviceInner, Node, access};
 
 /// On CPU adapters, optimizer updates of tensors up to this many elements
-/// share a dispatch (see `optimizers_in_place`); larger ones run in the
-/// matmul computing their gradient where they can.
+/// share a dispatch (see `optimizers_in_place`).
 const SMALL_UPDATE: usize = 1 << 14;
-
-/// On CPU adapters, the longest sum (k) of a matmul that takes on the
-/// update of the parameter whose gradient it computes.
-const SHORT_SUM: usize = 16;
 
 /// A copy writing a new state tensor back into the state's own buffer.
 pub(crate) struct WriteBack {
@@ -59,26 +52,6 @@ pub(super) fn optimizers_in_place(
             copied_back && untouched && !returned.contains(written)
         })
     };
-    let mut replaced: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
-    let mut skip = vec![false; nodes.len()];
-    // large updates into the matmuls computing their gradients
-    for (j, node) in nodes.iter().enumerate() {
-        let Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), uniform, .. } = node else { continue };
-        if info.numel <= SMALL_UPDATE || !in_place(j, info) {
-            continue;
-        }
-        let Some(i) = gradient_product(&nodes, &accesses, j, info, write_back, returned) else { continue };
-        if replaced[i].is_some() {
-            continue;
-        }
-        let Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), uniform: mm_uniform, groups, .. } = &nodes[i] else {
-            unreachable!("a matmul")
-        };
-        if let Some(fused) = generated(dev, matmul_update(mm, mm_uniform, *groups, info, uniform)) {
-            replaced[i] = Some(fused);
-            skip[j] = true;
-        }
-    }
     // runs of in-place updates of one rule (and one step counter and
     // gradient scale), within the adapter's storage-buffer limit
     let limit = dev.limits.max_storage_buffers_per_shader_stage as usize;
@@ -92,7 +65,7 @@ pub(super) fn optimizers_in_place(
     let mut bindings = 0;
     for (j, node) in nodes.iter().enumerate() {
         let Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), uniform, .. } = node else { continue };
-        if skip[j] || !in_place(j, info) {
+        if !in_place(j, info) {
             continue;
         }
         let joins = runs.last().and_then(|run| run.last()).is_some_and(|&last| match &nodes[last] {
@@ -118,14 +91,8 @@ pub(super) fn optimizers_in_place(
             bindings = 3 + 1 + info.updates.len();
         }
     }
-    // (the copies of what the updates in matmuls wrote in place go)
-    for (j, node) in nodes.iter().enumerate() {
-        if let Node::Dispatch { fusable: Some(Fusable::Optimizer(info)), .. } = node {
-            if skip[j] {
-                write_back.retain(|w| !info.updates.iter().any(|u| u.written == w.from));
-            }
-        }
-    }
+    let mut replaced: Vec<Option<Node>> = (0..nodes.len()).map(|_| None).collect();
+    let mut skip = vec![false; nodes.len()];
     for run in &runs {
         let infos: Vec<&OptInfo> = run
             .iter()
@@ -164,49 +131,4 @@ fn step_count(nodes: &[Node], last: usize, update: &OptInfo) -> Option<(usize, w
     let reads_count = e.inputs.len() == 1 && e.inputs[0].buffer == update.t && e.inputs[0].offset == 0;
     let own = e.out.offset == 0 && ![&update.t, &update.scale, &update.grad].contains(&&e.out.buffer);
     (e.shape.iter().product::<usize>() == 1 && reads_count && own).then(|| (last + 1, e.out.buffer.clone(), bits))
-}
-
-/// The matmul node whose product is the gradient that optimizer update
-/// `info` (node `j`, in place) reads, if the update can run in it: the
-/// product is a dense result of the parameter's elements, in its order;
-/// nothing between the two nodes reads the parameter or its state, or
-/// writes what the update reads; nothing after it reads the gradient
-/// (`returned`, `write_back`: what the step returns or keeps); and the
-/// matmul reads neither the parameter nor its state (its other workgroups
-/// would see them updated).
-fn gradient_product(
-    nodes: &[Node],
-    accesses: &[Access],
-    j: usize,
-    info: &OptInfo,
-    write_back: &[WriteBack],
-    returned: &[wgpu::Buffer],
-) -> Option<usize> {
-    let i = (0..j).rev().find(|&i| accesses[i].writes.contains(&info.grad))?;
-    let Node::Dispatch { fusable: Some(Fusable::Matmul(mm)), .. } = &nodes[i] else { return None };
-    let own: Vec<&wgpu::Buffer> = info.updates.iter().map(|u| &u.read).collect();
-    if mm.c != info.grad || mm.numel != info.numel || own.contains(&&mm.a) || own.contains(&&mm.b) {
-        return None;
-    }
-    // On CPU adapters an update element by element, reading back the
-    // gradient just stored, costs more than the dispatch it saves: there
-    // only the four-wide stores take it on, and only SGD's (the rule's code
-    // is repeated at every store: Adam's made llvmpipe compile the kernel
-    // for tens of seconds), and only short sums (measured on lavapipe: the
-    // MLP's first layer gained at batch 1, k = 1, and lost at batch 128).
-    let sgd = matches!(info.rule, UpdateRule::Sgd | UpdateRule::SgdMomentum);
-    if mm.variant.subgroups() && !(mm.variant.stores_four_wide() && sgd && mm.k <= SHORT_SUM) {
-        return None;
-    }
-    let read_by_update: Vec<&wgpu::Buffer> = own.iter().copied().chain([&info.scale, &info.t, &info.grad]).collect();
-    let apart = accesses[i + 1..j]
-        .iter()
-        .all(|a| !a.reads.iter().any(|b| own.contains(&b)) && !a.writes.iter().any(|b| read_by_update.contains(&b)));
-    // the gradient itself is not stored: nothing after the update reads it
-    // (its buffer is written before it is read, if at all)
-    let next = accesses[j + 1..].iter().find(|a| a.reads.contains(&info.grad) || a.writes.contains(&info.grad));
-    let dead = next.is_none_or(|a| !a.reads.contains(&info.grad))
-        && !returned.contains(&info.grad)
-        && !write_back.iter().any(|w| w.from == info.grad);
-    (apart && dead).then_some(i)
 }

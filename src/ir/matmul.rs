@@ -202,13 +202,6 @@ impl MatmulVariant {
         matches!(self, MatmulVariant::Subgroup(_))
     }
 
-    /// Does a lane store four adjacent elements of C at once (the
-    /// subgroup kernel where B loads along n)? An optimizer update then
-    /// runs in place of those stores (`codegen/matmul_header.rs`).
-    pub fn stores_four_wide(&self) -> bool {
-        matches!(self, MatmulVariant::Subgroup(t) if t.b == BLoad::AlongN)
-    }
-
     /// A short name, for profiles and graphs: the op, the kind and the
     /// tile.
     pub fn label(&self, conv: Option<ConvGemm>) -> String {

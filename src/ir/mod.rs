@@ -208,6 +208,4 @@ pub(crate) struct MmInfo {
     pub b: wgpu::Buffer,
     pub c: wgpu::Buffer,
     pub numel: usize,
-    /// the length of the sums (k)
-    pub k: usize,
 }

@@ -216,7 +216,6 @@ pub(crate) fn gemm(g: Gemm, shape: &[usize]) -> Tensor {
             b: bo.t.storage().buffer().clone(),
             c: out.storage().buffer().clone(),
             numel: out.numel(),
-            k,
         };
         dev.inner.record_fusable(&mk.kernel, &bindings, &uniform(&params), groups, Fusable::Matmul(Box::new(info)));
     } else {
