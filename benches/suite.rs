@@ -14,7 +14,8 @@
 //! - compiled-step overhead: wall time per step (pipelined, no read-back)
 //!   over the sum of its kernels' GPU times (timestamp queries).
 //!
-//! Options: `--reference FILE` (JSON from benches/reference.py), `--quick`.
+//! Options: `--reference FILE` (JSON from benches/reference.py), `--quick`,
+//! `--kernels` (every kernel of each compiled step, not only the five slowest).
 
 #[path = "../examples/support/mod.rs"]
 mod support;
@@ -161,6 +162,7 @@ fn step_row<P: Params>(
 fn main() -> wgrad::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let all_kernels = args.iter().any(|a| a == "--kernels");
     let reference: Option<serde_json::Value> = args
         .iter()
         .position(|a| a == "--reference")
@@ -295,12 +297,16 @@ fn main() -> wgrad::Result<()> {
             None => println!("| {} | – | – | no timestamp queries |", r.name),
         }
     }
-    println!("\nwhere the compiled steps spend their time (the five slowest kernels)\n");
+    let shown = if all_kernels { usize::MAX } else { 5 };
+    println!(
+        "\nwhere the compiled steps spend their time ({} kernels)\n",
+        if all_kernels { "all" } else { "the five slowest" }
+    );
     println!("| step | kernel | dispatches | ms | share |");
     println!("|---|---|---|---|---|");
     for r in &rows {
         let total: f64 = r.kernels.iter().map(|k| k.2).sum();
-        for (label, n, ms) in r.kernels.iter().take(5) {
+        for (label, n, ms) in r.kernels.iter().take(shown) {
             println!("| {} | {label} | {n} | {ms:.2} | {:.0} % |", r.name, 100.0 * ms / total);
         }
     }
