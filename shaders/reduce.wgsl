@@ -2,12 +2,13 @@
 //
 // The host splits the input view into "kept" dimensions (one per output
 // element) and "reduced" dimensions, each with its own shape and strides, so
-// any axis set and any strided view is read in place. One workgroup produces
-// one output, or one chunk of it: a reduction too long for one workgroup is
-// split into n_chunks partial results, reduced again by a second dispatch of
-// the same kernel. Each invocation folds a strided slice of the reduced
-// elements, then the workgroup combines the 64 partials as a tree; the order
-// is fixed, so results are deterministic run to run.
+// any axis set and any strided view is read in place. Many outputs: one
+// invocation folds each, in order (`reduce_serial`). Few outputs: one
+// workgroup folds each, its invocations taking strided slices combined as a
+// tree (`reduce`); or, for long ones, each is split into n_chunks partial
+// results, one invocation folding each chunk in order (`reduce_serial`),
+// then reduced again by a second dispatch. The order is fixed, so results
+// are deterministic run to run.
 
 struct Reduce {
     n_out: u32,
@@ -111,34 +112,61 @@ fn reduced_offset(i: u32) -> u32 {
     return off;
 }
 
-// One invocation per output, folding its elements in order: for many
-// outputs (no barriers, which are costly per workgroup on some adapters).
+// Folds elements r0..r1 of the output at `base`, in order: a run along the
+// innermost reduced dimension at a time, stepping its stride (one division
+// per run, not one per dimension per element).
+struct Folded { acc: f32, arg: u32 }
+
+fn fold(base: u32, r0: u32, r1: u32) -> Folded {
+    var acc = identity();
+    var arg = 0xffffffffu;
+    let d = max(p.rank_red, 1u) - 1u;
+    let q = d / 4u;
+    let s = d % 4u;
+    let inner = select(p.n_red, p.shape_red[q][s], p.rank_red > 1u);
+    let step = p.str_red[q][s];
+    var r = r0;
+    while r < r1 {
+        var j = r;
+        if p.rank_red > 1u {
+            j = r - fast_div(r, p.magic_red[q][s], p.shift_red[q][s]) * inner;
+        }
+        let end = min(r1, r - j + inner);
+        var i = base + reduced_offset(r);
+        for (; r < end; r++) {
+            let v = element(i);
+            if OP == ARGMAX || OP == ARGMIN {
+                if better(acc, arg, v, r) { acc = v; arg = r; }
+            } else {
+                acc = combine(acc, v);
+            }
+            i += step;
+        }
+    }
+    return Folded(acc, arg);
+}
+
+// One invocation per output (or per chunk of one), folding its elements in
+// order: for many outputs, or as the first pass of a few long reductions
+// (no barriers, which are costly per workgroup on some adapters).
 @compute @workgroup_size(64)
 fn reduce_serial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
-    let o = (wg.y * nwg.x + wg.x) * RWG + lid;
-    if o >= p.n_out { return; }
-    let base = kept_offset(o);
-    var acc = identity();
-    var arg = 0xffffffffu;
-    for (var r = 0u; r < p.n_red; r++) {
-        let v = element(base + reduced_offset(r));
-        if OP == ARGMAX || OP == ARGMIN {
-            if better(acc, arg, v, r) { acc = v; arg = r; }
-        } else {
-            acc = combine(acc, v);
-        }
-    }
+    let task = (wg.y * nwg.x + wg.x) * RWG + lid;
+    if task >= p.n_out * p.n_chunks { return; }
+    let base = kept_offset(task / p.n_chunks);
+    let r0 = (task % p.n_chunks) * p.chunk;
+    let f = fold(base, r0, min(r0 + p.chunk, p.n_red));
     var bits: u32;
     if OP == ARGMAX || OP == ARGMIN {
-        bits = arg;
+        bits = f.arg;
     } else if OP == SUM {
-        bits = bitcast<u32>(acc * p.scale);
+        bits = bitcast<u32>(f.acc * p.scale);
     } else {
-        bits = bitcast<u32>(acc);
+        bits = bitcast<u32>(f.acc);
     }
-    out[o] = bits;
-    finished(o, bitcast<f32>(bits));
+    out[task] = bits;
+    finished(task, bitcast<f32>(bits));
     revisit(base, bitcast<f32>(bits));
 }
 

@@ -109,3 +109,29 @@ fn a_chain_whose_values_nothing_reads_runs_nowhere() {
     };
     assert_eq!(reduction_case(&d, &s, &x, after_matmul), 2);
 }
+
+#[test]
+fn a_bias_gradient_folds_its_prologue_in_chunks() {
+    // Σ over (0, 2, 3) of g·(1 − y²) (a tanh's backward, as a convolution's
+    // bias gradient reads it), long enough to split in two passes: the
+    // chain runs in the first, whose invocations fold chunks that end
+    // inside the contiguous planes. Compiled bit for bit as eager, and
+    // within the summation's bound of the f64 sum.
+    let d = own_device();
+    let mut rng = Rng::new(9);
+    for shape in [[7, 3, 29, 43], [2, 5, 9, 7]] {
+        let y = rng.array(&shape, -1.0, 1.0);
+        let g = rng.array(&shape, -1.0, 1.0);
+        let f = |y: &Tensor, g: &Tensor| vec![(g * &(y.square() * -1.0 + 1.0)).sum(&[0, 2, 3], false)];
+        assert_eq!(reduction_case(&d, &upload(&y), &upload(&g), f), if shape[0] == 7 { 2 } else { 1 });
+        let terms = g.zip(&y, |g, y| g * (1.0 - y * y));
+        let want = terms.sum(&[0, 2, 3], false);
+        // each term is off by ≤ 3u·|g| (y², 1 − y², the product), each
+        // of the ≤ 285 additions in a chain by ≤ u·Σ|term| (u = 2⁻²⁴)
+        let u = f32::EPSILON as f64 / 2.0;
+        let bound =
+            terms.abs().sum(&[0, 2, 3], false).zip(&g.abs().sum(&[0, 2, 3], false), |t, g| 285.0 * u * t + 3.0 * u * g);
+        let got = download(&f(&upload(&y), &upload(&g))[0]);
+        assert_within(&format!("bias gradient of {shape:?}"), &got, &want, &bound);
+    }
+}

@@ -10,14 +10,28 @@ use wgrad::{DType, Norm, Tensor};
 
 const U: f64 = f32::EPSILON as f64;
 
-/// Sum error bound. Many or short reductions run one per invocation, in
-/// order: n − 1 additions, each adding ≤ u·Σ|x| (u = 2⁻²⁴). Few long ones run
-/// as a fixed tree: at most n/64 sequential additions per invocation plus 6
-/// tree levels per pass (two passes for very long ones).
+/// Sum error bound: each addition adds ≤ u·Σ|x| (u = 2⁻²⁴), times the
+/// longest chain of additions any element goes through (`depth`).
 fn sum_bound(n_out: usize, n: usize, abs_sum: &Array) -> Array {
-    let serial = n_out >= 256 || n <= 64;
-    let depth = if serial { n as f64 } else { n as f64 / 64.0 + 16.0 };
+    let depth = depth(n_out, n) as f64;
     abs_sum.map(|s| depth * (U / 2.0) * s + 1e-30)
+}
+
+/// The longest chain of additions in `n_out` sums of `n` elements each.
+/// Many or short reductions run one per invocation, in order: n − 1. Few
+/// long ones as a tree: ⌈n/64⌉ sequential additions per invocation and 6
+/// tree levels. Few very long ones (over 8192) in two passes: the first
+/// folds chunks in order (at most ⌈2048/n_out⌉ chunks, each at least 256
+/// elements), the second reduces the partial sums as above.
+fn depth(n_out: usize, n: usize) -> usize {
+    if n_out >= 256 || n <= 64 {
+        n
+    } else if n <= 8192 {
+        n.div_ceil(64) + 6
+    } else {
+        let chunks = n.div_ceil(256).min(2048usize.div_ceil(n_out));
+        n.div_ceil(chunks) + depth(n_out, chunks)
+    }
 }
 
 const REDUCE_CASES: &[(&[usize], &[usize])] = &[
@@ -35,6 +49,12 @@ const REDUCE_CASES: &[(&[usize], &[usize])] = &[
     (&[0, 4], &[0]),
     (&[300, 70], &[1]),
     (&[5, 400], &[0]),
+    // a bias gradient's sum over (0, 2, 3) of NCHW: short (one pass), and
+    // long enough to split, its chunks ending inside the contiguous planes
+    (&[4, 3, 7, 9], &[0, 2, 3]),
+    (&[7, 3, 29, 43], &[0, 2, 3]),
+    (&[5, 33, 13, 17], &[0, 2, 3]),
+    (&[3, 2, 1 << 12], &[0, 2]),
 ];
 
 #[test]

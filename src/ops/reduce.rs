@@ -147,8 +147,9 @@ fn dispatch(
         shift_red: pack_divisors(red.0).1,
         hooks: Zeroable::zeroed(),
     };
-    let (which, groups) = if serial(n_out, n_red) && n_chunks == 1 {
-        (ReduceKernel::Serial, grid(n_out.div_ceil(64) as u32))
+    // chunks (a first pass) are folded one per invocation
+    let (which, groups) = if n_chunks > 1 || serial(n_out, n_red) {
+        (ReduceKernel::Serial, grid((n_out * n_chunks).div_ceil(64) as u32))
     } else {
         (ReduceKernel::Tree, grid((n_out * n_chunks) as u32))
     };
@@ -180,8 +181,15 @@ pub(crate) fn serial(outputs: usize, length: usize) -> bool {
     outputs >= 256 || length <= 64
 }
 
-/// Elements one workgroup folds before a reduction is split in two passes.
-const CHUNK: usize = 4096;
+/// Few reductions longer than this are split in two passes.
+const SPLIT_ABOVE: usize = 8192;
+
+/// The first pass of a split reduction: as many invocations as this
+/// (enough to keep every core busy)...
+const SPLIT_INVOCATIONS: usize = 2048;
+
+/// ... but each folding at least this many elements.
+const MIN_CHUNK: usize = 256;
 
 pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool, scale: f32) -> Tensor {
     let out_shape = reduced_shape(x.shape(), axes, keepdim);
@@ -204,9 +212,14 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
         return out;
     }
     // Few long reductions would leave most of the GPU idle: split each into
-    // chunks, reduce the chunks, then reduce the partial results.
+    // chunks, one invocation folding each in order (runs of contiguous
+    // elements, no barriers), then reduce the partial results.
     let splittable = matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min);
-    let n_chunks = if splittable && n_out < 256 && n_red > 2 * CHUNK { n_red.div_ceil(CHUNK).min(1024) } else { 1 };
+    let n_chunks = if splittable && n_out < 256 && n_red > SPLIT_ABOVE {
+        n_red.div_ceil(MIN_CHUNK).min(SPLIT_INVOCATIONS.div_ceil(n_out))
+    } else {
+        1
+    };
     if n_chunks == 1 {
         dispatch(op, x, axes, (&ks, &kst), (&rs, &rst), 1, scale, &out);
     } else {
