@@ -133,6 +133,17 @@ fn fold(base: u32, r0: u32, r1: u32) -> Folded {
         }
         let end = min(r1, r - j + inner);
         var i = base + reduced_offset(r);
+        if OP == SUM || OP == MAX || OP == MIN {
+            // four loads in flight, folded in the same order
+            for (; r + 4u <= end; r += 4u) {
+                let v0 = element(i);
+                let v1 = element(i + step);
+                let v2 = element(i + 2u * step);
+                let v3 = element(i + 3u * step);
+                acc = combine(combine(combine(combine(acc, v0), v1), v2), v3);
+                i += 4u * step;
+            }
+        }
         for (; r < end; r++) {
             let v = element(i);
             if OP == ARGMAX || OP == ARGMIN {
