@@ -21,7 +21,7 @@ fn sum_bound(n_out: usize, n: usize, abs_sum: &Array) -> Array {
 /// Many or short reductions run one per invocation, in order: n − 1. Few
 /// long ones as a tree: ⌈n/64⌉ sequential additions per invocation and 6
 /// tree levels. Few very long ones (over 8192) in two passes: the first
-/// folds chunks in order (at most ⌈2048/n_out⌉ chunks, each at least 256
+/// folds chunks in order (at most ⌈2048/n_out⌉ chunks, each about 256
 /// elements), the second reduces the partial sums as above.
 fn depth(n_out: usize, n: usize) -> usize {
     if n_out >= 256 || n <= 64 {

@@ -188,7 +188,7 @@ const SPLIT_ABOVE: usize = 8192;
 /// (enough to keep every core busy)...
 const SPLIT_INVOCATIONS: usize = 2048;
 
-/// ... but each folding at least this many elements.
+/// ... but each folding about this many elements or more.
 const MIN_CHUNK: usize = 256;
 
 pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool, scale: f32) -> Tensor {
