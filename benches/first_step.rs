@@ -11,23 +11,14 @@
 //! each of its products alone (with `MESA_SHADER_CACHE_DIR` an empty
 //! directory: what lavapipe's compiler takes for each).
 
+#[path = "support/models.rs"]
+mod models;
+
 use std::time::Instant;
 
+use models::{Mlp, mlp_loss};
 use wgrad::optim::Optimizer;
 use wgrad::{Device, Params, Tensor, compile, grad};
-
-#[derive(Params)]
-struct Mlp {
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    b2: Tensor,
-}
-
-fn mlp_loss(p: &Mlp, (x, y): &(Tensor, Tensor)) -> Tensor {
-    let h = (x.matmul(&p.w1) + &p.b1).tanh();
-    -((h.matmul(&p.w2) + &p.b2).log_softmax(-1) * y).sum_all() / x.dim(0) as f32
-}
 
 /// Values in [−scale, scale) from a fixed sequence (host data, as a user's
 /// initialisation or a batch read from disk).

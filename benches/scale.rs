@@ -12,8 +12,12 @@
 //! this process (one adapter opened twice), alternated, with the share of
 //! the step spent in the all-reduce.
 
+#[path = "support/models.rs"]
+mod models;
+
 use std::time::Instant;
 
+use models::{Cnn, cnn_loss};
 use wgrad::nn::{self, ConvOptions};
 use wgrad::optim::Optimizer;
 use wgrad::parallel::DataParallel;
@@ -100,37 +104,12 @@ fn paper() {
     println!();
 }
 
-#[derive(Params)]
-struct Cnn {
-    c1: Tensor,
-    b1: Tensor,
-    c2: Tensor,
-    b2: Tensor,
-    w: Tensor,
-    b: Tensor,
-}
-
-fn cnn_loss(m: &Cnn, (x, labels): &(Tensor, Tensor)) -> Tensor {
-    let same = ConvOptions::default().padding(2);
-    let h = nn::max_pool2d(&nn::conv2d(x, &m.c1, Some(&m.b1), same).tanh(), 2, 2, 0);
-    let h = nn::max_pool2d(&nn::conv2d(&h, &m.c2, Some(&m.b2), same).tanh(), 2, 2, 0);
-    let logits = nn::linear(&h.flatten(1, -1), &m.w, Some(&m.b)).log_softmax(-1);
-    nn::nll_loss(&logits, labels, nn::Reduction::Mean)
-}
-
 /// Runs `steps` data-parallel CNN steps on `dp`'s replicas (global batch
 /// 64); returns (seconds per step, seconds per step in the all-reduce).
 fn cnn_steps(dp: &mut DataParallel, steps: usize) -> wgrad::Result<(f64, f64)> {
     let dev = dp.devices()[0].clone();
     dev.manual_seed(0);
-    let model = Cnn {
-        c1: nn::init::kaiming_uniform(&dev, &[16, 1, 5, 5]),
-        b1: Tensor::zeros(&dev, &[16]),
-        c2: nn::init::kaiming_uniform(&dev, &[32, 16, 5, 5]),
-        b2: Tensor::zeros(&dev, &[32]),
-        w: nn::init::xavier_uniform(&dev, &[10, 32 * 7 * 7], 1.0),
-        b: Tensor::zeros(&dev, &[10]),
-    };
+    let model = Cnn::new(&dev);
     let n = dp.devices().len();
     let mut states: Vec<(Cnn, Optimizer)> =
         dp.replicate(&model)?.into_iter().map(|m| (m, Optimizer::sgd(0.05))).collect();
@@ -182,14 +161,7 @@ fn cnn_steps(dp: &mut DataParallel, steps: usize) -> wgrad::Result<(f64, f64)> {
 /// device, batch 64: seconds per step.
 fn plain_steps(dev: &Device, steps: usize) -> wgrad::Result<f64> {
     dev.manual_seed(0);
-    let model = Cnn {
-        c1: nn::init::kaiming_uniform(dev, &[16, 1, 5, 5]),
-        b1: Tensor::zeros(dev, &[16]),
-        c2: nn::init::kaiming_uniform(dev, &[32, 16, 5, 5]),
-        b2: Tensor::zeros(dev, &[32]),
-        w: nn::init::xavier_uniform(dev, &[10, 32 * 7 * 7], 1.0),
-        b: Tensor::zeros(dev, &[10]),
-    };
+    let model = Cnn::new(dev);
     let mut opt = Optimizer::sgd(0.05);
     opt.init(&model);
     let mut state = (model, opt);

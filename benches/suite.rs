@@ -17,11 +17,14 @@
 //! Options: `--reference FILE` (JSON from benches/reference.py), `--quick`,
 //! `--kernels` (every kernel of each compiled step, not only the five slowest).
 
+#[path = "support/models.rs"]
+mod models;
 #[path = "../examples/support/mod.rs"]
 mod support;
 
 use std::time::Instant;
 
+use models::{Cnn, Mlp, cnn_loss, mlp_loss};
 use support::gpt;
 use wgrad::nn::{self, ConvOptions};
 use wgrad::optim::Optimizer;
@@ -44,36 +47,6 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
             })
             .collect(),
     )
-}
-
-#[derive(Params)]
-struct Mlp {
-    w1: Tensor,
-    b1: Tensor,
-    w2: Tensor,
-    b2: Tensor,
-}
-
-fn mlp_loss(p: &Mlp, (x, y): &(Tensor, Tensor)) -> Tensor {
-    let h = (x.matmul(&p.w1) + &p.b1).tanh();
-    -((h.matmul(&p.w2) + &p.b2).log_softmax(-1) * y).sum_all() / x.dim(0) as f32
-}
-
-#[derive(Params)]
-struct Cnn {
-    c1: Tensor,
-    b1: Tensor,
-    c2: Tensor,
-    b2: Tensor,
-    w: Tensor,
-    b: Tensor,
-}
-
-fn cnn_loss(p: &Cnn, (x, y): &(Tensor, Tensor)) -> Tensor {
-    let same = ConvOptions::default().padding(2);
-    let h = nn::max_pool2d(&nn::conv2d(x, &p.c1, Some(&p.b1), same).tanh(), 2, 2, 0);
-    let h = nn::max_pool2d(&nn::conv2d(&h, &p.c2, Some(&p.b2), same).tanh(), 2, 2, 0);
-    nn::cross_entropy(&nn::linear(&h.flatten(1, -1), &p.w, Some(&p.b)), y, nn::Reduction::Mean)
 }
 
 struct StepRow {
@@ -236,14 +209,7 @@ fn main() -> wgrad::Result<()> {
         step_row(&dev, "W2: MLP 784-256-10, batch 128", mlp(&dev), batch(128), mlp_loss, sgd(), reps),
         step_row(&dev, "W3: MLP 784-256-10, batch 1", mlp(&dev), batch(1), mlp_loss, sgd(), reps * 2),
     ];
-    let cnn = Cnn {
-        c1: nn::init::kaiming_uniform(&dev, &[16, 1, 5, 5]),
-        b1: Tensor::zeros(&dev, &[16]),
-        c2: nn::init::kaiming_uniform(&dev, &[32, 16, 5, 5]),
-        b2: Tensor::zeros(&dev, &[32]),
-        w: nn::init::xavier_uniform(&dev, &[10, 32 * 7 * 7], 1.0),
-        b: Tensor::zeros(&dev, &[10]),
-    };
+    let cnn = Cnn::new(&dev);
     let labels = Tensor::arange(&dev, 0.0, 64.0, 1.0).cast(wgrad::DType::U32);
     let cnn_data = (Tensor::rand(&dev, &[64, 1, 28, 28]), &labels - &(&labels / 10u32 * 10u32));
     rows.push(step_row(&dev, "W4: CNN (seed's), batch 64", cnn, cnn_data, cnn_loss, sgd(), if quick { 3 } else { 10 }));

@@ -6,8 +6,9 @@
 // invocation folds each, in order (`reduce_serial`). Few outputs: one
 // workgroup folds each, its invocations taking strided slices combined as a
 // tree (`reduce`); or, for long ones, each is split into n_chunks partial
-// results, one invocation folding each chunk in order (`reduce_serial`),
-// then reduced again by a second dispatch. The order is fixed, so results
+// results, one invocation folding each chunk in order on CPU adapters
+// (`reduce_serial`), a workgroup's tree on GPUs (`reduce`), then reduced
+// again by a second dispatch. The order is fixed for an adapter, so results
 // are deterministic run to run.
 
 struct Reduce {

@@ -158,3 +158,39 @@ fn threads_sharing_a_device_get_what_they_get_alone() {
     assert!(alone[0] != alone[1]);
     assert_eq!(together, alone);
 }
+
+/// Threads on one fresh device, each building kernels no one built before
+/// (compiled steps of their own shapes: generated fusions and matmul tiles)
+/// while the others flush and read back: all finish. (On GL, where a flush
+/// holds the device's turn, building a pipeline under the cache's lock and
+/// then asking for the turn deadlocked against a flush.)
+#[test]
+fn threads_building_kernels_while_others_flush_finish() {
+    let shared = own_device();
+    let (done, finished) = std::sync::mpsc::channel();
+    for k in 0..4usize {
+        let (d, done) = (shared.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..6 {
+                // a shape, and so a set of kernels, of this thread and round
+                let n = 3 + 4 * i + k;
+                let x = Tensor::from_slice(&d, &vec![0.5f32; n * (n + 1)], &[n, n + 1]);
+                let mut step = compile(|w: &mut Tensor, x: &Tensor| {
+                    let y = (x.matmul(w).tanh() * (k as f32 + 1.0)).sum_all();
+                    *w = &*w - 0.01;
+                    y
+                });
+                let mut w = Tensor::ones(&d, &[n + 1, n + 2 + k]);
+                for _ in 0..3 {
+                    step.run(&mut w, &x).expect("a compiled step").item::<f32>().expect("read-back");
+                }
+                (&x + i as f32).exp().sum_all().item::<f32>().expect("read-back");
+            }
+            done.send(k).expect("the test waits");
+        });
+    }
+    for _ in 0..4 {
+        let k = finished.recv_timeout(std::time::Duration::from_secs(300)).expect("a thread is stuck");
+        assert!(k < 4);
+    }
+}

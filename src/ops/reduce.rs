@@ -147,8 +147,10 @@ fn dispatch(
         shift_red: pack_divisors(red.0).1,
         hooks: Zeroable::zeroed(),
     };
-    // chunks (a first pass) are folded one per invocation
-    let (which, groups) = if n_chunks > 1 || serial(n_out, n_red) {
+    // chunks (a first pass) are folded one per invocation on CPU adapters
+    // (see `reduce_forward`)
+    let serial_chunks = n_chunks > 1 && is_cpu(x);
+    let (which, groups) = if serial_chunks || (n_chunks == 1 && serial(n_out, n_red)) {
         (ReduceKernel::Serial, grid((n_out * n_chunks).div_ceil(64) as u32))
     } else {
         (ReduceKernel::Tree, grid((n_out * n_chunks) as u32))
@@ -184,12 +186,24 @@ pub(crate) fn serial(outputs: usize, length: usize) -> bool {
 /// Few reductions longer than this are split in two passes.
 const SPLIT_ABOVE: usize = 8192;
 
-/// The first pass of a split reduction: as many invocations as this
-/// (enough to keep every core busy)...
+/// On CPU adapters, the first pass of a split reduction: as many
+/// invocations as this (enough to keep every core busy)...
 const SPLIT_INVOCATIONS: usize = 2048;
 
 /// ... but each folding about this many elements or more.
 const MIN_CHUNK: usize = 256;
+
+/// On GPUs, chunks of this many elements, each folded by a workgroup's tree
+/// (its lanes read neighbouring elements), at most `GPU_CHUNKS` of them.
+const GPU_CHUNK: usize = 4096;
+const GPU_CHUNKS: usize = 1024;
+
+/// Does `x` live on a CPU adapter (lavapipe), where every load is issued
+/// lane by lane, so that an invocation folding a run of contiguous elements
+/// alone beats a workgroup's tree with its barriers?
+fn is_cpu(x: &Tensor) -> bool {
+    x.device().inner.info.device_type == wgpu::DeviceType::Cpu
+}
 
 pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool, scale: f32) -> Tensor {
     let out_shape = reduced_shape(x.shape(), axes, keepdim);
@@ -212,13 +226,14 @@ pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: 
         return out;
     }
     // Few long reductions would leave most of the GPU idle: split each into
-    // chunks, one invocation folding each in order (runs of contiguous
-    // elements, no barriers), then reduce the partial results.
+    // chunks, then reduce the partial results. On CPU adapters one
+    // invocation folds each chunk in order (runs of contiguous elements, no
+    // barriers); on GPUs a workgroup's tree does.
     let splittable = matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min);
-    let n_chunks = if splittable && n_out < 256 && n_red > SPLIT_ABOVE {
-        n_red.div_ceil(MIN_CHUNK).min(SPLIT_INVOCATIONS.div_ceil(n_out))
-    } else {
-        1
+    let n_chunks = match splittable && n_out < 256 && n_red > SPLIT_ABOVE {
+        false => 1,
+        true if is_cpu(x) => n_red.div_ceil(MIN_CHUNK).min(SPLIT_INVOCATIONS.div_ceil(n_out)),
+        true => n_red.div_ceil(GPU_CHUNK).min(GPU_CHUNKS),
     };
     if n_chunks == 1 {
         dispatch(op, x, axes, (&ks, &kst), (&rs, &rst), 1, scale, &out);

@@ -116,11 +116,14 @@ impl DeviceInner {
 
     /// The cached pipeline for `kernel`, built on first use.
     pub(crate) fn pipeline(&self, kernel: &Kernel) -> Arc<Pipeline> {
+        // The GL turn before the cache's lock: a flush holds its turn while
+        // it prepares nodes, which builds their pipelines (the other order
+        // deadlocks two threads, one flushing, one building a pipeline).
+        let _turn = self.gl_turn();
         let mut cache = self.caches.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(kernel) {
             return p.clone();
         }
-        let _turn = self.gl_turn();
         let mut modules = self.caches.modules.lock().unwrap_or_else(|p| p.into_inner());
         let module = modules.entry(kernel.source.clone()).or_insert_with(|| {
             let source = match &kernel.source {
