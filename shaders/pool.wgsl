@@ -14,7 +14,8 @@ struct Pool {
     planes: u32, h: u32, w: u32, oh: u32,
     ow: u32, kh: u32, kw: u32, sh: u32,
     sw: u32, ph: u32, pw: u32, total: u32,
-    dh: u32, dw: u32, _pad0: u32, _pad1: u32,
+    // same: 1 when v is x (the forward), so the maximum found is the value
+    dh: u32, dw: u32, same: u32, _pad1: u32,
     // fast_div constants of OW, OH, W, H (integer division runs lane by
     // lane on CPU adapters)
     magic: vec4<u32>,
@@ -33,6 +34,9 @@ fn split(idx: u32, k: u32, rows: u32, cols: u32) -> vec3<u32> {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+// x and out two columns at a time, for windows two columns wide
+@group(0) @binding(4) var<storage, read> xv: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> outv: array<vec2<f32>>;
 
 // The window whose tap at offset `off` (a·dh) reads padded row `r`
 // (r + ph), i.e. i with i·s + off = r, or −1 if there is none below `n`.
@@ -45,11 +49,23 @@ fn window_of(r: u32, off: u32, s: u32, n: u32) -> i32 {
     return i32(i);
 }
 
-// Flat input index of the first maximum of window (plane, i, j), or
-// 0xffffffff for a window entirely in the padding.
-fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
-    var best = -inf();
-    var at = 0xffffffffu;
+// The first maximum so far of a window: its flat input index (0xffffffff
+// while none) and value.
+struct Arg { at: u32, best: f32 }
+
+// Takes x[k] = val into `m` if it beats the maximum so far: the first
+// maximum in row-major window order wins, and NaN beats any number.
+fn take(m: ptr<function, Arg>, val: f32, k: u32) {
+    if (*m).at == 0xffffffffu || val > (*m).best || (is_nan(val) && !is_nan((*m).best)) {
+        (*m).best = val;
+        (*m).at = k;
+    }
+}
+
+// The first maximum of window (plane, i, j); `at` = 0xffffffff for a
+// window entirely in the padding.
+fn argmax_of(plane: u32, i: u32, j: u32) -> Arg {
+    var m = Arg(0xffffffffu, -inf());
     for (var a = 0u; a < p.kh; a++) {
         let y = i32(i * p.sh + a * p.dh) - i32(p.ph);
         if y < 0 || y >= i32(p.h) { continue; }
@@ -57,14 +73,23 @@ fn argmax_of(plane: u32, i: u32, j: u32) -> u32 {
             let xx = i32(j * p.sw + b * p.dw) - i32(p.pw);
             if xx < 0 || xx >= i32(p.w) { continue; }
             let k = (plane * p.h + u32(y)) * p.w + u32(xx);
-            let val = x[k];
-            if at == 0xffffffffu || val > best || (is_nan(val) && !is_nan(best)) {
-                best = val;
-                at = k;
-            }
+            take(&m, x[k], k);
         }
     }
-    return at;
+    return m;
+}
+
+// The same for windows that tile the input two columns wide (kw = 2,
+// stride = kernel, no padding): one vec2 load per row.
+fn argmax_of2(plane: u32, i: u32, j: u32) -> Arg {
+    var m = Arg(0xffffffffu, -inf());
+    for (var a = 0u; a < p.kh; a++) {
+        let k = (plane * p.h + i * p.kh + a) * p.w + 2u * j;
+        let pair = xv[k >> 1u];
+        take(&m, pair.x, k);
+        take(&m, pair.y, k + 1u);
+    }
+    return m;
 }
 
 @compute @workgroup_size(256)
@@ -76,8 +101,29 @@ fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let plane = at_out.x;
     let i = at_out.y;
     let j = at_out.z;
-    let at = argmax_of(plane, i, j);
-    out[idx] = select(v[at], 0.0, at == 0xffffffffu);
+    let m = argmax_of(plane, i, j);
+    if m.at == 0xffffffffu {
+        out[idx] = 0.0;
+    } else if p.same != 0u {
+        out[idx] = m.best;
+    } else {
+        out[idx] = v[m.at];
+    }
+}
+
+// max_pool2d for windows that tile the input two columns wide.
+@compute @workgroup_size(256)
+fn max_pool2d_tiles2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let at_out = split(idx, 0u, p.oh, p.ow);
+    let m = argmax_of2(at_out.x, at_out.y, at_out.z);
+    if p.same != 0u {
+        out[idx] = m.best;
+    } else {
+        out[idx] = v[m.at];
+    }
 }
 
 // v = g over the outputs; out over the inputs.
@@ -97,7 +143,7 @@ fn max_pool2d_scatter(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
         for (var b = 0u; b < p.kw; b++) {
             let j = window_of(q + p.pw, b * p.dw, p.sw, p.ow);
             if j < 0 { continue; }
-            if argmax_of(plane, u32(i), u32(j)) == idx {
+            if argmax_of(plane, u32(i), u32(j)).at == idx {
                 acc += v[(plane * p.oh + u32(i)) * p.ow + u32(j)];
             }
         }
@@ -119,13 +165,31 @@ fn max_pool2d_scatter_tiles(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_w
     let plane = at_out.x;
     let i = at_out.y;
     let j = at_out.z;
-    let at = argmax_of(plane, i, j);
+    let at = argmax_of(plane, i, j).at;
     let g = 0.0 + v[idx];
     for (var a = 0u; a < p.kh; a++) {
         for (var b = 0u; b < p.kw; b++) {
             let k = (plane * p.h + i * p.kh + a) * p.w + j * p.kw + b;
             out[k] = select(0.0, g, k == at);
         }
+    }
+}
+
+// The same two columns wide (kw = 2): vec2 loads and stores.
+@compute @workgroup_size(256)
+fn max_pool2d_scatter_tiles2(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let at_out = split(idx, 0u, p.oh, p.ow);
+    let plane = at_out.x;
+    let i = at_out.y;
+    let j = at_out.z;
+    let at = argmax_of2(plane, i, j).at;
+    let g = 0.0 + v[idx];
+    for (var a = 0u; a < p.kh; a++) {
+        let k = (plane * p.h + i * p.kh + a) * p.w + 2u * j;
+        outv[k >> 1u] = vec2<f32>(select(0.0, g, k == at), select(0.0, g, k + 1u == at));
     }
 }
 

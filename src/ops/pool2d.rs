@@ -37,7 +37,8 @@ impl Primitive for Pool {
 
     fn forward(&self, x: &[&Tensor]) -> Tensor {
         match self {
-            Pool::Max(g) => launch(PoolKernel::Max, g, x[0], Some(x[0]), &g.out_shape()),
+            // no v: the values are x's own
+            Pool::Max(g) => launch(PoolKernel::Max, g, x[0], None, &g.out_shape()),
             Pool::MaxSelect(g) => launch(PoolKernel::Max, g, x[0], Some(x[1]), &g.out_shape()),
             Pool::MaxScatter(g) => launch(PoolKernel::MaxScatter, g, x[0], Some(x[1]), &g.in_shape()),
             Pool::Avg(g) => launch(PoolKernel::Avg, g, x[0], None, &g.out_shape()),
@@ -71,8 +72,12 @@ impl Primitive for Pool {
 enum PoolKernel {
     Max,
     MaxScatter,
+    /// Max where the windows tile the input two columns wide (vec2 loads).
+    MaxTiles2,
     /// The scatter where the windows tile the input: one invocation per window.
     MaxScatterTiles,
+    /// The same two columns wide (vec2 loads and stores).
+    MaxScatterTiles2,
     Avg,
     AvgBackward,
 }
@@ -82,7 +87,9 @@ impl PoolKernel {
         match self {
             PoolKernel::Max => "max_pool2d",
             PoolKernel::MaxScatter => "max_pool2d_scatter",
+            PoolKernel::MaxTiles2 => "max_pool2d_tiles2",
             PoolKernel::MaxScatterTiles => "max_pool2d_scatter_tiles",
+            PoolKernel::MaxScatterTiles2 => "max_pool2d_scatter_tiles2",
             PoolKernel::Avg => "avg_pool2d",
             PoolKernel::AvgBackward => "avg_pool2d_backward",
         }
@@ -131,7 +138,8 @@ impl PoolGeom {
     }
 }
 
-/// `kernel` over `out_shape`, reading `x` (and `v`, for the max kernels).
+/// `kernel` over `out_shape`, reading `x` (and `v`, for the max kernels;
+/// `None` there: the values are x's own).
 fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_shape: &[usize]) -> Tensor {
     let x = dense_from_zero(x);
     let v = v.map(dense_from_zero);
@@ -145,10 +153,16 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         && g.dilation == (1, 1)
         && g.h == g.oh * g.kernel.0
         && g.w == g.ow * g.kernel.1;
+    // ... two columns wide: vec2 loads (w = 2·ow is even)
+    let pairs = tiles && g.kernel.1 == 2;
     let (kernel, total) = match kernel {
+        PoolKernel::Max if pairs => (PoolKernel::MaxTiles2, out.numel()),
+        PoolKernel::MaxScatter if pairs => (PoolKernel::MaxScatterTiles2, g.planes() * g.oh * g.ow),
         PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, g.planes() * g.oh * g.ow),
         _ => (kernel, out.numel()),
     };
+    let max = matches!(kernel, PoolKernel::Max | PoolKernel::MaxTiles2);
+    let same = max && v.is_none();
     let d = [
         g.planes(),
         g.h,
@@ -164,7 +178,7 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         total,
         g.dilation.0,
         g.dilation.1,
-        0,
+        same as usize,
         0,
     ];
     let (magic, shift) = crate::shape::pack_divisors(&[g.ow, g.oh, g.w, g.h]);
@@ -173,11 +187,14 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         magic: std::array::from_fn(|i| magic[i]),
         shift: std::array::from_fn(|i| shift[i]),
     };
-    let mut bindings = vec![("x", x.storage())];
-    if let Some(v) = &v {
-        bindings.push(("v", v.storage()));
+    let pairs = matches!(kernel, PoolKernel::MaxTiles2 | PoolKernel::MaxScatterTiles2);
+    let mut bindings = vec![(if pairs { "xv" } else { "x" }, x.storage())];
+    match &v {
+        Some(v) => bindings.push(("v", v.storage())),
+        None if max => bindings.push(("v", x.storage())),
+        None => {}
     }
-    bindings.push(("out", out.storage()));
+    bindings.push((if kernel == PoolKernel::MaxScatterTiles2 { "outv" } else { "out" }, out.storage()));
     let k = Kernel::new(Shader::Pool, kernel.entry());
     out.device().inner.record(&k, &bindings, bytemuck::bytes_of(&params), grid(total.div_ceil(256) as u32));
     out
