@@ -37,6 +37,9 @@ fn split(idx: u32, k: u32, rows: u32, cols: u32) -> vec3<u32> {
 // x and out two columns at a time, for windows two columns wide
 @group(0) @binding(4) var<storage, read> xv: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> outv: array<vec2<f32>>;
+// x and out four columns at a time, for pairs of such windows
+@group(0) @binding(6) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out4: array<vec4<f32>>;
 
 // The window whose tap at offset `off` (a·dh) reads padded row `r`
 // (r + ph), i.e. i with i·s + off = r, or −1 if there is none below `n`.
@@ -108,6 +111,56 @@ fn max_pool2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         out[idx] = m.best;
     } else {
         out[idx] = v[m.at];
+    }
+}
+
+// Windows that tile the input two columns wide, two neighbours per
+// invocation (OW even, so W is a multiple of 4): one vec4 load per row
+// for both, the outputs (and the gradients) as vec2. `split` reads OW/2
+// in slot 0 here; output 2·idx and 2·idx + 1 are the pair's.
+struct Args { l: Arg, r: Arg }
+
+fn argmax_pair(plane: u32, i: u32, jj: u32) -> Args {
+    var l = Arg(0xffffffffu, -inf());
+    var r = Arg(0xffffffffu, -inf());
+    for (var a = 0u; a < p.kh; a++) {
+        let k = (plane * p.h + i * p.kh + a) * p.w + 4u * jj;
+        let quad = x4[k >> 2u];
+        take(&l, quad.x, k);
+        take(&l, quad.y, k + 1u);
+        take(&r, quad.z, k + 2u);
+        take(&r, quad.w, k + 3u);
+    }
+    return Args(l, r);
+}
+
+@compute @workgroup_size(256)
+fn max_pool2d_tiles4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let at_out = split(idx, 0u, p.oh, p.ow / 2u);
+    let m = argmax_pair(at_out.x, at_out.y, at_out.z);
+    if p.same != 0u {
+        outv[idx] = vec2<f32>(m.l.best, m.r.best);
+    } else {
+        outv[idx] = vec2<f32>(v[m.l.at], v[m.r.at]);
+    }
+}
+
+// xv = g over the outputs (pairs); out4 over the inputs.
+@compute @workgroup_size(256)
+fn max_pool2d_scatter_tiles4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let idx = linear_id(wg, nwg, lid);
+    if idx >= p.total { return; }
+    let at_out = split(idx, 0u, p.oh, p.ow / 2u);
+    let m = argmax_pair(at_out.x, at_out.y, at_out.z);
+    let g = vec2<f32>(0.0) + xv[idx];
+    for (var a = 0u; a < p.kh; a++) {
+        let k = (at_out.x * p.h + at_out.y * p.kh + a) * p.w + 4u * at_out.z;
+        out4[k >> 2u] = vec4<f32>(select(0.0, g.x, k == m.l.at), select(0.0, g.x, k + 1u == m.l.at),
+                                  select(0.0, g.y, k + 2u == m.r.at), select(0.0, g.y, k + 3u == m.r.at));
     }
 }
 

@@ -251,8 +251,10 @@ fn pool_ref(x: &Array, o: PoolOptions, max: bool) -> Array {
     out
 }
 
-const POOLS: [(&[usize], PoolOptions); 5] = [
-    // windows that tile the input two columns wide (the paired kernels)
+const POOLS: [(&[usize], PoolOptions); 6] = [
+    // windows that tile the input two columns wide (the paired kernels),
+    // one and two per invocation
+    (&[2, 2, 6, 8], PoolOptions { kernel: (3, 2), stride: (3, 2), padding: (0, 0), dilation: (1, 1) }),
     (&[2, 2, 9, 6], PoolOptions { kernel: (3, 2), stride: (3, 2), padding: (0, 0), dilation: (1, 1) }),
     (&[2, 2, 7, 9], PoolOptions { kernel: (2, 3), stride: (2, 3), padding: (0, 0), dilation: (1, 1) }),
     (&[1, 3, 8, 7], PoolOptions { kernel: (3, 2), stride: (1, 2), padding: (1, 1), dilation: (1, 1) }),
@@ -273,13 +275,16 @@ fn max_pool2d_with_matches_reference() {
 
 /// Ties and NaN: the first maximum of a window in row-major order is its
 /// value and gets its gradient, NaN beats any number, padding never wins
-/// (f64 reference), for each kernel: windows tiling two columns wide,
-/// tiling wider, and overlapping with padding.
+/// (f64 reference), for each kernel: windows tiling two columns wide (one
+/// or two per invocation), tiling wider, and overlapping with padding.
 #[test]
 fn max_pool2d_ties_go_to_the_first_maximum() {
     let mut rng = Rng::new(8);
     let cases = [
         (&[2, 3, 4, 6][..], PoolOptions::new((2, 2))),
+        // an even number of windows across: two per invocation
+        (&[2, 3, 4, 8], PoolOptions::new((2, 2))),
+        (&[2, 3, 6, 8], PoolOptions::new((3, 2))),
         (&[2, 3, 4, 6], PoolOptions::new((2, 3))),
         (&[2, 3, 4, 6], PoolOptions::new((3, 2)).stride(1).padding(1)),
     ];
@@ -287,8 +292,9 @@ fn max_pool2d_ties_go_to_the_first_maximum() {
         let n: usize = shape.iter().product();
         // values from {−1, 0, 1}: most windows tie; one NaN per plane
         let mut v: Vec<f64> = (0..n).map(|_| rng.below(3) as f64 - 1.0).collect();
-        for pl in 0..n / 24 {
-            v[pl * 24 + rng.below(24)] = f64::NAN;
+        let plane = shape[2] * shape[3];
+        for pl in 0..n / plane {
+            v[pl * plane + rng.below(plane)] = f64::NAN;
         }
         let x = Array::new(shape, v);
         let want = pool_ref(&x, o, true);

@@ -78,6 +78,10 @@ enum PoolKernel {
     MaxScatterTiles,
     /// The same two columns wide (vec2 loads and stores).
     MaxScatterTiles2,
+    /// [`MaxTiles2`](Self::MaxTiles2) for two neighbouring windows (vec4 loads).
+    MaxTiles4,
+    /// [`MaxScatterTiles2`](Self::MaxScatterTiles2) for two neighbouring windows (vec4 stores).
+    MaxScatterTiles4,
     Avg,
     AvgBackward,
 }
@@ -90,6 +94,8 @@ impl PoolKernel {
             PoolKernel::MaxTiles2 => "max_pool2d_tiles2",
             PoolKernel::MaxScatterTiles => "max_pool2d_scatter_tiles",
             PoolKernel::MaxScatterTiles2 => "max_pool2d_scatter_tiles2",
+            PoolKernel::MaxTiles4 => "max_pool2d_tiles4",
+            PoolKernel::MaxScatterTiles4 => "max_pool2d_scatter_tiles4",
             PoolKernel::Avg => "avg_pool2d",
             PoolKernel::AvgBackward => "avg_pool2d_backward",
         }
@@ -155,13 +161,18 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         && g.w == g.ow * g.kernel.1;
     // ... two columns wide: vec2 loads (w = 2·ow is even)
     let pairs = tiles && g.kernel.1 == 2;
+    // ... and an even number of windows across: two per invocation (vec4)
+    let quads = pairs && g.ow % 2 == 0;
+    let windows = g.planes() * g.oh * g.ow;
     let (kernel, total) = match kernel {
+        PoolKernel::Max if quads => (PoolKernel::MaxTiles4, windows / 2),
+        PoolKernel::MaxScatter if quads => (PoolKernel::MaxScatterTiles4, windows / 2),
         PoolKernel::Max if pairs => (PoolKernel::MaxTiles2, out.numel()),
-        PoolKernel::MaxScatter if pairs => (PoolKernel::MaxScatterTiles2, g.planes() * g.oh * g.ow),
-        PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, g.planes() * g.oh * g.ow),
+        PoolKernel::MaxScatter if pairs => (PoolKernel::MaxScatterTiles2, windows),
+        PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, windows),
         _ => (kernel, out.numel()),
     };
-    let max = matches!(kernel, PoolKernel::Max | PoolKernel::MaxTiles2);
+    let max = matches!(kernel, PoolKernel::Max | PoolKernel::MaxTiles2 | PoolKernel::MaxTiles4);
     let same = max && v.is_none();
     let d = [
         g.planes(),
@@ -181,20 +192,30 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         same as usize,
         0,
     ];
-    let (magic, shift) = crate::shape::pack_divisors(&[g.ow, g.oh, g.w, g.h]);
+    // the vec4 kernels index pairs of windows across
+    let four = matches!(kernel, PoolKernel::MaxTiles4 | PoolKernel::MaxScatterTiles4);
+    let across = if four { g.ow / 2 } else { g.ow };
+    let (magic, shift) = crate::shape::pack_divisors(&[across, g.oh, g.w, g.h]);
     let params = PoolParams {
         dims: d.map(|x| x as u32),
         magic: std::array::from_fn(|i| magic[i]),
         shift: std::array::from_fn(|i| shift[i]),
     };
-    let pairs = matches!(kernel, PoolKernel::MaxTiles2 | PoolKernel::MaxScatterTiles2);
-    let mut bindings = vec![(if pairs { "xv" } else { "x" }, x.storage())];
+    // the names the entry point reads x, v and out by
+    let (xn, vn, outn) = match kernel {
+        PoolKernel::MaxTiles2 => ("xv", "v", "out"),
+        PoolKernel::MaxScatterTiles2 => ("xv", "v", "outv"),
+        PoolKernel::MaxTiles4 => ("x4", "v", "outv"),
+        PoolKernel::MaxScatterTiles4 => ("x4", "xv", "out4"),
+        _ => ("x", "v", "out"),
+    };
+    let mut bindings = vec![(xn, x.storage())];
     match &v {
-        Some(v) => bindings.push(("v", v.storage())),
-        None if max => bindings.push(("v", x.storage())),
+        Some(v) => bindings.push((vn, v.storage())),
+        None if max => bindings.push((vn, x.storage())),
         None => {}
     }
-    bindings.push((if kernel == PoolKernel::MaxScatterTiles2 { "outv" } else { "out" }, out.storage()));
+    bindings.push((outn, out.storage()));
     let k = Kernel::new(Shader::Pool, kernel.entry());
     out.device().inner.record(&k, &bindings, bytemuck::bytes_of(&params), grid(total.div_ceil(256) as u32));
     out
