@@ -6,6 +6,11 @@
 //   max_pool2d_scatter(x, g)[i]  = Σ_{windows o whose argmax is i} g[o]
 // which are adjoint to each other. The argmax is the first maximum in
 // row-major window order (as PyTorch); padding never wins.
+// Where the windows tile the input two columns wide (the common 2×2,
+// stride 2), the `*_tiles2` kernels read and write each row of a window as
+// one vec2 and the `*_tiles4` ones two neighbouring windows as one vec4:
+// on CPU adapters every storage access is issued lane by lane, so the
+// count of accesses decides.
 // Average pooling divides by the full window size (padding counted as 0).
 // Window (i, j) reads rows i·sh − ph + a·dh, a < kh, and columns likewise
 // (dh, dw: the dilation).
