@@ -251,7 +251,11 @@ fn pool_ref(x: &Array, o: PoolOptions, max: bool) -> Array {
     out
 }
 
-const POOLS: [(&[usize], PoolOptions); 4] = [
+const POOLS: [(&[usize], PoolOptions); 6] = [
+    // windows that tile the input two columns wide (the paired kernels),
+    // one and two per invocation
+    (&[2, 2, 6, 8], PoolOptions { kernel: (3, 2), stride: (3, 2), padding: (0, 0), dilation: (1, 1) }),
+    (&[2, 2, 9, 6], PoolOptions { kernel: (3, 2), stride: (3, 2), padding: (0, 0), dilation: (1, 1) }),
     (&[2, 2, 7, 9], PoolOptions { kernel: (2, 3), stride: (2, 3), padding: (0, 0), dilation: (1, 1) }),
     (&[1, 3, 8, 7], PoolOptions { kernel: (3, 2), stride: (1, 2), padding: (1, 1), dilation: (1, 1) }),
     (&[2, 9, 10], PoolOptions { kernel: (3, 2), stride: (2, 1), padding: (1, 0), dilation: (2, 3) }),
@@ -266,6 +270,69 @@ fn max_pool2d_with_matches_reference() {
         check(&format!("max_pool2d_with {shape:?} {o:?}"), &[x], &|t| nn::max_pool2d_with(&t[0], o), &|a| {
             pool_ref(&a[0], o, true)
         });
+    }
+}
+
+/// Ties and NaN: the first maximum of a window in row-major order is its
+/// value and gets its gradient, NaN beats any number, padding never wins
+/// (f64 reference), for each kernel: windows tiling two columns wide (one
+/// or two per invocation), tiling wider, and overlapping with padding.
+#[test]
+fn max_pool2d_ties_go_to_the_first_maximum() {
+    let mut rng = Rng::new(8);
+    let cases = [
+        (&[2, 3, 4, 6][..], PoolOptions::new((2, 2))),
+        // an even number of windows across: two per invocation
+        (&[2, 3, 4, 8], PoolOptions::new((2, 2))),
+        (&[2, 3, 6, 8], PoolOptions::new((3, 2))),
+        (&[2, 3, 4, 6], PoolOptions::new((2, 3))),
+        (&[2, 3, 4, 6], PoolOptions::new((3, 2)).stride(1).padding(1)),
+    ];
+    for (shape, o) in cases {
+        let n: usize = shape.iter().product();
+        // values from {−1, 0, 1}: most windows tie; one NaN per plane
+        let mut v: Vec<f64> = (0..n).map(|_| rng.below(3) as f64 - 1.0).collect();
+        let plane = shape[2] * shape[3];
+        for pl in 0..n / plane {
+            v[pl * plane + rng.below(plane)] = f64::NAN;
+        }
+        let x = Array::new(shape, v);
+        let want = pool_ref(&x, o, true);
+        let w = rng.array(&want.shape, -1.0, 1.0);
+        // the reference's argmaxes
+        let (h, wd, oh, ow) = (shape[2], shape[3], want.shape[2], want.shape[3]);
+        let (mut val, mut dx) = (vec![0.0; want.numel()], vec![0.0; n]);
+        for pl in 0..n / (h * wd) {
+            for (i, j) in (0..oh).flat_map(|i| (0..ow).map(move |j| (i, j))) {
+                let mut at: Option<usize> = None;
+                for (a, b) in (0..o.kernel.0).flat_map(|a| (0..o.kernel.1).map(move |b| (a, b))) {
+                    let y = (i * o.stride.0 + a) as isize - o.padding.0 as isize;
+                    let z = (j * o.stride.1 + b) as isize - o.padding.1 as isize;
+                    if y < 0 || z < 0 || y as usize >= h || z as usize >= wd {
+                        continue;
+                    }
+                    let k = (pl * h + y as usize) * wd + z as usize;
+                    let (c, best) = (x.data[k], at.map(|m| x.data[m]));
+                    if best.is_none_or(|best| c > best || (c.is_nan() && !best.is_nan())) {
+                        at = Some(k);
+                    }
+                }
+                let (k, out) = (at.unwrap(), (pl * oh + i) * ow + j);
+                val[out] = x.data[k];
+                dx[k] += w.data[out];
+            }
+        }
+        let xt = upload(&x);
+        let (y, back) = wgrad::vjp(|t: &Tensor| nn::max_pool2d_with(t, o), &xt);
+        let got = download(&y);
+        let same = |a: f64, b: f64| (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6;
+        for (k, (&g, &e)) in got.data.iter().zip(&val).enumerate() {
+            assert!(same(g, e), "{shape:?} {o:?}: output {k} is {g}, want {e}");
+        }
+        let gx = download(&back(&upload(&w)));
+        for (k, (&g, &e)) in gx.data.iter().zip(&dx).enumerate() {
+            assert!(same(g, e), "{shape:?} {o:?}: gradient {k} is {g}, want {e}");
+        }
     }
 }
 

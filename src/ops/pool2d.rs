@@ -37,7 +37,8 @@ impl Primitive for Pool {
 
     fn forward(&self, x: &[&Tensor]) -> Tensor {
         match self {
-            Pool::Max(g) => launch(PoolKernel::Max, g, x[0], Some(x[0]), &g.out_shape()),
+            // no v: the values are x's own
+            Pool::Max(g) => launch(PoolKernel::Max, g, x[0], None, &g.out_shape()),
             Pool::MaxSelect(g) => launch(PoolKernel::Max, g, x[0], Some(x[1]), &g.out_shape()),
             Pool::MaxScatter(g) => launch(PoolKernel::MaxScatter, g, x[0], Some(x[1]), &g.in_shape()),
             Pool::Avg(g) => launch(PoolKernel::Avg, g, x[0], None, &g.out_shape()),
@@ -71,8 +72,16 @@ impl Primitive for Pool {
 enum PoolKernel {
     Max,
     MaxScatter,
+    /// Max where the windows tile the input two columns wide (vec2 loads).
+    MaxTiles2,
     /// The scatter where the windows tile the input: one invocation per window.
     MaxScatterTiles,
+    /// The same two columns wide (vec2 loads and stores).
+    MaxScatterTiles2,
+    /// [`MaxTiles2`](Self::MaxTiles2) for two neighbouring windows (vec4 loads).
+    MaxTiles4,
+    /// [`MaxScatterTiles2`](Self::MaxScatterTiles2) for two neighbouring windows (vec4 stores).
+    MaxScatterTiles4,
     Avg,
     AvgBackward,
 }
@@ -82,7 +91,11 @@ impl PoolKernel {
         match self {
             PoolKernel::Max => "max_pool2d",
             PoolKernel::MaxScatter => "max_pool2d_scatter",
+            PoolKernel::MaxTiles2 => "max_pool2d_tiles2",
             PoolKernel::MaxScatterTiles => "max_pool2d_scatter_tiles",
+            PoolKernel::MaxScatterTiles2 => "max_pool2d_scatter_tiles2",
+            PoolKernel::MaxTiles4 => "max_pool2d_tiles4",
+            PoolKernel::MaxScatterTiles4 => "max_pool2d_scatter_tiles4",
             PoolKernel::Avg => "avg_pool2d",
             PoolKernel::AvgBackward => "avg_pool2d_backward",
         }
@@ -131,7 +144,8 @@ impl PoolGeom {
     }
 }
 
-/// `kernel` over `out_shape`, reading `x` (and `v`, for the max kernels).
+/// `kernel` over `out_shape`, reading `x` (and `v`, for the max kernels;
+/// `None` there: the values are x's own).
 fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_shape: &[usize]) -> Tensor {
     let x = dense_from_zero(x);
     let v = v.map(dense_from_zero);
@@ -145,10 +159,21 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         && g.dilation == (1, 1)
         && g.h == g.oh * g.kernel.0
         && g.w == g.ow * g.kernel.1;
+    // ... two columns wide: vec2 loads (w = 2·ow is even)
+    let pairs = tiles && g.kernel.1 == 2;
+    // ... and an even number of windows across: two per invocation (vec4)
+    let quads = pairs && g.ow % 2 == 0;
+    let windows = g.planes() * g.oh * g.ow;
     let (kernel, total) = match kernel {
-        PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, g.planes() * g.oh * g.ow),
+        PoolKernel::Max if quads => (PoolKernel::MaxTiles4, windows / 2),
+        PoolKernel::MaxScatter if quads => (PoolKernel::MaxScatterTiles4, windows / 2),
+        PoolKernel::Max if pairs => (PoolKernel::MaxTiles2, out.numel()),
+        PoolKernel::MaxScatter if pairs => (PoolKernel::MaxScatterTiles2, windows),
+        PoolKernel::MaxScatter if tiles => (PoolKernel::MaxScatterTiles, windows),
         _ => (kernel, out.numel()),
     };
+    let max = matches!(kernel, PoolKernel::Max | PoolKernel::MaxTiles2 | PoolKernel::MaxTiles4);
+    let same = max && v.is_none();
     let d = [
         g.planes(),
         g.h,
@@ -164,20 +189,33 @@ fn launch(kernel: PoolKernel, g: &PoolGeom, x: &Tensor, v: Option<&Tensor>, out_
         total,
         g.dilation.0,
         g.dilation.1,
-        0,
+        same as usize,
         0,
     ];
-    let (magic, shift) = crate::shape::pack_divisors(&[g.ow, g.oh, g.w, g.h]);
+    // the vec4 kernels index pairs of windows across
+    let four = matches!(kernel, PoolKernel::MaxTiles4 | PoolKernel::MaxScatterTiles4);
+    let across = if four { g.ow / 2 } else { g.ow };
+    let (magic, shift) = crate::shape::pack_divisors(&[across, g.oh, g.w, g.h]);
     let params = PoolParams {
         dims: d.map(|x| x as u32),
         magic: std::array::from_fn(|i| magic[i]),
         shift: std::array::from_fn(|i| shift[i]),
     };
-    let mut bindings = vec![("x", x.storage())];
-    if let Some(v) = &v {
-        bindings.push(("v", v.storage()));
+    // the names the entry point reads x, v and out by
+    let (xn, vn, outn) = match kernel {
+        PoolKernel::MaxTiles2 => ("xv", "v", "out"),
+        PoolKernel::MaxScatterTiles2 => ("xv", "v", "outv"),
+        PoolKernel::MaxTiles4 => ("x4", "v", "outv"),
+        PoolKernel::MaxScatterTiles4 => ("x4", "xv", "out4"),
+        _ => ("x", "v", "out"),
+    };
+    let mut bindings = vec![(xn, x.storage())];
+    match &v {
+        Some(v) => bindings.push((vn, v.storage())),
+        None if max => bindings.push((vn, x.storage())),
+        None => {}
     }
-    bindings.push(("out", out.storage()));
+    bindings.push((outn, out.storage()));
     let k = Kernel::new(Shader::Pool, kernel.entry());
     out.device().inner.record(&k, &bindings, bytemuck::bytes_of(&params), grid(total.div_ceil(256) as u32));
     out
