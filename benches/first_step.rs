@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use models::{Mlp, mlp_loss};
 use wgrad::optim::Optimizer;
-use wgrad::{Device, Params, Tensor, compile, grad};
+use wgrad::{Device, Tensor, compile, grad};
 
 /// Values in [−scale, scale) from a fixed sequence (host data, as a user's
 /// initialisation or a batch read from disk).

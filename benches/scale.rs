@@ -18,7 +18,6 @@ mod models;
 use std::time::Instant;
 
 use models::{Cnn, cnn_loss};
-use wgrad::nn::{self, ConvOptions};
 use wgrad::optim::Optimizer;
 use wgrad::parallel::DataParallel;
 use wgrad::{Device, Params, Tensor, compile, grad};

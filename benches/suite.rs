@@ -26,7 +26,6 @@ use std::time::Instant;
 
 use models::{Cnn, Mlp, cnn_loss, mlp_loss};
 use support::gpt;
-use wgrad::nn::{self, ConvOptions};
 use wgrad::optim::Optimizer;
 use wgrad::{Device, Params, Tensor, compile, grad};
 
