@@ -59,7 +59,7 @@ pub(super) fn optimizers_in_place(
     // the lanes masked), so there one dispatch over a large tensor and
     // small ones costs more than the dispatches it saves: large tensors
     // are updated alone.
-    let cpu = dev.info.device_type == wgpu::DeviceType::Cpu;
+    let cpu = dev.cpu_adapter();
     let alone = |info: &OptInfo| cpu && info.numel > SMALL_UPDATE;
     let mut runs: Vec<Vec<usize>> = Vec::new();
     let mut bindings = 0;

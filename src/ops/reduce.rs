@@ -198,11 +198,10 @@ const MIN_CHUNK: usize = 256;
 const GPU_CHUNK: usize = 4096;
 const GPU_CHUNKS: usize = 1024;
 
-/// Does `x` live on a CPU adapter (lavapipe), where every load is issued
-/// lane by lane, so that an invocation folding a run of contiguous elements
-/// alone beats a workgroup's tree with its barriers?
+/// Does `x` live on a CPU adapter, where an invocation folding a run of
+/// contiguous elements alone beats a workgroup's tree with its barriers?
 fn is_cpu(x: &Tensor) -> bool {
-    x.device().inner.info.device_type == wgpu::DeviceType::Cpu
+    x.device().inner.cpu_adapter()
 }
 
 pub(crate) fn reduce_forward(op: ReduceOp, x: &Tensor, axes: &[usize], keepdim: bool, scale: f32) -> Tensor {

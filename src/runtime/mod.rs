@@ -342,10 +342,17 @@ impl DeviceInner {
         state
     }
 
+    /// Is the adapter a CPU (lavapipe, llvmpipe, SwiftShader)? There every
+    /// storage load is issued lane by lane and a workgroup runs on one core,
+    /// so kernels are chosen differently.
+    pub(crate) fn cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Workgroups that keep the adapter busy: CPU adapters run a couple of
     /// workgroups per core, GPUs need many more.
     pub(crate) fn busy_workgroups(&self) -> usize {
-        if self.info.device_type == wgpu::DeviceType::Cpu {
+        if self.cpu_adapter() {
             #[cfg(not(target_arch = "wasm32"))]
             let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
             #[cfg(target_arch = "wasm32")]

@@ -63,7 +63,7 @@ pub(crate) async fn tune(dev: &Device) -> Result<String> {
 /// fastest; CPU adapters only the unstaged tiles.
 /// Returns the tiles and a table of the times.
 async fn measure(dev: &Device) -> Result<(MatmulTiles, String)> {
-    let gpu = dev.inner.info.device_type != wgpu::DeviceType::Cpu;
+    let gpu = !dev.inner.cpu_adapter();
     let products = if gpu { GPU_PRODUCTS } else { CPU_PRODUCTS };
     let candidates: Vec<WorkgroupTile> = WorkgroupTile::CANDIDATES
         .into_iter()
